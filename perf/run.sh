@@ -1,0 +1,575 @@
+#!/usr/bin/env bash
+# perf/run.sh — end-to-end benchmark of ringgate against reference servers.
+#
+# Scenario "mock": ringgate's fixed mock response vs nginx `return 200`.
+# Servers of a scenario run one at a time, alternating (A, B, A, B, ...), each
+# started before its run and stopped after it, so they never compete.
+# See perf/README.md for the method and how to read the output.
+#
+# Usage: perf/run.sh [--scenario mock] [--rounds N] [--duration SECS]
+#                    [--warmup SECS] [--connections C] [--mode pinned|wide]
+#                    [--bin PATH] [--servers LIST] [--no-save]
+set -euo pipefail
+
+PERF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$PERF_DIR/.." && pwd)
+CMDLINE=$(printf '%q ' "$0" "$@")
+CMDLINE=${CMDLINE% }
+
+SCENARIO=mock
+ROUNDS=3
+DURATION=10
+WARMUP=2
+CONNECTIONS=64
+MODE=pinned
+BIN=""
+SERVERS_OVERRIDE="${PERF_SERVERS:-}"
+SAVE=1
+
+usage() {
+    cat <<'EOF'
+Usage: perf/run.sh [options]
+  --scenario NAME     scenario to run (only "mock" for now)            [mock]
+  --rounds N          rounds; each round runs every server once        [3]
+  --duration SECS     length of each measured wrk run                  [10]
+  --warmup SECS       wrk warm-up before each measured run             [2]
+  --connections C     wrk connections                                  [64]
+  --mode pinned|wide  pinned: one server worker on CPU 0, wrk -t1 on CPU 1
+                      wide: servers use all cores, wrk nproc/2 threads [pinned]
+  --bin PATH          ringgate binary [target/release/ringgate; built with
+                      `cargo build --release --locked` if missing]
+  --servers LIST      comma-separated subset of the scenario's servers
+                      (also env PERF_SERVERS), e.g. --servers nginx
+  --no-save           do not write perf/results/<scenario>-<date>.txt
+EOF
+}
+
+die() { echo "run.sh: error: $*" >&2; exit 1; }
+log() { echo "run.sh: $*" >&2; }
+
+need_arg() { [[ $# -ge 2 && -n $2 ]] || die "option $1 needs a value"; }
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --*=*) opt=${1%%=*}; val=${1#*=}; shift; set -- "$opt" "$val" "$@"; continue ;;
+    esac
+    case $1 in
+        --scenario)    need_arg "$@"; SCENARIO=$2; shift 2 ;;
+        --rounds)      need_arg "$@"; ROUNDS=$2; shift 2 ;;
+        --duration)    need_arg "$@"; DURATION=$2; shift 2 ;;
+        --warmup)      need_arg "$@"; WARMUP=$2; shift 2 ;;
+        --connections) need_arg "$@"; CONNECTIONS=$2; shift 2 ;;
+        --mode)        need_arg "$@"; MODE=$2; shift 2 ;;
+        --bin)         need_arg "$@"; BIN=$2; shift 2 ;;
+        --servers)     need_arg "$@"; SERVERS_OVERRIDE=$2; shift 2 ;;
+        --no-save)     SAVE=0; shift ;;
+        -h|--help)     usage; exit 0 ;;
+        *) usage >&2; die "unknown argument: $1" ;;
+    esac
+done
+
+is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
+{ is_uint "$ROUNDS" && ((ROUNDS >= 1)); } || die "--rounds must be a positive integer"
+{ is_uint "$DURATION" && ((DURATION >= 1)); } || die "--duration must be a positive integer"
+is_uint "$WARMUP" || die "--warmup must be a non-negative integer"
+{ is_uint "$CONNECTIONS" && ((CONNECTIONS >= 1)); } || die "--connections must be a positive integer"
+[[ $MODE == pinned || $MODE == wide ]] || die "--mode must be pinned or wide"
+
+BIN_DEFAULT=0
+if [[ -z $BIN ]]; then
+    BIN=$REPO_DIR/target/release/ringgate
+    BIN_DEFAULT=1
+fi
+[[ $BIN == /* ]] || BIN=$PWD/$BIN
+
+NPROC=$(nproc)
+
+# --------------------------------------------------------------------------
+# Scenarios. A scenario defines:
+#   scenario_<name>            sets SCENARIO_SERVERS (first = subject of the
+#                              ratios), SCENARIO_PATH, SCENARIO_STATUS,
+#                              SCENARIO_BODY (expected body; "" = unchecked)
+#   scenario_setup_<name>      optional: start backends etc. (not measured)
+#   scenario_teardown_<name>   optional
+# Each server <s> needs ensure_server_<s> (install/build) and
+# start_server_<s> PORT (starts it in the background, sets SERVER_PID).
+# Later: proxy (ringgate vs nginx proxy_pass vs haproxy, with a backend in
+# scenario_setup_proxy), cache (ringgate vs nginx proxy_cache vs varnish).
+# --------------------------------------------------------------------------
+scenario_mock() {
+    SCENARIO_SERVERS=(ringgate nginx)
+    SCENARIO_PATH=/perf/hello
+    SCENARIO_STATUS=200
+    SCENARIO_BODY=$'hello, world\n'
+}
+
+declare -F "scenario_$SCENARIO" >/dev/null || die "unknown scenario: $SCENARIO"
+"scenario_$SCENARIO"
+
+SERVERS=("${SCENARIO_SERVERS[@]}")
+if [[ -n $SERVERS_OVERRIDE ]]; then
+    IFS=', ' read -r -a SERVERS <<<"$SERVERS_OVERRIDE"
+    for s in "${SERVERS[@]}"; do
+        [[ " ${SCENARIO_SERVERS[*]} " == *" $s "* ]] ||
+            die "server '$s' is not part of scenario $SCENARIO (${SCENARIO_SERVERS[*]})"
+    done
+fi
+((${#SERVERS[@]} >= 1)) || die "no servers selected"
+
+# --------------------------------------------------------------------------
+# Installing what is missing.
+# --------------------------------------------------------------------------
+APT_UPDATED=0
+apt_update() { # once per run
+    [[ $(id -u) -eq 0 ]] || die "need to install packages but not running as root"
+    command -v apt-get >/dev/null || die "need to install packages but apt-get is missing"
+    if ((APT_UPDATED == 0)); then
+        log "apt-get update"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+        APT_UPDATED=1
+    fi
+}
+apt_install() {
+    apt_update
+    log "apt-get install -y $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+}
+
+apt_has() { apt-cache show "$1" >/dev/null 2>&1; }
+
+ensure_cmd() { # ensure_cmd CMD PACKAGE
+    command -v "$1" >/dev/null || apt_install "$2"
+    command -v "$1" >/dev/null || die "$1 still missing after installing $2"
+}
+
+ensure_server_nginx() {
+    NGINX=$(command -v nginx || true)
+    [[ -z $NGINX && -x /usr/sbin/nginx ]] && NGINX=/usr/sbin/nginx
+    if [[ -z $NGINX ]]; then
+        # nginx-light is enough for `return` (and has proxy/cache for later
+        # scenarios); fall back to the full package where it does not exist.
+        apt_update
+        if apt_has nginx-light; then apt_install nginx-light; else apt_install nginx; fi
+        NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+        [[ -x $NGINX ]] || die "nginx still missing after install"
+    fi
+}
+
+ensure_server_ringgate() {
+    if [[ ! -x $BIN ]]; then
+        ((BIN_DEFAULT)) || die "ringgate binary not found: $BIN"
+        command -v cargo >/dev/null || die "$BIN missing and cargo not found"
+        log "building ringgate: cargo build --release --locked"
+        (cd "$REPO_DIR" && cargo build --release --locked) >&2
+        [[ -x $BIN ]] || die "build did not produce $BIN"
+    fi
+}
+
+# --------------------------------------------------------------------------
+# Servers. start_server_<name> PORT: render the config, start in background,
+# set SERVER_PID. The process gets the server CPU affinity (CPU 0 if pinned).
+# --------------------------------------------------------------------------
+render() { # render TEMPLATE OUT KEY=VALUE...
+    local tpl=$1 out=$2 kv content
+    shift 2
+    [[ -f $tpl ]] || die "template missing: $tpl"
+    content=$(<"$tpl")
+    for kv in "$@"; do
+        content=${content//"@${kv%%=*}@"/"${kv#*=}"}
+    done
+    if grep -qE '@[A-Z_]+@' <<<"$content"; then
+        die "unreplaced placeholder in $tpl: $(grep -oE '@[A-Z_]+@' <<<"$content" | sort -u | tr '\n' ' ')"
+    fi
+    printf '%s\n' "$content" >"$out"
+}
+
+start_server_nginx() {
+    local port=$1 dir workers=1
+    dir=$(mktemp -d "$WORK/nginx.XXXX")
+    chmod 755 "$dir"
+    [[ $MODE == wide ]] && workers=auto
+    render "$PERF_DIR/nginx-$SCENARIO.conf.in" "$dir/nginx.conf" \
+        PORT="$port" WORKERS="$workers" TMP="$dir"
+    "$NGINX" -t -q -p "$dir" -c "$dir/nginx.conf" >"$dir/configtest.log" 2>&1 ||
+        { cat "$dir/configtest.log" >&2; die "nginx config test failed"; }
+    SERVER_LOG=$dir/stdout.log
+    ${SERVER_AFFINITY[@]+"${SERVER_AFFINITY[@]}"} \
+        "$NGINX" -p "$dir" -c "$dir/nginx.conf" >"$SERVER_LOG" 2>&1 &
+    SERVER_PID=$!
+    SERVER_ERRLOG=$dir/error.log
+}
+
+start_server_ringgate() {
+    local port=$1 dir workers=1
+    dir=$(mktemp -d "$WORK/ringgate.XXXX")
+    [[ $MODE == wide ]] && workers='"auto"'
+    render "$PERF_DIR/ringgate-$SCENARIO.toml.in" "$dir/ringgate.toml" \
+        PORT="$port" WORKERS="$workers"
+    SERVER_LOG=$dir/stdout.log
+    SERVER_ERRLOG=$SERVER_LOG
+    ${SERVER_AFFINITY[@]+"${SERVER_AFFINITY[@]}"} \
+        "$BIN" serve --config "$dir/ringgate.toml" >"$SERVER_LOG" 2>&1 &
+    SERVER_PID=$!
+}
+
+# --------------------------------------------------------------------------
+# Process bookkeeping: CPU ticks of a process tree, stopping by PID.
+# --------------------------------------------------------------------------
+# tree_pids ROOT: ROOT and all its descendants (from /proc/*/stat ppid).
+tree_pids() {
+    local root=$1 f line rest pid
+    local -a fields queue
+    local -A children=()
+    for f in /proc/[0-9]*/stat; do
+        { read -r line <"$f"; } 2>/dev/null || continue
+        pid=${f#/proc/}; pid=${pid%/stat}
+        rest=${line##*) }
+        read -r -a fields <<<"$rest"
+        children[${fields[1]}]+=" $pid"
+    done
+    queue=("$root")
+    while ((${#queue[@]})); do
+        pid=${queue[0]}
+        queue=("${queue[@]:1}")
+        echo "$pid"
+        # shellcheck disable=SC2206
+        [[ -n ${children[$pid]:-} ]] && queue+=(${children[$pid]})
+    done
+}
+
+# cpu_ticks PID...: sum of utime+stime (clock ticks) of the given processes;
+# utime/stime of a process include all its threads.
+cpu_ticks() {
+    local pid line rest total=0
+    local -a fields
+    for pid in "$@"; do
+        { read -r line <"/proc/$pid/stat"; } 2>/dev/null || continue
+        rest=${line##*) }
+        read -r -a fields <<<"$rest"
+        # fields[0] is stat field 3 (state): utime = field 14, stime = 15.
+        total=$((total + fields[11] + fields[12]))
+    done
+    echo "$total"
+}
+
+STARTED_PIDS=()
+stop_server() { # stop_server PID
+    local pid=$1 i
+    local -a tree
+    mapfile -t tree < <(tree_pids "$pid")
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "PID $pid did not exit on SIGTERM, sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+    # Leftover descendants of our server (e.g. nginx workers), by PID only.
+    for i in "${tree[@]:1}"; do
+        if kill -0 "$i" 2>/dev/null; then kill -KILL "$i" 2>/dev/null || true; fi
+    done
+    local -a left=()
+    for i in "${STARTED_PIDS[@]}"; do [[ $i == "$pid" ]] || left+=("$i"); done
+    STARTED_PIDS=(${left[@]+"${left[@]}"})
+}
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ringgate-perf.XXXXXX")
+chmod 755 "$WORK"
+cleanup() {
+    local rc=$? pid
+    for pid in ${STARTED_PIDS[@]+"${STARTED_PIDS[@]}"}; do stop_server "$pid"; done
+    if declare -F "scenario_teardown_$SCENARIO" >/dev/null; then
+        "scenario_teardown_$SCENARIO" || true
+    fi
+    if ((rc == 0)); then
+        rm -rf "$WORK"
+    else
+        log "failed (exit $rc); logs kept in $WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --------------------------------------------------------------------------
+# Network helpers (loopback only).
+# --------------------------------------------------------------------------
+free_port() {
+    local p i
+    if command -v python3 >/dev/null; then
+        python3 -c 'import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+        return
+    fi
+    for ((i = 0; i < 200; i++)); do
+        p=$((20000 + RANDOM % 30000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return
+        fi
+    done
+    die "could not find a free port"
+}
+
+wait_ready() { # wait_ready PORT PID: up to 10 s for the port to accept
+    local port=$1 pid=$2 i
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+check_response() { # check_response URL: expected status and body
+    local url=$1 out code
+    out=$WORK/check.body
+    code=$(curl -sS --max-time 5 -o "$out" -w '%{http_code}' "$url") ||
+        die "curl $url failed"
+    [[ $code == "$SCENARIO_STATUS" ]] || die "GET $url: status $code, expected $SCENARIO_STATUS"
+    if [[ -n $SCENARIO_BODY ]]; then
+        [[ "$(cat "$out"; echo x)" == "${SCENARIO_BODY}x" ]] ||
+            die "GET $url: unexpected body: $(head -c 200 "$out" | od -c | head -3)"
+    fi
+}
+
+# cpu_busy: per-CPU busy % over 1 s before the runs (other load skews results).
+cpu_busy() {
+    local a b
+    a=$(grep -E '^cpu[0-9]+ ' /proc/stat)
+    sleep 1
+    b=$(grep -E '^cpu[0-9]+ ' /proc/stat)
+    awk 'NR == FNR { for (i = 2; i <= NF; i++) t0[$1] += $i; i0[$1] = $5 + $6; next }
+         { t = 0; for (i = 2; i <= NF; i++) t += $i; dt = t - t0[$1]; di = $5 + $6 - i0[$1]
+           b = (dt > 0) ? 100 * (dt - di) / dt : 0
+           printf "%s%s %.0f%%", sep, $1, b; sep = ", " }' \
+        <(echo "$a") <(echo "$b")
+}
+
+# --------------------------------------------------------------------------
+# Load generation.
+# --------------------------------------------------------------------------
+run_wrk() { # run_wrk SECS URL OUTFILE
+    ${LOAD_AFFINITY[@]+"${LOAD_AFFINITY[@]}"} \
+        wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$1"s --timeout 5s --latency "$2" >"$3" 2>&1 ||
+        { cat "$3" >&2; die "wrk failed"; }
+}
+
+# parse_wrk FILE -> "rps requests p99_us non2xx socket_errors"
+parse_wrk() {
+    awk '
+        function us(v,   n, u) {
+            n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+            if (u == "us") return n
+            if (u == "ms") return n * 1000
+            if (u == "s")  return n * 1000000
+            if (u == "m")  return n * 60000000
+            if (u == "h")  return n * 3600000000
+            return -1
+        }
+        / requests in /                  { req = $1 }
+        /^Requests\/sec:/                { rps = $2 }
+        /^[ \t]*99%/                     { p99 = us($2) }
+        /Non-2xx or 3xx responses:/      { non2xx = $NF }
+        /Socket errors:/ { gsub(/,/, ""); serr = $4 + $6 + $8 + $10 }
+        END {
+            if (req == "" || rps == "" || p99 == "") exit 1
+            printf "%s %s %.1f %d %d\n", rps, req, p99, non2xx + 0, serr + 0
+        }' "$1"
+}
+
+check_wrk_errors() { # check_wrk_errors FILE WHAT
+    local rps req p99 non2xx serr
+    read -r rps req p99 non2xx serr < <(parse_wrk "$1") ||
+        { cat "$1" >&2; die "$2: could not parse wrk output"; }
+    if ((non2xx > 0 || serr > 0 || req == 0)); then
+        cat "$1" >&2
+        die "$2: $non2xx non-2xx/3xx responses, $serr socket errors, $req requests"
+    fi
+}
+
+# --------------------------------------------------------------------------
+# Setup.
+# --------------------------------------------------------------------------
+ensure_cmd wrk wrk
+ensure_cmd curl curl
+ensure_cmd taskset util-linux
+for s in "${SERVERS[@]}"; do
+    declare -F "start_server_$s" >/dev/null || die "no start_server_$s"
+    "ensure_server_$s"
+done
+
+if [[ $MODE == pinned ]]; then
+    ((NPROC >= 2)) || die "pinned mode needs 2 CPUs (0 and 1); have $NPROC"
+    { taskset -c 0 true 2>/dev/null && taskset -c 1 true 2>/dev/null; } ||
+        die "pinned mode needs CPUs 0 and 1 in this process's affinity mask"
+    SERVER_AFFINITY=(taskset -c 0)
+    LOAD_AFFINITY=(taskset -c 1)
+    WRK_THREADS=1
+else
+    SERVER_AFFINITY=()
+    LOAD_AFFINITY=()
+    WRK_THREADS=$((NPROC / 2))
+    ((WRK_THREADS >= 1)) || WRK_THREADS=1
+fi
+((CONNECTIONS >= WRK_THREADS)) || die "--connections ($CONNECTIONS) < wrk threads ($WRK_THREADS)"
+CLK_TCK=$(getconf CLK_TCK)
+
+if declare -F "scenario_setup_$SCENARIO" >/dev/null; then
+    "scenario_setup_$SCENARIO"
+fi
+
+DATE_ISO=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+DATE_FILE=$(date -u +%Y%m%d-%H%M%S)
+REPORT=$WORK/report.txt
+: >"$REPORT"
+say() { printf '%s\n' "$*" | tee -a "$REPORT"; }
+
+say "ringgate perf — scenario: $SCENARIO"
+say "command:  $CMDLINE"
+say "date:     $DATE_ISO"
+say "kernel:   $(uname -r)   nproc: $NPROC   loadavg: $(cut -d' ' -f1-3 /proc/loadavg)"
+BUSY=$(cpu_busy)
+say "idle chk: busy before start: $BUSY"
+if awk -v s="$BUSY" 'BEGIN { n = split(s, a, /[ %,]+/); for (i = 2; i <= n; i += 2) if (a[i] + 0 > 10) exit 0; exit 1 }'; then
+    say "WARNING:  CPUs are busy before the benchmark: results will be noisy"
+fi
+say "cpu:      $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || echo unknown)"
+say "mode:     $MODE   rounds: $ROUNDS   duration: ${DURATION}s   warm-up: ${WARMUP}s   connections: $CONNECTIONS   wrk threads: $WRK_THREADS"
+if [[ $MODE == pinned ]]; then
+    say "pinning:  servers: taskset -c 0, one worker;  wrk: taskset -c 1"
+fi
+say "servers:  ${SERVERS[*]}   (order within a round; alternated every round)"
+for s in "${SERVERS[@]}"; do
+    case $s in
+        ringgate)
+            rev=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
+            say "ringgate: $BIN (commit $rev)" ;;
+        nginx) say "nginx:    $("$NGINX" -v 2>&1 | sed 's/^nginx version: //')" ;;
+        *) ;;
+    esac
+done
+say "wrk:      $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
+say ""
+
+# --------------------------------------------------------------------------
+# Runs.
+# --------------------------------------------------------------------------
+R_ROUND=() R_SERVER=() R_RPS=() R_P99=() R_CPU=() R_REQ=() R_UTIL=()
+
+run_one() { # run_one ROUND SERVER
+    local round=$1 s=$2 port url pid out t0 t1 ticks rps req p99 non2xx serr cpu
+    local -a pids
+    port=$(free_port)
+    url="http://127.0.0.1:$port$SCENARIO_PATH"
+    SERVER_PID=""
+    "start_server_$s" "$port"
+    pid=$SERVER_PID
+    STARTED_PIDS+=("$pid")
+    if ! wait_ready "$port" "$pid"; then
+        cat "$SERVER_LOG" >&2 || true
+        [[ $SERVER_ERRLOG != "$SERVER_LOG" ]] && { cat "$SERVER_ERRLOG" >&2 || true; }
+        die "$s did not accept connections on 127.0.0.1:$port within 10 s"
+    fi
+    check_response "$url"
+
+    out=$WORK/wrk-$round-$s
+    if ((WARMUP > 0)); then
+        log "round $round: $s warm-up ${WARMUP}s on $url"
+        run_wrk "$WARMUP" "$url" "$out.warmup"
+        check_wrk_errors "$out.warmup" "$s warm-up (round $round)"
+    fi
+
+    mapfile -t pids < <(tree_pids "$pid")
+    log "round $round: $s measuring ${DURATION}s (pids ${pids[*]})"
+    t0=$(cpu_ticks "${pids[@]}")
+    run_wrk "$DURATION" "$url" "$out.run"
+    t1=$(cpu_ticks "${pids[@]}")
+    kill -0 "$pid" 2>/dev/null || die "$s (PID $pid) died during the run"
+    stop_server "$pid"
+
+    check_wrk_errors "$out.run" "$s (round $round)"
+    read -r rps req p99 non2xx serr < <(parse_wrk "$out.run")
+    ticks=$((t1 - t0))
+    cpu=$(awk -v t="$ticks" -v hz="$CLK_TCK" -v n="$req" 'BEGIN { printf "%.3f", t / hz * 1e6 / n }')
+
+    R_ROUND+=("$round") R_SERVER+=("$s") R_RPS+=("$rps") R_P99+=("$p99")
+    R_CPU+=("$cpu") R_REQ+=("$req")
+    R_UTIL+=("$(awk -v t="$ticks" -v hz="$CLK_TCK" -v d="$DURATION" 'BEGIN { printf "%.0f", 100 * t / hz / d }')")
+}
+
+row_fmt='%-6s %-10s %12s %12s %14s %10s %12s %8s\n'
+print_header() {
+    # shellcheck disable=SC2059
+    say "$(printf "$row_fmt" round server 'req/s' 'p99 (us)' 'cpu us/req' 'srv cpu%' requests errors)"
+}
+
+for ((round = 1; round <= ROUNDS; round++)); do
+    first=${#R_ROUND[@]}
+    for s in "${SERVERS[@]}"; do
+        run_one "$round" "$s"
+    done
+    say "--- round $round/$ROUNDS ---"
+    print_header
+    for ((i = first; i < ${#R_ROUND[@]}; i++)); do
+        # shellcheck disable=SC2059
+        say "$(printf "$row_fmt" "${R_ROUND[i]}" "${R_SERVER[i]}" "${R_RPS[i]}" \
+            "${R_P99[i]}" "${R_CPU[i]}" "${R_UTIL[i]}" "${R_REQ[i]}" 0)"
+    done
+    say ""
+done
+
+# --------------------------------------------------------------------------
+# Summary: medians per server and ratios subject/other.
+# --------------------------------------------------------------------------
+median() { # median VALUE...
+    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
+        END { if (NR % 2) printf "%.3f", v[(NR + 1) / 2];
+              else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+metric_values() { # metric_values ARRAYNAME SERVER
+    local -n arr=$1
+    local i
+    for ((i = 0; i < ${#R_SERVER[@]}; i++)); do
+        [[ ${R_SERVER[i]} == "$2" ]] && echo "${arr[i]}"
+    done
+    return 0
+}
+declare -A MED_RPS MED_P99 MED_CPU
+for s in "${SERVERS[@]}"; do
+    mapfile -t v < <(metric_values R_RPS "$s"); MED_RPS[$s]=$(median "${v[@]}")
+    mapfile -t v < <(metric_values R_P99 "$s"); MED_P99[$s]=$(median "${v[@]}")
+    mapfile -t v < <(metric_values R_CPU "$s"); MED_CPU[$s]=$(median "${v[@]}")
+done
+
+sum_fmt='%-10s %14s %12s %14s\n'
+say "=== summary: median of $ROUNDS round(s), scenario $SCENARIO, mode $MODE ==="
+# shellcheck disable=SC2059
+say "$(printf "$sum_fmt" server 'req/s' 'p99 (us)' 'cpu us/req')"
+for s in "${SERVERS[@]}"; do
+    # shellcheck disable=SC2059
+    say "$(printf "$sum_fmt" "$s" "${MED_RPS[$s]}" "${MED_P99[$s]}" "${MED_CPU[$s]}")"
+done
+
+SUBJECT=${SCENARIO_SERVERS[0]}
+if [[ " ${SERVERS[*]} " == *" $SUBJECT "* ]] && ((${#SERVERS[@]} > 1)); then
+    say ""
+    say "ratios (req/s: >1 = $SUBJECT faster; p99 and cpu us/req: <1 = $SUBJECT better)"
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.3f", a / b }'; }
+    for s in "${SERVERS[@]}"; do
+        [[ $s == "$SUBJECT" ]] && continue
+        say "$(printf '%-18s req/s %s   p99 %s   cpu/req %s' "$SUBJECT/$s" \
+            "$(ratio "${MED_RPS[$SUBJECT]}" "${MED_RPS[$s]}")" \
+            "$(ratio "${MED_P99[$SUBJECT]}" "${MED_P99[$s]}")" \
+            "$(ratio "${MED_CPU[$SUBJECT]}" "${MED_CPU[$s]}")")"
+    done
+fi
+
+if ((SAVE)); then
+    mkdir -p "$PERF_DIR/results"
+    dest=$PERF_DIR/results/$SCENARIO-$DATE_FILE.txt
+    cp "$REPORT" "$dest"
+    echo ""
+    echo "saved: ${dest#"$REPO_DIR"/}"
+fi

@@ -1,0 +1,331 @@
+//! The file as serde sees it: every struct denies unknown fields and keeps
+//! the spans of the values that validation may need to point at. Tables
+//! themselves are never wrapped in `Spanned` (implicit tables have no span).
+//!
+//! Also holds [`SNode`], a generic span-keeping tree of the document used
+//! only to name the key behind a serde error's byte offset.
+
+use std::fmt;
+use std::ops::Range;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use toml::{Spanned, Value};
+
+use super::error::{join, key_segment};
+
+/// The whole file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub server: Option<RawServer>,
+    pub limits: Option<RawLimits>,
+    #[serde(default)]
+    pub api: Vec<RawApi>,
+    #[serde(default)]
+    pub domain: Vec<RawDomain>,
+}
+
+/// `[server]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub listen: Option<Spanned<Vec<Spanned<String>>>>,
+    pub workers: Option<Spanned<Value>>,
+    pub pin_workers: Option<bool>,
+    pub io_driver: Option<Spanned<String>>,
+    pub ring_entries: Option<Spanned<i64>>,
+    pub drain_timeout: Option<Spanned<Value>>,
+}
+
+/// `[limits]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub max_header_bytes: Option<Spanned<i64>>,
+    pub max_headers: Option<Spanned<i64>>,
+    pub max_url_bytes: Option<Spanned<i64>>,
+    pub max_body_bytes: Option<Spanned<Value>>,
+    pub header_read_timeout: Option<Spanned<Value>>,
+    pub keepalive_timeout: Option<Spanned<Value>>,
+    pub max_connections_per_worker: Option<Spanned<i64>>,
+}
+
+/// `[[api]]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApi {
+    pub name: Spanned<String>,
+    pub hosts: Option<Spanned<Vec<Spanned<String>>>>,
+    pub unmatched_route: Option<Spanned<String>>,
+    #[serde(default)]
+    pub stage: Vec<RawStage>,
+    #[serde(default)]
+    pub route: Vec<RawRoute>,
+}
+
+/// `[[api.stage]]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStage {
+    pub name: Spanned<String>,
+    pub variables: Option<OrderedMap>,
+}
+
+/// `[[api.route]]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub route: Spanned<String>,
+    pub mock: Option<RawMock>,
+}
+
+/// `[api.route.mock]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMock {
+    pub status: Option<Spanned<i64>>,
+    pub headers: Option<OrderedMap>,
+    pub body: Option<Spanned<String>>,
+}
+
+/// `[[domain]]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDomain {
+    pub host: Spanned<String>,
+    #[serde(default)]
+    pub mapping: Vec<RawMapping>,
+}
+
+/// `[[domain.mapping]]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMapping {
+    pub base_path: Option<Spanned<String>>,
+    pub api: Spanned<String>,
+    pub stage: Spanned<String>,
+}
+
+/// A table of string values, in file order, keys and values spanned.
+pub(super) struct OrderedMap(pub Vec<(Spanned<String>, Spanned<String>)>);
+
+impl<'de> Deserialize<'de> for OrderedMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OrderedMap;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table of strings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OrderedMap, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(OrderedMap(entries))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Generic spanned tree, for naming the key behind an error offset.
+
+// The names `toml` (through `serde_spanned`) recognises to hand out spans.
+// Asking for them directly, rather than through `toml::Spanned`, lets a
+// value without a span (an implicit table) fall back to a plain value
+// instead of failing.
+const SPANNED_NAME: &str = "$__serde_spanned_private_Spanned";
+const SPANNED_START: &str = "$__serde_spanned_private_start";
+const SPANNED_FIELDS: &[&str] = &[
+    SPANNED_START,
+    "$__serde_spanned_private_end",
+    "$__serde_spanned_private_value",
+];
+
+/// A node of the document with its span, when `toml` knows it.
+pub(super) struct SNode {
+    span: Option<Range<usize>>,
+    kind: Node,
+}
+
+enum Node {
+    Table(Vec<(SKey, SNode)>),
+    Array(Vec<SNode>),
+    Leaf,
+}
+
+/// A table key with its span.
+struct SKey {
+    span: Option<Range<usize>>,
+    name: String,
+}
+
+impl SNode {
+    /// The dotted path of the key or value at byte offset `pos`: a key
+    /// whose span holds `pos`, else the innermost value that holds it.
+    pub(super) fn path_at(&self, pos: usize) -> Option<String> {
+        let mut best = None;
+        walk(self, pos, "", &mut best);
+        best.map(|(_, path)| path)
+    }
+}
+
+fn span_len(span: &Option<Range<usize>>, pos: usize) -> Option<usize> {
+    let s = span.as_ref()?;
+    (s.start <= pos && (pos < s.end || pos == s.start)).then(|| s.end - s.start)
+}
+
+fn consider(best: &mut Option<(usize, String)>, len: usize, path: &str) {
+    if best.as_ref().is_none_or(|(l, _)| len <= *l) {
+        *best = Some((len, path.to_string()));
+    }
+}
+
+fn walk(node: &SNode, pos: usize, prefix: &str, best: &mut Option<(usize, String)>) {
+    match &node.kind {
+        Node::Table(entries) => {
+            for (key, value) in entries {
+                let path = join(prefix, &key_segment(&key.name));
+                if span_len(&key.span, pos).is_some() {
+                    consider(best, 0, &path);
+                }
+                if let Some(len) = span_len(&value.span, pos) {
+                    consider(best, len, &path);
+                }
+                walk(value, pos, &path, best);
+            }
+        }
+        Node::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let path = format!("{prefix}[{i}]");
+                if let Some(len) = span_len(&item.span, pos) {
+                    consider(best, len, &path);
+                }
+                walk(item, pos, &path, best);
+            }
+        }
+        Node::Leaf => {}
+    }
+}
+
+impl<'de> Deserialize<'de> for SNode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_struct(SPANNED_NAME, SPANNED_FIELDS, NodeVisitor { spanned: true })
+    }
+}
+
+/// A node deserialised without asking for its span (the value inside a
+/// spanned wrapper).
+struct Plain(SNode);
+
+impl<'de> Deserialize<'de> for Plain {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NodeVisitor { spanned: false }).map(Plain)
+    }
+}
+
+struct NodeVisitor {
+    spanned: bool,
+}
+
+fn leaf() -> SNode {
+    SNode {
+        span: None,
+        kind: Node::Leaf,
+    }
+}
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = SNode;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any TOML value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<SNode, E> {
+        Ok(leaf())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<SNode, E> {
+        Ok(leaf())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<SNode, E> {
+        Ok(leaf())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<SNode, E> {
+        Ok(leaf())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<SNode, E> {
+        Ok(leaf())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<SNode, E> {
+        Ok(leaf())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SNode, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<SNode>()? {
+            items.push(item);
+        }
+        Ok(SNode {
+            span: None,
+            kind: Node::Array(items),
+        })
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SNode, A::Error> {
+        let Some(first) = map.next_key::<SKey>()? else {
+            return Ok(SNode {
+                span: None,
+                kind: Node::Table(Vec::new()),
+            });
+        };
+        if self.spanned && first.name == SPANNED_START {
+            let start: usize = map.next_value()?;
+            let _ = map.next_key::<SKey>()?;
+            let end: usize = map.next_value()?;
+            let _ = map.next_key::<SKey>()?;
+            let Plain(mut node) = map.next_value()?;
+            node.span = Some(start..end);
+            return Ok(node);
+        }
+        let mut entries = vec![(first, map.next_value::<SNode>()?)];
+        while let Some(key) = map.next_key::<SKey>()? {
+            entries.push((key, map.next_value::<SNode>()?));
+        }
+        Ok(SNode {
+            span: None,
+            kind: Node::Table(entries),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for SKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SKey;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<SKey, E> {
+                Ok(SKey {
+                    span: None,
+                    name: s.to_string(),
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SKey, A::Error> {
+                let _ = map.next_key::<String>()?;
+                let start: usize = map.next_value()?;
+                let _ = map.next_key::<String>()?;
+                let end: usize = map.next_value()?;
+                let _ = map.next_key::<String>()?;
+                let name: String = map.next_value()?;
+                Ok(SKey {
+                    span: Some(start..end),
+                    name,
+                })
+            }
+        }
+        d.deserialize_struct(SPANNED_NAME, SPANNED_FIELDS, V)
+    }
+}

@@ -1,0 +1,773 @@
+use super::*;
+
+/// Parses `text` (a leading newline is dropped so raw strings read well).
+fn ok(text: &str) -> Config {
+    let text = text.strip_prefix('\n').unwrap_or(text);
+    match parse(text, "t.toml") {
+        Ok(c) => c,
+        Err(e) => panic!("unexpected error:\n{e}"),
+    }
+}
+
+fn bad(text: &str) -> ConfigError {
+    let text = text.strip_prefix('\n').unwrap_or(text);
+    match parse(text, "t.toml") {
+        Ok(c) => panic!("expected an error, got {c:#?}"),
+        Err(e) => e,
+    }
+}
+
+#[track_caller]
+fn check(e: &ConfigError, line: usize, key: &str, problem: &str) {
+    assert_eq!(
+        (e.line, e.key.as_str()),
+        (line, key),
+        "wrong position or key in:\n{e}"
+    );
+    assert!(
+        e.problem.contains(problem),
+        "problem lacks {problem:?}:\n{e}"
+    );
+    assert!(!e.fix.is_empty(), "no fix in:\n{e}");
+    assert_eq!(e.file, "t.toml");
+}
+
+/// A small valid API to append bad parts to.
+const API: &str = r#"
+[[api]]
+name = "demo"
+hosts = ["api.example.com"]
+[[api.stage]]
+name = "prod"
+variables = { greeting = "hello" }
+"#;
+
+const FULL: &str = r#"
+[server]
+listen = ["127.0.0.1:8080", "[::1]:0"]
+workers = 4
+pin_workers = false
+io_driver = "epoll"
+ring_entries = 1024
+drain_timeout = "500ms"
+
+[limits]
+max_header_bytes = 2048
+max_headers = 50
+max_url_bytes = 1024
+max_body_bytes = "1MiB"
+header_read_timeout = "2s"
+keepalive_timeout = "2m"
+max_connections_per_worker = 500
+
+[[api]]
+name = "demo"
+hosts = ["API.Example.com:8443"]
+unmatched_route = "not_found"
+
+  [[api.stage]]
+  name = "prod"
+  variables = { greeting = "hello", backend = "127.0.0.1:9000" }
+
+  [[api.stage]]
+  name = "beta"
+  variables = { greeting = "hi" }
+
+  [[api.route]]
+  route = "GET /pets/{id}"
+  [api.route.mock]
+  status = 201
+  headers = { "Content-Type" = "application/json", x-extra = "1" }
+  body = '{"id": "{id}", "greeting": "${stageVariables.greeting}"}'
+
+  [[api.route]]
+  route = "ANY /files/{proxy+}"
+  [api.route.mock]
+  body = "file {proxy}"
+
+  [[api.route]]
+  route = "$default"
+  [api.route.mock]
+
+[[api]]
+name = "fallback"
+  [[api.stage]]
+  name = "live"
+
+[[domain]]
+host = "shop.example.com:443"
+  [[domain.mapping]]
+  base_path = "/orders/v1/items/"
+  api = "demo"
+  stage = "prod"
+  [[domain.mapping]]
+  api = "demo"
+  stage = "beta"
+"#;
+
+#[test]
+fn full_config() {
+    let c = ok(FULL);
+    assert_eq!(c.source, "t.toml");
+    assert_eq!(
+        c.server,
+        ServerConfig {
+            listen: vec![
+                "127.0.0.1:8080".parse().unwrap(),
+                "[::1]:0".parse().unwrap()
+            ],
+            workers: Some(4),
+            pin_workers: false,
+            io_driver: IoDriver::Epoll,
+            ring_entries: 1024,
+            drain_timeout: Duration::from_millis(500),
+        }
+    );
+    assert_eq!(
+        c.limits,
+        Limits {
+            max_header_bytes: 2048,
+            max_headers: 50,
+            max_url_bytes: 1024,
+            max_body_bytes: 1 << 20,
+            header_read_timeout: Duration::from_secs(2),
+            keepalive_timeout: Duration::from_secs(120),
+            max_connections_per_worker: 500,
+        }
+    );
+    assert_eq!(c.apis.len(), 2);
+    let demo = &c.apis[0];
+    assert_eq!(demo.name, "demo");
+    assert_eq!(demo.hosts, ["api.example.com"]);
+    assert_eq!(demo.unmatched_route, UnmatchedRoute::NotFound);
+    assert_eq!(demo.stages.len(), 2);
+    assert_eq!(
+        demo.stage("prod").unwrap().variables["backend"],
+        "127.0.0.1:9000"
+    );
+    assert_eq!(demo.stage("beta").unwrap().variables["greeting"], "hi");
+    assert_eq!(demo.routes.len(), 3);
+
+    let r = &demo.routes[0];
+    assert_eq!(r.line, 32);
+    assert_eq!(
+        r.key,
+        RouteKey::Route {
+            method: Some("GET".into()),
+            path: "/pets/{id}".into()
+        }
+    );
+    assert_eq!(r.key.as_display(), "GET /pets/{id}");
+    let Integration::Mock(m) = &r.integration;
+    assert_eq!(m.status, 201);
+    assert_eq!(
+        m.headers,
+        [
+            ("content-type".to_string(), "application/json".to_string()),
+            ("x-extra".to_string(), "1".to_string())
+        ]
+    );
+    use BodyPart::*;
+    assert_eq!(
+        m.body,
+        [
+            Literal("{\"id\": \"".into()),
+            PathParam("id".into()),
+            Literal("\", \"greeting\": \"".into()),
+            StageVariable("greeting".into()),
+            Literal("\"}".into()),
+        ]
+    );
+
+    let r = &demo.routes[1];
+    assert_eq!(r.key.as_display(), "ANY /files/{proxy+}");
+    assert!(matches!(&r.key, RouteKey::Route { method: None, .. }));
+    let Integration::Mock(m) = &r.integration;
+    assert_eq!(
+        (m.status, m.body.clone()),
+        (
+            200,
+            vec![Literal("file ".into()), PathParam("proxy".into())]
+        )
+    );
+
+    let r = &demo.routes[2];
+    assert_eq!(r.key, RouteKey::Default);
+    assert_eq!(r.key.as_display(), "$default");
+    let Integration::Mock(m) = &r.integration;
+    assert!(m.body.is_empty() && m.headers.is_empty());
+
+    let fallback = &c.apis[1];
+    assert!(fallback.hosts.is_empty() && fallback.routes.is_empty());
+    assert_eq!(
+        fallback.unmatched_route,
+        UnmatchedRoute::MissingAuthenticationToken
+    );
+    assert!(fallback.stages[0].variables.is_empty());
+
+    assert_eq!(
+        c.domains,
+        [DomainConfig {
+            host: "shop.example.com".into(),
+            mappings: vec![
+                Mapping {
+                    base_path: "orders/v1/items".into(),
+                    api: "demo".into(),
+                    stage: "prod".into()
+                },
+                Mapping {
+                    base_path: String::new(),
+                    api: "demo".into(),
+                    stage: "beta".into()
+                },
+            ]
+        }]
+    );
+}
+
+#[test]
+fn empty_file_gives_defaults() {
+    let c = ok("");
+    assert_eq!(c.server, ServerConfig::default());
+    assert_eq!(c.limits, Limits::default());
+    assert!(c.apis.is_empty() && c.domains.is_empty());
+    assert_eq!(c.server.listen, ["127.0.0.1:8080".parse().unwrap()]);
+    assert_eq!(c.server.workers, None);
+    assert!(c.server.pin_workers);
+    assert_eq!(c.server.io_driver, IoDriver::Auto);
+    assert_eq!(c.server.ring_entries, 4096);
+    assert_eq!(c.server.drain_timeout, Duration::from_secs(10));
+    assert_eq!(c.limits.max_header_bytes, 10240);
+    assert_eq!(c.limits.max_headers, 100);
+    assert_eq!(c.limits.max_url_bytes, 8192);
+    assert_eq!(c.limits.max_body_bytes, 10_485_760);
+    assert_eq!(c.limits.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(c.limits.keepalive_timeout, Duration::from_secs(60));
+    assert_eq!(c.limits.max_connections_per_worker, 10000);
+}
+
+#[test]
+fn missing_sections_take_defaults() {
+    let c = ok("[server]\nworkers = \"auto\"\n[limits]\nmax_headers = 20\n");
+    assert_eq!(c.server, ServerConfig::default());
+    assert_eq!(
+        c.limits,
+        Limits {
+            max_headers: 20,
+            ..Limits::default()
+        }
+    );
+    let c = ok(API);
+    assert_eq!(c.server, ServerConfig::default());
+    assert_eq!(c.limits, Limits::default());
+    assert_eq!(c.apis.len(), 1);
+}
+
+#[test]
+fn durations_and_sizes() {
+    assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+    assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
+    assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+    assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+    for s in [
+        "",
+        "10",
+        "s",
+        "1.5s",
+        "10 s",
+        "-1s",
+        "10sec",
+        "99999999999999999999h",
+    ] {
+        assert_eq!(parse_duration(s), None, "{s:?}");
+    }
+    assert_eq!(parse_size("100B"), Some(100));
+    assert_eq!(parse_size("100"), Some(100));
+    assert_eq!(parse_size("512KiB"), Some(512 << 10));
+    assert_eq!(parse_size("10MiB"), Some(10 << 20));
+    assert_eq!(parse_size("1GiB"), Some(1 << 30));
+    assert_eq!(parse_size("1TiB"), Some(1 << 40));
+    for s in ["", "MiB", "10MB", "10 MiB", "1.5MiB", "99999999999TiB"] {
+        assert_eq!(parse_size(s), None, "{s:?}");
+    }
+}
+
+#[test]
+fn display_format() {
+    let e = bad("[server]\nworkers = 0\n");
+    assert_eq!(
+        e.to_string(),
+        "t.toml:2:11: server.workers: workers must be between 1 and 1024, found 0\n  \
+         fix: use an integer from 1 to 1024, or \"auto\" for one worker per core"
+    );
+    let e = load(Path::new("/nonexistent/ringgate.toml")).unwrap_err();
+    assert_eq!((e.line, e.column), (0, 0));
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/ringgate.toml: cannot read"),
+        "{e}"
+    );
+}
+
+// --- bad inputs ----------------------------------------------------------------
+
+#[test]
+fn unknown_key_in_server() {
+    let e = bad("[server]\nworkers = 2\nworkrs = 3\n");
+    check(&e, 3, "server.workrs", "unknown field `workrs`");
+    assert_eq!(e.column, 1);
+    assert!(e.fix.contains("listen, workers, pin_workers"), "{e}");
+    assert!(e.fix.contains("did you mean `workers`"), "{e}");
+}
+
+#[test]
+fn unknown_keys_elsewhere() {
+    let e = bad(&format!(
+        "{API}[[api.route]]\nroute = \"GET /\"\ntimeout = 3\n[api.route.mock]\n"
+    ));
+    check(&e, 9, "api[0].route[0].timeout", "unknown field `timeout`");
+    assert!(e.fix.contains("route, mock"), "{e}");
+
+    let e = bad(&format!(
+        "{API}[[api.route]]\nroute = \"GET /\"\nmock = {{ stauts = 201 }}\n"
+    ));
+    check(
+        &e,
+        9,
+        "api[0].route[0].mock.stauts",
+        "unknown field `stauts`",
+    );
+    assert!(e.fix.contains("did you mean `status`"), "{e}");
+
+    let e = bad("colour = 1\n");
+    check(&e, 1, "colour", "unknown field `colour`");
+    assert!(e.fix.contains("server, limits, api, domain"), "{e}");
+
+    let e = bad("[server.tls]\ncert = \"x\"\n");
+    check(&e, 1, "server.tls", "unknown field `tls`");
+}
+
+#[test]
+fn bad_duration() {
+    let e = bad("[limits]\nkeepalive_timeout = \"60 sec\"\n");
+    check(
+        &e,
+        2,
+        "limits.keepalive_timeout",
+        "invalid duration \"60 sec\"",
+    );
+    assert_eq!(e.column, 21);
+    let e = bad("[server]\ndrain_timeout = 10\n");
+    check(&e, 2, "server.drain_timeout", "found integer 10");
+    let e = bad("[limits]\nheader_read_timeout = \"50ms\"\n");
+    check(
+        &e,
+        2,
+        "limits.header_read_timeout",
+        "between 100ms and 1h, found 50ms",
+    );
+}
+
+#[test]
+fn workers_out_of_range_or_wrong_type() {
+    let e = bad("[server]\nworkers = 0\n");
+    check(&e, 2, "server.workers", "between 1 and 1024, found 0");
+    let e = bad("[server]\nworkers = true\n");
+    check(&e, 2, "server.workers", "found boolean true");
+    let e = bad("[server]\nworkers = \"many\"\n");
+    check(&e, 2, "server.workers", "found string \"many\"");
+}
+
+#[test]
+fn wrong_types_from_serde() {
+    let e = bad("[server]\npin_workers = \"yes\"\n");
+    check(
+        &e,
+        2,
+        "server.pin_workers",
+        "invalid type: string \"yes\", expected a boolean",
+    );
+    assert_eq!(e.fix, "change the value to a boolean");
+    let e = bad("[server]\nlisten = [\"127.0.0.1:1\", 8080]\n");
+    check(&e, 2, "server.listen[1]", "expected a string");
+    let e = bad("[server]\nlisten = \"127.0.0.1:80\"\n");
+    check(&e, 2, "server.listen", "expected an array");
+    let e = bad(&format!(
+        "{API}[[api.route]]\nroute = \"GET /\"\nmock = 5\n"
+    ));
+    check(
+        &e,
+        9,
+        "api[0].route[0].mock",
+        "integer `5`, expected a table",
+    );
+}
+
+#[test]
+fn missing_field() {
+    let e = bad("[[api]]\nhosts = [\"a.example\"]\n");
+    check(&e, 1, "api[0].name", "missing field `name`");
+    let e = bad(&format!(
+        "{API}[[domain]]\nhost = \"x.example\"\n[[domain.mapping]]\napi = \"demo\"\n"
+    ));
+    check(&e, 9, "domain[0].mapping[0].stage", "missing field `stage`");
+}
+
+#[test]
+fn bad_method() {
+    let e = bad(&format!(
+        "{API}[[api.route]]\nroute = \"FETCH /pets\"\n[api.route.mock]\n"
+    ));
+    check(&e, 8, "api[0].route[0].route", "unknown method \"FETCH\"");
+    assert_eq!(e.column, 9);
+    assert_eq!(
+        e.fix,
+        "use one of GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS or ANY"
+    );
+    let e = bad(&format!(
+        "{API}[[api.route]]\nroute = \"get /pets\"\n[api.route.mock]\n"
+    ));
+    check(&e, 8, "api[0].route[0].route", "upper case");
+}
+
+#[test]
+fn bad_paths() {
+    let cases = [
+        ("GET /{proxy+}/x", "must be the last segment"),
+        ("GET /a/", "ends with '/'"),
+        ("GET /a//b", "empty segment"),
+        ("GET /a/x{id}", "mixes literal text"),
+        ("GET /{a}/{a}", "more than once"),
+        ("GET /{a-b}", "not valid"),
+        ("GET /a b", "contains ' '"),
+        ("GET /a?x=1", "contains '?'"),
+        ("GET pets", "must start with '/'"),
+        ("/pets", "has no method"),
+        ("$other", "unknown special route"),
+    ];
+    for (route, problem) in cases {
+        let e = bad(&format!(
+            "{API}[[api.route]]\nroute = \"{route}\"\n[api.route.mock]\n"
+        ));
+        check(&e, 8, "api[0].route[0].route", problem);
+    }
+}
+
+#[test]
+fn greedy_not_last() {
+    let e = bad(&format!(
+        "{API}[[api.route]]\nroute = \"GET /{{proxy+}}/tail\"\n[api.route.mock]\n"
+    ));
+    check(
+        &e,
+        8,
+        "api[0].route[0].route",
+        "greedy parameter {proxy+} must be the last segment",
+    );
+}
+
+#[test]
+fn duplicate_route_names_first_line() {
+    let e = bad(&format!(
+        "{API}[[api.route]]\nroute = \"GET /a/{{id}}\"\n[api.route.mock]\n\
+         [[api.route]]\nroute = \"ANY /a/{{id}}\"\n[api.route.mock]\n\
+         [[api.route]]\nroute = \"GET /a/{{x}}\"\n[api.route.mock]\n"
+    ));
+    check(
+        &e,
+        14,
+        "api[0].route[2].route",
+        "conflicts with \"GET /a/{id}\" on line 8",
+    );
+}
+
+#[test]
+fn duplicate_default() {
+    let e = bad(&format!(
+        "{API}[[api.route]]\nroute = \"$default\"\n[api.route.mock]\n\
+         [[api.route]]\nroute = \"$default\"\n[api.route.mock]\n"
+    ));
+    check(
+        &e,
+        11,
+        "api[0].route[1].route",
+        "duplicate $default route; the first is on line 8",
+    );
+}
+
+#[test]
+fn mapping_to_unknown_stage_or_api() {
+    let e = bad(&format!(
+        "{API}[[domain]]\nhost = \"x.example\"\n[[domain.mapping]]\napi = \"demo\"\nstage = \"dev\"\n"
+    ));
+    check(
+        &e,
+        11,
+        "domain[0].mapping[0].stage",
+        "api \"demo\" has no stage \"dev\"",
+    );
+    assert!(e.fix.contains("prod"), "{e}");
+    let e = bad(&format!(
+        "{API}[[domain]]\nhost = \"x.example\"\n[[domain.mapping]]\napi = \"demp\"\nstage = \"prod\"\n"
+    ));
+    check(
+        &e,
+        10,
+        "domain[0].mapping[0].api",
+        "api \"demp\" is not defined",
+    );
+}
+
+#[test]
+fn mock_sets_reserved_header() {
+    let e = bad(&format!(
+        "{API}[[api.route]]\nroute = \"GET /\"\n[api.route.mock]\nheaders = {{ Content-Length = \"5\" }}\n"
+    ));
+    check(
+        &e,
+        10,
+        "api[0].route[0].mock.headers.Content-Length",
+        "may not set the content-length header",
+    );
+    let e = bad(&format!(
+        "{API}[[api.route]]\nroute = \"GET /\"\n[api.route.mock]\nheaders = {{ \"bad name\" = \"5\" }}\n"
+    ));
+    check(
+        &e,
+        10,
+        "api[0].route[0].mock.headers.\"bad name\"",
+        "not a valid header name",
+    );
+}
+
+#[test]
+fn missing_stage_variable() {
+    let e = bad(&format!(
+        "{API}[[api.stage]]\nname = \"beta\"\n\
+         [[api.route]]\nroute = \"GET /\"\n[api.route.mock]\nbody = \"${{stageVariables.greeting}}!\"\n"
+    ));
+    check(
+        &e,
+        12,
+        "api[0].route[0].mock.body",
+        "stage \"beta\" does not define the stage variable \"greeting\"",
+    );
+    assert!(e.fix.contains("(line 8)"), "{e}");
+    let e = bad(&format!(
+        "{API}[[api.route]]\nroute = \"GET /\"\n[api.route.mock]\nbody = \"${{stageVariables.a-b}}\"\n"
+    ));
+    check(
+        &e,
+        10,
+        "api[0].route[0].mock.body",
+        "not followed by a variable name",
+    );
+}
+
+#[test]
+fn body_braces_stay_literal() {
+    let c = ok(&format!(
+        "{API}[[api.route]]\nroute = \"GET /{{id}}\"\n[api.route.mock]\nbody = '{{\"a\": {{}}, \"{{x}}\": \"{{id}}\"}}'\n"
+    ));
+    let Integration::Mock(m) = &c.apis[0].routes[0].integration;
+    assert_eq!(
+        m.body,
+        [
+            BodyPart::Literal("{\"a\": {}, \"{x}\": \"".into()),
+            BodyPart::PathParam("id".into()),
+            BodyPart::Literal("\"}".into()),
+        ]
+    );
+}
+
+#[test]
+fn invalid_listen_address() {
+    let e = bad("[server]\nlisten = [\"127.0.0.1:8080\", \"localhost:8080\"]\n");
+    check(
+        &e,
+        2,
+        "server.listen[1]",
+        "invalid listen address \"localhost:8080\"",
+    );
+    assert_eq!(e.column, 29);
+    let e = bad("[server]\nlisten = [\"127.0.0.1\"]\n");
+    check(&e, 2, "server.listen[0]", "has no port");
+    let e = bad("[server]\nlisten = []\n");
+    check(&e, 2, "server.listen", "listen is empty");
+}
+
+#[test]
+fn toml_syntax_error() {
+    let e = bad("[server]\nworkers = 2\nio_driver = epoll\n");
+    check(&e, 3, "server.io_driver", "invalid TOML");
+    assert_eq!(e.column, 13);
+    let e = bad(&format!(
+        "{API}[[api.route]]\nroute = \"GET /\"\nroute = \"GET /x\"\n"
+    ));
+    check(&e, 9, "api[0].route[0].route", "duplicate key");
+}
+
+#[test]
+fn two_apis_without_hosts() {
+    let e = bad("[[api]]\nname = \"a\"\n[[api.stage]]\nname = \"s\"\n\
+         [[api]]\nname = \"b\"\n[[api.stage]]\nname = \"s\"\n");
+    check(&e, 6, "api[1].hosts", "neither has api \"a\" (line 2)");
+}
+
+#[test]
+fn route_without_integration() {
+    let e = bad(&format!("{API}[[api.route]]\nroute = \"GET /\"\n"));
+    check(&e, 8, "api[0].route[0]", "has no integration");
+    assert!(e.fix.contains("[api.route.mock]"), "{e}");
+}
+
+#[test]
+fn other_value_checks() {
+    let cases: &[(&str, usize, &str, &str)] = &[
+        (
+            "[server]\nio_driver = \"uring\"\n",
+            2,
+            "server.io_driver",
+            "unknown io_driver",
+        ),
+        (
+            "[server]\nring_entries = 1000\n",
+            2,
+            "server.ring_entries",
+            "power of two",
+        ),
+        (
+            "[limits]\nmax_headers = 129\n",
+            2,
+            "limits.max_headers",
+            "between 1 and 128",
+        ),
+        (
+            "[limits]\nmax_body_bytes = \"10MB\"\n",
+            2,
+            "limits.max_body_bytes",
+            "invalid size",
+        ),
+        (
+            "[limits]\nmax_body_bytes = \"2TiB\"\n",
+            2,
+            "limits.max_body_bytes",
+            "at most 1TiB",
+        ),
+        (
+            "[[api]]\nname = \"a b\"\n",
+            2,
+            "api[0].name",
+            "contains characters",
+        ),
+        (
+            "[[api]]\nname = \"a\"\nhosts = [\"x.example\"]\n",
+            2,
+            "api[0].stage",
+            "has no stage",
+        ),
+        (
+            "[[api]]\nname = \"a\"\nhosts = [\"bad host\"]\n",
+            3,
+            "api[0].hosts[0]",
+            "not a valid host",
+        ),
+        (
+            "[[domain]]\nhost = \"x.example\"\n",
+            2,
+            "domain[0].mapping",
+            "has no mappings",
+        ),
+    ];
+    for (text, line, key, problem) in cases {
+        check(&bad(text), *line, key, problem);
+    }
+    let e = bad(&format!("{API}[[api]]\nname = \"demo\"\n"));
+    check(
+        &e,
+        8,
+        "api[1].name",
+        "duplicate api name \"demo\"; the first is on line 2",
+    );
+    let e = bad(&format!("{API}[[api.stage]]\nname = \"prod\"\n"));
+    check(&e, 8, "api[0].stage[1].name", "duplicate stage name");
+    let e = bad(&format!(
+        "{API}[[api.stage]]\nname = \"b\"\nvariables = {{ x = \"a b\" }}\n"
+    ));
+    check(&e, 9, "api[0].stage[1].variables.x", "contains ' '");
+    let e = bad(&format!(
+        "{API}[[api.route]]\nroute = \"GET /\"\nmock = {{ status = 204, body = \"x\" }}\n"
+    ));
+    check(&e, 9, "api[0].route[0].mock.body", "cannot have a body");
+    let e = bad(&format!(
+        "{API}[[api]]\nname = \"b\"\nhosts = [\"API.example.com\"]\n"
+    ));
+    check(&e, 9, "api[1].hosts[0]", "already claimed by api \"demo\"");
+    let e = bad(&format!(
+        "{API}[[domain]]\nhost = \"api.example.com\"\n[[domain.mapping]]\napi = \"demo\"\nstage = \"prod\"\n"
+    ));
+    check(
+        &e,
+        8,
+        "domain[0].host",
+        "also listed in the hosts of api \"demo\"",
+    );
+    let e = bad(&format!(
+        "{API}[[domain]]\nhost = \"x.example\"\n[[domain.mapping]]\napi = \"demo\"\nstage = \"prod\"\n\
+         [[domain.mapping]]\nbase_path = \"/\"\napi = \"demo\"\nstage = \"prod\"\n"
+    ));
+    check(
+        &e,
+        13,
+        "domain[0].mapping[1].base_path",
+        "duplicate base_path \"(none)\"; the first is on line 10",
+    );
+}
+
+/// Every fixture in tests/data/bad starts with `# expect: line=N key=KEY`;
+/// loading it must fail exactly there.
+#[test]
+fn bad_fixtures() {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/bad"));
+    let dir = if dir.is_dir() {
+        dir.to_path_buf()
+    } else {
+        match std::env::var_os("RINGGATE_BAD_CONFIGS") {
+            Some(d) => d.into(),
+            None => return, // not in the real crate: nothing to check
+        }
+    };
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let first = text.lines().next().unwrap_or("");
+        let expect = first.strip_prefix("# expect: ").unwrap_or_else(|| {
+            panic!(
+                "{}: first line must be `# expect: line=N key=KEY`",
+                path.display()
+            )
+        });
+        let mut line = None;
+        let mut key = None;
+        for word in expect.split_whitespace() {
+            if let Some(n) = word.strip_prefix("line=") {
+                line = n.parse::<usize>().ok();
+            } else if let Some(k) = word.strip_prefix("key=") {
+                key = Some(k);
+            }
+        }
+        let e = load(&path).expect_err(&path.display().to_string());
+        assert_eq!(
+            (Some(e.line), Some(e.key.as_str())),
+            (line, key),
+            "{}:\n{e}",
+            path.display()
+        );
+        seen += 1;
+    }
+    assert!(seen >= 6, "only {seen} fixtures in {}", dir.display());
+}

@@ -1,0 +1,957 @@
+//! Turns the raw, spanned file into [`Config`], checking every value and
+//! every cross-reference. Stops at the first problem, in file order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::ops::Range;
+use std::time::Duration;
+
+use toml::{Spanned, Value};
+
+use super::error::{key_segment, ConfigError, Source};
+use super::raw::{
+    OrderedMap, RawApi, RawConfig, RawDomain, RawLimits, RawMock, RawRoute, RawServer, RawStage,
+};
+use super::template::{self, Problem};
+use super::{
+    parse_duration, parse_size, ApiConfig, BodyPart, Config, DomainConfig, Integration, IoDriver,
+    Limits, Mapping, MockIntegration, RouteConfig, ServerConfig, StageConfig, UnmatchedRoute,
+};
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+/// The integration kinds a route may have, as `[api.route.KIND]` tables.
+const INTEGRATION_KINDS: &[&str] = &["mock"];
+
+/// Headers the gateway owns; a mock may not set them.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "date",
+    "server",
+    "keep-alive",
+    "upgrade",
+];
+
+/// The largest `max_body_bytes`: 1 TiB.
+const MAX_BODY_LIMIT: u64 = 1 << 40;
+
+pub(super) fn build(raw: RawConfig, src: &Source<'_>) -> Result<Config> {
+    let server = server(raw.server, src)?;
+    let limits = limits(raw.limits, src)?;
+    let apis = apis(&raw.api, src)?;
+    let domains = domains(&raw.domain, &raw.api, &apis, src)?;
+    Ok(Config {
+        server,
+        limits,
+        apis,
+        domains,
+        source: src.file.to_string(),
+    })
+}
+
+// --- value helpers -----------------------------------------------------------
+
+/// "integer 5", "boolean true", "string \"x\"", ...
+fn describe(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("string {s:?}"),
+        Value::Integer(i) => format!("integer {i}"),
+        Value::Float(f) => format!("float {f}"),
+        Value::Boolean(b) => format!("boolean {b}"),
+        Value::Datetime(d) => format!("date-time {d}"),
+        Value::Array(_) => "an array".to_string(),
+        Value::Table(_) => "a table".to_string(),
+    }
+}
+
+fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        "0s".to_string()
+    } else if ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+fn int_range(
+    v: &Spanned<i64>,
+    key: &str,
+    name: &str,
+    min: i64,
+    max: i64,
+    src: &Source<'_>,
+) -> Result<i64> {
+    let n = *v.get_ref();
+    if (min..=max).contains(&n) {
+        Ok(n)
+    } else {
+        Err(src.error(
+            &v.span(),
+            key,
+            format!("{name} must be between {min} and {max}, found {n}"),
+            format!("use a value from {min} to {max}"),
+        ))
+    }
+}
+
+fn duration(
+    v: &Spanned<Value>,
+    key: &str,
+    name: &str,
+    min: Duration,
+    max: Duration,
+    src: &Source<'_>,
+) -> Result<Duration> {
+    let span = v.span();
+    let d = match v.get_ref() {
+        Value::String(s) => parse_duration(s).ok_or_else(|| {
+            src.error(
+                &span,
+                key,
+                format!("invalid duration {s:?}"),
+                "write a whole number followed by ms, s, m or h, e.g. \"500ms\", \"10s\", \"2m\", \"1h\"",
+            )
+        })?,
+        other => {
+            return Err(src.error(
+                &span,
+                key,
+                format!("{name} must be a duration string like \"10s\", found {}", describe(other)),
+                format!("write it as a string with a unit, e.g. {name} = \"10s\""),
+            ))
+        }
+    };
+    if d < min || d > max {
+        return Err(src.error(
+            &span,
+            key,
+            format!(
+                "{name} must be between {} and {}, found {}",
+                fmt_duration(min),
+                fmt_duration(max),
+                fmt_duration(d)
+            ),
+            format!(
+                "use a duration from {} to {}",
+                fmt_duration(min),
+                fmt_duration(max)
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+fn problem_at(src: &Source<'_>, span: &Range<usize>, key: &str, p: Problem) -> ConfigError {
+    src.error(span, key, p.problem, p.fix)
+}
+
+// --- [server] ----------------------------------------------------------------
+
+fn server(raw: Option<RawServer>, src: &Source<'_>) -> Result<ServerConfig> {
+    let mut out = ServerConfig::default();
+    let Some(raw) = raw else { return Ok(out) };
+    if let Some(listen) = &raw.listen {
+        if listen.get_ref().is_empty() {
+            return Err(src.error(
+                &listen.span(),
+                "server.listen",
+                "listen is empty",
+                "give at least one address, e.g. listen = [\"127.0.0.1:8080\"]",
+            ));
+        }
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        for (i, a) in listen.get_ref().iter().enumerate() {
+            let key = format!("server.listen[{i}]");
+            let addr =
+                parse_listen(a.get_ref()).map_err(|p| problem_at(src, &a.span(), &key, p))?;
+            if addr.port() != 0 {
+                if let Some(j) = addrs.iter().position(|b| *b == addr) {
+                    return Err(src.error(
+                        &a.span(),
+                        key,
+                        format!("listen address {addr} is listed twice (also server.listen[{j}])"),
+                        "remove one of them",
+                    ));
+                }
+            }
+            addrs.push(addr);
+        }
+        out.listen = addrs;
+    }
+    if let Some(w) = &raw.workers {
+        out.workers = match w.get_ref() {
+            Value::String(s) if s == "auto" => None,
+            Value::Integer(n) if (1..=1024).contains(n) => Some(*n as usize),
+            Value::Integer(n) => {
+                return Err(src.error(
+                    &w.span(),
+                    "server.workers",
+                    format!("workers must be between 1 and 1024, found {n}"),
+                    "use an integer from 1 to 1024, or \"auto\" for one worker per core",
+                ))
+            }
+            other => {
+                return Err(src.error(
+                    &w.span(),
+                    "server.workers",
+                    format!(
+                        "workers must be \"auto\" or an integer, found {}",
+                        describe(other)
+                    ),
+                    "write workers = \"auto\" (one per core) or an integer from 1 to 1024",
+                ))
+            }
+        };
+    }
+    if let Some(p) = raw.pin_workers {
+        out.pin_workers = p;
+    }
+    if let Some(d) = &raw.io_driver {
+        out.io_driver = match d.get_ref().as_str() {
+            "auto" => IoDriver::Auto,
+            "io_uring" => IoDriver::IoUring,
+            "epoll" => IoDriver::Epoll,
+            other => {
+                return Err(src.error(
+                    &d.span(),
+                    "server.io_driver",
+                    format!("unknown io_driver {other:?}"),
+                    "use \"auto\", \"io_uring\" or \"epoll\"",
+                ))
+            }
+        };
+    }
+    if let Some(r) = &raw.ring_entries {
+        let n = *r.get_ref();
+        if !(64..=32768).contains(&n) || !(n as u64).is_power_of_two() {
+            let near = (n.clamp(64, 32768) as u64).next_power_of_two().min(32768);
+            return Err(src.error(
+                &r.span(),
+                "server.ring_entries",
+                format!("ring_entries must be a power of two from 64 to 32768, found {n}"),
+                format!("use a power of two such as {near}"),
+            ));
+        }
+        out.ring_entries = n as u32;
+    }
+    if let Some(d) = &raw.drain_timeout {
+        out.drain_timeout = duration(
+            d,
+            "server.drain_timeout",
+            "drain_timeout",
+            Duration::ZERO,
+            Duration::from_secs(3600),
+            src,
+        )?;
+    }
+    Ok(out)
+}
+
+fn parse_listen(s: &str) -> std::result::Result<SocketAddr, Problem> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if s.parse::<IpAddr>().is_ok() {
+        return Err(Problem {
+            problem: format!("listen address {s:?} has no port"),
+            fix: format!(
+                "add a port, e.g. \"{s}:8080\" (IPv6 as \"[::1]:8080\"; port 0 lets the OS choose)"
+            ),
+        });
+    }
+    Err(Problem {
+        problem: format!("invalid listen address {s:?}"),
+        fix: "write an IP address and a port, e.g. \"127.0.0.1:8080\", \"0.0.0.0:80\" or \"[::]:8080\"; \
+              host names are not resolved"
+            .to_string(),
+    })
+}
+
+// --- [limits] ----------------------------------------------------------------
+
+fn limits(raw: Option<RawLimits>, src: &Source<'_>) -> Result<Limits> {
+    let mut out = Limits::default();
+    let Some(raw) = raw else { return Ok(out) };
+    let int = |value: &Option<Spanned<i64>>, name: &str, min: i64, max: i64, slot: &mut usize| {
+        if let Some(v) = value {
+            *slot = int_range(v, &format!("limits.{name}"), name, min, max, src)? as usize;
+        }
+        Ok::<(), ConfigError>(())
+    };
+    int(
+        &raw.max_header_bytes,
+        "max_header_bytes",
+        1024,
+        1 << 20,
+        &mut out.max_header_bytes,
+    )?;
+    int(
+        &raw.max_headers,
+        "max_headers",
+        1,
+        128,
+        &mut out.max_headers,
+    )?;
+    int(
+        &raw.max_url_bytes,
+        "max_url_bytes",
+        64,
+        1 << 20,
+        &mut out.max_url_bytes,
+    )?;
+    int(
+        &raw.max_connections_per_worker,
+        "max_connections_per_worker",
+        1,
+        1_000_000,
+        &mut out.max_connections_per_worker,
+    )?;
+    if let Some(v) = &raw.max_body_bytes {
+        out.max_body_bytes = body_size(v, src)?;
+    }
+    if let Some(v) = &raw.header_read_timeout {
+        out.header_read_timeout = duration(
+            v,
+            "limits.header_read_timeout",
+            "header_read_timeout",
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+            src,
+        )?;
+    }
+    if let Some(v) = &raw.keepalive_timeout {
+        out.keepalive_timeout = duration(
+            v,
+            "limits.keepalive_timeout",
+            "keepalive_timeout",
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+            src,
+        )?;
+    }
+    Ok(out)
+}
+
+fn body_size(v: &Spanned<Value>, src: &Source<'_>) -> Result<u64> {
+    const KEY: &str = "limits.max_body_bytes";
+    let span = v.span();
+    let n = match v.get_ref() {
+        Value::Integer(n) if *n >= 0 => *n as u64,
+        Value::String(s) => parse_size(s).ok_or_else(|| {
+            let mut fix = "write a number of bytes, or a string with a unit B, KiB, MiB, GiB or TiB, e.g. \"10MiB\"".to_string();
+            if let Some(stem) = ["KB", "MB", "GB", "TB"].iter().find_map(|u| s.strip_suffix(u)) {
+                let unit = &s[stem.len()..stem.len() + 1];
+                fix = format!("sizes use binary units: write \"{stem}{unit}iB\"");
+            }
+            src.error(&span, KEY, format!("invalid size {s:?}"), fix)
+        })?,
+        other => {
+            return Err(src.error(
+                &span,
+                KEY,
+                format!("max_body_bytes must be a size, found {}", describe(other)),
+                "write a number of bytes, or a string with a unit B, KiB, MiB, GiB or TiB, e.g. \"10MiB\"",
+            ))
+        }
+    };
+    if n > MAX_BODY_LIMIT {
+        return Err(src.error(
+            &span,
+            KEY,
+            format!("max_body_bytes must be at most 1TiB ({MAX_BODY_LIMIT} bytes), found {n}"),
+            "use a size from 0 to \"1TiB\"",
+        ));
+    }
+    Ok(n)
+}
+
+// --- [[api]] -----------------------------------------------------------------
+
+fn name_ok(s: &str, max: usize, extra: &[char]) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
+}
+
+/// Checks a `[A-Za-z0-9_-]{1,max}` name.
+fn check_name(
+    v: &Spanned<String>,
+    max: usize,
+    key: &str,
+    what: &str,
+    src: &Source<'_>,
+) -> Result<()> {
+    let s = v.get_ref();
+    if name_ok(s, max, &['_', '-']) {
+        return Ok(());
+    }
+    let problem = if s.is_empty() {
+        format!("{what} is empty")
+    } else if s.len() > max {
+        format!("{what} {s:?} is longer than {max} characters")
+    } else {
+        format!("{what} {s:?} contains characters other than letters, digits, '_' and '-'")
+    };
+    Err(src.error(
+        &v.span(),
+        key,
+        problem,
+        format!("use 1 to {max} letters, digits, '_' or '-'"),
+    ))
+}
+
+/// Lowercases a Host value and drops its port; `Err` says what is wrong.
+fn normalize_host(s: &str) -> std::result::Result<String, String> {
+    if s.is_empty() {
+        return Err("is empty".to_string());
+    }
+    let lower = s.to_ascii_lowercase();
+    let (host, port) = if let Some(rest) = lower.strip_prefix('[') {
+        let end = rest.find(']').ok_or("has '[' without ']'")?;
+        if rest[..end].parse::<Ipv6Addr>().is_err() {
+            return Err("is not a valid IPv6 address".to_string());
+        }
+        (lower[..end + 2].to_string(), &rest[end + 1..])
+    } else {
+        match lower.find(':') {
+            Some(i) => (lower[..i].to_string(), &lower[i..]),
+            None => (lower.clone(), ""),
+        }
+    };
+    if !port.is_empty() && port[1..].parse::<u16>().is_err() {
+        return Err("has an invalid port".to_string());
+    }
+    if !host.starts_with('[') {
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        if host.len() > 253 || !host.split('.').all(label_ok) {
+            return Err("is not a valid host name".to_string());
+        }
+    }
+    Ok(host)
+}
+
+fn host_error(src: &Source<'_>, v: &Spanned<String>, key: &str, why: &str) -> ConfigError {
+    src.error(
+        &v.span(),
+        key,
+        format!("host {:?} {why}", v.get_ref()),
+        "write a host name like \"api.example.com\" or an IP address; a port, if given, is ignored",
+    )
+}
+
+fn apis(raw: &[RawApi], src: &Source<'_>) -> Result<Vec<ApiConfig>> {
+    let mut out: Vec<ApiConfig> = Vec::new();
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut host_owner: HashMap<String, (String, usize)> = HashMap::new();
+    let mut hostless: Option<(String, usize)> = None;
+    for (i, a) in raw.iter().enumerate() {
+        let p = format!("api[{i}]");
+        let name = a.name.get_ref().as_str();
+        let name_line = src.line(&a.name.span());
+        check_name(&a.name, 64, &format!("{p}.name"), "api name", src)?;
+        if let Some(line) = names.insert(name, name_line) {
+            return Err(src.error(
+                &a.name.span(),
+                format!("{p}.name"),
+                format!("duplicate api name {name:?}; the first is on line {line}"),
+                "give each [[api]] a different name",
+            ));
+        }
+
+        let mut hosts = Vec::new();
+        match &a.hosts {
+            Some(list) if list.get_ref().is_empty() => {
+                return Err(src.error(
+                    &list.span(),
+                    format!("{p}.hosts"),
+                    "hosts is empty",
+                    "list at least one host, or remove the key to let this api answer any host not claimed otherwise",
+                ))
+            }
+            Some(list) => {
+                for (j, h) in list.get_ref().iter().enumerate() {
+                    let key = format!("{p}.hosts[{j}]");
+                    if h.get_ref() == "*" {
+                        return Err(src.error(
+                            &h.span(),
+                            key,
+                            "\"*\" is only allowed as a [[domain]] host",
+                            "remove `hosts` from this api to let it answer any host not claimed otherwise",
+                        ));
+                    }
+                    let host = normalize_host(h.get_ref()).map_err(|why| host_error(src, h, &key, &why))?;
+                    if let Some((owner, line)) = host_owner.get(&host) {
+                        return Err(src.error(
+                            &h.span(),
+                            key,
+                            format!("host {host:?} is already claimed by api {owner:?} (line {line})"),
+                            "a host may be listed by one api only; remove one of them",
+                        ));
+                    }
+                    host_owner.insert(host.clone(), (name.to_string(), src.line(&h.span())));
+                    hosts.push(host);
+                }
+            }
+            None => {
+                if let Some((other, line)) = &hostless {
+                    return Err(src.error(
+                        &a.name.span(),
+                        format!("{p}.hosts"),
+                        format!("api {name:?} has no hosts, and neither has api {other:?} (line {line}); at most one api may omit hosts"),
+                        format!("add hosts = [\"...\"] to api {name:?} or to api {other:?}"),
+                    ));
+                }
+                hostless = Some((name.to_string(), name_line));
+            }
+        }
+
+        let unmatched_route = match a.unmatched_route.as_ref() {
+            None => UnmatchedRoute::MissingAuthenticationToken,
+            Some(u) => match u.get_ref().as_str() {
+                "missing_authentication_token" => UnmatchedRoute::MissingAuthenticationToken,
+                "not_found" => UnmatchedRoute::NotFound,
+                other => {
+                    return Err(src.error(
+                        &u.span(),
+                        format!("{p}.unmatched_route"),
+                        format!("unknown unmatched_route {other:?}"),
+                        "use \"missing_authentication_token\" (403, REST API style) or \"not_found\" (404, HTTP API style)",
+                    ))
+                }
+            },
+        };
+
+        if a.stage.is_empty() {
+            return Err(src.error(
+                &a.name.span(),
+                format!("{p}.stage"),
+                format!("api {name:?} has no stage"),
+                "add a stage: [[api.stage]] with name = \"prod\"",
+            ));
+        }
+        let mut stages: Vec<StageConfig> = Vec::new();
+        let mut stage_lines: Vec<usize> = Vec::new();
+        for (j, s) in a.stage.iter().enumerate() {
+            let stage = stage(s, &format!("{p}.stage[{j}]"), src)?;
+            if let Some(k) = stages.iter().position(|o| o.name == stage.name) {
+                return Err(src.error(
+                    &s.name.span(),
+                    format!("{p}.stage[{j}].name"),
+                    format!(
+                        "duplicate stage name {:?}; the first is on line {}",
+                        stage.name, stage_lines[k]
+                    ),
+                    "give each stage of an api a different name",
+                ));
+            }
+            stage_lines.push(src.line(&s.name.span()));
+            stages.push(stage);
+        }
+
+        let mut routes: Vec<RouteConfig> = Vec::new();
+        let mut shapes: HashMap<String, (usize, String)> = HashMap::new();
+        for (j, r) in a.route.iter().enumerate() {
+            let rp = format!("{p}.route[{j}]");
+            let route = route(r, &rp, &stages, &stage_lines, src)?;
+            if let Some((line, first)) = shapes.get(&route.1) {
+                let (problem, fix) = if route.1 == "$default" {
+                    (
+                        format!("duplicate $default route; the first is on line {line}"),
+                        "keep one $default route per api".to_string(),
+                    )
+                } else {
+                    (
+                        format!(
+                            "route {:?} conflicts with {first:?} on line {line} (same method and path; parameter names do not matter)",
+                            r.route.get_ref()
+                        ),
+                        "remove one of them or change one path".to_string(),
+                    )
+                };
+                return Err(src.error(&r.route.span(), format!("{rp}.route"), problem, fix));
+            }
+            shapes.insert(route.1, (route.0.line, r.route.get_ref().clone()));
+            routes.push(route.0);
+        }
+
+        out.push(ApiConfig {
+            name: name.to_string(),
+            hosts,
+            unmatched_route,
+            stages,
+            routes,
+        });
+    }
+    Ok(out)
+}
+
+fn stage(s: &RawStage, p: &str, src: &Source<'_>) -> Result<StageConfig> {
+    check_name(&s.name, 128, &format!("{p}.name"), "stage name", src)?;
+    let mut variables = BTreeMap::new();
+    let entries = s.variables.as_ref().map_or(&[][..], |v| &v.0[..]);
+    for (n, (k, v)) in entries.iter().enumerate() {
+        let key = format!("{p}.variables.{}", key_segment(k.get_ref()));
+        if n == 100 {
+            return Err(src.error(
+                &k.span(),
+                key,
+                "a stage may have at most 100 variables",
+                "remove some variables",
+            ));
+        }
+        if !template::variable_name_ok(k.get_ref()) {
+            return Err(src.error(
+                &k.span(),
+                key,
+                format!("stage variable name {:?} is not valid", k.get_ref()),
+                "use 1 to 64 letters, digits or '_'",
+            ));
+        }
+        let value = v.get_ref();
+        let bad = value
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "-._~:/?#&=,".contains(*c)));
+        let problem = if value.is_empty() {
+            Some("is empty".to_string())
+        } else if value.chars().count() > 512 {
+            Some("is longer than 512 characters".to_string())
+        } else {
+            bad.map(|c| format!("contains {c:?}, which is not allowed"))
+        };
+        if let Some(problem) = problem {
+            return Err(src.error(
+                &v.span(),
+                key,
+                format!("value of stage variable {:?} {problem}", k.get_ref()),
+                "use 1 to 512 characters from letters, digits and - . _ ~ : / ? # & = ,",
+            ));
+        }
+        variables.insert(k.get_ref().clone(), value.clone());
+    }
+    Ok(StageConfig {
+        name: s.name.get_ref().clone(),
+        variables,
+    })
+}
+
+/// Validates one route; returns it with its conflict shape.
+fn route(
+    r: &RawRoute,
+    p: &str,
+    stages: &[StageConfig],
+    stage_lines: &[usize],
+    src: &Source<'_>,
+) -> Result<(RouteConfig, String)> {
+    let span = r.route.span();
+    let parsed = template::parse_route(r.route.get_ref())
+        .map_err(|e| problem_at(src, &span, &format!("{p}.route"), e))?;
+    let kinds = INTEGRATION_KINDS
+        .iter()
+        .map(|k| format!("[api.route.{k}]"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let integration = match &r.mock {
+        Some(mock) => Integration::Mock(mock_integration(
+            mock,
+            p,
+            &parsed.params,
+            stages,
+            stage_lines,
+            src,
+        )?),
+        None => {
+            return Err(src.error(
+                &span,
+                p,
+                format!("route {:?} has no integration", r.route.get_ref()),
+                format!("add exactly one integration table after this route, one of: {kinds}"),
+            ))
+        }
+    };
+    Ok((
+        RouteConfig {
+            key: parsed.key,
+            integration,
+            line: src.line(&span),
+        },
+        parsed.shape,
+    ))
+}
+
+fn mock_integration(
+    m: &RawMock,
+    p: &str,
+    params: &[String],
+    stages: &[StageConfig],
+    stage_lines: &[usize],
+    src: &Source<'_>,
+) -> Result<MockIntegration> {
+    let status = match &m.status {
+        Some(s) => int_range(s, &format!("{p}.mock.status"), "status", 200, 599, src)? as u16,
+        None => 200,
+    };
+    let mut headers: Vec<(String, String)> = Vec::new();
+    let entries = m
+        .headers
+        .as_ref()
+        .map_or(&[][..], |h: &OrderedMap| &h.0[..]);
+    for (k, v) in entries {
+        let key = format!("{p}.mock.headers.{}", key_segment(k.get_ref()));
+        let name = http::HeaderName::from_bytes(k.get_ref().as_bytes()).map_err(|_| {
+            src.error(
+                &k.span(),
+                &key,
+                format!("{:?} is not a valid header name", k.get_ref()),
+                "use a token of letters, digits and !#$%&'*+-.^_`|~, e.g. \"content-type\"",
+            )
+        })?;
+        if RESERVED_HEADERS.contains(&name.as_str()) {
+            return Err(src.error(
+                &k.span(),
+                key,
+                format!("a mock may not set the {} header", name.as_str()),
+                format!(
+                    "remove it; the gateway sets {} itself",
+                    RESERVED_HEADERS.join(", ")
+                ),
+            ));
+        }
+        if headers.iter().any(|(n, _)| n == name.as_str()) {
+            return Err(src.error(
+                &k.span(),
+                key,
+                format!(
+                    "header {} is set twice (header names ignore case)",
+                    name.as_str()
+                ),
+                "remove one of them",
+            ));
+        }
+        if http::HeaderValue::from_str(v.get_ref()).is_err() {
+            return Err(src.error(
+                &v.span(),
+                key,
+                format!("{:?} is not a valid header value", v.get_ref()),
+                "use visible ASCII characters, spaces and tabs only",
+            ));
+        }
+        headers.push((name.as_str().to_string(), v.get_ref().clone()));
+    }
+    let body = match &m.body {
+        None => Vec::new(),
+        Some(b) => {
+            let key = format!("{p}.mock.body");
+            let parts = template::parse_body(b.get_ref(), params)
+                .map_err(|e| problem_at(src, &b.span(), &key, e))?;
+            if matches!(status, 204 | 304) && !parts.is_empty() {
+                return Err(src.error(
+                    &b.span(),
+                    key,
+                    format!("a {status} response cannot have a body"),
+                    "remove the body or use another status",
+                ));
+            }
+            for part in &parts {
+                let BodyPart::StageVariable(var) = part else {
+                    continue;
+                };
+                for (stage, line) in stages.iter().zip(stage_lines) {
+                    if !stage.variables.contains_key(var) {
+                        return Err(src.error(
+                            &b.span(),
+                            key,
+                            format!("stage {:?} does not define the stage variable {var:?} used by this body", stage.name),
+                            format!("add {var} = \"...\" to the variables of stage {:?} (line {line})", stage.name),
+                        ));
+                    }
+                }
+            }
+            parts
+        }
+    };
+    Ok(MockIntegration {
+        status,
+        headers,
+        body,
+    })
+}
+
+// --- [[domain]] --------------------------------------------------------------
+
+fn domains(
+    raw: &[RawDomain],
+    raw_apis: &[RawApi],
+    apis: &[ApiConfig],
+    src: &Source<'_>,
+) -> Result<Vec<DomainConfig>> {
+    let mut out: Vec<DomainConfig> = Vec::new();
+    let mut lines: Vec<usize> = Vec::new();
+    for (i, d) in raw.iter().enumerate() {
+        let p = format!("domain[{i}]");
+        let key = format!("{p}.host");
+        let host = if d.host.get_ref() == "*" {
+            "*".to_string()
+        } else {
+            normalize_host(d.host.get_ref()).map_err(|why| host_error(src, &d.host, &key, &why))?
+        };
+        if let Some(k) = out.iter().position(|o| o.host == host) {
+            return Err(src.error(
+                &d.host.span(),
+                key,
+                format!(
+                    "duplicate domain {host:?}; the first is on line {}",
+                    lines[k]
+                ),
+                "put all mappings of a host under one [[domain]]",
+            ));
+        }
+        for (a, ra) in apis.iter().zip(raw_apis) {
+            let line = src.line(&ra.name.span());
+            if host == "*" && a.hosts.is_empty() {
+                return Err(src.error(
+                    &d.host.span(),
+                    key,
+                    format!("domain \"*\" claims every host, so api {:?} (line {line}), which has no hosts, could never be reached", a.name),
+                    format!("give api {:?} hosts, or remove this domain", a.name),
+                ));
+            }
+            if a.hosts.contains(&host) {
+                return Err(src.error(
+                    &d.host.span(),
+                    key,
+                    format!(
+                        "host {host:?} is also listed in the hosts of api {:?} (line {line})",
+                        a.name
+                    ),
+                    "a host is served either by one api's hosts or by one [[domain]]; remove one",
+                ));
+            }
+        }
+        if d.mapping.is_empty() {
+            return Err(src.error(
+                &d.host.span(),
+                format!("{p}.mapping"),
+                format!("domain {host:?} has no mappings"),
+                "add a [[domain.mapping]] with base_path, api and stage",
+            ));
+        }
+        let mut mappings: Vec<Mapping> = Vec::new();
+        let mut mapping_lines: Vec<usize> = Vec::new();
+        for (j, m) in d.mapping.iter().enumerate() {
+            let mp = format!("{p}.mapping[{j}]");
+            let (base_path, line) = match &m.base_path {
+                Some(b) => (
+                    normalize_base_path(b, &format!("{mp}.base_path"), src)?,
+                    src.line(&b.span()),
+                ),
+                None => (String::new(), src.line(&m.api.span())),
+            };
+            if let Some(k) = mappings.iter().position(|o| o.base_path == base_path) {
+                let shown = if base_path.is_empty() {
+                    "(none)"
+                } else {
+                    &base_path
+                };
+                let span = m.base_path.as_ref().map_or(m.api.span(), |b| b.span());
+                return Err(src.error(
+                    &span,
+                    format!("{mp}.base_path"),
+                    format!(
+                        "duplicate base_path {shown:?}; the first is on line {}",
+                        mapping_lines[k]
+                    ),
+                    "give each mapping of a domain a different base_path",
+                ));
+            }
+            let api_name = m.api.get_ref();
+            let Some(api) = apis.iter().find(|a| &a.name == api_name) else {
+                let known = apis.iter().map(|a| a.name.as_str()).collect::<Vec<_>>();
+                let fix = if known.is_empty() {
+                    format!("define it with [[api]] name = {api_name:?}")
+                } else {
+                    format!(
+                        "use one of: {}, or define it with [[api]]",
+                        known.join(", ")
+                    )
+                };
+                return Err(src.error(
+                    &m.api.span(),
+                    format!("{mp}.api"),
+                    format!("api {api_name:?} is not defined"),
+                    fix,
+                ));
+            };
+            let stage = m.stage.get_ref();
+            if !api.stages.iter().any(|s| &s.name == stage) {
+                let known = api
+                    .stages
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>();
+                return Err(src.error(
+                    &m.stage.span(),
+                    format!("{mp}.stage"),
+                    format!("api {api_name:?} has no stage {stage:?}"),
+                    format!("use one of its stages: {}", known.join(", ")),
+                ));
+            }
+            mapping_lines.push(line);
+            mappings.push(Mapping {
+                base_path,
+                api: api_name.clone(),
+                stage: stage.clone(),
+            });
+        }
+        lines.push(src.line(&d.host.span()));
+        out.push(DomainConfig { host, mappings });
+    }
+    Ok(out)
+}
+
+fn normalize_base_path(v: &Spanned<String>, key: &str, src: &Source<'_>) -> Result<String> {
+    let t = v.get_ref().trim_matches('/');
+    let err = |problem: String| {
+        src.error(
+            &v.span(),
+            key,
+            problem,
+            "use at most 300 letters, digits and $-_.+!*'()/, e.g. \"orders/v1\" (\"\" maps the whole host)",
+        )
+    };
+    if let Some(c) = t
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "$-_.+!*'()/".contains(*c)))
+    {
+        return Err(err(format!(
+            "base_path {:?} contains {c:?}, which is not allowed",
+            v.get_ref()
+        )));
+    }
+    if t.len() > 300 {
+        return Err(err(format!(
+            "base_path is longer than 300 characters ({})",
+            t.len()
+        )));
+    }
+    if !t.is_empty() && t.split('/').any(str::is_empty) {
+        return Err(err(format!(
+            "base_path {:?} has an empty segment",
+            v.get_ref()
+        )));
+    }
+    Ok(t.to_string())
+}

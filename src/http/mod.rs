@@ -1,0 +1,21 @@
+//! Allocation-free HTTP/1.1 (RFC 9112) building blocks, free of I/O.
+//!
+//! - [`parse`]: the request head, parsed by httparse into a stack array of
+//!   headers, with strict framing checks (request smuggling is refused).
+//! - [`chunked`]: a streaming chunked-body decoder.
+//! - [`response`]: response heads written into a reused buffer.
+//! - [`date`]: the `Date` value, formatted once a second per worker.
+//!
+//! The connection loop that drives these over sockets lives in
+//! [`crate::runtime`]; keeping this module free of I/O lets its rules be
+//! unit-tested byte by byte and benchmarked alone.
+
+pub mod chunked;
+pub mod date;
+pub mod parse;
+pub mod response;
+
+pub use parse::{
+    header_array, parse_head, BodyFraming, HeadError, HeadLimits, HeaderArray, RequestHead, Version,
+    MAX_HEADERS,
+};

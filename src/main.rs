@@ -1,0 +1,175 @@
+//! The `ringgate` command: `serve` (the default), `check`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use mimalloc::MiMalloc;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use ringgate::config;
+use ringgate::runtime::{Server, StartOptions};
+
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+const DEFAULT_CONFIG: &str = "config/ringgate.toml";
+
+/// ringgate: a self-hosted API gateway (routes, stages, mock and proxy
+/// integrations) on io_uring, one pinned worker per core.
+#[derive(Parser)]
+#[command(name = "ringgate", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Configuration file, when no subcommand is given (same as `serve --config`).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default when no subcommand is given).
+    Serve {
+        /// Configuration file.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a configuration and print a summary of its APIs, stages and routes.
+    Check {
+        /// Configuration file.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check { config }) => check(&config),
+        Some(Command::Serve { config }) => serve(&config),
+        None => serve(&cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let snapshot = match ringgate::gateway::Snapshot::build(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("{}: OK", path.display());
+    let listen: Vec<String> = cfg.server.listen.iter().map(|a| a.to_string()).collect();
+    println!(
+        "listen: {}; workers: {}",
+        listen.join(", "),
+        cfg.server
+            .workers
+            .map_or_else(|| "auto".to_string(), |n| n.to_string())
+    );
+    for (api, api_cfg) in snapshot.apis().zip(&cfg.apis) {
+        let hosts = if api_cfg.hosts.is_empty() {
+            "any host".to_string()
+        } else {
+            api_cfg.hosts.join(", ")
+        };
+        println!("api {} ({hosts})", api.name);
+        println!("  stages: {}", api.stage_names().collect::<Vec<_>>().join(", "));
+        println!("  routes:");
+        for r in api.route_names() {
+            println!("    {r}");
+        }
+    }
+    for d in &cfg.domains {
+        println!("domain {}", d.host);
+        for m in &d.mappings {
+            let bp = if m.base_path.is_empty() { "(none)" } else { &m.base_path };
+            println!("  /{bp} -> {} stage {}", m.api, m.stage);
+        }
+    }
+    if cfg.apis.is_empty() {
+        println!("warning: no [[api]] is defined; every request will get 403");
+    }
+    ExitCode::SUCCESS
+}
+
+fn serve(path: &std::path::Path) -> ExitCode {
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cfg.apis.is_empty() {
+        eprintln!("ringgate: warning: {} defines no [[api]]; every request will get 403", path.display());
+    }
+    // Signals are routed to this thread before any worker exists.
+    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ringgate: cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let drain = cfg.server.drain_timeout;
+    let server = match Server::start(cfg, StartOptions::default()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ringgate: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    for addr in server.local_addrs() {
+        println!(
+            "ringgate {}: listening on {addr} ({} worker(s))",
+            env!("CARGO_PKG_VERSION"),
+            server.drivers().len()
+        );
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    let signal = signals.forever().next();
+    eprintln!(
+        "ringgate: signal {}: draining (at most {:?})",
+        signal.unwrap_or(0),
+        drain
+    );
+    let handle = server.shutdown_handle();
+    handle.shutdown();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        server.join();
+        let _ = done_tx.send(());
+    });
+    // A second signal, or the drain timeout plus a grace second, ends it.
+    let hard_stop = drain + Duration::from_secs(1);
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            eprintln!("ringgate: second signal: exiting now");
+            std::process::exit(1);
+        }
+    });
+    match done_rx.recv_timeout(hard_stop) {
+        Ok(()) => {
+            eprintln!("ringgate: stopped");
+            ExitCode::SUCCESS
+        }
+        Err(_) => {
+            eprintln!("ringgate: workers did not stop within the drain timeout; exiting");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! One worker: a thread pinned to a core, running a monoio runtime with its
+//! own SO_REUSEPORT listener(s), accepting and serving connections.
+//!
+//! Driver choice (measured on the project's 2-core machine, see
+//! PERF-NOTES.md): io_uring with COOP_TASKRUN + SINGLE_ISSUER +
+//! DEFER_TASKRUN is the cheapest per request and the steadiest; monoio's
+//! default ring (no flags) was slower than its own epoll driver. So `auto`
+//! builds the tuned ring, and falls back to epoll only when the kernel
+//! refuses to set it up (old kernel, seccomp, memlock). Each worker logs
+//! which driver it runs.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use monoio::net::TcpListener;
+use monoio::time::Instant;
+
+use super::drain::Drain;
+use super::{connection, Shared};
+use crate::config::{IoDriver, Limits};
+use crate::gateway::request_id::{RequestId, Rng};
+use crate::gateway::Snapshot;
+use crate::http::date::HttpDate;
+use crate::http::HeadLimits;
+
+/// Per-worker state, shared by the worker's tasks (never across threads).
+pub(crate) struct Worker {
+    pub id: usize,
+    pub snapshot: Arc<Snapshot>,
+    pub limits: Limits,
+    pub head_limits: HeadLimits,
+    /// Largest the read buffer may grow to: the longest head allowed.
+    pub max_read_buffer: usize,
+    pub drain: Drain,
+    date: Cell<HttpDate>,
+    rng: RefCell<Rng>,
+    active: Cell<usize>,
+}
+
+impl Worker {
+    /// The cached `Date` value.
+    pub fn date(&self) -> HttpDate {
+        self.date.get()
+    }
+
+    /// The client's request id if sane, else a new one.
+    pub fn new_request_id(&self, client: Option<&[u8]>) -> RequestId {
+        RequestId::from_client_or_new(client, &mut self.rng.borrow_mut())
+    }
+
+    /// Called by a connection task as it ends.
+    pub fn connection_closed(&self) {
+        self.active.set(self.active.get() - 1);
+    }
+}
+
+/// Which driver a worker ended up running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriverKind {
+    /// io_uring with COOP_TASKRUN, SINGLE_ISSUER and DEFER_TASKRUN.
+    IoUring,
+    /// epoll (monoio's legacy driver).
+    Epoll,
+}
+
+/// The tuned io_uring setup (see the module docs for why these flags).
+fn uring_builder() -> io_uring::Builder {
+    let mut b = io_uring::IoUring::builder();
+    b.setup_coop_taskrun();
+    b.setup_single_issuer();
+    b.setup_defer_taskrun();
+    b
+}
+
+/// Runs worker `id` on the current thread until shutdown completes.
+pub(crate) fn run(id: usize, listeners: Vec<std::net::TcpListener>, shared: Arc<Shared>) {
+    let config = &shared.config;
+    let core = shared.cores.get(id).copied();
+    let pinned = match core {
+        Some(c) => core_affinity::set_for_current(c),
+        None => false,
+    };
+    if let Some(hook) = &shared.on_worker_start {
+        hook(id);
+    }
+    let want = config.server.io_driver;
+    let pin_note = if pinned {
+        format!("pinned to core {}", core.map_or(0, |c| c.id))
+    } else {
+        "not pinned".to_string()
+    };
+    if want != IoDriver::Epoll {
+        let rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .uring_builder(uring_builder())
+            .with_entries(config.server.ring_entries)
+            .enable_timer()
+            .build();
+        match rt {
+            Ok(mut rt) => {
+                shared.report_driver(id, DriverKind::IoUring);
+                log(&format!(
+                    "worker {id}: io_uring driver (coop_taskrun, single_issuer, defer_taskrun, {} entries), {pin_note}",
+                    config.server.ring_entries
+                ));
+                rt.block_on(worker_main(id, listeners, shared.clone()));
+                return;
+            }
+            Err(e) if want == IoDriver::Auto => {
+                log(&format!("worker {id}: io_uring unavailable ({e}); falling back to epoll"));
+            }
+            Err(e) => {
+                log(&format!("worker {id}: io_uring unavailable ({e}) and io_driver = \"io_uring\"; worker not started"));
+                shared.report_driver_failed(id);
+                return;
+            }
+        }
+    }
+    match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+    {
+        Ok(mut rt) => {
+            shared.report_driver(id, DriverKind::Epoll);
+            log(&format!("worker {id}: epoll driver, {pin_note}"));
+            rt.block_on(worker_main(id, listeners, shared.clone()));
+        }
+        Err(e) => {
+            log(&format!("worker {id}: cannot build a runtime: {e}"));
+            shared.report_driver_failed(id);
+        }
+    }
+}
+
+async fn worker_main(id: usize, listeners: Vec<std::net::TcpListener>, shared: Arc<Shared>) {
+    let config = &shared.config;
+    let limits = config.limits.clone();
+    let head_limits = HeadLimits {
+        max_header_bytes: limits.max_header_bytes,
+        max_headers: limits.max_headers,
+        max_url_bytes: limits.max_url_bytes,
+    };
+    let worker = Rc::new(Worker {
+        id,
+        snapshot: shared.snapshot.clone(),
+        max_read_buffer: (limits.max_url_bytes + limits.max_header_bytes + 1024).next_power_of_two(),
+        limits,
+        head_limits,
+        drain: Drain::new(),
+        date: Cell::new(HttpDate::now()),
+        rng: RefCell::new(Rng::from_entropy()),
+        active: Cell::new(0),
+    });
+    for l in listeners {
+        match TcpListener::from_std(l) {
+            Ok(l) => {
+                monoio::spawn(accept_loop(l, worker.clone()));
+            }
+            Err(e) => log(&format!("worker {id}: cannot register listener: {e}")),
+        }
+    }
+    monoio::spawn(date_ticker(worker.clone()));
+
+    shared.shutdown.wait().await;
+    worker.drain.start();
+    let deadline = Instant::now() + shared.config.server.drain_timeout;
+    while worker.active.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if worker.active.get() > 0 {
+        log(&format!(
+            "worker {id}: drain timeout reached with {} connection(s) open; closing them",
+            worker.active.get()
+        ));
+    }
+}
+
+async fn accept_loop(listener: TcpListener, w: Rc<Worker>) {
+    let max = w.limits.max_connections_per_worker;
+    loop {
+        while w.active.get() >= max && !w.drain.is_draining() {
+            // At the cap: leave new connections in the kernel's backlog.
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            _ = w.drain.wait() => return,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                w.active.set(w.active.get() + 1);
+                monoio::spawn(connection::serve(stream, w.clone()));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off briefly rather than spin.
+                log(&format!("worker {}: accept failed: {e}", w.id));
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Refreshes the worker's `Date` value at each second boundary.
+async fn date_ticker(w: Rc<Worker>) {
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let to_next = Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos()));
+        monoio::time::sleep(to_next).await;
+        w.date.set(HttpDate::now());
+        if w.drain.is_draining() {
+            return;
+        }
+    }
+}
+
+pub(crate) fn log(msg: &str) {
+    eprintln!("ringgate: {msg}");
+}
