@@ -44,7 +44,7 @@
 //! reused buffer, and the `Date` header is formatted once a second per
 //! worker. `tests/alloc.rs` asserts this.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // one audited exception: runtime::reaper (shutdown(2) on a raw fd)
 #![warn(missing_docs)]
 
 pub mod config;

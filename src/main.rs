@@ -85,7 +85,10 @@ fn check(path: &std::path::Path) -> ExitCode {
             api_cfg.hosts.join(", ")
         };
         println!("api {} ({hosts})", api.name);
-        println!("  stages: {}", api.stage_names().collect::<Vec<_>>().join(", "));
+        println!(
+            "  stages: {}",
+            api.stage_names().collect::<Vec<_>>().join(", ")
+        );
         println!("  routes:");
         for r in api.route_names() {
             println!("    {r}");
@@ -94,7 +97,11 @@ fn check(path: &std::path::Path) -> ExitCode {
     for d in &cfg.domains {
         println!("domain {}", d.host);
         for m in &d.mappings {
-            let bp = if m.base_path.is_empty() { "(none)" } else { &m.base_path };
+            let bp = if m.base_path.is_empty() {
+                "(none)"
+            } else {
+                &m.base_path
+            };
             println!("  /{bp} -> {} stage {}", m.api, m.stage);
         }
     }
@@ -113,7 +120,10 @@ fn serve(path: &std::path::Path) -> ExitCode {
         }
     };
     if cfg.apis.is_empty() {
-        eprintln!("ringgate: warning: {} defines no [[api]]; every request will get 403", path.display());
+        eprintln!(
+            "ringgate: warning: {} defines no [[api]]; every request will get 403",
+            path.display()
+        );
     }
     // Signals are routed to this thread before any worker exists.
     let mut signals = match Signals::new([SIGINT, SIGTERM]) {

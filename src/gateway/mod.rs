@@ -31,7 +31,9 @@ use crate::config::{BodyPart, Config, Integration, RouteKey, UnmatchedRoute};
 use crate::http::response::{
     write_common_headers, write_content_length, write_status_line, ConnectionHeader,
 };
-use crate::router::{Method, MethodSpec, Params, RouteError, RouteId, RouteTable, RouteTableBuilder};
+use crate::router::{
+    Method, MethodSpec, Params, RouteError, RouteId, RouteTable, RouteTableBuilder,
+};
 
 pub use response::GatewayError;
 
@@ -160,7 +162,11 @@ impl Snapshot {
                 let err = |e: RouteError| BuildError {
                     file: config.source.clone(),
                     line: route.line,
-                    message: format!("api {:?}, route {:?}: {e}", api.name, route.key.as_display()),
+                    message: format!(
+                        "api {:?}, route {:?}: {e}",
+                        api.name,
+                        route.key.as_display()
+                    ),
                 };
                 match &route.key {
                     RouteKey::Default => {
@@ -170,11 +176,13 @@ impl Snapshot {
                     RouteKey::Route { method, path } => {
                         let spec = match method {
                             None => MethodSpec::Any,
-                            Some(m) => MethodSpec::One(Method::from_bytes(m.as_bytes()).ok_or_else(|| BuildError {
-                                file: config.source.clone(),
-                                line: route.line,
-                                message: format!("unknown method {m:?}"),
-                            })?),
+                            Some(m) => MethodSpec::One(
+                                Method::from_bytes(m.as_bytes()).ok_or_else(|| BuildError {
+                                    file: config.source.clone(),
+                                    line: route.line,
+                                    message: format!("unknown method {m:?}"),
+                                })?,
+                            ),
                         };
                         builder.add(spec, path, id).map_err(err)?;
                         param_names.push(template_params(path));
@@ -206,15 +214,16 @@ impl Snapshot {
                         match part {
                             BodyPart::Literal(s) => literal.extend_from_slice(s.as_bytes()),
                             BodyPart::StageVariable(name) => {
-                                let value = stage.variables.get(name).ok_or_else(|| BuildError {
-                                    file: config.source.clone(),
-                                    line: route.line,
-                                    message: format!(
+                                let value =
+                                    stage.variables.get(name).ok_or_else(|| BuildError {
+                                        file: config.source.clone(),
+                                        line: route.line,
+                                        message: format!(
                                         "stage {:?} has no variable {name:?} used by route {:?}",
                                         stage.name,
                                         route.key.as_display()
                                     ),
-                                })?;
+                                    })?;
                                 literal.extend_from_slice(value.as_bytes());
                             }
                             BodyPart::PathParam(name) => {
@@ -223,7 +232,9 @@ impl Snapshot {
                                     Some(i) => {
                                         if !literal.is_empty() {
                                             literal_len += literal.len();
-                                            body.push(Piece::Literal(std::mem::take(&mut literal).into()));
+                                            body.push(Piece::Literal(
+                                                std::mem::take(&mut literal).into(),
+                                            ));
                                         }
                                         body.push(Piece::Param(i));
                                     }
@@ -289,7 +300,10 @@ impl Snapshot {
                     return Err(BuildError {
                         file: config.source.clone(),
                         line: 0,
-                        message: format!("domain {:?}: no stage {:?} in api {:?}", d.host, m.stage, m.api),
+                        message: format!(
+                            "domain {:?}: no stage {:?} in api {:?}",
+                            d.host, m.stage, m.api
+                        ),
                     });
                 };
                 mappings.push(BasePath {
@@ -350,7 +364,7 @@ impl Snapshot {
         let api = &self.apis[api];
         // "/{stage}/rest": the stage is the first segment.
         let after = path.strip_prefix('/').ok_or(GatewayError::Forbidden)?;
-        let (stage_name, rest) = match after.find('/') {
+        let (stage_name, rest) = match crate::http::find_byte(after, b'/') {
             Some(i) => (&after[..i], &after[i..]),
             None => (after, "/"),
         };
@@ -419,20 +433,20 @@ impl Snapshot {
         let api = target.api;
         let mut params = Params::new();
         let route = Method::from_bytes(method.as_bytes()).and_then(|m| {
-            api.table
-                .lookup(m, target.path, &mut params)
-                .or_else(|| {
-                    if m == Method::Head {
-                        params.clear();
-                        api.table.lookup(Method::Get, target.path, &mut params)
-                    } else {
-                        None
-                    }
-                })
+            api.table.lookup(m, target.path, &mut params).or_else(|| {
+                if m == Method::Head {
+                    params.clear();
+                    api.table.lookup(Method::Get, target.path, &mut params)
+                } else {
+                    None
+                }
+            })
         });
         let Some(RouteId(route)) = route else {
             let e = match api.unmatched {
-                UnmatchedRoute::MissingAuthenticationToken => GatewayError::MissingAuthenticationToken,
+                UnmatchedRoute::MissingAuthenticationToken => {
+                    GatewayError::MissingAuthenticationToken
+                }
                 UnmatchedRoute::NotFound => GatewayError::NotFound,
             };
             e.write(out, ctx.date, ctx.request_id, ctx.connection, head_only);
@@ -500,7 +514,7 @@ fn strip_port(host: &str) -> &str {
     if let Some(end) = host.strip_prefix('[').and_then(|h| h.find(']')) {
         return &host[..end + 2];
     }
-    match host.rfind(':') {
+    match host.as_bytes().iter().rposition(|&b| b == b':') {
         Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
         _ => host,
     }

@@ -362,7 +362,7 @@ fn split_target<'b>(
         }
         (rest, Some(authority))
     };
-    match rest.find('?') {
+    match super::find_byte(rest, b'?') {
         Some(q) => Ok((&rest[..q], &rest[q + 1..], authority)),
         None => Ok((rest, "", authority)),
     }
@@ -421,7 +421,10 @@ mod tests {
     fn bad(raw: &[u8]) -> BadRequest {
         match parse(raw) {
             Err(HeadError::Bad(b)) => b,
-            other => panic!("expected 400 for {:?}, got {other:?}", String::from_utf8_lossy(raw)),
+            other => panic!(
+                "expected 400 for {:?}, got {other:?}",
+                String::from_utf8_lossy(raw)
+            ),
         }
     }
 
@@ -447,8 +450,12 @@ mod tests {
         let ka = |raw: &[u8]| parse(raw).unwrap().unwrap().1;
         assert!(!ka(b"GET / HTTP/1.0\r\n\r\n"));
         assert!(ka(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
-        assert!(!ka(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"));
-        assert!(!ka(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: foo, Close\r\n\r\n"));
+        assert!(!ka(
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        ));
+        assert!(!ka(
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: foo, Close\r\n\r\n"
+        ));
     }
 
     #[test]
@@ -511,20 +518,38 @@ mod tests {
     #[test]
     fn limits() {
         let long_url = format!("GET /{} HTTP/1.1\r\nHost: h\r\n\r\n", "a".repeat(8200));
-        assert_eq!(parse(long_url.as_bytes()).unwrap_err(), HeadError::UriTooLong);
+        assert_eq!(
+            parse(long_url.as_bytes()).unwrap_err(),
+            HeadError::UriTooLong
+        );
         // Still arriving, already too long.
         let partial = format!("GET /{}", "a".repeat(9000));
-        assert_eq!(parse(partial.as_bytes()).unwrap_err(), HeadError::UriTooLong);
-        let big = format!("GET / HTTP/1.1\r\nHost: h\r\nX-Big: {}\r\n\r\n", "b".repeat(11000));
-        assert_eq!(parse(big.as_bytes()).unwrap_err(), HeadError::HeadersTooLarge);
+        assert_eq!(
+            parse(partial.as_bytes()).unwrap_err(),
+            HeadError::UriTooLong
+        );
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: h\r\nX-Big: {}\r\n\r\n",
+            "b".repeat(11000)
+        );
+        assert_eq!(
+            parse(big.as_bytes()).unwrap_err(),
+            HeadError::HeadersTooLarge
+        );
         let big_partial = format!("GET / HTTP/1.1\r\nHost: h\r\nX-Big: {}", "b".repeat(11000));
-        assert_eq!(parse(big_partial.as_bytes()).unwrap_err(), HeadError::HeadersTooLarge);
+        assert_eq!(
+            parse(big_partial.as_bytes()).unwrap_err(),
+            HeadError::HeadersTooLarge
+        );
         let mut many = String::from("GET / HTTP/1.1\r\nHost: h\r\n");
         for i in 0..101 {
             many.push_str(&format!("X-{i}: v\r\n"));
         }
         many.push_str("\r\n");
-        assert_eq!(parse(many.as_bytes()).unwrap_err(), HeadError::HeadersTooLarge);
+        assert_eq!(
+            parse(many.as_bytes()).unwrap_err(),
+            HeadError::HeadersTooLarge
+        );
     }
 
     #[test]

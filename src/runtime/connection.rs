@@ -7,26 +7,27 @@
 //! order into `wbuf`, which is written out when no complete request is left
 //! to answer, so a pipelined batch costs one write.
 //!
-//! Timeouts: a connection waiting for the first byte of a request waits at
-//! most `keepalive_timeout` (`header_read_timeout` for its first request);
-//! once part of a head has arrived the whole head must arrive by
-//! `header_read_timeout` (slowloris), else 408 and close; each body read
-//! waits at most `header_read_timeout`. A timed-out read is dropped, which
-//! cancels it and may lose bytes — acceptable because the connection is
-//! closed straight after (see PERF-NOTES on liburing #1422).
+//! Timeouts, enforced by the worker's [`Reaper`](super::reaper) with
+//! one-second granularity: a connection waiting for the first byte of a
+//! request waits at most `keepalive_timeout` (`header_read_timeout` for its
+//! first request); once part of a head has arrived the whole head must
+//! arrive by `header_read_timeout` (slowloris), else 408 and close; each
+//! body read waits at most `header_read_timeout`; a write that the client
+//! does not drain fails after `keepalive_timeout`. On drain, connections
+//! idle between requests are closed at once.
 //!
 //! Failure: a malformed head or body gets its 4xx with `Connection: close`
 //! and the connection is closed; an I/O error closes it silently.
 
 use std::ops::Range;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::time::Duration;
 
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use monoio::time::Instant;
 
+use super::reaper::{SlotGuard, Wait};
 use super::worker::Worker;
 use crate::gateway::{GatewayError, ResponseContext};
 use crate::http::chunked::ChunkedDecoder;
@@ -45,6 +46,11 @@ const FLUSH_AT: usize = 64 * 1024;
 /// Serves one accepted connection until it closes.
 pub(crate) async fn serve(mut stream: TcpStream, worker: Rc<Worker>) {
     let _ = stream.set_nodelay(true);
+    // Declared after the stream: drops (unregisters the fd) before it.
+    let guard = SlotGuard {
+        reaper: &worker.reaper,
+        slot: worker.reaper.register(stream.as_raw_fd()),
+    };
     let mut conn = Conn {
         rbuf: Vec::with_capacity(INITIAL_READ),
         start: 0,
@@ -52,8 +58,10 @@ pub(crate) async fn serve(mut stream: TcpStream, worker: Rc<Worker>) {
         scratch: Vec::new(),
         head_deadline: None,
         served: 0,
+        slot: guard.slot,
     };
     conn.run(&mut stream, &worker).await;
+    drop(guard);
     worker.connection_closed();
 }
 
@@ -64,9 +72,11 @@ struct Conn {
     wbuf: Vec<u8>,
     scratch: Vec<u8>,
     /// Set once part of a head has arrived and more must be read.
-    head_deadline: Option<Instant>,
+    head_deadline: Option<u64>,
     /// Requests answered on this connection.
     served: u64,
+    /// The connection's reaper slot.
+    slot: u32,
 }
 
 /// What a read into the buffer produced.
@@ -102,7 +112,16 @@ impl Conn {
                     self.head_deadline = None;
                     let head_len = head.head_len;
                     let after = &self.rbuf[self.start + head_len..];
-                    let next = handle(stream, w, head, after, &mut self.wbuf, &mut self.scratch).await;
+                    let next = handle(
+                        stream,
+                        w,
+                        self.slot,
+                        head,
+                        after,
+                        &mut self.wbuf,
+                        &mut self.scratch,
+                    )
+                    .await;
                     self.served += 1;
                     match next {
                         Next::Continue { consumed, leftover } => {
@@ -113,18 +132,18 @@ impl Conn {
                                 self.start = 0;
                                 self.rbuf.extend_from_slice(&self.scratch[range]);
                             }
-                            if self.wbuf.len() >= FLUSH_AT && !self.flush(stream).await {
+                            if self.wbuf.len() >= FLUSH_AT && !self.flush(stream, w).await {
                                 return;
                             }
                         }
                         Next::Close => {
-                            self.flush(stream).await;
+                            self.flush(stream, w).await;
                             return;
                         }
                     }
                 }
                 Ok(None) => {
-                    if !self.wbuf.is_empty() && !self.flush(stream).await {
+                    if !self.wbuf.is_empty() && !self.flush(stream, w).await {
                         return;
                     }
                     let idle = self.start == self.rbuf.len();
@@ -143,7 +162,7 @@ impl Conn {
                                 ConnectionHeader::Close,
                                 false,
                             );
-                            self.flush(stream).await;
+                            self.flush(stream, w).await;
                             return;
                         }
                     }
@@ -162,7 +181,7 @@ impl Conn {
                         ConnectionHeader::Close,
                         false,
                     );
-                    self.flush(stream).await;
+                    self.flush(stream, w).await;
                     return;
                 }
             }
@@ -180,65 +199,74 @@ impl Conn {
         if self.rbuf.len() == self.rbuf.capacity() {
             // parse_head refuses heads over the limits before the buffer
             // could grow past them, so this growth is bounded.
-            let grow = self.rbuf.capacity().min(w.max_read_buffer.saturating_sub(self.rbuf.capacity()));
+            let grow = self
+                .rbuf
+                .capacity()
+                .min(w.max_read_buffer.saturating_sub(self.rbuf.capacity()));
             if grow == 0 {
                 return Fill::Closed;
             }
             self.rbuf.reserve_exact(grow);
         }
-        let buf = std::mem::take(&mut self.rbuf);
-        let len = buf.len();
-        let cap = buf.capacity();
-        let slice = buf.slice_mut(len..cap);
-        let (res, slice) = if idle {
-            let wait = if self.served == 0 {
+        let (deadline, wait) = if idle {
+            let timeout = if self.served == 0 {
                 w.limits.header_read_timeout
             } else {
                 w.limits.keepalive_timeout
             };
-            monoio::select! {
-                r = stream.read(slice) => r,
-                _ = monoio::time::sleep(wait) => return Fill::Closed,
-                _ = w.drain.wait() => return Fill::Closed,
-            }
+            (w.reaper.deadline(timeout), Wait::Idle)
         } else {
-            let deadline = *self
+            let reaper = &w.reaper;
+            let d = *self
                 .head_deadline
-                .get_or_insert_with(|| Instant::now() + w.limits.header_read_timeout);
-            match monoio::time::timeout_at(deadline, stream.read(slice)).await {
-                Ok(r) => r,
-                Err(_) => return Fill::HeadTimeout,
-            }
+                .get_or_insert_with(|| reaper.deadline(w.limits.header_read_timeout));
+            (d, Wait::Read)
         };
+        let buf = std::mem::take(&mut self.rbuf);
+        let len = buf.len();
+        let cap = buf.capacity();
+        w.reaper.arm(self.slot, deadline, wait);
+        let (res, slice) = stream.read(buf.slice_mut(len..cap)).await;
+        let expired = w.reaper.disarm(self.slot);
         self.rbuf = slice.into_inner();
         match res {
+            Ok(0) | Err(_) if expired && !idle => Fill::HeadTimeout,
             Ok(0) | Err(_) => Fill::Closed,
+            Ok(_) if expired => Fill::Closed,
             Ok(_) => Fill::Data,
         }
     }
 
     /// Writes out `wbuf`. False: the connection failed.
-    async fn flush(&mut self, stream: &mut TcpStream) -> bool {
-        flush(stream, &mut self.wbuf).await
+    async fn flush(&mut self, stream: &mut TcpStream, w: &Worker) -> bool {
+        flush(stream, w, self.slot, &mut self.wbuf).await
     }
 }
 
-async fn flush(stream: &mut TcpStream, wbuf: &mut Vec<u8>) -> bool {
+async fn flush(stream: &mut TcpStream, w: &Worker, slot: u32, wbuf: &mut Vec<u8>) -> bool {
     if wbuf.is_empty() {
         return true;
     }
     let buf = std::mem::take(wbuf);
+    w.reaper.arm(
+        slot,
+        w.reaper.deadline(w.limits.keepalive_timeout),
+        Wait::Write,
+    );
     let (res, mut buf) = stream.write_all(buf).await;
+    let expired = w.reaper.disarm(slot);
     buf.clear();
     *wbuf = buf;
-    res.is_ok()
+    res.is_ok() && !expired
 }
 
 /// Answers one request whose head is parsed: consumes its body, writes the
 /// response into `wbuf`.
+#[allow(clippy::too_many_arguments)]
 async fn handle(
     stream: &mut TcpStream,
     w: &Worker,
+    slot: u32,
     head: RequestHead<'_, '_>,
     after: &[u8],
     wbuf: &mut Vec<u8>,
@@ -255,7 +283,13 @@ async fn handle(
     };
     let head_only = head.method == "HEAD";
     let fail = |e: GatewayError, wbuf: &mut Vec<u8>| {
-        e.write(wbuf, w.date().as_bytes(), rid.as_bytes(), ConnectionHeader::Close, head_only);
+        e.write(
+            wbuf,
+            w.date().as_bytes(),
+            rid.as_bytes(),
+            ConnectionHeader::Close,
+            head_only,
+        );
         Next::Close
     };
 
@@ -271,11 +305,11 @@ async fn handle(
         if head.expect_continue {
             // Earlier pipelined responses go first, then the interim one.
             wbuf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-            if !flush(stream, wbuf).await {
+            if !flush(stream, w, slot, wbuf).await {
                 return Next::Close;
             }
         }
-        match consume_body(stream, w, head.framing, after, scratch).await {
+        match consume_body(stream, w, slot, head.framing, after, scratch).await {
             Ok((c, l)) => {
                 consumed = c;
                 leftover = l;
@@ -292,7 +326,8 @@ async fn handle(
         request_id: rid.as_bytes(),
         connection,
     };
-    w.snapshot.respond(head.method, head.host, head.path, &ctx, wbuf);
+    w.snapshot
+        .respond(head.method, head.host, head.path, &ctx, wbuf);
     if keep_alive {
         Next::Continue { consumed, leftover }
     } else {
@@ -312,19 +347,19 @@ enum BodyError {
 async fn consume_body(
     stream: &mut TcpStream,
     w: &Worker,
+    slot: u32,
     framing: BodyFraming,
     after: &[u8],
     scratch: &mut Vec<u8>,
 ) -> Result<(usize, Option<Range<usize>>), BodyError> {
     let limit = w.limits.max_body_bytes;
-    let timeout = w.limits.header_read_timeout;
     match framing {
         BodyFraming::None => Ok((0, None)),
         BodyFraming::Length(n) => {
             let in_buf = (after.len() as u64).min(n);
             let mut remaining = n - in_buf;
             while remaining > 0 {
-                let got = read_scratch(stream, scratch, timeout).await?;
+                let got = read_scratch(stream, w, slot, scratch).await?;
                 if (got as u64) > remaining {
                     let end = remaining as usize;
                     return Ok((in_buf as usize, Some(end..got)));
@@ -339,7 +374,9 @@ async fn consume_body(
             let mut pos = 0;
             // First what followed the head in the read buffer…
             while pos < after.len() {
-                let d = decoder.decode(&after[pos..]).map_err(|e| BodyError::Framing(e.as_str()))?;
+                let d = decoder
+                    .decode(&after[pos..])
+                    .map_err(|e| BodyError::Framing(e.as_str()))?;
                 pos += d.consumed;
                 if let Some(r) = d.data {
                     total += r.len() as u64;
@@ -353,7 +390,7 @@ async fn consume_body(
             }
             // …then from the socket.
             loop {
-                let got = read_scratch(stream, scratch, timeout).await?;
+                let got = read_scratch(stream, w, slot, scratch).await?;
                 let mut at = 0;
                 while at < got {
                     let d = decoder
@@ -379,19 +416,25 @@ async fn consume_body(
 /// Reads into `scratch` (replacing its contents); returns the byte count.
 async fn read_scratch(
     stream: &mut TcpStream,
+    w: &Worker,
+    slot: u32,
     scratch: &mut Vec<u8>,
-    timeout: Duration,
 ) -> Result<usize, BodyError> {
     let mut buf = std::mem::take(scratch);
     buf.clear();
     if buf.capacity() < SCRATCH {
         buf.reserve_exact(SCRATCH);
     }
-    match monoio::time::timeout(timeout, stream.read(buf)).await {
-        Ok((Ok(n), buf)) if n > 0 => {
-            *scratch = buf;
-            Ok(n)
-        }
+    w.reaper.arm(
+        slot,
+        w.reaper.deadline(w.limits.header_read_timeout),
+        Wait::Read,
+    );
+    let (res, buf) = stream.read(buf).await;
+    let expired = w.reaper.disarm(slot);
+    *scratch = buf;
+    match res {
+        Ok(n) if n > 0 && !expired => Ok(n),
         _ => Err(BodyError::Closed),
     }
 }

@@ -33,7 +33,12 @@ impl Drain {
     /// Starts draining and wakes every idle waiter.
     pub fn start(&self) {
         self.draining.set(true);
-        let wakers: Vec<Waker> = self.slots.borrow_mut().iter_mut().filter_map(Option::take).collect();
+        let wakers: Vec<Waker> = self
+            .slots
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
         for w in wakers {
             w.wake();
         }

@@ -18,6 +18,7 @@
 
 mod connection;
 mod drain;
+mod reaper;
 mod shutdown;
 mod worker;
 
@@ -138,7 +139,8 @@ impl Server {
         };
 
         // One socket per (worker, address); port 0 resolved by the first.
-        let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut per_worker: Vec<Vec<std::net::TcpListener>> =
+            (0..workers).map(|_| Vec::new()).collect();
         let mut addrs = Vec::with_capacity(config.server.listen.len());
         for &want in &config.server.listen {
             let mut addr = want;

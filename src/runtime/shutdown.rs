@@ -57,7 +57,11 @@ impl Future for Wait<'_> {
         if self.shutdown.is_triggered() {
             return Poll::Ready(());
         }
-        let mut wakers = self.shutdown.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut wakers = self
+            .shutdown
+            .wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         // Checked again under the lock: trigger() may have run in between.
         if self.shutdown.is_triggered() {
             return Poll::Ready(());

@@ -18,9 +18,10 @@ use monoio::net::TcpListener;
 use monoio::time::Instant;
 
 use super::drain::Drain;
+use super::reaper::Reaper;
 use super::{connection, Shared};
 use crate::config::{IoDriver, Limits};
-use crate::gateway::request_id::{RequestId, Rng};
+use crate::gateway::request_id::{entropy_seed, IdGenerator, RequestId};
 use crate::gateway::Snapshot;
 use crate::http::date::HttpDate;
 use crate::http::HeadLimits;
@@ -34,8 +35,9 @@ pub(crate) struct Worker {
     /// Largest the read buffer may grow to: the longest head allowed.
     pub max_read_buffer: usize,
     pub drain: Drain,
+    pub reaper: Reaper,
     date: Cell<HttpDate>,
-    rng: RefCell<Rng>,
+    ids: RefCell<IdGenerator>,
     active: Cell<usize>,
 }
 
@@ -46,8 +48,8 @@ impl Worker {
     }
 
     /// The client's request id if sane, else a new one.
-    pub fn new_request_id(&self, client: Option<&[u8]>) -> RequestId {
-        RequestId::from_client_or_new(client, &mut self.rng.borrow_mut())
+    pub fn new_request_id<'a>(&self, client: Option<&'a [u8]>) -> RequestId<'a> {
+        self.ids.borrow_mut().from_client_or_new(client)
     }
 
     /// Called by a connection task as it ends.
@@ -108,7 +110,9 @@ pub(crate) fn run(id: usize, listeners: Vec<std::net::TcpListener>, shared: Arc<
                 return;
             }
             Err(e) if want == IoDriver::Auto => {
-                log(&format!("worker {id}: io_uring unavailable ({e}); falling back to epoll"));
+                log(&format!(
+                    "worker {id}: io_uring unavailable ({e}); falling back to epoll"
+                ));
             }
             Err(e) => {
                 log(&format!("worker {id}: io_uring unavailable ({e}) and io_driver = \"io_uring\"; worker not started"));
@@ -144,12 +148,14 @@ async fn worker_main(id: usize, listeners: Vec<std::net::TcpListener>, shared: A
     let worker = Rc::new(Worker {
         id,
         snapshot: shared.snapshot.clone(),
-        max_read_buffer: (limits.max_url_bytes + limits.max_header_bytes + 1024).next_power_of_two(),
+        max_read_buffer: (limits.max_url_bytes + limits.max_header_bytes + 1024)
+            .next_power_of_two(),
         limits,
         head_limits,
         drain: Drain::new(),
+        reaper: Reaper::new(),
         date: Cell::new(HttpDate::now()),
-        rng: RefCell::new(Rng::from_entropy()),
+        ids: RefCell::new(IdGenerator::new(entropy_seed() ^ ((id as u64) << 56))),
         active: Cell::new(0),
     });
     for l in listeners {
@@ -160,10 +166,12 @@ async fn worker_main(id: usize, listeners: Vec<std::net::TcpListener>, shared: A
             Err(e) => log(&format!("worker {id}: cannot register listener: {e}")),
         }
     }
-    monoio::spawn(date_ticker(worker.clone()));
+    monoio::spawn(clock(worker.clone()));
 
     shared.shutdown.wait().await;
     worker.drain.start();
+    // Idle keep-alive connections close now; busy ones finish their request.
+    worker.reaper.tick(std::time::Instant::now(), true);
     let deadline = Instant::now() + shared.config.server.drain_timeout;
     while worker.active.get() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
@@ -201,8 +209,9 @@ async fn accept_loop(listener: TcpListener, w: Rc<Worker>) {
     }
 }
 
-/// Refreshes the worker's `Date` value at each second boundary.
-async fn date_ticker(w: Rc<Worker>) {
+/// At each second boundary: refresh the `Date` value and run the reaper
+/// (expired timeouts; during a drain, connections gone idle).
+async fn clock(w: Rc<Worker>) {
     loop {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -210,9 +219,8 @@ async fn date_ticker(w: Rc<Worker>) {
         let to_next = Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos()));
         monoio::time::sleep(to_next).await;
         w.date.set(HttpDate::now());
-        if w.drain.is_draining() {
-            return;
-        }
+        w.reaper
+            .tick(std::time::Instant::now(), w.drain.is_draining());
     }
 }
 
