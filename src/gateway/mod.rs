@@ -312,7 +312,7 @@ impl Snapshot {
                     stage,
                 });
             }
-            mappings.sort_by(|a, b| b.path.len().cmp(&a.path.len()));
+            mappings.sort_by_key(|m| std::cmp::Reverse(m.path.len()));
             let domain = Domain {
                 host: d.host.to_ascii_lowercase(),
                 mappings,
