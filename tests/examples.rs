@@ -14,7 +14,10 @@ fn shipped_configs_are_valid() {
             files.push(path);
         }
     }
-    assert!(files.len() >= 3, "expected the default and at least two examples");
+    assert!(
+        files.len() >= 3,
+        "expected the default and at least two examples"
+    );
     for file in files {
         let out = Command::new(env!("CARGO_BIN_EXE_ringgate"))
             .args(["check", "--config"])

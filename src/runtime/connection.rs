@@ -273,14 +273,6 @@ async fn handle(
     scratch: &mut Vec<u8>,
 ) -> Next {
     let rid = w.new_request_id(head.request_id);
-    let keep_alive = head.keep_alive && !w.drain.is_draining();
-    let connection = if !keep_alive {
-        ConnectionHeader::Close
-    } else if head.version == Version::Http10 {
-        ConnectionHeader::KeepAlive
-    } else {
-        ConnectionHeader::Omit
-    };
     let head_only = head.method == "HEAD";
     let fail = |e: GatewayError, wbuf: &mut Vec<u8>| {
         e.write(
@@ -320,6 +312,15 @@ async fn handle(
         }
     }
 
+    // Decided after the body: a drain may have started while it arrived.
+    let keep_alive = head.keep_alive && !w.drain.is_draining();
+    let connection = if !keep_alive {
+        ConnectionHeader::Close
+    } else if head.version == Version::Http10 {
+        ConnectionHeader::KeepAlive
+    } else {
+        ConnectionHeader::Omit
+    };
     let date = w.date();
     let ctx = ResponseContext {
         date: date.as_bytes(),
