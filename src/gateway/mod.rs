@@ -340,15 +340,15 @@ impl Snapshot {
     /// Finds the API, stage and remaining path for a request.
     pub fn resolve<'s, 'p>(
         &'s self,
-        host: Option<&str>,
+        host: Option<&[u8]>,
         path: &'p str,
     ) -> Result<Target<'s, 'p>, GatewayError> {
-        let host = host.map(strip_port).unwrap_or("");
+        let host = host.map(strip_port).unwrap_or(b"");
         if !self.domains.is_empty() || self.wildcard_domain.is_some() {
             let domain = self
                 .domains
                 .iter()
-                .find(|d| d.host.eq_ignore_ascii_case(host))
+                .find(|d| d.host.as_bytes().eq_ignore_ascii_case(host))
                 .or(self.wildcard_domain.as_ref());
             if let Some(domain) = domain {
                 return self.resolve_mapping(domain, path);
@@ -357,7 +357,7 @@ impl Snapshot {
         let api = self
             .api_hosts
             .iter()
-            .find(|(h, _)| h.eq_ignore_ascii_case(host))
+            .find(|(h, _)| h.as_bytes().eq_ignore_ascii_case(host))
             .map(|&(_, a)| a)
             .or(self.default_api)
             .ok_or(GatewayError::Forbidden)?;
@@ -417,7 +417,7 @@ impl Snapshot {
     pub fn respond(
         &self,
         method: &str,
-        host: Option<&str>,
+        host: Option<&[u8]>,
         path: &str,
         ctx: &ResponseContext<'_>,
         out: &mut Vec<u8>,
@@ -510,12 +510,14 @@ impl Api {
 pub type SharedSnapshot = Arc<Snapshot>;
 
 /// `example.com:8080` -> `example.com`; `[::1]:80` -> `[::1]`.
-fn strip_port(host: &str) -> &str {
-    if let Some(end) = host.strip_prefix('[').and_then(|h| h.find(']')) {
-        return &host[..end + 2];
+fn strip_port(host: &[u8]) -> &[u8] {
+    if host.first() == Some(&b'[') {
+        if let Some(end) = host.iter().position(|&b| b == b']') {
+            return &host[..end + 1];
+        }
     }
-    match host.as_bytes().iter().rposition(|&b| b == b':') {
-        Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
+    match host.iter().rposition(|&b| b == b':') {
+        Some(i) if host[i + 1..].iter().all(u8::is_ascii_digit) => &host[..i],
         _ => host,
     }
 }
@@ -534,10 +536,10 @@ mod tests {
 
     #[test]
     fn strips_ports() {
-        assert_eq!(strip_port("example.com:8080"), "example.com");
-        assert_eq!(strip_port("example.com"), "example.com");
-        assert_eq!(strip_port("[::1]:80"), "[::1]");
-        assert_eq!(strip_port("[::1]"), "[::1]");
+        assert_eq!(strip_port(b"example.com:8080"), b"example.com");
+        assert_eq!(strip_port(b"example.com"), b"example.com");
+        assert_eq!(strip_port(b"[::1]:80"), b"[::1]");
+        assert_eq!(strip_port(b"[::1]"), b"[::1]");
     }
 
     #[test]

@@ -145,8 +145,9 @@ pub struct RequestHead<'h, 'b> {
     pub keep_alive: bool,
     /// `Expect: 100-continue` was sent.
     pub expect_continue: bool,
-    /// The `Host` header (or the authority of an absolute-form target).
-    pub host: Option<&'b str>,
+    /// The `Host` header (or the authority of an absolute-form target), as
+    /// bytes: it is only ever compared, so it is not UTF-8-checked.
+    pub host: Option<&'b [u8]>,
     /// The client's `x-request-id`, if present.
     pub request_id: Option<&'b [u8]>,
     /// An `Upgrade` header is present.
@@ -212,7 +213,7 @@ pub fn parse_head<'h, 'b>(
     let mut conn_close = false;
     let mut conn_keep_alive = false;
     let mut expect_continue = false;
-    let mut host: Option<&'b str> = None;
+    let mut host: Option<&'b [u8]> = None;
     let mut host_count = 0u32;
     let mut request_id = None;
     let mut upgrade = false;
@@ -223,7 +224,7 @@ pub fn parse_head<'h, 'b>(
         match name.len() {
             4 if name.eq_ignore_ascii_case(b"host") => {
                 host_count += 1;
-                host = std::str::from_utf8(value).ok();
+                host = Some(value);
             }
             6 if name.eq_ignore_ascii_case(b"expect") => {
                 if value.eq_ignore_ascii_case(b"100-continue") {
@@ -298,7 +299,7 @@ pub fn parse_head<'h, 'b>(
         framing,
         keep_alive,
         expect_continue,
-        host: target_host.or(host),
+        host: target_host.map(str::as_bytes).or(host),
         request_id,
         upgrade,
         headers: parsed_headers,
@@ -559,6 +560,6 @@ mod tests {
         let h = parse_head(raw, &mut headers, &LIMITS).unwrap().unwrap();
         assert_eq!(h.path, "/p");
         assert_eq!(h.query, "q=1");
-        assert_eq!(h.host, Some("Example.com:8080"));
+        assert_eq!(h.host, Some(&b"Example.com:8080"[..]));
     }
 }
