@@ -52,3 +52,4 @@ pub mod gateway;
 pub mod http;
 pub mod router;
 pub mod runtime;
+pub mod upstream;

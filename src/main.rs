@@ -69,6 +69,12 @@ fn check(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    for w in &cfg.warnings {
+        eprintln!("{w}");
+    }
+    for (api, route, why) in snapshot.problems() {
+        eprintln!("warning: api {api:?}, route {route:?}: {why}; it answers 500 until fixed");
+    }
     println!("{}: OK", path.display());
     let listen: Vec<String> = cfg.server.listen.iter().map(|a| a.to_string()).collect();
     println!(

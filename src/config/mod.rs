@@ -5,8 +5,9 @@
 //! the person who wrote the file. It depends on no other ringgate module.
 //! It is cold-path code, run once at start-up (and by `ringgate check`):
 //! it favours clear messages over speed, but leaves the gateway nothing to
-//! re-parse (mock bodies arrive as [`BodyPart`]s, durations as
-//! [`Duration`]s, addresses as [`SocketAddr`]s).
+//! re-parse (mock bodies and proxy URIs arrive as [`BodyPart`]s,
+//! durations as [`Duration`]s, addresses as [`SocketAddr`]s and
+//! [`TargetAddr`]s).
 //!
 //! # The format in brief
 //!
@@ -37,6 +38,32 @@
 //!   headers = { "content-type" = "application/json" }
 //!   body = '{"id": "{id}", "greeting": "${stageVariables.greeting}"}'
 //!
+//!   [[api.route]]
+//!   route = "ANY /pets/{proxy+}"
+//!   [api.route.http_proxy]       # forward to an HTTP backend
+//!   uri = "http://pets/v1/{proxy}"   # required; see "Proxy URIs" below
+//!   timeout = "29s"              # 50ms..=29s, default 29s
+//!   preserve_host = false        # send the client's Host instead of the target's
+//!   allow_upgrade = false        # pass WebSocket/Upgrade requests through
+//!
+//! [[upstream]]                   # a named group of backends for http_proxy
+//! name = "pets"                  # [A-Za-z0-9_-]{1,64}, unique
+//! targets = ["127.0.0.1:9000", "localhost:9001", "[::1]:9002"]  # 1..=256, unique, port required
+//! balance = "round_robin"        # or "least_outstanding"; default round_robin
+//! connect_timeout = "2s"         # 10ms..=60s, default 2s
+//! idle_timeout = "60s"           # pooled idle connection lifetime, 1s..=1h, default 60s
+//! max_idle_per_target = 512      # per worker, 0..=65536, default 512 (0: no pooling)
+//!   [upstream.passive_health]    # optional: eject a target after consecutive failures
+//!   max_failures = 3             # 1..=1000, default 3
+//!   ejection_time = "10s"        # 1s..=1h, default 10s
+//!   [upstream.health_check]      # optional active checks
+//!   path = "/health"             # required, starts with '/'
+//!   interval = "5s"              # 100ms..=1h, default 5s
+//!   timeout = "1s"               # 10ms..=60s, default 1s; less than interval
+//!   healthy_threshold = 2        # 1..=100, default 2
+//!   unhealthy_threshold = 3      # 1..=100, default 3
+//!   expected_status = "2xx"      # "2xx", "200-399", "204" or 204; default "2xx"
+//!
 //! [[domain]]
 //! host = "api.example.com"       # or "*"
 //!   [[domain.mapping]]
@@ -47,6 +74,35 @@
 //!
 //! Unknown keys anywhere are errors. An empty file is valid: defaults, and
 //! no APIs (the caller should warn that nothing is served).
+//!
+//! # Proxy URIs
+//!
+//! `http_proxy.uri` is `http://AUTHORITY[/PATH][?QUERY]` (no fragment, no
+//! user info; `https://` is refused until backend TLS exists). The path
+//! defaults to `/`. The authority is one of:
+//!
+//! - the name of an `[[upstream]]` (`http://pets/v1`);
+//! - a literal `host:port` (`http://127.0.0.1:9000`), a one-target upstream.
+//!   **The port is required**: an authority without `:` is always read as
+//!   an upstream name, so a misspelt name is an error rather than a DNS
+//!   lookup of `pest:80`;
+//! - text containing `${stageVariables.NAME}` (`http://${stageVariables.backend}`,
+//!   `http://${stageVariables.svc}.internal:9000`) that must substitute to
+//!   one of the above. Each stage that defines every variable the authority
+//!   uses is checked now; the gateway checks again at request time (see
+//!   [`TargetAddr::parse`], [`Config::upstream`]).
+//!
+//! The path and query may use `${stageVariables.NAME}`, `{param}` for the
+//! route's path parameters and `{proxy}` for a greedy `{proxy+}`. Unlike a
+//! mock body, any other `{name}` is an error. Literal text is limited to
+//! URI characters (`%XX` escapes allowed).
+//!
+//! # Warnings
+//!
+//! A stage that lacks a stage variable used by an `http_proxy` uri is not
+//! an error (API Gateway answers such requests with 500 at request time,
+//! and stage variables will be editable at run time): [`Config::warnings`]
+//! records one [`ConfigWarning`] per (route, stage, missing variable).
 //!
 //! # Errors
 //!
@@ -90,6 +146,49 @@ pub struct Config {
     pub domains: Vec<DomainConfig>,
     /// The file name the configuration was read from (as given).
     pub source: String,
+    /// `[[upstream]]` in file order; names unique.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Problems that do not stop the configuration from loading (see
+    /// "Warnings" above), in file order. The caller should print them.
+    pub warnings: Vec<ConfigWarning>,
+}
+
+impl Config {
+    /// The `[[upstream]]` with this name. An `http_proxy` authority (after
+    /// stage variable substitution) without `:` names an upstream; one with
+    /// `:` is a `host:port` for [`TargetAddr::parse`].
+    pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+}
+
+/// Something worth telling the person who wrote the file that does not
+/// stop it from loading. Displayed like a [`ConfigError`], without column
+/// and fix:
+///
+/// ```text
+/// ringgate.toml:31: warning: api[0].route[2].http_proxy.uri: stage "beta" does not define ...
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// The file name as given to [`load`] or [`parse`].
+    pub file: String,
+    /// 1-based line of the value concerned.
+    pub line: usize,
+    /// Dotted path of the key concerned, e.g. `api[0].route[2].http_proxy.uri`.
+    pub key: String,
+    /// What is wrong and what happens because of it, in one line.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}: warning: {}: {}",
+            self.file, self.line, self.key, self.message
+        )
+    }
 }
 
 /// `[server]`: how the gateway listens and runs its workers.
@@ -245,12 +344,123 @@ impl RouteKey {
     }
 }
 
-/// What answers a route. More kinds (`http_proxy`) will be added.
+/// What answers a route. More kinds may be added.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Integration {
     /// `[api.route.mock]`: a fixed response.
     Mock(MockIntegration),
+    /// `[api.route.http_proxy]`: forward the request to an HTTP backend.
+    HttpProxy(HttpProxyIntegration),
+}
+
+/// `[api.route.http_proxy]`: the request is forwarded to the backend the
+/// URI template names. Adjacent literals are merged, so an authority with
+/// no stage variable is a single [`BodyPart::Literal`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpProxyIntegration {
+    /// The authority template: [`BodyPart::Literal`] and
+    /// [`BodyPart::StageVariable`] only. Once substituted, text without `:`
+    /// is an [`UpstreamConfig`] name ([`Config::upstream`]), text with `:`
+    /// a `host:port` ([`TargetAddr::parse`]). A stage may lack a variable
+    /// used here (see [`Config::warnings`]): the gateway then answers 500.
+    pub authority: Vec<BodyPart>,
+    /// The path template; starts with a `/` literal (`/` when the uri has
+    /// no path).
+    pub path: Vec<BodyPart>,
+    /// The query template, without the `?`; empty when there is none.
+    pub query: Vec<BodyPart>,
+    /// Integration timeout, 50ms..=29s (default 29s).
+    pub timeout: Duration,
+    /// Send the client's Host header instead of the target's.
+    pub preserve_host: bool,
+    /// Pass WebSocket / `Upgrade` requests through.
+    pub allow_upgrade: bool,
+    /// The uri as written, for messages.
+    pub uri: String,
+}
+
+/// `[[upstream]]`: a named group of backend targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    /// Unique name, `[A-Za-z0-9_-]{1,64}`.
+    pub name: String,
+    /// 1..=256 targets, no two with the same host and port.
+    pub targets: Vec<TargetAddr>,
+    /// How requests are spread over the targets.
+    pub balance: Balance,
+    /// Time allowed to connect to a target (10ms..=60s, default 2s).
+    pub connect_timeout: Duration,
+    /// How long a pooled idle connection is kept (1s..=1h, default 60s).
+    pub idle_timeout: Duration,
+    /// Idle connections pooled per target and worker (0..=65536, default
+    /// 512; 0 disables pooling).
+    pub max_idle_per_target: usize,
+    /// `[upstream.passive_health]`, if given.
+    pub passive_health: Option<PassiveHealth>,
+    /// `[upstream.health_check]`, if given.
+    pub health_check: Option<HealthCheck>,
+    /// 1-based line of the `name = ...` value, for messages.
+    pub line: usize,
+}
+
+/// A backend address, `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetAddr {
+    /// Lowercased DNS name, IPv4 address, or IPv6 address without brackets
+    /// (IP addresses in their canonical form).
+    pub host: String,
+    /// Port, 1..=65535.
+    pub port: u16,
+    /// The address as written.
+    pub text: String,
+}
+
+impl TargetAddr {
+    /// Parses `host:port`: an IPv4 address, `[IPv6]` or a DNS name (letters,
+    /// digits, `-` and `_`; the last label not all digits), and a port from
+    /// 1 to 65535, which is required. `Err` says what is wrong as a phrase
+    /// to follow the quoted text, e.g. `has no port`.
+    pub fn parse(text: &str) -> Result<TargetAddr, String> {
+        validate::parse_target(text)
+    }
+}
+
+/// `upstream.balance`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Each target in turn (the default).
+    RoundRobin,
+    /// The target with the fewest requests in flight.
+    LeastOutstanding,
+}
+
+/// `[upstream.passive_health]`: eject a target after consecutive failures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassiveHealth {
+    /// Consecutive failures that eject a target (1..=1000, default 3).
+    pub max_failures: u32,
+    /// How long an ejected target is left out (1s..=1h, default 10s).
+    pub ejection_time: Duration,
+}
+
+/// `[upstream.health_check]`: active checks of every target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Path (and optional query) requested with GET; starts with `/`.
+    pub path: String,
+    /// Time between checks of a target (100ms..=1h, default 5s).
+    pub interval: Duration,
+    /// Time allowed for one check (10ms..=60s, default 1s); always less
+    /// than `interval`.
+    pub timeout: Duration,
+    /// Consecutive successes that mark a target healthy (1..=100, default 2).
+    pub healthy_threshold: u32,
+    /// Consecutive failures that mark a target unhealthy (1..=100, default 3).
+    pub unhealthy_threshold: u32,
+    /// Statuses that count as success, an inclusive range (default
+    /// `(200, 299)`, written `"2xx"`).
+    pub expected_status: (u16, u16),
 }
 
 /// `[api.route.mock]`: a fixed response, its body templated.
@@ -265,13 +475,14 @@ pub struct MockIntegration {
     pub body: Vec<BodyPart>,
 }
 
-/// A piece of a mock body template.
+/// A piece of a mock body or proxy URI template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyPart {
     /// Text copied as is.
     Literal(String),
-    /// `${stageVariables.NAME}`: the stage's variable (every stage of the
-    /// API defines it).
+    /// `${stageVariables.NAME}`: the stage's variable. In a mock body every
+    /// stage of the API defines it; in an `http_proxy` uri a stage may not
+    /// (see [`Config::warnings`]).
     StageVariable(String),
     /// `{name}`: the value of the route's path parameter `name` (for a
     /// greedy `{proxy+}` the placeholder is `{proxy}`).

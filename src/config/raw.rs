@@ -24,6 +24,8 @@ pub(super) struct RawConfig {
     pub api: Vec<RawApi>,
     #[serde(default)]
     pub domain: Vec<RawDomain>,
+    #[serde(default)]
+    pub upstream: Vec<RawUpstream>,
 }
 
 /// `[server]`
@@ -78,6 +80,7 @@ pub(super) struct RawStage {
 pub(super) struct RawRoute {
     pub route: Spanned<String>,
     pub mock: Option<RawMock>,
+    pub http_proxy: Option<RawHttpProxy>,
 }
 
 /// `[api.route.mock]`
@@ -87,6 +90,50 @@ pub(super) struct RawMock {
     pub status: Option<Spanned<i64>>,
     pub headers: Option<OrderedMap>,
     pub body: Option<Spanned<String>>,
+}
+
+/// `[api.route.http_proxy]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttpProxy {
+    pub uri: Spanned<String>,
+    pub timeout: Option<Spanned<Value>>,
+    pub preserve_host: Option<bool>,
+    pub allow_upgrade: Option<bool>,
+}
+
+/// `[[upstream]]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstream {
+    pub name: Spanned<String>,
+    pub targets: Spanned<Vec<Spanned<String>>>,
+    pub balance: Option<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<Value>>,
+    pub idle_timeout: Option<Spanned<Value>>,
+    pub max_idle_per_target: Option<Spanned<i64>>,
+    pub passive_health: Option<RawPassiveHealth>,
+    pub health_check: Option<RawHealthCheck>,
+}
+
+/// `[upstream.passive_health]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPassiveHealth {
+    pub max_failures: Option<Spanned<i64>>,
+    pub ejection_time: Option<Spanned<Value>>,
+}
+
+/// `[upstream.health_check]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealthCheck {
+    pub path: Spanned<String>,
+    pub interval: Option<Spanned<Value>>,
+    pub timeout: Option<Spanned<Value>>,
+    pub healthy_threshold: Option<Spanned<i64>>,
+    pub unhealthy_threshold: Option<Spanned<i64>>,
+    pub expected_status: Option<Spanned<Value>>,
 }
 
 /// `[[domain]]`

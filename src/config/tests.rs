@@ -158,7 +158,9 @@ fn full_config() {
         }
     );
     assert_eq!(r.key.as_display(), "GET /pets/{id}");
-    let Integration::Mock(m) = &r.integration;
+    let Integration::Mock(m) = &r.integration else {
+        panic!("not a mock")
+    };
     assert_eq!(m.status, 201);
     assert_eq!(
         m.headers,
@@ -182,7 +184,9 @@ fn full_config() {
     let r = &demo.routes[1];
     assert_eq!(r.key.as_display(), "ANY /files/{proxy+}");
     assert!(matches!(&r.key, RouteKey::Route { method: None, .. }));
-    let Integration::Mock(m) = &r.integration;
+    let Integration::Mock(m) = &r.integration else {
+        panic!("not a mock")
+    };
     assert_eq!(
         (m.status, m.body.clone()),
         (
@@ -194,7 +198,9 @@ fn full_config() {
     let r = &demo.routes[2];
     assert_eq!(r.key, RouteKey::Default);
     assert_eq!(r.key.as_display(), "$default");
-    let Integration::Mock(m) = &r.integration;
+    let Integration::Mock(m) = &r.integration else {
+        panic!("not a mock")
+    };
     assert!(m.body.is_empty() && m.headers.is_empty());
 
     let fallback = &c.apis[1];
@@ -569,7 +575,9 @@ fn body_braces_stay_literal() {
     let c = ok(&format!(
         "{API}[[api.route]]\nroute = \"GET /{{id}}\"\n[api.route.mock]\nbody = '{{\"a\": {{}}, \"{{x}}\": \"{{id}}\"}}'\n"
     ));
-    let Integration::Mock(m) = &c.apis[0].routes[0].integration;
+    let Integration::Mock(m) = &c.apis[0].routes[0].integration else {
+        panic!("not a mock")
+    };
     assert_eq!(
         m.body,
         [
@@ -770,4 +778,564 @@ fn bad_fixtures() {
         seen += 1;
     }
     assert!(seen >= 6, "only {seen} fixtures in {}", dir.display());
+}
+
+// --- http_proxy and [[upstream]] ------------------------------------------------
+
+const PROXY: &str = r#"
+[[upstream]]
+name = "pets"
+targets = ["127.0.0.1:9000", "LocalHost:9001", "[::1]:9002"]
+balance = "least_outstanding"
+connect_timeout = "500ms"
+idle_timeout = "2m"
+max_idle_per_target = 0
+  [upstream.passive_health]
+  max_failures = 5
+  ejection_time = "30s"
+  [upstream.health_check]
+  path = "/health?deep=1"
+  interval = "2s"
+  timeout = "1500ms"
+  healthy_threshold = 1
+  unhealthy_threshold = 4
+  expected_status = "200-399"
+
+[[api]]
+name = "shop"
+  [[api.stage]]
+  name = "prod"
+  variables = { backend = "pets", version = "v2" }
+  [[api.stage]]
+  name = "beta"
+  variables = { backend = "10.0.0.7:8080", version = "v3" }
+
+  [[api.route]]
+  route = "ANY /pets/{proxy+}"
+  [api.route.http_proxy]
+  uri = "http://pets/v1/{proxy}"
+  timeout = "5s"
+  preserve_host = true
+  allow_upgrade = true
+
+  [[api.route]]
+  route = "GET /items/{id}"
+  [api.route.http_proxy]
+  uri = "http://127.0.0.1:7000/items/{id}?v=${stageVariables.version}&x=%2F"
+
+  [[api.route]]
+  route = "$default"
+  [api.route.http_proxy]
+  uri = "http://${stageVariables.backend}"
+"#;
+
+#[test]
+fn proxy_full_config() {
+    use BodyPart::*;
+    let c = ok(PROXY);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_eq!(c.upstreams.len(), 1);
+    let u = c.upstream("pets").unwrap();
+    assert_eq!(
+        *u,
+        UpstreamConfig {
+            name: "pets".into(),
+            targets: vec![
+                TargetAddr {
+                    host: "127.0.0.1".into(),
+                    port: 9000,
+                    text: "127.0.0.1:9000".into()
+                },
+                TargetAddr {
+                    host: "localhost".into(),
+                    port: 9001,
+                    text: "LocalHost:9001".into()
+                },
+                TargetAddr {
+                    host: "::1".into(),
+                    port: 9002,
+                    text: "[::1]:9002".into()
+                },
+            ],
+            balance: Balance::LeastOutstanding,
+            connect_timeout: Duration::from_millis(500),
+            idle_timeout: Duration::from_secs(120),
+            max_idle_per_target: 0,
+            passive_health: Some(PassiveHealth {
+                max_failures: 5,
+                ejection_time: Duration::from_secs(30)
+            }),
+            health_check: Some(HealthCheck {
+                path: "/health?deep=1".into(),
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_millis(1500),
+                healthy_threshold: 1,
+                unhealthy_threshold: 4,
+                expected_status: (200, 399),
+            }),
+            line: 2,
+        }
+    );
+    assert!(c.upstream("nope").is_none());
+
+    let routes = &c.apis[0].routes;
+    let Integration::HttpProxy(h) = &routes[0].integration else {
+        panic!("not a proxy")
+    };
+    assert_eq!(
+        *h,
+        HttpProxyIntegration {
+            authority: vec![Literal("pets".into())],
+            path: vec![Literal("/v1/".into()), PathParam("proxy".into())],
+            query: vec![],
+            timeout: Duration::from_secs(5),
+            preserve_host: true,
+            allow_upgrade: true,
+            uri: "http://pets/v1/{proxy}".into(),
+        }
+    );
+    let Integration::HttpProxy(h) = &routes[1].integration else {
+        panic!("not a proxy")
+    };
+    assert_eq!(h.authority, [Literal("127.0.0.1:7000".into())]);
+    assert_eq!(h.path, [Literal("/items/".into()), PathParam("id".into())]);
+    assert_eq!(
+        h.query,
+        [
+            Literal("v=".into()),
+            StageVariable("version".into()),
+            Literal("&x=%2F".into())
+        ]
+    );
+    assert_eq!(h.timeout, Duration::from_secs(29));
+    assert!(!h.preserve_host && !h.allow_upgrade);
+    let Integration::HttpProxy(h) = &routes[2].integration else {
+        panic!("not a proxy")
+    };
+    assert_eq!(h.authority, [StageVariable("backend".into())]);
+    assert_eq!(h.path, [Literal("/".into())]);
+    assert!(h.query.is_empty());
+}
+
+#[test]
+fn upstream_and_proxy_defaults() {
+    let c = ok(&format!(
+        "[[upstream]]\nname = \"u\"\ntargets = [\"svc.internal:80\"]\n\
+         [upstream.health_check]\npath = \"/\"\n\
+         {API}[[api.route]]\nroute = \"GET /\"\n[api.route.http_proxy]\nuri = \"http://u\"\n"
+    ));
+    let u = &c.upstreams[0];
+    assert_eq!(u.balance, Balance::RoundRobin);
+    assert_eq!(u.connect_timeout, Duration::from_secs(2));
+    assert_eq!(u.idle_timeout, Duration::from_secs(60));
+    assert_eq!(u.max_idle_per_target, 512);
+    assert_eq!(u.passive_health, None);
+    assert_eq!(
+        u.health_check,
+        Some(HealthCheck {
+            path: "/".into(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+            expected_status: (200, 299),
+        })
+    );
+    let c = ok("[[upstream]]\nname = \"u\"\ntargets = [\"a:1\"]\n[upstream.passive_health]\n");
+    assert_eq!(
+        c.upstreams[0].passive_health,
+        Some(PassiveHealth {
+            max_failures: 3,
+            ejection_time: Duration::from_secs(10)
+        })
+    );
+    assert!(ok("").upstreams.is_empty() && ok("").warnings.is_empty());
+}
+
+#[test]
+fn target_addr_parse() {
+    let t = TargetAddr::parse("[2001:DB8::0:1]:443").unwrap();
+    assert_eq!((t.host.as_str(), t.port), ("2001:db8::1", 443));
+    let t = TargetAddr::parse("Svc-1.Internal:8080").unwrap();
+    assert_eq!((t.host.as_str(), t.port), ("svc-1.internal", 8080));
+    for (s, why) in [
+        ("localhost", "has no port"),
+        ("[::1]", "has no port"),
+        (":80", "no host"),
+        ("a:0", "invalid port"),
+        ("a:65536", "invalid port"),
+        ("a:+80", "invalid port"),
+        ("::1:80", "more than one ':'"),
+        ("1.2.3.999:80", "neither"),
+        ("a b:80", "neither"),
+        ("-a:80", "neither"),
+        ("[zz]:80", "IPv6"),
+    ] {
+        let e = TargetAddr::parse(s).unwrap_err();
+        assert!(e.contains(why), "{s:?}: {e}");
+    }
+}
+
+#[test]
+fn expected_status_forms() {
+    for (v, range) in [
+        ("\"5xx\"", (500, 599)),
+        ("\"204\"", (204, 204)),
+        ("204", (204, 204)),
+        ("\"200-204\"", (200, 204)),
+    ] {
+        let c = ok(&format!(
+            "[[upstream]]\nname = \"u\"\ntargets = [\"a:1\"]\n[upstream.health_check]\npath = \"/\"\nexpected_status = {v}\n"
+        ));
+        assert_eq!(
+            c.upstreams[0]
+                .health_check
+                .as_ref()
+                .unwrap()
+                .expected_status,
+            range
+        );
+    }
+}
+
+/// `{API}` plus a route `route` with `[api.route.http_proxy]` and `rest`
+/// (the uri is on line 10).
+fn proxy_route(route: &str, rest: &str) -> String {
+    format!("{API}[[api.route]]\nroute = \"{route}\"\n[api.route.http_proxy]\n{rest}")
+}
+
+const UPSTREAM: &str = "[[upstream]]\nname = \"pets\"\ntargets = [\"127.0.0.1:9000\"]\n";
+
+#[test]
+fn bad_proxy_integrations() {
+    let uri_key = "api[0].route[0].http_proxy.uri";
+    let cases: &[(&str, &str, usize, &str, &str)] = &[
+        (
+            "GET /",
+            "uri = \"https://127.0.0.1:9000/\"\n",
+            10,
+            uri_key,
+            "TLS to backends is not supported yet; use http",
+        ),
+        (
+            "GET /",
+            "timeout = \"1s\"\n",
+            9,
+            uri_key,
+            "missing field `uri`",
+        ),
+        (
+            "GET /",
+            "uri = \"http://:80/\"\n",
+            10,
+            uri_key,
+            "no host before the ':'",
+        ),
+        ("GET /", "uri = \"http:///x\"\n", 10, uri_key, "has no host"),
+        (
+            "GET /",
+            "uri = \"ftp://a:1/\"\n",
+            10,
+            uri_key,
+            "unsupported scheme \"ftp\"",
+        ),
+        (
+            "GET /",
+            "uri = \"http://a:1/#top\"\n",
+            10,
+            uri_key,
+            "fragment",
+        ),
+        (
+            "GET /",
+            "uri = \"http://u@a:1/\"\n",
+            10,
+            uri_key,
+            "user information",
+        ),
+        (
+            "GET /pets/{id}",
+            "uri = \"http://a:1/pets/{petId}\"\n",
+            10,
+            uri_key,
+            "{petId} in the uri's path is not a path parameter of the route",
+        ),
+        (
+            "GET /{proxy+}",
+            "uri = \"http://a:1/{proxy+}\"\n",
+            10,
+            uri_key,
+            "write {proxy} in the uri, not {proxy+}",
+        ),
+        (
+            "GET /{id}",
+            "uri = \"http://{id}:80/\"\n",
+            10,
+            uri_key,
+            "cannot be used in the uri's host",
+        ),
+        (
+            "GET /",
+            "uri = \"http://a:1/a b\"\n",
+            10,
+            uri_key,
+            "contains ' '",
+        ),
+        (
+            "GET /",
+            "uri = \"http://a:1/100%\"\n",
+            10,
+            uri_key,
+            "%XX escape",
+        ),
+        (
+            "GET /",
+            "uri = \"http://pest/\"\n",
+            10,
+            uri_key,
+            "\"pest\" is not the name of an [[upstream]]",
+        ),
+        (
+            "GET /",
+            "uri = \"http://a:1\"\ntimeout = \"10ms\"\n",
+            11,
+            "api[0].route[0].http_proxy.timeout",
+            "between 50ms and 29s, found 10ms",
+        ),
+        (
+            "GET /",
+            "uri = \"http://a:1\"\ntimeout = \"30s\"\n",
+            11,
+            "api[0].route[0].http_proxy.timeout",
+            "between 50ms and 29s, found 30s",
+        ),
+        (
+            "GET /",
+            "uri = \"http://a:1\"\nretries = 3\n",
+            11,
+            "api[0].route[0].http_proxy.retries",
+            "unknown field `retries`",
+        ),
+        (
+            "GET /",
+            "uri = \"http://a:1\"\npreserve_host = \"yes\"\n",
+            11,
+            "api[0].route[0].http_proxy.preserve_host",
+            "expected a boolean",
+        ),
+    ];
+    for (route, rest, line, key, problem) in cases {
+        let e = bad(&format!("{UPSTREAM}{}", proxy_route(route, rest)));
+        // UPSTREAM adds 3 lines, and API's leading newline one more.
+        check(&e, line + 4, key, problem);
+    }
+    // The uri keeps its fixes specific.
+    let e = bad(&proxy_route("GET /", "uri = \"https://a:1/x\"\n"));
+    assert_eq!(e.fix, "write \"http://a:1/x\"");
+    let e = bad(&format!(
+        "{UPSTREAM}{}",
+        proxy_route("GET /", "uri = \"http://pest/\"\n")
+    ));
+    assert!(e.fix.contains("use one of the upstreams (pets)"), "{e}");
+    let e = bad(&proxy_route("GET /", "uri = \"http://svc.internal/\"\n"));
+    check(
+        &e,
+        10,
+        "api[0].route[0].http_proxy.uri",
+        "\"svc.internal\" has no port",
+    );
+    assert_eq!(e.fix, "add the port, e.g. \"svc.internal:80\"");
+}
+
+#[test]
+fn mock_and_http_proxy_on_one_route() {
+    let e = bad(&format!(
+        "{API}[[api.route]]\nroute = \"GET /\"\n[api.route.mock]\n[api.route.http_proxy]\nuri = \"http://a:1\"\n"
+    ));
+    check(&e, 8, "api[0].route[0]", "has two integrations");
+}
+
+#[test]
+fn bad_upstreams() {
+    let cases: &[(&str, usize, &str, &str)] = &[
+        (
+            "[[upstream]]\nname = \"u\"\ntargets = [\"a:1\", \"localhost\"]\n",
+            3,
+            "upstream[0].targets[1]",
+            "target \"localhost\" has no port",
+        ),
+        (
+            "[[upstream]]\nname = \"u\"\ntargets = [\"a:1\"]\n[[upstream]]\nname = \"u\"\ntargets = [\"b:1\"]\n",
+            5,
+            "upstream[1].name",
+            "duplicate upstream name \"u\"; the first is on line 2",
+        ),
+        (
+            "[[upstream]]\nname = \"u\"\ntargets = [\"A:1\", \"b:2\", \"a:1\"]\n",
+            3,
+            "upstream[0].targets[2]",
+            "listed twice (also upstream[0].targets[0], \"A:1\")",
+        ),
+        (
+            "[[upstream]]\nname = \"u\"\ntargets = []\n",
+            3,
+            "upstream[0].targets",
+            "targets is empty",
+        ),
+        (
+            "[[upstream]]\nname = \"u v\"\ntargets = [\"a:1\"]\n",
+            2,
+            "upstream[0].name",
+            "contains characters",
+        ),
+        (
+            "[[upstream]]\nname = \"u\"\ntargets = [\"a:1\"]\nbalance = \"random\"\n",
+            4,
+            "upstream[0].balance",
+            "unknown balance \"random\"",
+        ),
+        (
+            "[[upstream]]\nname = \"u\"\ntargets = [\"a:1\"]\nconnect_timeout = \"5ms\"\n",
+            4,
+            "upstream[0].connect_timeout",
+            "between 10ms and 1m",
+        ),
+        (
+            "[[upstream]]\nname = \"u\"\ntargets = [\"a:1\"]\nmax_idle_per_target = 65537\n",
+            4,
+            "upstream[0].max_idle_per_target",
+            "between 0 and 65536",
+        ),
+        (
+            "[[upstream]]\nname = \"u\"\ntargets = [\"a:1\"]\n[upstream.passive_health]\nmax_failures = 0\n",
+            5,
+            "upstream[0].passive_health.max_failures",
+            "between 1 and 1000",
+        ),
+        (
+            "[[upstream]]\nname = \"u\"\ntargets = [\"a:1\"]\n[upstream.health_check]\npath = \"/h\"\ninterval = \"1s\"\ntimeout = \"1s\"\n",
+            7,
+            "upstream[0].health_check.timeout",
+            "timeout (1s) must be less than its interval (1s)",
+        ),
+        (
+            "[[upstream]]\nname = \"u\"\ntargets = [\"a:1\"]\n[upstream.health_check]\npath = \"/h\"\ninterval = \"500ms\"\n",
+            6,
+            "upstream[0].health_check.interval",
+            "timeout (1s) must be less than its interval (500ms)",
+        ),
+        (
+            "[[upstream]]\nname = \"u\"\ntargets = [\"a:1\"]\n[upstream.health_check]\npath = \"/h\"\nexpected_status = \"2XY\"\n",
+            6,
+            "upstream[0].health_check.expected_status",
+            "invalid expected_status \"2XY\"",
+        ),
+        (
+            "[[upstream]]\nname = \"u\"\ntargets = [\"a:1\"]\n[upstream.health_check]\npath = \"/h\"\nexpected_status = \"399-200\"\n",
+            6,
+            "upstream[0].health_check.expected_status",
+            "invalid expected_status",
+        ),
+        (
+            "[[upstream]]\nname = \"u\"\ntargets = [\"a:1\"]\n[upstream.health_check]\npath = \"/h\"\nexpected_status = 600\n",
+            6,
+            "upstream[0].health_check.expected_status",
+            "invalid expected_status integer 600",
+        ),
+        (
+            "[[upstream]]\nname = \"u\"\ntargets = [\"a:1\"]\n[upstream.health_check]\npath = \"health\"\n",
+            5,
+            "upstream[0].health_check.path",
+            "does not start with '/'",
+        ),
+        (
+            "[[upstream]]\nname = \"u\"\n",
+            1,
+            "upstream[0].targets",
+            "missing field `targets`",
+        ),
+    ];
+    for (text, line, key, problem) in cases {
+        check(&bad(text), *line, key, problem);
+    }
+    let e = bad("[[upstream]]\nname = \"u\"\ntargets = [\"localhost\"]\n");
+    assert!(e.fix.contains("\"localhost:80\""), "{e}");
+}
+
+/// Two stages; `backend` is set in both, `svc` only in prod.
+const STAGES: &str = r#"
+[[api]]
+name = "demo"
+[[api.stage]]
+name = "prod"
+variables = { backend = "pets", svc = "orders" }
+[[api.stage]]
+name = "beta"
+variables = { backend = "BETA" }
+"#;
+
+#[test]
+fn stage_variable_authority_checked_per_stage() {
+    let stages = STAGES.replace("BETA", "a/b");
+    let e = bad(&format!(
+        "{UPSTREAM}{stages}[[api.route]]\nroute = \"GET /\"\n[api.route.http_proxy]\nuri = \"http://${{stageVariables.backend}}/x\"\n"
+    ));
+    check(
+        &e,
+        16,
+        "api[0].route[0].http_proxy.uri",
+        "in stage \"beta\" the uri's host becomes \"a/b\": \"a/b\" has no port",
+    );
+    assert!(e.fix.contains("stage \"beta\" (line 11)"), "{e}");
+
+    let stages = STAGES.replace("BETA", "10.0.0.1:99999");
+    let e = bad(&format!(
+        "{UPSTREAM}{stages}[[api.route]]\nroute = \"GET /\"\n[api.route.http_proxy]\nuri = \"http://${{stageVariables.backend}}\"\n"
+    ));
+    check(
+        &e,
+        16,
+        "api[0].route[0].http_proxy.uri",
+        "in stage \"beta\" the uri's host becomes \"10.0.0.1:99999\": host:port \"10.0.0.1:99999\" has the invalid port",
+    );
+
+    // A partial authority: prod defines svc and gives a valid host:port.
+    let stages = STAGES.replace("BETA", "x");
+    let c = ok(&format!(
+        "{UPSTREAM}{stages}[[api.route]]\nroute = \"GET /\"\n[api.route.http_proxy]\nuri = \"http://${{stageVariables.svc}}.internal:9000/\"\n"
+    ));
+    let Integration::HttpProxy(h) = &c.apis[0].routes[0].integration else {
+        panic!("not a proxy")
+    };
+    assert_eq!(
+        h.authority,
+        [
+            BodyPart::StageVariable("svc".into()),
+            BodyPart::Literal(".internal:9000".into())
+        ]
+    );
+    // ... and beta, which lacks svc, gets a warning, not an error.
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+}
+
+#[test]
+fn missing_stage_variable_in_uri_is_a_warning() {
+    let c = ok(&format!(
+        "{UPSTREAM}{STAGES}[[api.route]]\nroute = \"GET /{{id}}\"\n[api.route.http_proxy]\n\
+         uri = \"http://${{stageVariables.svc}}:80/${{stageVariables.ver}}/{{id}}?s=${{stageVariables.svc}}\"\n"
+    ));
+    let w: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        w,
+        [
+            "t.toml:16: warning: api[0].route[0].http_proxy.uri: stage \"prod\" does not define the stage variable \"ver\" used by this uri; requests to this route in that stage will get 500 until it is defined",
+            "t.toml:16: warning: api[0].route[0].http_proxy.uri: stage \"beta\" does not define the stage variable \"svc\" used by this uri; requests to this route in that stage will get 500 until it is defined",
+            "t.toml:16: warning: api[0].route[0].http_proxy.uri: stage \"beta\" does not define the stage variable \"ver\" used by this uri; requests to this route in that stage will get 500 until it is defined",
+        ]
+    );
+    let w = &c.warnings[0];
+    assert_eq!(
+        (w.file.as_str(), w.line, w.key.as_str()),
+        ("t.toml", 16, "api[0].route[0].http_proxy.uri")
+    );
 }

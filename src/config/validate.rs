@@ -1,8 +1,10 @@
 //! Turns the raw, spanned file into [`Config`], checking every value and
-//! every cross-reference. Stops at the first problem, in file order.
+//! every cross-reference. Stops at the first problem, in file order within
+//! each section; sections are checked in the order server, limits,
+//! upstreams, apis, domains (http_proxy uris refer to upstreams).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::time::Duration;
 
@@ -10,18 +12,21 @@ use toml::{Spanned, Value};
 
 use super::error::{key_segment, ConfigError, Source};
 use super::raw::{
-    OrderedMap, RawApi, RawConfig, RawDomain, RawLimits, RawMock, RawRoute, RawServer, RawStage,
+    OrderedMap, RawApi, RawConfig, RawDomain, RawHealthCheck, RawHttpProxy, RawLimits, RawMock,
+    RawPassiveHealth, RawRoute, RawServer, RawStage, RawUpstream,
 };
 use super::template::{self, Problem};
 use super::{
-    parse_duration, parse_size, ApiConfig, BodyPart, Config, DomainConfig, Integration, IoDriver,
-    Limits, Mapping, MockIntegration, RouteConfig, ServerConfig, StageConfig, UnmatchedRoute,
+    parse_duration, parse_size, ApiConfig, Balance, BodyPart, Config, ConfigWarning, DomainConfig,
+    HealthCheck, HttpProxyIntegration, Integration, IoDriver, Limits, Mapping, MockIntegration,
+    PassiveHealth, RouteConfig, ServerConfig, StageConfig, TargetAddr, UnmatchedRoute,
+    UpstreamConfig,
 };
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
 /// The integration kinds a route may have, as `[api.route.KIND]` tables.
-const INTEGRATION_KINDS: &[&str] = &["mock"];
+const INTEGRATION_KINDS: &[&str] = &["mock", "http_proxy"];
 
 /// Headers the gateway owns; a mock may not set them.
 const RESERVED_HEADERS: &[&str] = &[
@@ -40,7 +45,9 @@ const MAX_BODY_LIMIT: u64 = 1 << 40;
 pub(super) fn build(raw: RawConfig, src: &Source<'_>) -> Result<Config> {
     let server = server(raw.server, src)?;
     let limits = limits(raw.limits, src)?;
-    let apis = apis(&raw.api, src)?;
+    let upstreams = upstreams(&raw.upstream, src)?;
+    let mut warnings = Vec::new();
+    let apis = apis(&raw.api, &upstreams, &mut warnings, src)?;
     let domains = domains(&raw.domain, &raw.api, &apis, src)?;
     Ok(Config {
         server,
@@ -48,6 +55,8 @@ pub(super) fn build(raw: RawConfig, src: &Source<'_>) -> Result<Config> {
         apis,
         domains,
         source: src.file.to_string(),
+        upstreams,
+        warnings,
     })
 }
 
@@ -453,7 +462,12 @@ fn host_error(src: &Source<'_>, v: &Spanned<String>, key: &str, why: &str) -> Co
     )
 }
 
-fn apis(raw: &[RawApi], src: &Source<'_>) -> Result<Vec<ApiConfig>> {
+fn apis(
+    raw: &[RawApi],
+    upstreams: &[UpstreamConfig],
+    warnings: &mut Vec<ConfigWarning>,
+    src: &Source<'_>,
+) -> Result<Vec<ApiConfig>> {
     let mut out: Vec<ApiConfig> = Vec::new();
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut host_owner: HashMap<String, (String, usize)> = HashMap::new();
@@ -564,9 +578,15 @@ fn apis(raw: &[RawApi], src: &Source<'_>) -> Result<Vec<ApiConfig>> {
 
         let mut routes: Vec<RouteConfig> = Vec::new();
         let mut shapes: HashMap<String, (usize, String)> = HashMap::new();
+        let ctx = ApiCtx {
+            stages: &stages,
+            stage_lines: &stage_lines,
+            upstreams,
+            src,
+        };
         for (j, r) in a.route.iter().enumerate() {
             let rp = format!("{p}.route[{j}]");
-            let route = route(r, &rp, &stages, &stage_lines, src)?;
+            let route = route(r, &rp, &ctx, warnings)?;
             if let Some((line, first)) = shapes.get(&route.1) {
                 let (problem, fix) = if route.1 == "$default" {
                     (
@@ -648,14 +668,23 @@ fn stage(s: &RawStage, p: &str, src: &Source<'_>) -> Result<StageConfig> {
     })
 }
 
+/// What a route's integration may refer to.
+struct ApiCtx<'a, 's> {
+    stages: &'a [StageConfig],
+    /// Line of each stage's name.
+    stage_lines: &'a [usize],
+    upstreams: &'a [UpstreamConfig],
+    src: &'a Source<'s>,
+}
+
 /// Validates one route; returns it with its conflict shape.
 fn route(
     r: &RawRoute,
     p: &str,
-    stages: &[StageConfig],
-    stage_lines: &[usize],
-    src: &Source<'_>,
+    ctx: &ApiCtx<'_, '_>,
+    warnings: &mut Vec<ConfigWarning>,
 ) -> Result<(RouteConfig, String)> {
+    let (stages, stage_lines, src) = (ctx.stages, ctx.stage_lines, ctx.src);
     let span = r.route.span();
     let parsed = template::parse_route(r.route.get_ref())
         .map_err(|e| problem_at(src, &span, &format!("{p}.route"), e))?;
@@ -664,8 +693,19 @@ fn route(
         .map(|k| format!("[api.route.{k}]"))
         .collect::<Vec<_>>()
         .join(", ");
-    let integration = match &r.mock {
-        Some(mock) => Integration::Mock(mock_integration(
+    let integration = match (&r.mock, &r.http_proxy) {
+        (Some(_), Some(_)) => {
+            return Err(src.error(
+                &span,
+                p,
+                format!(
+                    "route {:?} has two integrations, [api.route.mock] and [api.route.http_proxy]",
+                    r.route.get_ref()
+                ),
+                "keep exactly one integration table per route",
+            ))
+        }
+        (Some(mock), None) => Integration::Mock(mock_integration(
             mock,
             p,
             &parsed.params,
@@ -673,7 +713,14 @@ fn route(
             stage_lines,
             src,
         )?),
-        None => {
+        (None, Some(h)) => Integration::HttpProxy(http_proxy_integration(
+            h,
+            &format!("{p}.http_proxy"),
+            &parsed.params,
+            ctx,
+            warnings,
+        )?),
+        (None, None) => {
             return Err(src.error(
                 &span,
                 p,
@@ -788,6 +835,514 @@ fn mock_integration(
         headers,
         body,
     })
+}
+
+// --- [api.route.http_proxy] ---------------------------------------------------
+
+fn http_proxy_integration(
+    h: &RawHttpProxy,
+    p: &str,
+    params: &[String],
+    ctx: &ApiCtx<'_, '_>,
+    warnings: &mut Vec<ConfigWarning>,
+) -> Result<HttpProxyIntegration> {
+    let src = ctx.src;
+    let uri = h.uri.get_ref();
+    let span = h.uri.span();
+    let key = format!("{p}.uri");
+    let parsed = template::parse_uri(uri, params).map_err(|e| problem_at(src, &span, &key, e))?;
+
+    // Every stage variable the uri uses, in order of first use.
+    let mut vars: Vec<&str> = Vec::new();
+    for part in parsed
+        .authority
+        .iter()
+        .chain(&parsed.path)
+        .chain(&parsed.query)
+    {
+        if let BodyPart::StageVariable(v) = part {
+            if !vars.contains(&v.as_str()) {
+                vars.push(v);
+            }
+        }
+    }
+    let line = src.line(&span);
+    for stage in ctx.stages {
+        for var in &vars {
+            if !stage.variables.contains_key(*var) {
+                warnings.push(ConfigWarning {
+                    file: src.file.to_string(),
+                    line,
+                    key: key.clone(),
+                    message: format!(
+                        "stage {:?} does not define the stage variable {var:?} used by this uri; \
+                         requests to this route in that stage will get 500 until it is defined",
+                        stage.name
+                    ),
+                });
+            }
+        }
+    }
+
+    let authority_vars = parsed
+        .authority
+        .iter()
+        .any(|p| matches!(p, BodyPart::StageVariable(_)));
+    if !authority_vars {
+        let text = substitute(&parsed.authority, &BTreeMap::new()).unwrap_or_default();
+        check_authority(&text, ctx.upstreams).map_err(|e| problem_at(src, &span, &key, e))?;
+    } else {
+        for (stage, stage_line) in ctx.stages.iter().zip(ctx.stage_lines) {
+            let Some(text) = substitute(&parsed.authority, &stage.variables) else {
+                continue; // a warning says what is missing
+            };
+            if let Err(e) = check_authority(&text, ctx.upstreams) {
+                return Err(src.error(
+                    &span,
+                    key,
+                    format!(
+                        "in stage {:?} the uri's host becomes {text:?}: {}",
+                        stage.name, e.problem
+                    ),
+                    format!(
+                        "change the stage variables of stage {:?} (line {stage_line}): {}",
+                        stage.name, e.fix
+                    ),
+                ));
+            }
+        }
+    }
+
+    let timeout = match &h.timeout {
+        Some(t) => duration(
+            t,
+            &format!("{p}.timeout"),
+            "timeout",
+            Duration::from_millis(50),
+            Duration::from_secs(29),
+            src,
+        )?,
+        None => Duration::from_secs(29),
+    };
+    Ok(HttpProxyIntegration {
+        authority: parsed.authority,
+        path: parsed.path,
+        query: parsed.query,
+        timeout,
+        preserve_host: h.preserve_host.unwrap_or(false),
+        allow_upgrade: h.allow_upgrade.unwrap_or(false),
+        uri: uri.clone(),
+    })
+}
+
+/// The template with stage variables replaced; `None` if one is missing.
+fn substitute(parts: &[BodyPart], vars: &BTreeMap<String, String>) -> Option<String> {
+    let mut out = String::new();
+    for part in parts {
+        match part {
+            BodyPart::Literal(s) => out.push_str(s),
+            BodyPart::StageVariable(v) => out.push_str(vars.get(v)?),
+            BodyPart::PathParam(_) => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Checks a (substituted) uri authority: an upstream name when it has no
+/// `:` (and no `[`), else a `host:port`.
+fn check_authority(text: &str, upstreams: &[UpstreamConfig]) -> std::result::Result<(), Problem> {
+    if !text.contains([':', '[']) {
+        if upstreams.iter().any(|u| u.name == text) {
+            return Ok(());
+        }
+        if !name_ok(text, 64, &['_', '-']) {
+            return Err(Problem {
+                problem: format!(
+                    "{text:?} has no port, and without one it would have to name an [[upstream]]"
+                ),
+                fix: format!("add the port, e.g. \"{text}:80\""),
+            });
+        }
+        let names: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+        let mut fix = if names.is_empty() {
+            format!("define it with [[upstream]] name = {text:?}, or write host:port")
+        } else {
+            format!(
+                "use one of the upstreams ({}), define it with [[upstream]], or write host:port",
+                names.join(", ")
+            )
+        };
+        fix.push_str(" (an address needs its port, e.g. \"localhost:80\")");
+        return Err(Problem {
+            problem: format!("{text:?} is not the name of an [[upstream]]"),
+            fix,
+        });
+    }
+    parse_target(text).map(drop).map_err(|why| Problem {
+        problem: format!("host:port {text:?} {why}"),
+        fix: "write the name of an [[upstream]], or host:port with a port from 1 to 65535, e.g. \"10.0.0.5:8080\" or \"[::1]:8080\"".to_string(),
+    })
+}
+
+// --- [[upstream]] --------------------------------------------------------------
+
+/// Parses `host:port` (see [`TargetAddr::parse`]).
+pub(super) fn parse_target(text: &str) -> std::result::Result<TargetAddr, String> {
+    if text.is_empty() {
+        return Err("is empty".to_string());
+    }
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let end = rest.find(']').ok_or("has '[' without ']'")?;
+        let ip: Ipv6Addr = rest[..end]
+            .parse()
+            .map_err(|_| "is not a valid IPv6 address".to_string())?;
+        let after = &rest[end + 1..];
+        let port = match after.strip_prefix(':') {
+            Some(port) => port,
+            None if after.is_empty() => return Err("has no port".to_string()),
+            None => return Err("has text after ']' that is not \":port\"".to_string()),
+        };
+        (ip.to_string(), port)
+    } else {
+        let Some((host, port)) = text.rsplit_once(':') else {
+            return Err("has no port".to_string());
+        };
+        if host.contains(':') {
+            return Err("has more than one ':' (write an IPv6 address as [addr]:port)".to_string());
+        }
+        if host.is_empty() {
+            return Err("has no host before the ':'".to_string());
+        }
+        let host = match host.parse::<Ipv4Addr>() {
+            Ok(ip) => ip.to_string(),
+            Err(_) => {
+                let lower = host.to_ascii_lowercase();
+                let label_ok = |l: &str| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                        && l.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                };
+                let last_numeric = lower
+                    .rsplit('.')
+                    .next()
+                    .is_some_and(|l| l.chars().all(|c| c.is_ascii_digit()));
+                if lower.len() > 253 || !lower.split('.').all(label_ok) || last_numeric {
+                    return Err(format!(
+                        "has {host:?}, which is neither an IPv4 address nor a host name"
+                    ));
+                }
+                lower
+            }
+        };
+        (host, port)
+    };
+    if port.is_empty() {
+        return Err("has no port after the ':'".to_string());
+    }
+    match port.parse::<u16>() {
+        Ok(n) if n != 0 && port.chars().all(|c| c.is_ascii_digit()) => Ok(TargetAddr {
+            host,
+            port: n,
+            text: text.to_string(),
+        }),
+        _ => Err(format!("has the invalid port {port:?} (use 1 to 65535)")),
+    }
+}
+
+fn opt_duration(
+    v: &Option<Spanned<Value>>,
+    key: &str,
+    name: &str,
+    (min, max, default): (Duration, Duration, Duration),
+    src: &Source<'_>,
+) -> Result<Duration> {
+    match v {
+        Some(v) => duration(v, key, name, min, max, src),
+        None => Ok(default),
+    }
+}
+
+fn opt_int(
+    v: &Option<Spanned<i64>>,
+    key: &str,
+    name: &str,
+    (min, max, default): (i64, i64, i64),
+    src: &Source<'_>,
+) -> Result<i64> {
+    match v {
+        Some(v) => int_range(v, key, name, min, max, src),
+        None => Ok(default),
+    }
+}
+
+fn upstreams(raw: &[RawUpstream], src: &Source<'_>) -> Result<Vec<UpstreamConfig>> {
+    let mut out: Vec<UpstreamConfig> = Vec::new();
+    for (i, u) in raw.iter().enumerate() {
+        let p = format!("upstream[{i}]");
+        check_name(&u.name, 64, &format!("{p}.name"), "upstream name", src)?;
+        let name = u.name.get_ref();
+        if let Some(first) = out.iter().find(|o| &o.name == name) {
+            return Err(src.error(
+                &u.name.span(),
+                format!("{p}.name"),
+                format!(
+                    "duplicate upstream name {name:?}; the first is on line {}",
+                    first.line
+                ),
+                "give each [[upstream]] a different name",
+            ));
+        }
+
+        let list = u.targets.get_ref();
+        if list.is_empty() || list.len() > 256 {
+            let problem = if list.is_empty() {
+                "targets is empty".to_string()
+            } else {
+                format!(
+                    "an upstream may have at most 256 targets, found {}",
+                    list.len()
+                )
+            };
+            return Err(src.error(
+                &u.targets.span(),
+                format!("{p}.targets"),
+                problem,
+                "list 1 to 256 addresses as host:port, e.g. targets = [\"127.0.0.1:9000\"]",
+            ));
+        }
+        let mut targets: Vec<TargetAddr> = Vec::new();
+        for (j, t) in list.iter().enumerate() {
+            let key = format!("{p}.targets[{j}]");
+            let text = t.get_ref();
+            let target = parse_target(text).map_err(|why| {
+                let fix = if why == "has no port" {
+                    format!("add the port, e.g. \"{text}:80\" (IPv6 as \"[::1]:80\")")
+                } else {
+                    "write an IPv4 address, [IPv6] address or host name, ':' and a port from 1 to 65535, e.g. \"10.0.0.5:8080\"".to_string()
+                };
+                src.error(&t.span(), &key, format!("target {text:?} {why}"), fix)
+            })?;
+            if let Some(k) = targets
+                .iter()
+                .position(|o| o.host == target.host && o.port == target.port)
+            {
+                return Err(src.error(
+                    &t.span(),
+                    key,
+                    format!(
+                        "target {text:?} is listed twice (also {p}.targets[{k}], {:?})",
+                        targets[k].text
+                    ),
+                    "remove one of them; to weight a target, run more of its instances",
+                ));
+            }
+            targets.push(target);
+        }
+
+        let balance = match u.balance.as_ref() {
+            None => Balance::RoundRobin,
+            Some(b) => match b.get_ref().as_str() {
+                "round_robin" => Balance::RoundRobin,
+                "least_outstanding" => Balance::LeastOutstanding,
+                other => {
+                    return Err(src.error(
+                        &b.span(),
+                        format!("{p}.balance"),
+                        format!("unknown balance {other:?}"),
+                        "use \"round_robin\" or \"least_outstanding\"",
+                    ))
+                }
+            },
+        };
+        let ms = Duration::from_millis;
+        let secs = Duration::from_secs;
+        let connect_timeout = opt_duration(
+            &u.connect_timeout,
+            &format!("{p}.connect_timeout"),
+            "connect_timeout",
+            (ms(10), secs(60), secs(2)),
+            src,
+        )?;
+        let idle_timeout = opt_duration(
+            &u.idle_timeout,
+            &format!("{p}.idle_timeout"),
+            "idle_timeout",
+            (secs(1), secs(3600), secs(60)),
+            src,
+        )?;
+        let max_idle_per_target = opt_int(
+            &u.max_idle_per_target,
+            &format!("{p}.max_idle_per_target"),
+            "max_idle_per_target",
+            (0, 65536, 512),
+            src,
+        )? as usize;
+        let passive_health = match &u.passive_health {
+            Some(ph) => Some(passive_health(ph, &format!("{p}.passive_health"), src)?),
+            None => None,
+        };
+        let health_check = match &u.health_check {
+            Some(hc) => Some(health_check(hc, &format!("{p}.health_check"), src)?),
+            None => None,
+        };
+        out.push(UpstreamConfig {
+            name: name.clone(),
+            targets,
+            balance,
+            connect_timeout,
+            idle_timeout,
+            max_idle_per_target,
+            passive_health,
+            health_check,
+            line: src.line(&u.name.span()),
+        });
+    }
+    Ok(out)
+}
+
+fn passive_health(ph: &RawPassiveHealth, p: &str, src: &Source<'_>) -> Result<PassiveHealth> {
+    Ok(PassiveHealth {
+        max_failures: opt_int(
+            &ph.max_failures,
+            &format!("{p}.max_failures"),
+            "max_failures",
+            (1, 1000, 3),
+            src,
+        )? as u32,
+        ejection_time: opt_duration(
+            &ph.ejection_time,
+            &format!("{p}.ejection_time"),
+            "ejection_time",
+            (
+                Duration::from_secs(1),
+                Duration::from_secs(3600),
+                Duration::from_secs(10),
+            ),
+            src,
+        )?,
+    })
+}
+
+fn health_check(hc: &RawHealthCheck, p: &str, src: &Source<'_>) -> Result<HealthCheck> {
+    let path = hc.path.get_ref();
+    let bad = path
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@/?%".contains(*c)));
+    let problem = if !path.starts_with('/') {
+        Some(format!(
+            "health check path {path:?} does not start with '/'"
+        ))
+    } else {
+        bad.map(|c| format!("health check path {path:?} contains {c:?}, which is not allowed"))
+    };
+    if let Some(problem) = problem {
+        return Err(src.error(
+            &hc.path.span(),
+            format!("{p}.path"),
+            problem,
+            "write a path (and optional query) starting with '/', percent-encoding other characters, e.g. \"/health\"",
+        ));
+    }
+    let ms = Duration::from_millis;
+    let secs = Duration::from_secs;
+    let interval = opt_duration(
+        &hc.interval,
+        &format!("{p}.interval"),
+        "interval",
+        (ms(100), secs(3600), secs(5)),
+        src,
+    )?;
+    let timeout = opt_duration(
+        &hc.timeout,
+        &format!("{p}.timeout"),
+        "timeout",
+        (ms(10), secs(60), secs(1)),
+        src,
+    )?;
+    if timeout >= interval {
+        // Point at the value that was written (timeout when both were).
+        let (span, name) = match (&hc.timeout, &hc.interval) {
+            (Some(t), _) => (t.span(), "timeout"),
+            (None, Some(i)) => (i.span(), "interval"),
+            (None, None) => unreachable!("the defaults are 1s < 5s"),
+        };
+        return Err(src.error(
+            &span,
+            format!("{p}.{name}"),
+            format!(
+                "health check timeout ({}) must be less than its interval ({})",
+                fmt_duration(timeout),
+                fmt_duration(interval)
+            ),
+            "shorten the timeout or lengthen the interval",
+        ));
+    }
+    let healthy_threshold = opt_int(
+        &hc.healthy_threshold,
+        &format!("{p}.healthy_threshold"),
+        "healthy_threshold",
+        (1, 100, 2),
+        src,
+    )? as u32;
+    let unhealthy_threshold = opt_int(
+        &hc.unhealthy_threshold,
+        &format!("{p}.unhealthy_threshold"),
+        "unhealthy_threshold",
+        (1, 100, 3),
+        src,
+    )? as u32;
+    let expected_status = match &hc.expected_status {
+        None => (200, 299),
+        Some(v) => status_range(v.get_ref()).ok_or_else(|| {
+            let shown = match v.get_ref() {
+                Value::String(s) => format!("{s:?}"),
+                other => describe(other),
+            };
+            src.error(
+                &v.span(),
+                format!("{p}.expected_status"),
+                format!("invalid expected_status {shown}"),
+                "write a class like \"2xx\", a range like \"200-399\" or one code like 204, all within 100..=599",
+            )
+        })?,
+    };
+    Ok(HealthCheck {
+        path: path.clone(),
+        interval,
+        timeout,
+        healthy_threshold,
+        unhealthy_threshold,
+        expected_status,
+    })
+}
+
+/// `"2xx"`, `"200-399"`, `"204"` or `204` as an inclusive range within
+/// 100..=599.
+fn status_range(v: &Value) -> Option<(u16, u16)> {
+    let code = |s: &str| {
+        s.parse::<u16>()
+            .ok()
+            .filter(|n| (100..=599).contains(n) && s.len() == 3)
+    };
+    match v {
+        Value::Integer(n) => code(&n.to_string()).map(|n| (n, n)),
+        Value::String(s) => {
+            let s = s.trim();
+            if let Some(class) = s.strip_suffix("xx").or_else(|| s.strip_suffix("XX")) {
+                let d = code(&format!("{class}00"))?;
+                return Some((d, d + 99));
+            }
+            if let Some((lo, hi)) = s.split_once('-') {
+                let (lo, hi) = (code(lo.trim())?, code(hi.trim())?);
+                return (lo <= hi).then_some((lo, hi));
+            }
+            code(s).map(|n| (n, n))
+        }
+        _ => None,
+    }
 }
 
 // --- [[domain]] --------------------------------------------------------------

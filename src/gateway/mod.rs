@@ -34,6 +34,7 @@ use crate::http::response::{
 use crate::router::{
     Method, MethodSpec, Params, RouteError, RouteId, RouteTable, RouteTableBuilder,
 };
+use crate::upstream::Registry;
 
 pub use response::GatewayError;
 
@@ -67,6 +68,8 @@ pub struct Snapshot {
     api_hosts: Vec<(String, usize)>,
     /// The API with no `hosts`, answering any other host.
     default_api: Option<usize>,
+    /// Backend groups and targets (shared with the health thread).
+    pub upstreams: Arc<Registry>,
 }
 
 #[derive(Debug)]
@@ -103,12 +106,151 @@ struct Route {
 struct Stage {
     name: String,
     /// One per route, indexed by `RouteId`.
-    mocks: Vec<MockResponse>,
+    integrations: Vec<StageIntegration>,
+}
+
+/// A route's integration as one stage sees it (its variables substituted).
+#[derive(Debug)]
+enum StageIntegration {
+    Mock(MockResponse),
+    Proxy(ProxyRoute),
+    /// The stage lacks a variable the integration uses: 500 at request time
+    /// (API Gateway's API_CONFIGURATION_ERROR).
+    Unresolved(String),
+}
+
+/// An `http_proxy` integration compiled for one stage.
+#[derive(Debug)]
+pub struct ProxyRoute {
+    /// The upstream group, an index into [`Snapshot::upstreams`].
+    pub group: usize,
+    /// The backend path, `{param}`s to splice in per request.
+    path: Vec<Piece>,
+    /// The template's query (without `?`); the client's query is appended.
+    query: Vec<Piece>,
+    /// Integration timeout.
+    pub timeout: std::time::Duration,
+    /// Send the client's Host.
+    pub preserve_host: bool,
+    /// Pass upgrades (WebSocket) through.
+    pub allow_upgrade: bool,
+}
+
+impl ProxyRoute {
+    /// Appends the backend request target (path and query) to `out`.
+    pub fn write_target(&self, params: &Params<'_, '_>, client_query: &str, out: &mut Vec<u8>) {
+        write_pieces(&self.path, params, out);
+        let has_template_query = !self.query.is_empty();
+        if has_template_query || !client_query.is_empty() {
+            out.push(b'?');
+            write_pieces(&self.query, params, out);
+            if has_template_query && !client_query.is_empty() {
+                out.push(b'&');
+            }
+            out.extend_from_slice(client_query.as_bytes());
+        }
+    }
+}
+
+fn write_pieces(pieces: &[Piece], params: &Params<'_, '_>, out: &mut Vec<u8>) {
+    for piece in pieces {
+        match piece {
+            Piece::Literal(bytes) => out.extend_from_slice(bytes),
+            Piece::Param(i) => {
+                if let Some((_, v)) = params.iter().nth(*i) {
+                    out.extend_from_slice(v.as_bytes());
+                }
+            }
+        }
+    }
+}
+
+enum ProxyBuildError {
+    MissingVariable(String),
+    Authority(String),
+}
+
+fn proxy_route(
+    proxy: &crate::config::HttpProxyIntegration,
+    vars: &std::collections::BTreeMap<String, String>,
+    params: &[String],
+    registry: &mut Registry,
+) -> Result<ProxyRoute, ProxyBuildError> {
+    let mut authority = String::new();
+    for part in &proxy.authority {
+        match part {
+            BodyPart::Literal(s) => authority.push_str(s),
+            BodyPart::StageVariable(name) => authority.push_str(
+                vars.get(name)
+                    .ok_or_else(|| ProxyBuildError::MissingVariable(name.clone()))?,
+            ),
+            BodyPart::PathParam(_) => {
+                return Err(ProxyBuildError::Authority(
+                    "a path parameter cannot name the backend".into(),
+                ))
+            }
+        }
+    }
+    let group = registry
+        .group_for(&authority)
+        .map_err(ProxyBuildError::Authority)?;
+    let (path, _) = compile(&proxy.path, vars, params).map_err(ProxyBuildError::MissingVariable)?;
+    let (query, _) =
+        compile(&proxy.query, vars, params).map_err(ProxyBuildError::MissingVariable)?;
+    Ok(ProxyRoute {
+        group,
+        path,
+        query,
+        timeout: proxy.timeout,
+        preserve_host: proxy.preserve_host,
+        allow_upgrade: proxy.allow_upgrade,
+    })
+}
+
+/// Compiles a template for one stage: stage variables substituted,
+/// `{param}`s of the route kept as pieces, other `{text}` literal. Returns
+/// the pieces and the total literal length; `Err(name)` for a variable the
+/// stage lacks.
+fn compile(
+    parts: &[BodyPart],
+    vars: &std::collections::BTreeMap<String, String>,
+    params: &[String],
+) -> Result<(Vec<Piece>, usize), String> {
+    let mut pieces = Vec::new();
+    let mut literal = Vec::new();
+    let mut literal_len = 0;
+    for part in parts {
+        match part {
+            BodyPart::Literal(s) => literal.extend_from_slice(s.as_bytes()),
+            BodyPart::StageVariable(name) => {
+                literal.extend_from_slice(vars.get(name).ok_or_else(|| name.clone())?.as_bytes())
+            }
+            BodyPart::PathParam(name) => match params.iter().position(|p| p == name) {
+                Some(i) => {
+                    if !literal.is_empty() {
+                        literal_len += literal.len();
+                        pieces.push(Piece::Literal(std::mem::take(&mut literal).into()));
+                    }
+                    pieces.push(Piece::Param(i));
+                }
+                None => {
+                    literal.push(b'{');
+                    literal.extend_from_slice(name.as_bytes());
+                    literal.push(b'}');
+                }
+            },
+        }
+    }
+    if !literal.is_empty() {
+        literal_len += literal.len();
+        pieces.push(Piece::Literal(literal.into()));
+    }
+    Ok((pieces, literal_len))
 }
 
 /// A mock response with the stage's variables already substituted.
 #[derive(Debug)]
-struct MockResponse {
+pub struct MockResponse {
     status: u16,
     /// Status line.
     status_line: Vec<u8>,
@@ -150,6 +292,7 @@ pub struct ResponseContext<'a> {
 impl Snapshot {
     /// Compiles a validated configuration.
     pub fn build(config: &Config) -> Result<Snapshot, BuildError> {
+        let mut registry = Registry::from_config(config);
         let mut apis = Vec::with_capacity(config.apis.len());
         let mut api_hosts = Vec::new();
         let mut default_api = None;
@@ -194,10 +337,57 @@ impl Snapshot {
             }
             let mut stages = Vec::with_capacity(api.stages.len());
             for stage in &api.stages {
-                let mut mocks = Vec::with_capacity(api.routes.len());
+                let mut integrations = Vec::with_capacity(api.routes.len());
                 for (ri, route) in api.routes.iter().enumerate() {
-                    let mock = match &route.integration {
-                        Integration::Mock(m) => m,
+                    let params = &param_names[ri];
+                    let vars = &stage.variables;
+                    let integration = match &route.integration {
+                        Integration::Mock(mock) => {
+                            let (body, literal_len) =
+                                compile(&mock.body, vars, params).map_err(|name| BuildError {
+                                    file: config.source.clone(),
+                                    line: route.line,
+                                    message: format!(
+                                        "stage {:?} has no variable {name:?} used by route {:?}",
+                                        stage.name,
+                                        route.key.as_display()
+                                    ),
+                                })?;
+                            let mut status_line = Vec::new();
+                            write_status_line(&mut status_line, mock.status);
+                            let mut headers = Vec::new();
+                            for (name, value) in &mock.headers {
+                                headers.extend_from_slice(name.as_bytes());
+                                headers.extend_from_slice(b": ");
+                                headers.extend_from_slice(value.as_bytes());
+                                headers.extend_from_slice(b"\r\n");
+                            }
+                            StageIntegration::Mock(MockResponse {
+                                status: mock.status,
+                                status_line,
+                                headers,
+                                body,
+                                literal_len,
+                            })
+                        }
+                        Integration::HttpProxy(proxy) => {
+                            match proxy_route(proxy, vars, params, &mut registry) {
+                                Ok(p) => StageIntegration::Proxy(p),
+                                Err(ProxyBuildError::MissingVariable(name)) => {
+                                    StageIntegration::Unresolved(format!(
+                                        "stage {:?} has no variable {name:?} used by {:?}",
+                                        stage.name, proxy.uri
+                                    ))
+                                }
+                                Err(ProxyBuildError::Authority(why)) => {
+                                    return Err(BuildError {
+                                        file: config.source.clone(),
+                                        line: route.line,
+                                        message: format!("stage {:?}: {why}", stage.name),
+                                    })
+                                }
+                            }
+                        }
                         #[allow(unreachable_patterns)]
                         _ => {
                             return Err(BuildError {
@@ -207,71 +397,11 @@ impl Snapshot {
                             })
                         }
                     };
-                    let mut body = Vec::new();
-                    let mut literal = Vec::new();
-                    let mut literal_len = 0;
-                    for part in &mock.body {
-                        match part {
-                            BodyPart::Literal(s) => literal.extend_from_slice(s.as_bytes()),
-                            BodyPart::StageVariable(name) => {
-                                let value =
-                                    stage.variables.get(name).ok_or_else(|| BuildError {
-                                        file: config.source.clone(),
-                                        line: route.line,
-                                        message: format!(
-                                        "stage {:?} has no variable {name:?} used by route {:?}",
-                                        stage.name,
-                                        route.key.as_display()
-                                    ),
-                                    })?;
-                                literal.extend_from_slice(value.as_bytes());
-                            }
-                            BodyPart::PathParam(name) => {
-                                let index = param_names[ri].iter().position(|p| p == name);
-                                match index {
-                                    Some(i) => {
-                                        if !literal.is_empty() {
-                                            literal_len += literal.len();
-                                            body.push(Piece::Literal(
-                                                std::mem::take(&mut literal).into(),
-                                            ));
-                                        }
-                                        body.push(Piece::Param(i));
-                                    }
-                                    // Not a parameter of this route: literal text.
-                                    None => {
-                                        literal.push(b'{');
-                                        literal.extend_from_slice(name.as_bytes());
-                                        literal.push(b'}');
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    if !literal.is_empty() {
-                        literal_len += literal.len();
-                        body.push(Piece::Literal(literal.into()));
-                    }
-                    let mut status_line = Vec::new();
-                    write_status_line(&mut status_line, mock.status);
-                    let mut headers = Vec::new();
-                    for (name, value) in &mock.headers {
-                        headers.extend_from_slice(name.as_bytes());
-                        headers.extend_from_slice(b": ");
-                        headers.extend_from_slice(value.as_bytes());
-                        headers.extend_from_slice(b"\r\n");
-                    }
-                    mocks.push(MockResponse {
-                        status: mock.status,
-                        status_line,
-                        headers,
-                        body,
-                        literal_len,
-                    });
+                    integrations.push(integration);
                 }
                 stages.push(Stage {
                     name: stage.name.clone(),
-                    mocks,
+                    integrations,
                 });
             }
             if api.hosts.is_empty() {
@@ -324,11 +454,31 @@ impl Snapshot {
             }
         }
         Ok(Snapshot {
+            upstreams: Arc::new(registry),
             apis,
             domains,
             wildcard_domain,
             api_hosts,
             default_api,
+        })
+    }
+
+    /// Routes some stage cannot serve (a stage variable their integration
+    /// uses is missing): each answers 500 until the variable is set.
+    pub fn problems(&self) -> impl Iterator<Item = (&str, &str, &str)> {
+        self.apis.iter().flat_map(|api| {
+            api.stages.iter().flat_map(move |stage| {
+                stage
+                    .integrations
+                    .iter()
+                    .zip(&api.routes)
+                    .filter_map(move |(i, r)| match i {
+                        StageIntegration::Unresolved(why) => {
+                            Some((api.name.as_str(), r.display.as_str(), why.as_str()))
+                        }
+                        _ => None,
+                    })
+            })
         })
     }
 
@@ -411,9 +561,48 @@ impl Snapshot {
         Err(GatewayError::Forbidden)
     }
 
-    /// Answers one request into `out`: resolves it, routes it, and writes
-    /// the integration's (mock) response or the gateway error. Returns the
-    /// status written.
+    /// Resolves and routes a request: what should answer it. Path
+    /// parameters are left in `params`.
+    pub fn dispatch<'s, 'p>(
+        &'s self,
+        method: &str,
+        host: Option<&[u8]>,
+        path: &'p str,
+        params: &mut Params<'s, 'p>,
+    ) -> Dispatch<'s> {
+        let target = match self.resolve(host, path) {
+            Ok(t) => t,
+            Err(e) => return Dispatch::Fail(e),
+        };
+        let api = target.api;
+        let route = Method::from_bytes(method.as_bytes()).and_then(|m| {
+            api.table.lookup(m, target.path, params).or_else(|| {
+                if m == Method::Head {
+                    params.clear();
+                    api.table.lookup(Method::Get, target.path, params)
+                } else {
+                    None
+                }
+            })
+        });
+        let Some(RouteId(route)) = route else {
+            return Dispatch::Fail(match api.unmatched {
+                UnmatchedRoute::MissingAuthenticationToken => {
+                    GatewayError::MissingAuthenticationToken
+                }
+                UnmatchedRoute::NotFound => GatewayError::NotFound,
+            });
+        };
+        match &api.stages[target.stage].integrations[route as usize] {
+            StageIntegration::Mock(m) => Dispatch::Mock(m),
+            StageIntegration::Proxy(p) => Dispatch::Proxy(p),
+            StageIntegration::Unresolved(_) => Dispatch::Fail(GatewayError::ApiConfiguration),
+        }
+    }
+
+    /// Answers a request that needs no backend (a mock or a gateway error)
+    /// into `out`; a proxied route gets 500 here (callers forward those).
+    /// Returns the status written.
     pub fn respond(
         &self,
         method: &str,
@@ -423,45 +612,51 @@ impl Snapshot {
         out: &mut Vec<u8>,
     ) -> u16 {
         let head_only = method == "HEAD";
-        let target = match self.resolve(host, path) {
-            Ok(t) => t,
-            Err(e) => {
-                e.write(out, ctx.date, ctx.request_id, ctx.connection, head_only);
-                return e.status();
-            }
-        };
-        let api = target.api;
         let mut params = Params::new();
-        let route = Method::from_bytes(method.as_bytes()).and_then(|m| {
-            api.table.lookup(m, target.path, &mut params).or_else(|| {
-                if m == Method::Head {
-                    params.clear();
-                    api.table.lookup(Method::Get, target.path, &mut params)
-                } else {
-                    None
-                }
-            })
-        });
-        let Some(RouteId(route)) = route else {
-            let e = match api.unmatched {
-                UnmatchedRoute::MissingAuthenticationToken => {
-                    GatewayError::MissingAuthenticationToken
-                }
-                UnmatchedRoute::NotFound => GatewayError::NotFound,
-            };
-            e.write(out, ctx.date, ctx.request_id, ctx.connection, head_only);
-            return e.status();
-        };
-        let mock = &api.stages[target.stage].mocks[route as usize];
-        out.extend_from_slice(&mock.status_line);
-        write_common_headers(out, ctx.date, ctx.request_id, ctx.connection);
-        out.extend_from_slice(&mock.headers);
-        if crate::http::response::status_has_no_body(mock.status) {
-            out.extend_from_slice(b"\r\n");
-            return mock.status;
+        match self.dispatch(method, host, path, &mut params) {
+            Dispatch::Mock(m) => m.write(&params, ctx, out, head_only),
+            Dispatch::Fail(e) => {
+                e.write(out, ctx.date, ctx.request_id, ctx.connection, head_only);
+                e.status()
+            }
+            Dispatch::Proxy(_) => {
+                let e = GatewayError::ApiConfiguration;
+                e.write(out, ctx.date, ctx.request_id, ctx.connection, head_only);
+                e.status()
+            }
         }
-        let mut len = mock.literal_len;
-        for piece in &mock.body {
+    }
+}
+
+/// What answers a request.
+#[derive(Debug)]
+pub enum Dispatch<'s> {
+    /// A mock integration.
+    Mock(&'s MockResponse),
+    /// An `http_proxy` integration.
+    Proxy(&'s ProxyRoute),
+    /// A gateway error.
+    Fail(GatewayError),
+}
+
+impl MockResponse {
+    /// Writes the response into `out`; returns its status.
+    pub fn write(
+        &self,
+        params: &Params<'_, '_>,
+        ctx: &ResponseContext<'_>,
+        out: &mut Vec<u8>,
+        head_only: bool,
+    ) -> u16 {
+        out.extend_from_slice(&self.status_line);
+        write_common_headers(out, ctx.date, ctx.request_id, ctx.connection);
+        out.extend_from_slice(&self.headers);
+        if crate::http::response::status_has_no_body(self.status) {
+            out.extend_from_slice(b"\r\n");
+            return self.status;
+        }
+        let mut len = self.literal_len;
+        for piece in &self.body {
             if let Piece::Param(i) = piece {
                 len += params.iter().nth(*i).map_or(0, |(_, v)| v.len());
             }
@@ -469,18 +664,9 @@ impl Snapshot {
         write_content_length(out, len as u64);
         out.extend_from_slice(b"\r\n");
         if !head_only {
-            for piece in &mock.body {
-                match piece {
-                    Piece::Literal(bytes) => out.extend_from_slice(bytes),
-                    Piece::Param(i) => {
-                        if let Some((_, v)) = params.iter().nth(*i) {
-                            out.extend_from_slice(v.as_bytes());
-                        }
-                    }
-                }
-            }
+            write_pieces(&self.body, params, out);
         }
-        mock.status
+        self.status
     }
 }
 

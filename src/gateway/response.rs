@@ -28,6 +28,13 @@ pub enum GatewayError {
     HeadersTooLarge,
     /// 500: the configuration cannot serve this request.
     ApiConfiguration,
+    /// 502: the backend's response could not be framed or parsed.
+    BadGateway,
+    /// 504: the backend did not answer within the integration timeout.
+    IntegrationTimeout,
+    /// 504: the backend refused, reset or dropped the connection, or no
+    /// target is healthy.
+    IntegrationFailure,
 }
 
 impl GatewayError {
@@ -42,6 +49,8 @@ impl GatewayError {
             GatewayError::UriTooLong => 414,
             GatewayError::HeadersTooLarge => 431,
             GatewayError::ApiConfiguration => 500,
+            GatewayError::BadGateway => 502,
+            GatewayError::IntegrationTimeout | GatewayError::IntegrationFailure => 504,
         }
     }
 
@@ -57,6 +66,9 @@ impl GatewayError {
             GatewayError::UriTooLong => "URI_TOO_LONG",
             GatewayError::HeadersTooLarge => "REQUEST_HEADERS_TOO_LARGE",
             GatewayError::ApiConfiguration => "API_CONFIGURATION_ERROR",
+            GatewayError::BadGateway => "BAD_GATEWAY",
+            GatewayError::IntegrationTimeout => "INTEGRATION_TIMEOUT",
+            GatewayError::IntegrationFailure => "INTEGRATION_FAILURE",
         }
     }
 
@@ -67,7 +79,9 @@ impl GatewayError {
             GatewayError::Forbidden => Some("ForbiddenException"),
             GatewayError::NotFound => Some("NotFoundException"),
             GatewayError::BadRequest(_) => Some("BadRequestException"),
-            GatewayError::ApiConfiguration => Some("InternalServerErrorException"),
+            GatewayError::ApiConfiguration
+            | GatewayError::BadGateway
+            | GatewayError::IntegrationFailure => Some("InternalServerErrorException"),
             _ => None,
         }
     }
@@ -140,7 +154,15 @@ impl GatewayError {
             GatewayError::HeadersTooLarge => {
                 w.put(b"{\"message\":\"Request Header Fields Too Large\"}")
             }
-            GatewayError::ApiConfiguration => w.put(b"{\"message\": \"Internal server error\"}"),
+            GatewayError::ApiConfiguration | GatewayError::BadGateway => {
+                w.put(b"{\"message\": \"Internal server error\"}")
+            }
+            GatewayError::IntegrationTimeout => {
+                w.put(b"{\"message\": \"Endpoint request timed out\"}")
+            }
+            GatewayError::IntegrationFailure => {
+                w.put(b"{\"message\": \"Network error communicating with endpoint\"}")
+            }
         }
         w.len
     }
@@ -180,5 +202,10 @@ mod tests {
         assert!(r.ends_with("HTTP content length exceeded 10485760 bytes."));
         let r = render(GatewayError::Forbidden);
         assert!(r.contains("Content-Length: 23\r\n"));
+        // Integration errors carry a space after the colon, as captured.
+        let r = render(GatewayError::IntegrationFailure);
+        assert!(r.contains("Content-Length: 56\r\n"), "{r}");
+        let r = render(GatewayError::BadGateway);
+        assert!(r.contains("Content-Length: 36\r\n"), "{r}");
     }
 }

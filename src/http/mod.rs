@@ -4,6 +4,9 @@
 //!   headers, with strict framing checks (request smuggling is refused).
 //! - [`chunked`]: a streaming chunked-body decoder.
 //! - [`response`]: response heads written into a reused buffer.
+//! - [`response_head`]: a backend's response head, parsed with the framing
+//!   rules a proxy must apply (502 for smuggling shapes), and the hop-by-hop
+//!   header set.
 //! - [`date`]: the `Date` value, formatted once a second per worker.
 //!
 //! The connection loop that drives these over sockets lives in
@@ -14,6 +17,7 @@ pub mod chunked;
 pub mod date;
 pub mod parse;
 pub mod response;
+pub mod response_head;
 
 pub use parse::{
     header_array, parse_head, BodyFraming, HeadError, HeadLimits, HeaderArray, RequestHead,

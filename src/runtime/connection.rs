@@ -27,12 +27,15 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
+use super::proxy::{self, Buffers, ClientInfo, Outcome};
 use super::reaper::{SlotGuard, Wait};
 use super::worker::Worker;
-use crate::gateway::{GatewayError, ResponseContext};
+use crate::gateway::{Dispatch, GatewayError, ResponseContext};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::response::ConnectionHeader;
 use crate::http::{header_array, parse_head, BodyFraming, HeadError, RequestHead, Version};
+use crate::router::Params;
+use crate::upstream::pool::UpstreamConn;
 
 /// Initial read buffer; grows (rarely) up to the head limits.
 const INITIAL_READ: usize = 4096;
@@ -44,7 +47,12 @@ const SCRATCH: usize = 16 * 1024;
 const FLUSH_AT: usize = 64 * 1024;
 
 /// Serves one accepted connection until it closes.
-pub(crate) async fn serve(mut stream: TcpStream, worker: Rc<Worker>) {
+pub(crate) async fn serve(
+    mut stream: TcpStream,
+    peer: std::net::SocketAddr,
+    local_port: u16,
+    worker: Rc<Worker>,
+) {
     let _ = stream.set_nodelay(true);
     // Declared after the stream: drops (unregisters the fd) before it.
     let guard = SlotGuard {
@@ -59,10 +67,30 @@ pub(crate) async fn serve(mut stream: TcpStream, worker: Rc<Worker>) {
         head_deadline: None,
         served: 0,
         slot: guard.slot,
+        ubuf: Vec::new(),
+        info: ClientInfo::new(peer, local_port),
     };
-    conn.run(&mut stream, &worker).await;
+    let end = conn.run(&mut stream, &worker).await;
     drop(guard);
+    if let RunEnd::Upgrade(backend, pending) = end {
+        proxy::tunnel(
+            stream,
+            backend.stream,
+            pending,
+            worker.limits.keepalive_timeout,
+        )
+        .await;
+    }
     worker.connection_closed();
+}
+
+/// How a connection's HTTP life ended.
+enum RunEnd {
+    /// Closed.
+    Closed,
+    /// Switched protocols: tunnel to this backend connection, sending it
+    /// these client bytes first.
+    Upgrade(UpstreamConn, Vec<u8>),
 }
 
 struct Conn {
@@ -77,6 +105,11 @@ struct Conn {
     served: u64,
     /// The connection's reaper slot.
     slot: u32,
+    /// The request head for a backend (kept for a retry); empty until the
+    /// first proxied request.
+    ubuf: Vec<u8>,
+    /// Peer address and local port, for X-Forwarded-*.
+    info: ClientInfo,
 }
 
 /// What a read into the buffer produced.
@@ -96,10 +129,13 @@ enum Next {
     },
     /// Write what is pending and close.
     Close,
+    /// Write what is pending, then tunnel to this backend connection;
+    /// `consumed` bytes after the head were used.
+    Upgrade { conn: UpstreamConn, consumed: usize },
 }
 
 impl Conn {
-    async fn run(&mut self, stream: &mut TcpStream, w: &Worker) {
+    async fn run(&mut self, stream: &mut TcpStream, w: &Worker) -> RunEnd {
         loop {
             if self.start == self.rbuf.len() {
                 self.rbuf.clear();
@@ -118,8 +154,12 @@ impl Conn {
                         self.slot,
                         head,
                         after,
-                        &mut self.wbuf,
-                        &mut self.scratch,
+                        Buffers {
+                            wbuf: &mut self.wbuf,
+                            scratch: &mut self.scratch,
+                            ubuf: &mut self.ubuf,
+                        },
+                        &self.info,
                     )
                     .await;
                     self.served += 1;
@@ -133,26 +173,33 @@ impl Conn {
                                 self.rbuf.extend_from_slice(&self.scratch[range]);
                             }
                             if self.wbuf.len() >= FLUSH_AT && !self.flush(stream, w).await {
-                                return;
+                                return RunEnd::Closed;
                             }
                         }
                         Next::Close => {
                             self.flush(stream, w).await;
-                            return;
+                            return RunEnd::Closed;
+                        }
+                        Next::Upgrade { conn, consumed } => {
+                            if !self.flush(stream, w).await {
+                                return RunEnd::Closed;
+                            }
+                            let from = (self.start + head_len + consumed).min(self.rbuf.len());
+                            return RunEnd::Upgrade(conn, self.rbuf[from..].to_vec());
                         }
                     }
                 }
                 Ok(None) => {
                     if !self.wbuf.is_empty() && !self.flush(stream, w).await {
-                        return;
+                        return RunEnd::Closed;
                     }
                     let idle = self.start == self.rbuf.len();
                     if idle && w.drain.is_draining() {
-                        return;
+                        return RunEnd::Closed;
                     }
                     match self.fill(stream, w, idle).await {
                         Fill::Data => {}
-                        Fill::Closed => return,
+                        Fill::Closed => return RunEnd::Closed,
                         Fill::HeadTimeout => {
                             let rid = w.new_request_id(None);
                             GatewayError::RequestTimeout.write(
@@ -163,7 +210,7 @@ impl Conn {
                                 false,
                             );
                             self.flush(stream, w).await;
-                            return;
+                            return RunEnd::Closed;
                         }
                     }
                 }
@@ -182,7 +229,7 @@ impl Conn {
                         false,
                     );
                     self.flush(stream, w).await;
-                    return;
+                    return RunEnd::Closed;
                 }
             }
         }
@@ -239,11 +286,18 @@ impl Conn {
 
     /// Writes out `wbuf`. False: the connection failed.
     async fn flush(&mut self, stream: &mut TcpStream, w: &Worker) -> bool {
-        flush(stream, w, self.slot, &mut self.wbuf).await
+        flush_to(stream, w, self.slot, &mut self.wbuf).await
     }
 }
 
-async fn flush(stream: &mut TcpStream, w: &Worker, slot: u32, wbuf: &mut Vec<u8>) -> bool {
+/// Writes out `wbuf` to the client, under the write timeout. False: the
+/// connection failed.
+pub(crate) async fn flush_to(
+    stream: &mut TcpStream,
+    w: &Worker,
+    slot: u32,
+    wbuf: &mut Vec<u8>,
+) -> bool {
     if wbuf.is_empty() {
         return true;
     }
@@ -260,8 +314,9 @@ async fn flush(stream: &mut TcpStream, w: &Worker, slot: u32, wbuf: &mut Vec<u8>
     res.is_ok() && !expired
 }
 
-/// Answers one request whose head is parsed: consumes its body, writes the
-/// response into `wbuf`.
+/// Answers one request whose head is parsed: a proxied route is forwarded
+/// (its body streamed to the backend); otherwise the body is consumed and
+/// the mock response or gateway error written into `wbuf`.
 #[allow(clippy::too_many_arguments)]
 async fn handle(
     stream: &mut TcpStream,
@@ -269,11 +324,12 @@ async fn handle(
     slot: u32,
     head: RequestHead<'_, '_>,
     after: &[u8],
-    wbuf: &mut Vec<u8>,
-    scratch: &mut Vec<u8>,
+    bufs: Buffers<'_>,
+    info: &ClientInfo,
 ) -> Next {
     let rid = w.new_request_id(head.request_id);
     let head_only = head.method == "HEAD";
+    let limit = w.limits.max_body_bytes;
     let fail = |e: GatewayError, wbuf: &mut Vec<u8>| {
         e.write(
             wbuf,
@@ -284,20 +340,48 @@ async fn handle(
         );
         Next::Close
     };
+    if let BodyFraming::Length(n) = head.framing {
+        if n > limit {
+            return fail(GatewayError::PayloadTooLarge(limit), bufs.wbuf);
+        }
+    }
+    let mut params = Params::new();
+    let dispatch = w
+        .snapshot
+        .dispatch(head.method, head.host, head.path, &mut params);
+    if let Dispatch::Proxy(route) = dispatch {
+        let outcome = proxy::forward(
+            stream,
+            w,
+            slot,
+            &head,
+            after,
+            bufs,
+            route,
+            &params,
+            rid.as_bytes(),
+            info,
+        )
+        .await;
+        return match outcome {
+            Outcome::Done {
+                consumed,
+                leftover,
+                keep_client: true,
+            } => Next::Continue { consumed, leftover },
+            Outcome::Done { .. } | Outcome::Close => Next::Close,
+            Outcome::Upgrade { conn, consumed } => Next::Upgrade { conn, consumed },
+        };
+    }
+    let Buffers { wbuf, scratch, .. } = bufs;
 
     let mut consumed = 0;
     let mut leftover = None;
     if head.framing != BodyFraming::None {
-        let limit = w.limits.max_body_bytes;
-        if let BodyFraming::Length(n) = head.framing {
-            if n > limit {
-                return fail(GatewayError::PayloadTooLarge(limit), wbuf);
-            }
-        }
         if head.expect_continue {
             // Earlier pipelined responses go first, then the interim one.
             wbuf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-            if !flush(stream, w, slot, wbuf).await {
+            if !flush_to(stream, w, slot, wbuf).await {
                 return Next::Close;
             }
         }
@@ -327,8 +411,13 @@ async fn handle(
         request_id: rid.as_bytes(),
         connection,
     };
-    w.snapshot
-        .respond(head.method, head.host, head.path, &ctx, wbuf);
+    match dispatch {
+        Dispatch::Mock(m) => {
+            m.write(&params, &ctx, wbuf, head_only);
+        }
+        Dispatch::Fail(e) => e.write(wbuf, ctx.date, ctx.request_id, ctx.connection, head_only),
+        Dispatch::Proxy(_) => unreachable!("forwarded above"),
+    }
     if keep_alive {
         Next::Continue { consumed, leftover }
     } else {
@@ -412,6 +501,17 @@ async fn consume_body(
             }
         }
     }
+}
+
+/// Reads client bytes into `scratch` (replacing its contents) under the
+/// body read timeout; `None` if the client closed, failed or stalled.
+pub(crate) async fn read_client(
+    stream: &mut TcpStream,
+    w: &Worker,
+    slot: u32,
+    scratch: &mut Vec<u8>,
+) -> Option<usize> {
+    read_scratch(stream, w, slot, scratch).await.ok()
 }
 
 /// Reads into `scratch` (replacing its contents); returns the byte count.

@@ -18,6 +18,7 @@
 
 mod connection;
 mod drain;
+mod proxy;
 mod reaper;
 mod shutdown;
 mod worker;
@@ -102,6 +103,8 @@ impl Shared {
 /// A running gateway.
 pub struct Server {
     shared: Arc<Shared>,
+    /// Active health checks and name refresh for the backends.
+    health: Option<crate::upstream::health::Checker>,
     threads: Vec<JoinHandle<()>>,
     addrs: Vec<SocketAddr>,
     drivers: Vec<DriverKind>,
@@ -199,8 +202,17 @@ impl Server {
                 }
             }
         }
+        let health = if shared.snapshot.upstreams.targets.is_empty() {
+            None
+        } else {
+            Some(
+                crate::upstream::health::Checker::start(shared.snapshot.upstreams.clone())
+                    .map_err(StartError::Spawn)?,
+            )
+        };
         Ok(Server {
             shared,
+            health,
             threads,
             addrs,
             drivers,
@@ -228,9 +240,12 @@ impl Server {
     }
 
     /// Waits for every worker to finish.
-    pub fn join(self) {
-        for t in self.threads {
+    pub fn join(mut self) {
+        for t in std::mem::take(&mut self.threads) {
             let _ = t.join();
+        }
+        if let Some(mut h) = self.health.take() {
+            h.stop();
         }
     }
 }

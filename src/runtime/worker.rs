@@ -25,6 +25,7 @@ use crate::gateway::request_id::{entropy_seed, IdGenerator, RequestId};
 use crate::gateway::Snapshot;
 use crate::http::date::HttpDate;
 use crate::http::HeadLimits;
+use crate::upstream::pool::Pool;
 
 /// Per-worker state, shared by the worker's tasks (never across threads).
 pub(crate) struct Worker {
@@ -36,6 +37,8 @@ pub(crate) struct Worker {
     pub max_read_buffer: usize,
     pub drain: Drain,
     pub reaper: Reaper,
+    /// Keep-alive connections to backends.
+    pub pool: Pool,
     date: Cell<HttpDate>,
     ids: RefCell<IdGenerator>,
     active: Cell<usize>,
@@ -154,6 +157,7 @@ async fn worker_main(id: usize, listeners: Vec<std::net::TcpListener>, shared: A
         head_limits,
         drain: Drain::new(),
         reaper: Reaper::new(),
+        pool: Pool::new(),
         date: Cell::new(HttpDate::now()),
         ids: RefCell::new(IdGenerator::new(entropy_seed() ^ ((id as u64) << 56))),
         active: Cell::new(0),
@@ -186,6 +190,7 @@ async fn worker_main(id: usize, listeners: Vec<std::net::TcpListener>, shared: A
 
 async fn accept_loop(listener: TcpListener, w: Rc<Worker>) {
     let max = w.limits.max_connections_per_worker;
+    let local_port = listener.local_addr().map_or(0, |a| a.port());
     loop {
         while w.active.get() >= max && !w.drain.is_draining() {
             // At the cap: leave new connections in the kernel's backlog.
@@ -196,9 +201,9 @@ async fn accept_loop(listener: TcpListener, w: Rc<Worker>) {
             _ = w.drain.wait() => return,
         };
         match accepted {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 w.active.set(w.active.get() + 1);
-                monoio::spawn(connection::serve(stream, w.clone()));
+                monoio::spawn(connection::serve(stream, peer, local_port, w.clone()));
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly rather than spin.

@@ -1,0 +1,857 @@
+//! The `http_proxy` integration: forward one request to a backend and
+//! stream the answer back.
+//!
+//! [`forward`] picks a target ([`Registry::pick`]), takes a pooled
+//! keep-alive connection to it or opens one, sends the request head it
+//! rewrote (hop-by-hop headers removed, `Host` set to the target unless the
+//! route preserves it, `X-Forwarded-For` appended, `X-Forwarded-Proto` and
+//! `-Port` set, the request id forwarded) followed by the body as it
+//! arrives, reads the response head, and streams the body to the client
+//! with back-pressure (one buffer of at most 16 KiB in flight; a 1 GB
+//! download does not grow memory). Bodies keep their framing where the
+//! client can take it: `Content-Length` as is, chunked passed through after
+//! validation, a close-delimited body re-chunked for HTTP/1.1 clients.
+//!
+//! Failures (SPEC §8.3), none of which takes down the worker or leaks a
+//! connection:
+//! - no response head within the route's integration timeout: 504
+//!   `{"message": "Endpoint request timed out"}`;
+//! - connect refused or timed out, reset, closed without a response, or no
+//!   available target: 504 `{"message": "Network error communicating with
+//!   endpoint"}`, and the target's passive-health count goes up;
+//! - a response head that cannot be framed safely (both `Content-Length`
+//!   and `Transfer-Encoding`, bad chunking, garbage): 502
+//!   `{"message": "Internal server error"}`; that connection is discarded.
+//!
+//! A pooled connection the backend closed while idle must not fail the
+//! client: when a reused connection fails before any response byte, the
+//! request is sent once more on a fresh connection, provided the whole
+//! request is still in hand (no body, or a body that arrived with the head)
+//! and either the method is idempotent or the write itself failed.
+//!
+//! After the body the backend connection goes back to the worker's pool
+//! when it can carry another request (keep-alive, clean end).
+//!
+//! `Upgrade` requests on routes with `allow_upgrade` are forwarded with
+//! their `Upgrade`/`Connection` headers; a `101` answer hands both sockets
+//! to [`tunnel`], a two-way copy until either side closes or goes idle.
+
+use std::io;
+use std::ops::Range;
+use std::time::Duration;
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
+use monoio::net::TcpStream;
+
+use super::worker::Worker;
+use crate::gateway::{GatewayError, ProxyRoute};
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::response::{write_common_headers, write_u64, ConnectionHeader};
+use crate::http::response_head::{
+    is_hop_by_hop, named_by_connection, parse_response_head, ResponseFraming,
+};
+use crate::http::{header_array, BodyFraming, RequestHead, Version};
+use crate::router::Params;
+use crate::upstream::pool::{connect, ConnectError, UpstreamConn};
+use crate::upstream::{now_ms, Target};
+
+/// Bytes read from a client or backend per read while streaming a body.
+const STREAM_CHUNK: usize = 16 * 1024;
+
+/// What the client connection knows about itself.
+pub(crate) struct ClientInfo {
+    /// The peer's IP address, formatted once per connection.
+    pub peer_ip: [u8; 46],
+    /// Length of `peer_ip`.
+    pub peer_ip_len: u8,
+    /// The local (listening) port.
+    pub local_port: u16,
+}
+
+impl ClientInfo {
+    /// Formats the peer address on the stack.
+    pub fn new(peer: std::net::SocketAddr, local_port: u16) -> ClientInfo {
+        use std::io::Write;
+        let mut peer_ip = [0u8; 46];
+        let mut cursor = std::io::Cursor::new(&mut peer_ip[..]);
+        let _ = write!(cursor, "{}", peer.ip());
+        let len = cursor.position() as u8;
+        ClientInfo {
+            peer_ip,
+            peer_ip_len: len,
+            local_port,
+        }
+    }
+
+    fn peer_ip(&self) -> &[u8] {
+        &self.peer_ip[..self.peer_ip_len as usize]
+    }
+}
+
+/// The per-connection buffers the forwarder works in.
+pub(crate) struct Buffers<'a> {
+    /// Responses for the client.
+    pub wbuf: &'a mut Vec<u8>,
+    /// Client body bytes beyond the read buffer.
+    pub scratch: &'a mut Vec<u8>,
+    /// The request head (and body start) for the backend; kept for a retry.
+    pub ubuf: &'a mut Vec<u8>,
+}
+
+/// How the exchange ended, for the connection loop.
+pub(crate) enum Outcome {
+    /// The response is written (or in `wbuf`): `consumed` bytes of the read
+    /// buffer after the head were the body, `leftover` bytes of `scratch`
+    /// start the next request; `keep_client` says whether the client
+    /// connection may carry another request.
+    Done {
+        consumed: usize,
+        leftover: Option<Range<usize>>,
+        keep_client: bool,
+    },
+    /// Write what is in `wbuf`, then close the client connection.
+    Close,
+    /// The backend switched protocols: tunnel the two connections.
+    /// `consumed` bytes of the read buffer after the head were used.
+    Upgrade { conn: UpstreamConn, consumed: usize },
+}
+
+/// The request body, as far as it has been read.
+struct BodyState {
+    framing: BodyFraming,
+    decoder: ChunkedDecoder,
+    /// Body bytes (decoded, for chunked) seen so far.
+    seen: u64,
+    /// Bytes still to read (Content-Length framing).
+    remaining: u64,
+    /// Whether the whole body has been read.
+    complete: bool,
+    /// Whether body bytes were read from the socket (beyond the read
+    /// buffer): then the request cannot be sent again.
+    read_from_socket: bool,
+    /// Bytes of `scratch` after the body: the next pipelined request.
+    leftover: Option<Range<usize>>,
+}
+
+/// How the client receives the response body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ClientFraming {
+    None,
+    Length(u64),
+    /// Backend chunked, passed through as is (validated).
+    Chunked,
+    /// Backend chunked, HTTP/1.0 client: decoded, close-delimited.
+    DechunkToClose,
+    /// Backend close-delimited, HTTP/1.1 client: re-chunked.
+    Rechunk,
+    /// Backend close-delimited, HTTP/1.0 client: close-delimited.
+    Close,
+}
+
+enum ExchangeError {
+    /// The client went away or stalled while sending its body.
+    Client,
+    /// The client's body is over the limit.
+    TooLarge,
+    /// The client's chunked body is malformed.
+    ClientFraming(&'static str),
+    /// The backend failed before a response head: `wrote_all` says whether
+    /// the whole request had been written.
+    Backend { wrote_all: bool },
+    /// The backend's response head is unacceptable.
+    Bad,
+}
+
+/// Writes out the collected response bytes plus a gateway error.
+fn write_error(
+    e: GatewayError,
+    head: &RequestHead<'_, '_>,
+    date: &[u8],
+    rid: &[u8],
+    wbuf: &mut Vec<u8>,
+    close: bool,
+) {
+    let conn = if close {
+        ConnectionHeader::Close
+    } else if head.version == Version::Http10 {
+        ConnectionHeader::KeepAlive
+    } else {
+        ConnectionHeader::Omit
+    };
+    e.write(wbuf, date, rid, conn, head.method == "HEAD");
+}
+
+/// Forwards one request; see the module docs.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn forward(
+    client: &mut TcpStream,
+    w: &Worker,
+    slot: u32,
+    head: &RequestHead<'_, '_>,
+    after: &[u8],
+    bufs: Buffers<'_>,
+    route: &ProxyRoute,
+    params: &Params<'_, '_>,
+    rid: &[u8],
+    info: &ClientInfo,
+) -> Outcome {
+    let Buffers {
+        wbuf,
+        scratch,
+        ubuf,
+    } = bufs;
+    let registry = &w.snapshot.upstreams;
+    let group = &registry.groups[route.group];
+    let head_only = head.method == "HEAD";
+    let date = w.date();
+    let limit = w.limits.max_body_bytes;
+
+    // The part of the body that arrived with the head.
+    let mut body = BodyState {
+        framing: head.framing,
+        decoder: ChunkedDecoder::new(),
+        seen: 0,
+        remaining: 0,
+        complete: true,
+        read_from_socket: false,
+        leftover: None,
+    };
+    let in_after = match head.framing {
+        BodyFraming::None => 0,
+        BodyFraming::Length(n) => {
+            let k = (after.len() as u64).min(n);
+            body.seen = k;
+            body.remaining = n - k;
+            body.complete = body.remaining == 0;
+            k as usize
+        }
+        BodyFraming::Chunked => {
+            body.complete = false;
+            let mut pos = 0;
+            while pos < after.len() && !body.complete {
+                match body.decoder.decode(&after[pos..]) {
+                    Ok(d) => {
+                        pos += d.consumed;
+                        body.seen += d.data.map_or(0, |r| r.len() as u64);
+                        body.complete = d.done;
+                    }
+                    Err(e) => {
+                        let err = GatewayError::BadRequest(e.as_str());
+                        write_error(err, head, date.as_bytes(), rid, wbuf, true);
+                        return Outcome::Close;
+                    }
+                }
+            }
+            if body.seen > limit {
+                let err = GatewayError::PayloadTooLarge(limit);
+                write_error(err, head, date.as_bytes(), rid, wbuf, true);
+                return Outcome::Close;
+            }
+            pos
+        }
+    };
+    // Answers with a gateway error; the client connection survives when its
+    // request was read whole.
+    let fail = |e: GatewayError, body: &BodyState, wbuf: &mut Vec<u8>| {
+        let close = !body.complete || !head.keep_alive || w.drain.is_draining();
+        write_error(e, head, date.as_bytes(), rid, wbuf, close);
+        if close {
+            Outcome::Close
+        } else {
+            Outcome::Done {
+                consumed: in_after,
+                leftover: body.leftover.clone(),
+                keep_client: true,
+            }
+        }
+    };
+
+    let upgrading =
+        route.allow_upgrade && head.upgrade && named_by_connection(head.headers, "upgrade");
+    let Some(target) = registry.pick(route.group, now_ms()) else {
+        return fail(GatewayError::IntegrationFailure, &body, wbuf);
+    };
+    let _in_flight = InFlight::new(target);
+
+    // Request head (and the body bytes already here) for the backend.
+    ubuf.clear();
+    write_request_head(ubuf, head, route, params, rid, info, target, upgrading);
+    ubuf.extend_from_slice(&after[..in_after]);
+    // Expect: 100-continue is answered by the gateway, not the backend.
+    if head.expect_continue && !body.complete {
+        wbuf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        if !super::connection::flush_to(client, w, slot, wbuf).await {
+            return Outcome::Close;
+        }
+    }
+
+    // A pooled connection if there is one; a stale one is retried once.
+    let pool = &w.pool;
+    pool.requests.set(pool.requests.get() + 1);
+    let mut attempt = 0;
+    let mut conn = loop {
+        attempt += 1;
+        let (mut conn, reused) = match pool.take(target.id, now_ms(), group.idle_timeout) {
+            Some(c) => (c, true),
+            None => match connect(target, group.connect_timeout).await {
+                Ok(c) => (c, false),
+                Err(e) => {
+                    registry.record_failure(route.group, target, now_ms());
+                    if let ConnectError::Io(e) = e {
+                        let _ = e;
+                    }
+                    return fail(GatewayError::IntegrationFailure, &body, wbuf);
+                }
+            },
+        };
+        if reused {
+            pool.reused.set(pool.reused.get() + 1);
+        }
+        conn.requests += 1;
+        let exchange = send_and_read_head(
+            client, w, slot, &mut conn, ubuf, scratch, &mut body, limit, head_only,
+        );
+        let result = match monoio::time::timeout(route.timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => {
+                // The connection is dropped with its in-flight read.
+                registry.record_failure(route.group, target, now_ms());
+                return fail(GatewayError::IntegrationTimeout, &body, wbuf);
+            }
+        };
+        match result {
+            Ok(()) => break conn,
+            Err(ExchangeError::Client) => return Outcome::Close,
+            Err(ExchangeError::TooLarge) => {
+                write_error(
+                    GatewayError::PayloadTooLarge(limit),
+                    head,
+                    date.as_bytes(),
+                    rid,
+                    wbuf,
+                    true,
+                );
+                return Outcome::Close;
+            }
+            Err(ExchangeError::ClientFraming(why)) => {
+                write_error(
+                    GatewayError::BadRequest(why),
+                    head,
+                    date.as_bytes(),
+                    rid,
+                    wbuf,
+                    true,
+                );
+                return Outcome::Close;
+            }
+            Err(ExchangeError::Bad) => return fail(GatewayError::BadGateway, &body, wbuf),
+            Err(ExchangeError::Backend { wrote_all }) => {
+                let retry = reused
+                    && attempt == 1
+                    && body.complete
+                    && !body.read_from_socket
+                    && (is_idempotent(head.method) || !wrote_all);
+                if retry {
+                    continue;
+                }
+                registry.record_failure(route.group, target, now_ms());
+                return fail(GatewayError::IntegrationFailure, &body, wbuf);
+            }
+        }
+    };
+    registry.record_success(target);
+
+    // The response head, rewritten for the client.
+    let mut headers = header_array();
+    let Ok(Some(rh)) = parse_response_head(&conn.rbuf, &mut headers, head_only) else {
+        // send_and_read_head returned only once this parse succeeded.
+        return fail(GatewayError::BadGateway, &body, wbuf);
+    };
+    let status = rh.status;
+    let switching = status == 101;
+    if switching && !upgrading {
+        return fail(GatewayError::BadGateway, &body, wbuf);
+    }
+    let client_http10 = head.version == Version::Http10;
+    let client_framing = match rh.framing {
+        ResponseFraming::None => ClientFraming::None,
+        ResponseFraming::Length(n) => ClientFraming::Length(n),
+        ResponseFraming::Chunked if client_http10 => ClientFraming::DechunkToClose,
+        ResponseFraming::Chunked => ClientFraming::Chunked,
+        ResponseFraming::Close if client_http10 => ClientFraming::Close,
+        ResponseFraming::Close => ClientFraming::Rechunk,
+    };
+    let keep_client = !switching
+        && head.keep_alive
+        && body.complete
+        && !w.drain.is_draining()
+        && !matches!(
+            client_framing,
+            ClientFraming::Close | ClientFraming::DechunkToClose
+        );
+    let connection = if switching {
+        ConnectionHeader::Omit
+    } else if !keep_client {
+        ConnectionHeader::Close
+    } else if client_http10 {
+        ConnectionHeader::KeepAlive
+    } else {
+        ConnectionHeader::Omit
+    };
+    wbuf.extend_from_slice(b"HTTP/1.1 ");
+    write_u64(wbuf, u64::from(status));
+    wbuf.push(b' ');
+    wbuf.extend_from_slice(rh.reason.as_bytes());
+    wbuf.extend_from_slice(b"\r\n");
+    write_common_headers(wbuf, date.as_bytes(), rid, connection);
+    for h in rh.headers {
+        let name = h.name;
+        let is = |s: &str| name.eq_ignore_ascii_case(s);
+        if switching && (is("upgrade") || is("connection")) {
+            // 101: the protocol switch must reach the client.
+        } else if is_hop_by_hop(name)
+            || named_by_connection(rh.headers, name)
+            || is("x-request-id")
+            || (is("content-length") && !head_only)
+        {
+            continue;
+        } else if is("date") || is("server") {
+            // API Gateway keeps the backend's values under a new name.
+            wbuf.extend_from_slice(b"x-amzn-Remapped-");
+        }
+        wbuf.extend_from_slice(name.as_bytes());
+        wbuf.extend_from_slice(b": ");
+        wbuf.extend_from_slice(h.value);
+        wbuf.extend_from_slice(b"\r\n");
+    }
+    match client_framing {
+        ClientFraming::Length(n) => crate::http::response::write_content_length(wbuf, n),
+        ClientFraming::Chunked | ClientFraming::Rechunk => {
+            wbuf.extend_from_slice(b"Transfer-Encoding: chunked\r\n")
+        }
+        ClientFraming::None
+            if !head_only && !switching && !crate::http::response::status_has_no_body(status) =>
+        {
+            wbuf.extend_from_slice(b"Content-Length: 0\r\n")
+        }
+        _ => {}
+    }
+    wbuf.extend_from_slice(b"\r\n");
+    let head_len = rh.head_len;
+    let backend_keep_alive = rh.keep_alive;
+
+    if switching {
+        // Bytes the backend sent after its 101 belong to the client.
+        wbuf.extend_from_slice(&conn.rbuf[head_len..]);
+        conn.rbuf.clear();
+        return Outcome::Upgrade {
+            conn,
+            consumed: in_after,
+        };
+    }
+
+    let end = stream_body(
+        client,
+        w,
+        slot,
+        &mut conn,
+        head_len,
+        client_framing,
+        wbuf,
+        route.timeout,
+    )
+    .await;
+    match end {
+        BodyEnd::Clean { reusable } => {
+            if reusable && backend_keep_alive && group.max_idle > 0 {
+                pool.put(conn, now_ms(), group.max_idle);
+            }
+        }
+        // The head is out: a truncated body and a closed connection are the
+        // only signal left.
+        BodyEnd::ClientGone | BodyEnd::BackendFailed => return Outcome::Close,
+    }
+    Outcome::Done {
+        consumed: in_after,
+        leftover: body.leftover.take(),
+        keep_client,
+    }
+}
+
+fn is_idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+    )
+}
+
+/// Keeps a target's in-flight count while a request is out.
+struct InFlight<'a>(&'a Target);
+
+impl<'a> InFlight<'a> {
+    fn new(t: &'a Target) -> InFlight<'a> {
+        t.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InFlight(t)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Sends the request (head, then the body as it arrives from the client)
+/// and reads until a complete final response head is in `conn.rbuf`
+/// (interim 1xx answers other than 101 are skipped).
+#[allow(clippy::too_many_arguments)]
+async fn send_and_read_head(
+    client: &mut TcpStream,
+    w: &Worker,
+    slot: u32,
+    conn: &mut UpstreamConn,
+    ubuf: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    body: &mut BodyState,
+    limit: u64,
+    head_only: bool,
+) -> Result<(), ExchangeError> {
+    conn.rbuf.clear();
+    // The head and what came with it; kept in `ubuf` for a retry.
+    let buf = std::mem::take(ubuf);
+    let (res, buf) = conn.stream.write_all(buf).await;
+    *ubuf = buf;
+    if res.is_err() {
+        return Err(ExchangeError::Backend { wrote_all: false });
+    }
+    // The rest of the body, streamed from the client.
+    while !body.complete {
+        let got = super::connection::read_client(client, w, slot, scratch)
+            .await
+            .ok_or(ExchangeError::Client)?;
+        body.read_from_socket = true;
+        let data_end = match body.framing {
+            BodyFraming::Length(_) => {
+                let take = (got as u64).min(body.remaining) as usize;
+                body.remaining -= take as u64;
+                body.seen += take as u64;
+                if body.remaining == 0 {
+                    body.complete = true;
+                    if take < got {
+                        body.leftover = Some(take..got);
+                    }
+                }
+                take
+            }
+            BodyFraming::Chunked => {
+                let mut pos = 0;
+                while pos < got && !body.complete {
+                    let d = body
+                        .decoder
+                        .decode(&scratch[pos..got])
+                        .map_err(|e| ExchangeError::ClientFraming(e.as_str()))?;
+                    pos += d.consumed;
+                    body.seen += d.data.map_or(0, |r| r.len() as u64);
+                    body.complete = d.done;
+                }
+                if body.complete && pos < got {
+                    body.leftover = Some(pos..got);
+                }
+                pos
+            }
+            BodyFraming::None => 0,
+        };
+        if body.seen > limit {
+            return Err(ExchangeError::TooLarge);
+        }
+        let chunk = std::mem::take(scratch);
+        let (res, chunk) = conn.stream.write_all(chunk.slice(..data_end)).await;
+        *scratch = chunk.into_inner();
+        if res.is_err() {
+            return Err(ExchangeError::Backend { wrote_all: false });
+        }
+    }
+    // The response head.
+    loop {
+        let mut headers = header_array();
+        match parse_response_head(&conn.rbuf, &mut headers, head_only) {
+            Ok(Some(rh)) if (100..200).contains(&rh.status) && rh.status != 101 => {
+                let n = rh.head_len;
+                conn.rbuf.drain(..n);
+                continue;
+            }
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) => {}
+            Err(_) => return Err(ExchangeError::Bad),
+        }
+        match read_backend(conn).await {
+            Ok(0) | Err(_) => {
+                return Err(if conn.rbuf.is_empty() {
+                    ExchangeError::Backend { wrote_all: true }
+                } else {
+                    ExchangeError::Bad
+                })
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Appends what the backend sends to `conn.rbuf` (growing it only when a
+/// head does not fit).
+async fn read_backend(conn: &mut UpstreamConn) -> io::Result<usize> {
+    if conn.rbuf.len() == conn.rbuf.capacity() {
+        conn.rbuf.reserve(STREAM_CHUNK);
+    }
+    let buf = std::mem::take(&mut conn.rbuf);
+    let len = buf.len();
+    let cap = buf.capacity();
+    let (res, slice) = conn.stream.read(buf.slice_mut(len..cap)).await;
+    conn.rbuf = slice.into_inner();
+    res
+}
+
+enum BodyEnd {
+    /// The body was relayed whole; `reusable`: nothing followed it.
+    Clean { reusable: bool },
+    /// The client stopped reading or went away.
+    ClientGone,
+    /// The backend failed mid-body.
+    BackendFailed,
+}
+
+/// Relays the response body: first what is in `conn.rbuf` after the head,
+/// then reads from the backend, each buffer written to the client before
+/// the next read (back-pressure).
+#[allow(clippy::too_many_arguments)]
+async fn stream_body(
+    client: &mut TcpStream,
+    w: &Worker,
+    slot: u32,
+    conn: &mut UpstreamConn,
+    head_len: usize,
+    framing: ClientFraming,
+    wbuf: &mut Vec<u8>,
+    timeout: Duration,
+) -> BodyEnd {
+    let mut decoder = ChunkedDecoder::new();
+    let mut remaining = match framing {
+        ClientFraming::Length(n) => n,
+        _ => 0,
+    };
+    let mut start = head_len;
+    loop {
+        // Relay conn.rbuf[start..] as the framing requires.
+        let data = &conn.rbuf[start..];
+        let mut done = false;
+        let mut extra = false;
+        match framing {
+            ClientFraming::None => {
+                done = true;
+                extra = !data.is_empty();
+            }
+            ClientFraming::Length(_) => {
+                let take = (data.len() as u64).min(remaining) as usize;
+                wbuf.extend_from_slice(&data[..take]);
+                remaining -= take as u64;
+                done = remaining == 0;
+                extra = take < data.len();
+            }
+            ClientFraming::Chunked | ClientFraming::DechunkToClose => {
+                let mut pos = 0;
+                while pos < data.len() && !done {
+                    let Ok(d) = decoder.decode(&data[pos..]) else {
+                        return BodyEnd::BackendFailed;
+                    };
+                    if framing == ClientFraming::Chunked {
+                        wbuf.extend_from_slice(&data[pos..pos + d.consumed]);
+                    } else if let Some(r) = d.data {
+                        wbuf.extend_from_slice(&data[pos + r.start..pos + r.end]);
+                    }
+                    pos += d.consumed;
+                    done = d.done;
+                }
+                extra = pos < data.len();
+            }
+            ClientFraming::Rechunk => {
+                if !data.is_empty() {
+                    let mut hex = [0u8; 16];
+                    wbuf.extend_from_slice(hex_len(data.len(), &mut hex));
+                    wbuf.extend_from_slice(b"\r\n");
+                    wbuf.extend_from_slice(data);
+                    wbuf.extend_from_slice(b"\r\n");
+                }
+            }
+            ClientFraming::Close => wbuf.extend_from_slice(data),
+        }
+        if done {
+            return BodyEnd::Clean { reusable: !extra };
+        }
+        // More to come: hand the client what we have, then read on.
+        if !wbuf.is_empty() && !super::connection::flush_to(client, w, slot, wbuf).await {
+            return BodyEnd::ClientGone;
+        }
+        conn.rbuf.clear();
+        start = 0;
+        match monoio::time::timeout(timeout, read_backend(conn)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(Ok(_)) if matches!(framing, ClientFraming::Rechunk | ClientFraming::Close) => {
+                if framing == ClientFraming::Rechunk {
+                    wbuf.extend_from_slice(b"0\r\n\r\n");
+                }
+                return BodyEnd::Clean { reusable: false };
+            }
+            _ => return BodyEnd::BackendFailed,
+        }
+    }
+}
+
+fn hex_len(n: usize, buf: &mut [u8; 16]) -> &[u8] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut i = buf.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        buf[i] = HEX[v & 15];
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_request_head(
+    out: &mut Vec<u8>,
+    head: &RequestHead<'_, '_>,
+    route: &ProxyRoute,
+    params: &Params<'_, '_>,
+    rid: &[u8],
+    info: &ClientInfo,
+    target: &Target,
+    upgrading: bool,
+) {
+    out.extend_from_slice(head.method.as_bytes());
+    out.push(b' ');
+    route.write_target(params, head.query, out);
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    match head.host {
+        Some(h) if route.preserve_host => out.extend_from_slice(h),
+        _ => out.extend_from_slice(target.authority.as_bytes()),
+    }
+    out.extend_from_slice(b"\r\n");
+    for h in head.headers {
+        let name = h.name;
+        let is = |s: &str| name.eq_ignore_ascii_case(s);
+        if is_hop_by_hop(name)
+            || is("host")
+            || is("content-length")
+            || is("expect")
+            || is("x-forwarded-for")
+            || is("x-forwarded-proto")
+            || is("x-forwarded-port")
+            || is("x-request-id")
+            || named_by_connection(head.headers, name)
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    // Earlier hops first, then this one.
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    for h in head.headers {
+        if h.name.eq_ignore_ascii_case("x-forwarded-for") {
+            out.extend_from_slice(h.value);
+            out.extend_from_slice(b", ");
+        }
+    }
+    out.extend_from_slice(info.peer_ip());
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: ");
+    write_u64(out, u64::from(info.local_port));
+    out.extend_from_slice(b"\r\nx-request-id: ");
+    out.extend_from_slice(rid);
+    out.extend_from_slice(b"\r\n");
+    match head.framing {
+        BodyFraming::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            write_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        BodyFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyFraming::None => {
+            if matches!(head.method, "POST" | "PUT" | "PATCH") {
+                out.extend_from_slice(b"Content-Length: 0\r\n");
+            }
+        }
+    }
+    if upgrading {
+        out.extend_from_slice(b"Connection: Upgrade\r\n");
+        for h in head
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("upgrade"))
+        {
+            out.extend_from_slice(b"Upgrade: ");
+            out.extend_from_slice(h.value);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Copies bytes both ways between a client and a backend after a 101,
+/// until either side closes or neither sends for `idle`.
+pub(crate) async fn tunnel(
+    client: TcpStream,
+    backend: TcpStream,
+    to_backend: Vec<u8>,
+    idle: Duration,
+) {
+    let (mut cr, mut cw) = client.into_split();
+    let (mut br, mut bw) = backend.into_split();
+    if !to_backend.is_empty() {
+        let (res, _) = bw.write_all(to_backend).await;
+        if res.is_err() {
+            return;
+        }
+    }
+    let up = copy(&mut cr, &mut bw, idle);
+    let down = copy(&mut br, &mut cw, idle);
+    monoio::select! {
+        _ = up => {},
+        _ = down => {},
+    }
+}
+
+async fn copy<R: AsyncReadRent, W: monoio::io::AsyncWriteRent>(
+    r: &mut R,
+    w: &mut W,
+    idle: Duration,
+) {
+    let mut buf = Vec::with_capacity(STREAM_CHUNK);
+    loop {
+        buf.clear();
+        let (res, b) = match monoio::time::timeout(idle, r.read(buf)).await {
+            Ok(x) => x,
+            Err(_) => return,
+        };
+        buf = b;
+        match res {
+            Ok(n) if n > 0 => {}
+            _ => return,
+        }
+        let (res, b) = w.write_all(buf).await;
+        buf = b;
+        if res.is_err() {
+            return;
+        }
+    }
+}
