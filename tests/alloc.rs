@@ -1,12 +1,16 @@
-//! Does serving a mock route allocate once a connection is warm?
+//! Does serving a request allocate once a connection is warm?
 //!
 //! A counting global allocator (around mimalloc, as the binary uses) counts
 //! allocations made on the gateway's worker thread only: the worker marks
-//! itself through `StartOptions::on_worker_start`. After a warm-up, 10,000
-//! keep-alive requests — GETs with a path parameter spliced into the body,
-//! HEADs, POSTs with Content-Length and chunked bodies, unmatched routes —
-//! must allocate zero times. Counts are stable where timings are not, so
-//! this may be asserted.
+//! itself through `StartOptions::on_worker_start`. After a warm-up:
+//! - 10,000 keep-alive requests on mock routes — GETs with a path parameter
+//!   spliced into the body, HEADs, POSTs with Content-Length and chunked
+//!   bodies, unmatched routes — must allocate zero times;
+//! - 10,000 proxied requests (GET, and POST with a body, over the worker's
+//!   pooled backend connection) must allocate zero times.
+//!
+//! Counts are stable where timings are not, so they may be asserted. The
+//! tests share one counter, so they take a lock and run one at a time.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
@@ -21,6 +25,7 @@ use ringgate::runtime::{Server, StartOptions};
 struct Counting;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 thread_local! {
     static TRACKED: Cell<bool> = const { Cell::new(false) };
@@ -134,6 +139,7 @@ fn round(stream: &mut TcpStream, buf: &mut Vec<u8>, i: usize) -> usize {
 
 #[test]
 fn warm_mock_requests_allocate_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let config = ringgate::config::parse(CONFIG, "alloc.toml").unwrap();
     let options = StartOptions {
         on_worker_start: Some(Arc::new(|_| TRACKED.with(|t| t.set(true)))),
@@ -172,4 +178,119 @@ fn warm_mock_requests_allocate_nothing() {
     server.shutdown();
     server.join();
     assert_eq!(after - before, 0, "the warm mock path allocated");
+}
+
+/// A minimal keep-alive origin on its own thread (not counted): answers
+/// every request with a fixed 200, reading Content-Length bodies.
+fn start_origin() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            s.set_nodelay(true).unwrap();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match s.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    while buf.len() < end + 4 + len {
+                        match s.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..end + 4 + len);
+                    let body = b"proxied hello";
+                    let mut resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    resp.extend_from_slice(body);
+                    if s.write_all(&resp).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn warm_proxied_requests_allocate_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let origin = start_origin();
+    let config = format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+workers = 1
+pin_workers = false
+
+[[api]]
+name = "proxy"
+  [[api.stage]]
+  name = "prod"
+  [[api.route]]
+  route = "ANY /{{proxy+}}"
+  [api.route.http_proxy]
+  uri = "http://{origin}/{{proxy}}"
+"#
+    );
+    let config = ringgate::config::parse(&config, "alloc-proxy.toml").unwrap();
+    let options = StartOptions {
+        on_worker_start: Some(Arc::new(|_| TRACKED.with(|t| t.set(true)))),
+    };
+    let server = Server::start(config, options).unwrap();
+    let addr = server.local_addrs()[0];
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut exchange = |stream: &mut TcpStream, i: usize| {
+        let get = format!(
+            "GET /prod/items/{i}?q=1 HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n"
+        );
+        stream.write_all(get.as_bytes()).unwrap();
+        assert_eq!(read_response(stream, &mut buf, false), 200);
+        stream
+            .write_all(b"POST /prod/items HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
+            .unwrap();
+        assert_eq!(read_response(stream, &mut buf, false), 200);
+        2
+    };
+    let at_start = ALLOCATIONS.load(Ordering::SeqCst);
+    for i in 0..200 {
+        exchange(&mut stream, i);
+    }
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    assert!(before > at_start, "the counter is not wired");
+    let mut sent = 0;
+    let mut i = 0;
+    while sent < 10_000 {
+        sent += exchange(&mut stream, 1000 + i);
+        i += 1;
+    }
+    let after = ALLOCATIONS.load(Ordering::SeqCst);
+    println!(
+        "allocations on the worker: {} over {sent} warm proxied requests ({:.4} per request)",
+        after - before,
+        (after - before) as f64 / sent as f64
+    );
+    drop(stream);
+    server.shutdown();
+    server.join();
+    assert_eq!(after - before, 0, "the warm proxy path allocated");
 }
