@@ -1,7 +1,7 @@
 //! # ringgate
 //!
 //! A self-hosted API gateway and edge proxy: what Amazon API Gateway does for
-//! an API — routes, stages, stage variables, mock (and soon proxy)
+//! an API — routes, stages, stage variables, mock and HTTP proxy
 //! integrations, its status codes and error bodies — as one binary, built on
 //! io_uring with one pinned worker thread per core.
 //!
@@ -16,8 +16,10 @@
 //!                                                         ▼
 //!   connection: read → http::parse_head (stack headers, strict framing)
 //!              → body consumed (Content-Length / chunked, streaming, bounded)
-//!              → Snapshot::respond: host/base path → stage → router → mock
-//!              → response into the reused write buffer → one write per batch
+//!              → Snapshot::dispatch: host/base path → stage → router
+//!              → mock: response into the reused write buffer (one write per batch)
+//!              → http_proxy: pooled backend connection, streamed both ways
+//! health thread: active upstream checks and DNS refresh (never on a worker)
 //! ```
 //!
 //! - [`config`]: the TOML file → a validated [`config::Config`]; every error
@@ -28,7 +30,10 @@
 //!   backtracking, ANY, `$default`); flat lookup cost as it grows.
 //! - [`gateway`]: the immutable [`gateway::Snapshot`] compiled from a config,
 //!   resolution of host/base path/stage, gateway error responses, request ids.
-//! - [`runtime`]: workers, listeners, connection loop, graceful drain.
+//! - [`upstream`]: backend groups, balancing, passive/active health, and the
+//!   per-worker keep-alive pools.
+//! - [`runtime`]: workers, listeners, connection loop, the proxy forwarder,
+//!   graceful drain.
 //!
 //! ## Threads and sharing
 //! Each worker owns its ring, its connections and their buffers; nothing on
@@ -42,7 +47,9 @@
 //! head is parsed into an uninitialised stack array, path parameters are
 //! slices of the read buffer, the response is written into the connection's
 //! reused buffer, and the `Date` header is formatted once a second per
-//! worker. `tests/alloc.rs` asserts this.
+//! worker. A proxied request on a warm pool allocates nothing either: the
+//! backend connection and its buffer come from the worker's pool.
+//! `tests/alloc.rs` asserts both.
 
 #![deny(unsafe_code)] // one audited exception: runtime::reaper (shutdown(2) on a raw fd)
 #![warn(missing_docs)]

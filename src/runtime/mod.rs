@@ -13,8 +13,11 @@
 //! requests in flight finish (their responses carry `Connection: close`),
 //! and exits when its last connection closes or `drain_timeout` passes.
 //!
-//! Modules: `worker` (runtime, accept loop, Date ticker), `connection` (the
-//! per-connection HTTP/1.1 loop), `drain` and `shutdown` (the signals).
+//! Modules: `worker` (runtime, accept loop, clock), `connection` (the
+//! per-connection HTTP/1.1 loop), `proxy` (the `http_proxy` forwarder and
+//! the upgrade tunnel), `reaper` (timeouts without a timer per read),
+//! `drain` and `shutdown` (the signals). The server also runs the upstream
+//! health thread ([`crate::upstream::health`]) when backends are configured.
 
 mod connection;
 mod drain;
