@@ -150,6 +150,9 @@ enum ClientFraming {
 }
 
 enum ExchangeError {
+    /// The backend did not take the request, or did not answer, within the
+    /// integration timeout.
+    Timeout,
     /// The client went away or stalled while sending its body.
     Client,
     /// The client's body is over the limit.
@@ -309,19 +312,26 @@ pub(crate) async fn forward(
             pool.reused.set(pool.reused.get() + 1);
         }
         conn.requests += 1;
-        let exchange = send_and_read_head(
-            client, w, slot, &mut conn, ubuf, scratch, &mut body, limit, head_only,
-        );
-        let result = match monoio::time::timeout(route.timeout, exchange).await {
-            Ok(r) => r,
-            Err(_) => {
-                // The connection is dropped with its in-flight read.
+        let result = send_and_read_head(
+            client,
+            w,
+            slot,
+            &mut conn,
+            ubuf,
+            scratch,
+            &mut body,
+            limit,
+            head_only,
+            route.timeout,
+        )
+        .await;
+        match result {
+            Ok(()) => break conn,
+            Err(ExchangeError::Timeout) => {
+                // The connection is dropped with its in-flight operation.
                 registry.record_failure(route.group, target, now_ms());
                 return fail(GatewayError::IntegrationTimeout, &body, wbuf);
             }
-        };
-        match result {
-            Ok(()) => break conn,
             Err(ExchangeError::Client) => return Outcome::Close,
             Err(ExchangeError::TooLarge) => {
                 write_error(
@@ -508,6 +518,11 @@ impl Drop for InFlight<'_> {
 /// Sends the request (head, then the body as it arrives from the client)
 /// and reads until a complete final response head is in `conn.rbuf`
 /// (interim 1xx answers other than 101 are skipped).
+///
+/// The integration timeout runs from the moment the whole request is in
+/// the backend's hands, as in API Gateway (a slow client upload is bounded
+/// by the body read timeout instead); each write to the backend is bounded
+/// by it too, so a backend that stops reading cannot hold the request.
 #[allow(clippy::too_many_arguments)]
 async fn send_and_read_head(
     client: &mut TcpStream,
@@ -519,11 +534,14 @@ async fn send_and_read_head(
     body: &mut BodyState,
     limit: u64,
     head_only: bool,
+    timeout: Duration,
 ) -> Result<(), ExchangeError> {
     conn.rbuf.clear();
     // The head and what came with it; kept in `ubuf` for a retry.
     let buf = std::mem::take(ubuf);
-    let (res, buf) = conn.stream.write_all(buf).await;
+    let Ok((res, buf)) = monoio::time::timeout(timeout, conn.stream.write_all(buf)).await else {
+        return Err(ExchangeError::Timeout);
+    };
     *ubuf = buf;
     if res.is_err() {
         return Err(ExchangeError::Backend { wrote_all: false });
@@ -569,13 +587,24 @@ async fn send_and_read_head(
             return Err(ExchangeError::TooLarge);
         }
         let chunk = std::mem::take(scratch);
-        let (res, chunk) = conn.stream.write_all(chunk.slice(..data_end)).await;
+        let write = conn.stream.write_all(chunk.slice(..data_end));
+        let Ok((res, chunk)) = monoio::time::timeout(timeout, write).await else {
+            return Err(ExchangeError::Timeout);
+        };
         *scratch = chunk.into_inner();
         if res.is_err() {
             return Err(ExchangeError::Backend { wrote_all: false });
         }
     }
-    // The response head.
+    // The response head, within the integration timeout.
+    match monoio::time::timeout(timeout, read_head(conn, head_only)).await {
+        Ok(r) => r,
+        Err(_) => Err(ExchangeError::Timeout),
+    }
+}
+
+/// Reads until a complete final response head is in `conn.rbuf`.
+async fn read_head(conn: &mut UpstreamConn, head_only: bool) -> Result<(), ExchangeError> {
     loop {
         let mut headers = header_array();
         match parse_response_head(&conn.rbuf, &mut headers, head_only) {

@@ -619,3 +619,592 @@ impl Client {
         }
     }
 }
+
+// --- the origin, stub backends and measurements (proxy tests) ---------------
+
+impl Client {
+    /// Takes the bytes received but not yet consumed (e.g. the start of a
+    /// body after [`Client::read_head_response`], or frames after a 101).
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Reads exactly `n` bytes (buffered ones first).
+    pub fn read_exact_bytes(&mut self, n: usize) -> Vec<u8> {
+        self.need(n, "raw bytes");
+        self.buf.drain(..n).collect()
+    }
+}
+
+/// The `ringgate-origin` test server binary.
+pub fn origin_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_ringgate-origin")
+}
+
+/// `ringgate-origin` as a child process (one worker); killed by PID on drop.
+pub struct Origin {
+    child: Child,
+    addrs: Vec<SocketAddr>,
+    name: String,
+}
+
+impl Origin {
+    /// Starts an origin named `name` on an OS-assigned port of 127.0.0.1.
+    pub fn start(name: &str) -> Origin {
+        Origin::start_on(&[SocketAddr::from(([127, 0, 0, 1], 0))], name)
+    }
+
+    /// Starts an origin listening on every address of `listen`.
+    pub fn start_on(listen: &[SocketAddr], name: &str) -> Origin {
+        Origin::try_start_on(listen, name).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Origin::start_on`], but a failure to start (e.g. a port that
+    /// was taken meanwhile) is returned instead of panicking.
+    pub fn try_start_on(listen: &[SocketAddr], name: &str) -> Result<Origin, String> {
+        let mut cmd = Command::new(origin_binary());
+        for a in listen {
+            cmd.arg("--listen").arg(a.to_string());
+        }
+        let mut child = cmd
+            .args(["--name", name, "--workers", "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn ringgate-origin: {e}"))?;
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        collect(child.stderr.take().unwrap(), stderr.clone());
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(stdout);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match std::io::BufRead::read_line(&mut reader, &mut line) {
+                    Ok(0) | Err(_) => {
+                        let _ = tx.send(None);
+                        return;
+                    }
+                    Ok(_) => {
+                        // `origin NAME listening on 127.0.0.1:PORT`
+                        let addr = line
+                            .trim_end()
+                            .rsplit_once("listening on ")
+                            .and_then(|(_, a)| a.parse::<SocketAddr>().ok());
+                        if let Some(a) = addr {
+                            let _ = tx.send(Some(a));
+                        }
+                    }
+                }
+            }
+        });
+        let mut addrs = Vec::new();
+        while addrs.len() < listen.len() {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(Some(a)) => addrs.push(a),
+                other => {
+                    let _ = child.kill();
+                    let status = child.wait().ok();
+                    // Give the stderr thread a moment to collect the message.
+                    std::thread::sleep(Duration::from_millis(50));
+                    return Err(format!(
+                        "ringgate-origin {name} did not report its addresses ({other:?}); \
+                         exit {status:?}; stderr:\n{}",
+                        String::from_utf8_lossy(&stderr.lock().unwrap())
+                    ));
+                }
+            }
+        }
+        Ok(Origin {
+            child,
+            addrs,
+            name: name.to_string(),
+        })
+    }
+
+    /// The (first) listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// Every listening address, in `--listen` order.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The `--name` (the `x-origin` header's value).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A direct connection to the origin (not through the gateway).
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr())
+    }
+
+    /// Requests counted so far (`GET /count`, itself not counted).
+    pub fn count(&self) -> u64 {
+        let r = self.client().get("/count");
+        assert_eq!(r.status, 200, "{r:?}");
+        r.text().parse().expect("/count is a number")
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        // Child::kill sends SIGKILL to this child's PID only.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An address on 127.0.0.1 where nothing listens (bound, then released).
+pub fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    addr
+}
+
+/// A tiny threaded HTTP/1.1 backend for what the origin cannot do: every
+/// request (head plus a Content-Length body) is answered with the bytes
+/// `respond` returns; the connection is closed after an answer containing
+/// `connection: close` (any case). Request heads are recorded.
+pub struct StubBackend {
+    addr: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl StubBackend {
+    pub fn start<F>(respond: F) -> StubBackend
+    where
+        F: Fn(&str) -> Vec<u8> + Send + Sync + 'static,
+    {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind stub");
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let respond = Arc::new(respond);
+        let (stop2, heads2) = (stop.clone(), heads.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let (respond, heads, stop) = (respond.clone(), heads2.clone(), stop2.clone());
+                std::thread::spawn(move || {
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            match conn.read(&mut chunk) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.drain(..end);
+                        let clen = head
+                            .lines()
+                            .filter_map(|l| l.split_once(':'))
+                            .find(|(n, _)| n.trim().eq_ignore_ascii_case("content-length"))
+                            .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        while buf.len() < clen {
+                            match conn.read(&mut chunk) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..clen);
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let answer = respond(&head);
+                        heads.lock().unwrap().push(head);
+                        if conn.write_all(&answer).is_err() {
+                            return;
+                        }
+                        let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+                        if text.contains("\r\nconnection: close\r\n") {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        StubBackend { addr, stop, heads }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The request heads received so far.
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+impl Drop for StubBackend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+/// 64-bit FNV-1a, as the origin's `/echo` computes `body_sha`.
+#[derive(Clone, Copy, Debug)]
+pub struct Fnv1a(pub u64);
+
+impl Default for Fnv1a {
+    fn default() -> Fnv1a {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    pub fn update(&mut self, data: &[u8]) {
+        for &b in data {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    /// The digest as `/echo` prints it: 16 lowercase hex digits.
+    pub fn hex(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
+/// FNV-1a 64 of `data`, as 16 hex digits.
+pub fn fnv1a_hex(data: &[u8]) -> String {
+    let mut h = Fnv1a::default();
+    h.update(data);
+    h.hex()
+}
+
+/// The origin's body pattern: byte `i` is `'a' + i % 26`.
+pub fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// A process's resident set size in KiB (`VmRSS` of /proc/PID/status).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// TCP connections (any state but LISTEN, TIME_WAIT included) between
+/// 127.0.0.1 and `port`, counted by their other port, from /proc/net/tcp.
+/// A connection closed within the last minute is still counted.
+pub fn tcp_connections_with_port(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let mut peers = std::collections::BTreeSet::new();
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 4 || f[3] == "0A" {
+            continue;
+        }
+        let port_of = |s: &str| u16::from_str_radix(s.rsplit(':').next()?, 16).ok();
+        let (Some(local), Some(remote)) = (port_of(f[1]), port_of(f[2])) else {
+            continue;
+        };
+        if local == port {
+            peers.insert(remote);
+        } else if remote == port {
+            peers.insert(local);
+        }
+    }
+    peers.len()
+}
+
+// --- a small JSON reader (for the origin's /echo) ---------------------------
+
+/// A JSON value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Json {
+    Null,
+    Bool(bool),
+    /// The number as written.
+    Num(String),
+    Str(String),
+    Arr(Vec<Json>),
+    Obj(Vec<(String, Json)>),
+}
+
+impl Json {
+    /// Parses a complete JSON text; panics on anything malformed.
+    pub fn parse(text: &[u8]) -> Json {
+        let mut p = JsonParser { s: text, i: 0 };
+        let v = p.value();
+        p.ws();
+        assert_eq!(
+            p.i,
+            text.len(),
+            "trailing bytes in JSON: {:?}",
+            String::from_utf8_lossy(text)
+        );
+        v
+    }
+
+    /// The member `key` of an object.
+    pub fn get(&self, key: &str) -> Option<&Json> {
+        match self {
+            Json::Obj(m) => m.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Json::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Json::Num(n) => n.parse().ok(),
+            _ => None,
+        }
+    }
+
+    pub fn as_array(&self) -> Option<&[Json]> {
+        match self {
+            Json::Arr(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+struct JsonParser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl JsonParser<'_> {
+    fn ws(&mut self) {
+        while self.i < self.s.len() && matches!(self.s[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, lit: &[u8]) -> bool {
+        if self.s[self.i..].starts_with(lit) {
+            self.i += lit.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        panic!(
+            "bad JSON ({what}) at byte {}: {:?}",
+            self.i,
+            String::from_utf8_lossy(self.s)
+        )
+    }
+
+    fn value(&mut self) -> Json {
+        self.ws();
+        match self.s.get(self.i) {
+            Some(b'n') if self.eat(b"null") => Json::Null,
+            Some(b't') if self.eat(b"true") => Json::Bool(true),
+            Some(b'f') if self.eat(b"false") => Json::Bool(false),
+            Some(b'"') => Json::Str(self.string()),
+            Some(b'[') => {
+                self.i += 1;
+                let mut items = Vec::new();
+                self.ws();
+                if self.eat(b"]") {
+                    return Json::Arr(items);
+                }
+                loop {
+                    items.push(self.value());
+                    self.ws();
+                    if self.eat(b"]") {
+                        return Json::Arr(items);
+                    }
+                    if !self.eat(b",") {
+                        self.fail("expected , or ]");
+                    }
+                }
+            }
+            Some(b'{') => {
+                self.i += 1;
+                let mut members = Vec::new();
+                self.ws();
+                if self.eat(b"}") {
+                    return Json::Obj(members);
+                }
+                loop {
+                    self.ws();
+                    if self.s.get(self.i) != Some(&b'"') {
+                        self.fail("expected a key");
+                    }
+                    let k = self.string();
+                    self.ws();
+                    if !self.eat(b":") {
+                        self.fail("expected :");
+                    }
+                    members.push((k, self.value()));
+                    self.ws();
+                    if self.eat(b"}") {
+                        return Json::Obj(members);
+                    }
+                    if !self.eat(b",") {
+                        self.fail("expected , or }");
+                    }
+                }
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                let start = self.i;
+                while self.i < self.s.len()
+                    && matches!(
+                        self.s[self.i],
+                        b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'
+                    )
+                {
+                    self.i += 1;
+                }
+                Json::Num(String::from_utf8_lossy(&self.s[start..self.i]).into_owned())
+            }
+            _ => self.fail("unexpected byte"),
+        }
+    }
+
+    fn hex4(&mut self) -> u32 {
+        let h = self
+            .s
+            .get(self.i..self.i + 4)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .unwrap_or_else(|| self.fail("bad \\u escape"));
+        self.i += 4;
+        h
+    }
+
+    fn string(&mut self) -> String {
+        self.i += 1; // the opening quote
+        let mut out: Vec<u8> = Vec::new();
+        loop {
+            let Some(&b) = self.s.get(self.i) else {
+                self.fail("unterminated string")
+            };
+            self.i += 1;
+            match b {
+                b'"' => return String::from_utf8_lossy(&out).into_owned(),
+                b'\\' => {
+                    let Some(&e) = self.s.get(self.i) else {
+                        self.fail("unterminated escape")
+                    };
+                    self.i += 1;
+                    let c = match e {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => {
+                            let mut cp = self.hex4();
+                            if (0xD800..0xDC00).contains(&cp) && self.eat(b"\\u") {
+                                let lo = self.hex4();
+                                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo.wrapping_sub(0xDC00));
+                            }
+                            char::from_u32(cp).unwrap_or('\u{fffd}')
+                        }
+                        _ => self.fail("unknown escape"),
+                    };
+                    let mut tmp = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+                }
+                _ => out.push(b),
+            }
+        }
+    }
+}
+
+/// What the origin's `/echo` saw.
+#[derive(Debug, Clone)]
+pub struct Echo {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub version: String,
+    /// Header fields in order, names as received.
+    pub headers: Vec<(String, String)>,
+    pub body_len: u64,
+    pub body_sha: String,
+}
+
+impl Echo {
+    /// Parses the body of an `/echo` response.
+    pub fn parse(body: &[u8]) -> Echo {
+        let j = Json::parse(body);
+        let s = |k: &str| {
+            j.get(k)
+                .and_then(Json::as_str)
+                .unwrap_or_else(|| panic!("/echo without {k}: {j:?}"))
+                .to_string()
+        };
+        let headers = j
+            .get("headers")
+            .and_then(Json::as_array)
+            .expect("/echo headers")
+            .iter()
+            .map(|h| match h.as_array() {
+                Some([Json::Str(n), Json::Str(v)]) => (n.clone(), v.clone()),
+                _ => panic!("bad /echo header {h:?}"),
+            })
+            .collect();
+        Echo {
+            method: s("method"),
+            path: s("path"),
+            query: j.get("query").and_then(Json::as_str).map(str::to_string),
+            version: s("version"),
+            headers,
+            body_len: j.get("body_len").and_then(Json::as_u64).expect("body_len"),
+            body_sha: s("body_sha"),
+        }
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of header `name`.
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
