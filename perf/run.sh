@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # perf/run.sh — end-to-end benchmark of ringgate against reference servers.
 #
-# Scenario "mock": ringgate's fixed mock response vs nginx `return 200`.
+# Scenario "mock":  ringgate's fixed mock response vs nginx `return 200`.
+# Scenario "proxy": ringgate http_proxy vs nginx proxy_pass vs haproxy, all in
+#                   front of one ringgate-origin (started once, on wrk's CPU).
 # Servers of a scenario run one at a time, alternating (A, B, A, B, ...), each
 # started before its run and stopped after it, so they never compete.
 # See perf/README.md for the method and how to read the output.
 #
-# Usage: perf/run.sh [--scenario mock] [--rounds N] [--duration SECS]
+# Usage: perf/run.sh [--scenario mock|proxy] [--rounds N] [--duration SECS]
 #                    [--warmup SECS] [--connections C] [--mode pinned|wide]
 #                    [--bin PATH] [--servers LIST] [--no-save]
 set -euo pipefail
@@ -29,15 +31,19 @@ SAVE=1
 usage() {
     cat <<'EOF'
 Usage: perf/run.sh [options]
-  --scenario NAME     scenario to run (only "mock" for now)            [mock]
+  --scenario NAME     scenario to run: mock or proxy                   [mock]
   --rounds N          rounds; each round runs every server once        [3]
   --duration SECS     length of each measured wrk run                  [10]
   --warmup SECS       wrk warm-up before each measured run             [2]
   --connections C     wrk connections                                  [64]
   --mode pinned|wide  pinned: one server worker on CPU 0, wrk -t1 on CPU 1
                       wide: servers use all cores, wrk nproc/2 threads [pinned]
+                      (proxy: the origin runs on CPU 1 next to wrk, one worker;
+                      in wide mode unpinned with nproc/2 workers)
   --bin PATH          ringgate binary [target/release/ringgate; built with
                       `cargo build --release --locked` if missing]
+                      (proxy: the origin is target/release/ringgate-origin,
+                      or env PERF_ORIGIN_BIN; built if missing)
   --servers LIST      comma-separated subset of the scenario's servers
                       (also env PERF_SERVERS), e.g. --servers nginx
   --no-save           do not write perf/results/<scenario>-<date>.txt
@@ -90,13 +96,22 @@ NPROC=$(nproc)
 #                              SCENARIO_BODY (expected body; "" = unchecked)
 #   scenario_setup_<name>      optional: start backends etc. (not measured)
 #   scenario_teardown_<name>   optional
+#   scenario_ensure_<name>     optional: install/build what setup needs
 # Each server <s> needs ensure_server_<s> (install/build) and
 # start_server_<s> PORT (starts it in the background, sets SERVER_PID).
-# Later: proxy (ringgate vs nginx proxy_pass vs haproxy, with a backend in
-# scenario_setup_proxy), cache (ringgate vs nginx proxy_cache vs varnish).
+# A scenario whose setup starts an origin sets ORIGIN_PID and ORIGIN_PORT:
+# templates get @ORIGIN_PORT@, and each run also reports the origin's CPU.
+# Later: cache (ringgate vs nginx proxy_cache vs varnish).
 # --------------------------------------------------------------------------
 scenario_mock() {
     SCENARIO_SERVERS=(ringgate nginx)
+    SCENARIO_PATH=/perf/hello
+    SCENARIO_STATUS=200
+    SCENARIO_BODY=$'hello, world\n'
+}
+
+scenario_proxy() {
+    SCENARIO_SERVERS=(ringgate nginx haproxy)
     SCENARIO_PATH=/perf/hello
     SCENARIO_STATUS=200
     SCENARIO_BODY=$'hello, world\n'
@@ -154,6 +169,28 @@ ensure_server_nginx() {
     fi
 }
 
+ensure_server_haproxy() {
+    HAPROXY=$(command -v haproxy || true)
+    [[ -z $HAPROXY && -x /usr/sbin/haproxy ]] && HAPROXY=/usr/sbin/haproxy
+    if [[ -z $HAPROXY ]]; then
+        apt_install haproxy
+        HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+        [[ -x $HAPROXY ]] || die "haproxy still missing after install"
+    fi
+}
+
+ORIGIN_BIN=${PERF_ORIGIN_BIN:-$REPO_DIR/target/release/ringgate-origin}
+[[ $ORIGIN_BIN == /* ]] || ORIGIN_BIN=$PWD/$ORIGIN_BIN
+scenario_ensure_proxy() {
+    if [[ ! -x $ORIGIN_BIN ]]; then
+        [[ -z ${PERF_ORIGIN_BIN:-} ]] || die "origin binary not found: $ORIGIN_BIN"
+        command -v cargo >/dev/null || die "$ORIGIN_BIN missing and cargo not found"
+        log "building the origin: cargo build --release --locked --bin ringgate-origin"
+        (cd "$REPO_DIR" && cargo build --release --locked --bin ringgate-origin) >&2
+        [[ -x $ORIGIN_BIN ]] || die "build did not produce $ORIGIN_BIN"
+    fi
+}
+
 ensure_server_ringgate() {
     if [[ ! -x $BIN ]]; then
         ((BIN_DEFAULT)) || die "ringgate binary not found: $BIN"
@@ -188,7 +225,7 @@ start_server_nginx() {
     chmod 755 "$dir"
     [[ $MODE == wide ]] && workers=auto
     render "$PERF_DIR/nginx-$SCENARIO.conf.in" "$dir/nginx.conf" \
-        PORT="$port" WORKERS="$workers" TMP="$dir"
+        PORT="$port" WORKERS="$workers" TMP="$dir" ORIGIN_PORT="${ORIGIN_PORT:-0}"
     "$NGINX" -t -q -p "$dir" -c "$dir/nginx.conf" >"$dir/configtest.log" 2>&1 ||
         { cat "$dir/configtest.log" >&2; die "nginx config test failed"; }
     SERVER_LOG=$dir/stdout.log
@@ -203,11 +240,32 @@ start_server_ringgate() {
     dir=$(mktemp -d "$WORK/ringgate.XXXX")
     [[ $MODE == wide ]] && workers='"auto"'
     render "$PERF_DIR/ringgate-$SCENARIO.toml.in" "$dir/ringgate.toml" \
-        PORT="$port" WORKERS="$workers"
+        PORT="$port" WORKERS="$workers" ORIGIN_PORT="${ORIGIN_PORT:-0}"
     SERVER_LOG=$dir/stdout.log
     SERVER_ERRLOG=$SERVER_LOG
     ${SERVER_AFFINITY[@]+"${SERVER_AFFINITY[@]}"} \
         "$BIN" serve --config "$dir/ringgate.toml" >"$SERVER_LOG" 2>&1 &
+    SERVER_PID=$!
+}
+
+start_server_haproxy() {
+    local port=$1 dir threads=1 nofile maxconn
+    dir=$(mktemp -d "$WORK/haproxy.XXXX")
+    [[ $MODE == wide ]] && threads=$NPROC
+    # Two descriptors per proxied connection, plus listeners, logs, pollers.
+    nofile=$(ulimit -n)
+    [[ $nofile == unlimited ]] && nofile=1048576
+    maxconn=$(((nofile - 200) / 2))
+    ((maxconn > 100000)) && maxconn=100000
+    ((maxconn >= CONNECTIONS)) || die "open-file limit $nofile too low for haproxy with $CONNECTIONS connections"
+    render "$PERF_DIR/haproxy-$SCENARIO.cfg.in" "$dir/haproxy.cfg" \
+        PORT="$port" THREADS="$threads" MAXCONN="$maxconn" ORIGIN_PORT="${ORIGIN_PORT:-0}"
+    "$HAPROXY" -c -q -f "$dir/haproxy.cfg" >"$dir/configtest.log" 2>&1 ||
+        { cat "$dir/configtest.log" >&2; die "haproxy config check failed"; }
+    SERVER_LOG=$dir/stdout.log
+    SERVER_ERRLOG=$SERVER_LOG
+    ${SERVER_AFFINITY[@]+"${SERVER_AFFINITY[@]}"} \
+        "$HAPROXY" -db -f "$dir/haproxy.cfg" >"$SERVER_LOG" 2>&1 &
     SERVER_PID=$!
 }
 
@@ -347,6 +405,38 @@ cpu_busy() {
         <(echo "$a") <(echo "$b")
 }
 
+# origin_count: requests the origin has served so far (GET /count is not
+# itself counted).
+origin_count() {
+    curl -sS --max-time 5 "http://127.0.0.1:$ORIGIN_PORT/count" ||
+        die "origin: GET /count failed"
+}
+
+# scenario_setup_proxy: start one ringgate-origin for the whole scenario on
+# wrk's CPU (pinned mode: taskset -c 1, one worker), on a port it picks.
+ORIGIN_PID="" ORIGIN_PORT="" ORIGIN_LOG=""
+scenario_setup_proxy() {
+    local workers=1 i line
+    [[ $MODE == wide ]] && workers=$((NPROC / 2 > 0 ? NPROC / 2 : 1))
+    ORIGIN_WORKERS=$workers
+    ORIGIN_LOG=$WORK/origin.log
+    ${LOAD_AFFINITY[@]+"${LOAD_AFFINITY[@]}"} \
+        "$ORIGIN_BIN" --listen 127.0.0.1:0 --workers "$workers" --name perf \
+        >"$ORIGIN_LOG" 2>&1 &
+    ORIGIN_PID=$!
+    STARTED_PIDS+=("$ORIGIN_PID")
+    for ((i = 0; i < 100; i++)); do
+        line=$(grep -m1 -oE 'listening on 127\.0\.0\.1:[0-9]+' "$ORIGIN_LOG" || true)
+        [[ -n $line ]] && break
+        kill -0 "$ORIGIN_PID" 2>/dev/null || { cat "$ORIGIN_LOG" >&2; die "origin exited at start"; }
+        sleep 0.1
+    done
+    [[ -n $line ]] || { cat "$ORIGIN_LOG" >&2; die "origin did not report its port within 10 s"; }
+    ORIGIN_PORT=${line##*:}
+    check_response "http://127.0.0.1:$ORIGIN_PORT/hello"
+    log "origin: PID $ORIGIN_PID on 127.0.0.1:$ORIGIN_PORT, $workers worker(s)${LOAD_AFFINITY[*]:+, ${LOAD_AFFINITY[*]}}"
+}
+
 # --------------------------------------------------------------------------
 # Load generation.
 # --------------------------------------------------------------------------
@@ -385,6 +475,10 @@ check_wrk_errors() { # check_wrk_errors FILE WHAT
         { cat "$1" >&2; die "$2: could not parse wrk output"; }
     if ((non2xx > 0 || serr > 0 || req == 0)); then
         cat "$1" >&2
+        if [[ -n ${SERVER_ERRLOG:-} && -s $SERVER_ERRLOG ]]; then
+            log "last lines of $SERVER_ERRLOG:"
+            tail -n 40 "$SERVER_ERRLOG" >&2
+        fi
         die "$2: $non2xx non-2xx/3xx responses, $serr socket errors, $req requests"
     fi
 }
@@ -399,6 +493,9 @@ for s in "${SERVERS[@]}"; do
     declare -F "start_server_$s" >/dev/null || die "no start_server_$s"
     "ensure_server_$s"
 done
+if declare -F "scenario_ensure_$SCENARIO" >/dev/null; then
+    "scenario_ensure_$SCENARIO"
+fi
 
 if [[ $MODE == pinned ]]; then
     ((NPROC >= 2)) || die "pinned mode needs 2 CPUs (0 and 1); have $NPROC"
@@ -438,28 +535,39 @@ fi
 say "cpu:      $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || echo unknown)"
 say "mode:     $MODE   rounds: $ROUNDS   duration: ${DURATION}s   warm-up: ${WARMUP}s   connections: $CONNECTIONS   wrk threads: $WRK_THREADS"
 if [[ $MODE == pinned ]]; then
-    say "pinning:  servers: taskset -c 0, one worker;  wrk: taskset -c 1"
+    say "pinning:  servers: taskset -c 0, one worker;  wrk: taskset -c 1${ORIGIN_PID:+;  origin: taskset -c 1 (shares the CPU with wrk)}"
 fi
 say "servers:  ${SERVERS[*]}   (order within a round; alternated every round)"
 for s in "${SERVERS[@]}"; do
     case $s in
         ringgate)
             rev=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
-            say "ringgate: $BIN (commit $rev)" ;;
+            say "ringgate: $BIN (commit $rev)"
+            if [[ -n $(find "$REPO_DIR/src" -name '*.rs' -newer "$BIN" -print -quit 2>/dev/null) ]]; then
+                say "WARNING:  $BIN is older than src/: rebuild it (cargo build --release --locked)"
+            fi ;;
         nginx) say "nginx:    $("$NGINX" -v 2>&1 | sed 's/^nginx version: //')" ;;
+        haproxy) say "haproxy:  $("$HAPROXY" -v 2>&1 | head -1 | sed 's/^HAProxy version //')" ;;
         *) ;;
     esac
 done
 say "wrk:      $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
+if [[ -n $ORIGIN_PID ]]; then
+    say "origin:   $ORIGIN_BIN --workers $ORIGIN_WORKERS on 127.0.0.1:$ORIGIN_PORT (PID $ORIGIN_PID), GET /hello; one process for all runs"
+    if [[ -n $(find "$REPO_DIR/tools" -name '*.rs' -newer "$ORIGIN_BIN" -print -quit 2>/dev/null) ]]; then
+        say "WARNING:  $ORIGIN_BIN is older than tools/: rebuild it"
+    fi
+fi
 say ""
 
 # --------------------------------------------------------------------------
 # Runs.
 # --------------------------------------------------------------------------
-R_ROUND=() R_SERVER=() R_RPS=() R_P99=() R_CPU=() R_REQ=() R_UTIL=()
+R_ROUND=() R_SERVER=() R_RPS=() R_P99=() R_CPU=() R_REQ=() R_UTIL=() R_OCPU=()
 
 run_one() { # run_one ROUND SERVER
     local round=$1 s=$2 port url pid out t0 t1 ticks rps req p99 non2xx serr cpu
+    local o0=0 o1=0 c0=0 c1=0
     local -a pids
     port=$(free_port)
     url="http://127.0.0.1:$port$SCENARIO_PATH"
@@ -483,26 +591,45 @@ run_one() { # run_one ROUND SERVER
 
     mapfile -t pids < <(tree_pids "$pid")
     log "round $round: $s measuring ${DURATION}s (pids ${pids[*]})"
+    [[ -n $ORIGIN_PID ]] && c0=$(origin_count)
+    [[ -n $ORIGIN_PID ]] && o0=$(cpu_ticks "$ORIGIN_PID")
     t0=$(cpu_ticks "${pids[@]}")
     run_wrk "$DURATION" "$url" "$out.run"
     t1=$(cpu_ticks "${pids[@]}")
-    kill -0 "$pid" 2>/dev/null || die "$s (PID $pid) died during the run"
+    [[ -n $ORIGIN_PID ]] && o1=$(cpu_ticks "$ORIGIN_PID")
+    if ! kill -0 "$pid" 2>/dev/null; then
+        cat "$out.run" >&2
+        log "last lines of $SERVER_ERRLOG:"; tail -n 40 "$SERVER_ERRLOG" >&2 || true
+        die "$s (PID $pid) died during the run"
+    fi
+    if [[ -n $ORIGIN_PID ]]; then
+        kill -0 "$ORIGIN_PID" 2>/dev/null || { cat "$ORIGIN_LOG" >&2; die "origin (PID $ORIGIN_PID) died"; }
+        c1=$(origin_count)
+    fi
     stop_server "$pid"
 
     check_wrk_errors "$out.run" "$s (round $round)"
     read -r rps req p99 non2xx serr < <(parse_wrk "$out.run")
+    # Every response wrk counted must have been forwarded to the origin.
+    if [[ -n $ORIGIN_PID ]] && ((c1 - c0 < req)); then
+        die "$s (round $round): wrk completed $req requests but the origin served only $((c1 - c0))"
+    fi
     ticks=$((t1 - t0))
     cpu=$(awk -v t="$ticks" -v hz="$CLK_TCK" -v n="$req" 'BEGIN { printf "%.3f", t / hz * 1e6 / n }')
 
     R_ROUND+=("$round") R_SERVER+=("$s") R_RPS+=("$rps") R_P99+=("$p99")
     R_CPU+=("$cpu") R_REQ+=("$req")
+    R_OCPU+=("$(awk -v t="$((o1 - o0))" -v hz="$CLK_TCK" -v n="$req" 'BEGIN { printf "%.3f", t / hz * 1e6 / n }')")
     R_UTIL+=("$(awk -v t="$ticks" -v hz="$CLK_TCK" -v d="$DURATION" 'BEGIN { printf "%.0f", 100 * t / hz / d }')")
 }
 
-row_fmt='%-6s %-10s %12s %12s %14s %10s %12s %8s\n'
+# With an origin, an extra column: the origin's CPU per request over the same
+# run (it runs on wrk's CPU in pinned mode, so it also competes with wrk).
+row_fmt='%-6s %-10s %12s %12s %14s %10s %12s %8s%s\n'
+ocol() { [[ -n $ORIGIN_PID ]] && printf ' %14s' "$1"; return 0; }
 print_header() {
     # shellcheck disable=SC2059
-    say "$(printf "$row_fmt" round server 'req/s' 'p99 (us)' 'cpu us/req' 'srv cpu%' requests errors)"
+    say "$(printf "$row_fmt" round server 'req/s' 'p99 (us)' 'cpu us/req' 'srv cpu%' requests errors "$(ocol 'origin us/req')")"
 }
 
 for ((round = 1; round <= ROUNDS; round++)); do
@@ -515,7 +642,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     for ((i = first; i < ${#R_ROUND[@]}; i++)); do
         # shellcheck disable=SC2059
         say "$(printf "$row_fmt" "${R_ROUND[i]}" "${R_SERVER[i]}" "${R_RPS[i]}" \
-            "${R_P99[i]}" "${R_CPU[i]}" "${R_UTIL[i]}" "${R_REQ[i]}" 0)"
+            "${R_P99[i]}" "${R_CPU[i]}" "${R_UTIL[i]}" "${R_REQ[i]}" 0 "$(ocol "${R_OCPU[i]}")")"
     done
     say ""
 done
@@ -536,20 +663,22 @@ metric_values() { # metric_values ARRAYNAME SERVER
     done
     return 0
 }
-declare -A MED_RPS MED_P99 MED_CPU
+declare -A MED_RPS MED_P99 MED_CPU MED_OCPU
 for s in "${SERVERS[@]}"; do
     mapfile -t v < <(metric_values R_RPS "$s"); MED_RPS[$s]=$(median "${v[@]}")
     mapfile -t v < <(metric_values R_P99 "$s"); MED_P99[$s]=$(median "${v[@]}")
     mapfile -t v < <(metric_values R_CPU "$s"); MED_CPU[$s]=$(median "${v[@]}")
+    mapfile -t v < <(metric_values R_OCPU "$s"); MED_OCPU[$s]=$(median "${v[@]}")
 done
 
-sum_fmt='%-10s %14s %12s %14s\n'
+sum_fmt='%-10s %14s %12s %14s%s\n'
+say "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)   (the runs themselves add about 2)"
 say "=== summary: median of $ROUNDS round(s), scenario $SCENARIO, mode $MODE ==="
 # shellcheck disable=SC2059
-say "$(printf "$sum_fmt" server 'req/s' 'p99 (us)' 'cpu us/req')"
+say "$(printf "$sum_fmt" server 'req/s' 'p99 (us)' 'cpu us/req' "$(ocol 'origin us/req')")"
 for s in "${SERVERS[@]}"; do
     # shellcheck disable=SC2059
-    say "$(printf "$sum_fmt" "$s" "${MED_RPS[$s]}" "${MED_P99[$s]}" "${MED_CPU[$s]}")"
+    say "$(printf "$sum_fmt" "$s" "${MED_RPS[$s]}" "${MED_P99[$s]}" "${MED_CPU[$s]}" "$(ocol "${MED_OCPU[$s]}")")"
 done
 
 SUBJECT=${SCENARIO_SERVERS[0]}
@@ -559,10 +688,14 @@ if [[ " ${SERVERS[*]} " == *" $SUBJECT "* ]] && ((${#SERVERS[@]} > 1)); then
     ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.3f", a / b }'; }
     for s in "${SERVERS[@]}"; do
         [[ $s == "$SUBJECT" ]] && continue
-        say "$(printf '%-18s req/s %s   p99 %s   cpu/req %s' "$SUBJECT/$s" \
+        extra=""
+        [[ -n $ORIGIN_PID ]] && extra="   (proxy+origin cpu/req $(ratio \
+            "$(awk -v a="${MED_CPU[$SUBJECT]}" -v b="${MED_OCPU[$SUBJECT]}" 'BEGIN { print a + b }')" \
+            "$(awk -v a="${MED_CPU[$s]}" -v b="${MED_OCPU[$s]}" 'BEGIN { print a + b }')"))"
+        say "$(printf '%-18s req/s %s   p99 %s   cpu/req %s%s' "$SUBJECT/$s" \
             "$(ratio "${MED_RPS[$SUBJECT]}" "${MED_RPS[$s]}")" \
             "$(ratio "${MED_P99[$SUBJECT]}" "${MED_P99[$s]}")" \
-            "$(ratio "${MED_CPU[$SUBJECT]}" "${MED_CPU[$s]}")")"
+            "$(ratio "${MED_CPU[$SUBJECT]}" "${MED_CPU[$s]}")" "$extra")"
     done
 fi
 
