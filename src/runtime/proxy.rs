@@ -372,84 +372,26 @@ pub(crate) async fn forward(
     };
     registry.record_success(target);
 
-    // The response head, rewritten for the client.
-    let mut headers = header_array();
-    let Ok(Some(rh)) = parse_response_head(&conn.rbuf, &mut headers, head_only) else {
-        // send_and_read_head returned only once this parse succeeded.
+    // The response head, rewritten for the client (in a plain function, so
+    // its header array never lives in this future's state).
+    let client_head = ClientHeadInput {
+        head,
+        rid,
+        date: date.as_bytes(),
+        upgrading,
+        body_complete: body.complete,
+        draining: w.drain.is_draining(),
+    };
+    let Some(ClientHead {
+        head_len,
+        framing: client_framing,
+        keep_client,
+        backend_keep_alive,
+        switching,
+    }) = write_client_head(&conn.rbuf, &client_head, wbuf)
+    else {
         return fail(GatewayError::BadGateway, &body, wbuf);
     };
-    let status = rh.status;
-    let switching = status == 101;
-    if switching && !upgrading {
-        return fail(GatewayError::BadGateway, &body, wbuf);
-    }
-    let client_http10 = head.version == Version::Http10;
-    let client_framing = match rh.framing {
-        ResponseFraming::None => ClientFraming::None,
-        ResponseFraming::Length(n) => ClientFraming::Length(n),
-        ResponseFraming::Chunked if client_http10 => ClientFraming::DechunkToClose,
-        ResponseFraming::Chunked => ClientFraming::Chunked,
-        ResponseFraming::Close if client_http10 => ClientFraming::Close,
-        ResponseFraming::Close => ClientFraming::Rechunk,
-    };
-    let keep_client = !switching
-        && head.keep_alive
-        && body.complete
-        && !w.drain.is_draining()
-        && !matches!(
-            client_framing,
-            ClientFraming::Close | ClientFraming::DechunkToClose
-        );
-    let connection = if switching {
-        ConnectionHeader::Omit
-    } else if !keep_client {
-        ConnectionHeader::Close
-    } else if client_http10 {
-        ConnectionHeader::KeepAlive
-    } else {
-        ConnectionHeader::Omit
-    };
-    wbuf.extend_from_slice(b"HTTP/1.1 ");
-    write_u64(wbuf, u64::from(status));
-    wbuf.push(b' ');
-    wbuf.extend_from_slice(rh.reason.as_bytes());
-    wbuf.extend_from_slice(b"\r\n");
-    write_common_headers(wbuf, date.as_bytes(), rid, connection);
-    for h in rh.headers {
-        let name = h.name;
-        let is = |s: &str| name.eq_ignore_ascii_case(s);
-        if switching && (is("upgrade") || is("connection")) {
-            // 101: the protocol switch must reach the client.
-        } else if is_hop_by_hop(name)
-            || named_by_connection(rh.headers, name)
-            || is("x-request-id")
-            || (is("content-length") && !head_only)
-        {
-            continue;
-        } else if is("date") || is("server") {
-            // API Gateway keeps the backend's values under a new name.
-            wbuf.extend_from_slice(b"x-amzn-Remapped-");
-        }
-        wbuf.extend_from_slice(name.as_bytes());
-        wbuf.extend_from_slice(b": ");
-        wbuf.extend_from_slice(h.value);
-        wbuf.extend_from_slice(b"\r\n");
-    }
-    match client_framing {
-        ClientFraming::Length(n) => crate::http::response::write_content_length(wbuf, n),
-        ClientFraming::Chunked | ClientFraming::Rechunk => {
-            wbuf.extend_from_slice(b"Transfer-Encoding: chunked\r\n")
-        }
-        ClientFraming::None
-            if !head_only && !switching && !crate::http::response::status_has_no_body(status) =>
-        {
-            wbuf.extend_from_slice(b"Content-Length: 0\r\n")
-        }
-        _ => {}
-    }
-    wbuf.extend_from_slice(b"\r\n");
-    let head_len = rh.head_len;
-    let backend_keep_alive = rh.keep_alive;
 
     if switching {
         // Bytes the backend sent after its 101 belong to the client.
@@ -486,6 +428,140 @@ pub(crate) async fn forward(
         consumed: in_after,
         leftover: body.leftover.take(),
         keep_client,
+    }
+}
+
+/// What [`write_client_head`] needs to know about the exchange.
+struct ClientHeadInput<'a> {
+    head: &'a RequestHead<'a, 'a>,
+    rid: &'a [u8],
+    date: &'a [u8],
+    upgrading: bool,
+    body_complete: bool,
+    draining: bool,
+}
+
+/// What [`write_client_head`] decided.
+struct ClientHead {
+    head_len: usize,
+    framing: ClientFraming,
+    keep_client: bool,
+    backend_keep_alive: bool,
+    switching: bool,
+}
+
+/// Parses the backend's response head in `rbuf` and writes the client's
+/// version of it into `wbuf`. `None`: the head is unusable (502).
+fn write_client_head(rbuf: &[u8], input: &ClientHeadInput<'_>, wbuf: &mut Vec<u8>) -> Option<ClientHead> {
+    let head = input.head;
+    let head_only = head.method == "HEAD";
+    let mut headers = header_array();
+    let Ok(Some(rh)) = parse_response_head(rbuf, &mut headers, head_only) else {
+        return None;
+    };
+    let status = rh.status;
+    let switching = status == 101;
+    if switching && !input.upgrading {
+        return None;
+    }
+    let client_http10 = head.version == Version::Http10;
+    let client_framing = match rh.framing {
+        ResponseFraming::None => ClientFraming::None,
+        ResponseFraming::Length(n) => ClientFraming::Length(n),
+        ResponseFraming::Chunked if client_http10 => ClientFraming::DechunkToClose,
+        ResponseFraming::Chunked => ClientFraming::Chunked,
+        ResponseFraming::Close if client_http10 => ClientFraming::Close,
+        ResponseFraming::Close => ClientFraming::Rechunk,
+    };
+    let keep_client = !switching
+        && head.keep_alive
+        && input.body_complete
+        && !input.draining
+        && !matches!(client_framing, ClientFraming::Close | ClientFraming::DechunkToClose);
+    let connection = if switching {
+        ConnectionHeader::Omit
+    } else if !keep_client {
+        ConnectionHeader::Close
+    } else if client_http10 {
+        ConnectionHeader::KeepAlive
+    } else {
+        ConnectionHeader::Omit
+    };
+    wbuf.extend_from_slice(b"HTTP/1.1 ");
+    write_u64(wbuf, u64::from(status));
+    wbuf.push(b' ');
+    wbuf.extend_from_slice(rh.reason.as_bytes());
+    wbuf.extend_from_slice(b"\r\n");
+    write_common_headers(wbuf, input.date, input.rid, connection);
+    let connection_lists_names = rh
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("connection"));
+    for h in rh.headers {
+        let name = h.name;
+        let is = |s: &str| name.eq_ignore_ascii_case(s);
+        if switching && (is("upgrade") || is("connection")) {
+            // 101: the protocol switch must reach the client.
+        } else if is_hop_by_hop(name)
+            || (connection_lists_names && named_by_connection(rh.headers, name))
+            || is("x-request-id")
+            || (is("content-length") && !head_only)
+        {
+            continue;
+        } else if is("date") || is("server") {
+            // API Gateway keeps the backend's values under a new name.
+            wbuf.extend_from_slice(b"x-amzn-Remapped-");
+        }
+        wbuf.extend_from_slice(name.as_bytes());
+        wbuf.extend_from_slice(b": ");
+        wbuf.extend_from_slice(h.value);
+        wbuf.extend_from_slice(b"\r\n");
+    }
+    match client_framing {
+        ClientFraming::Length(n) => crate::http::response::write_content_length(wbuf, n),
+        ClientFraming::Chunked | ClientFraming::Rechunk => {
+            wbuf.extend_from_slice(b"Transfer-Encoding: chunked\r\n")
+        }
+        ClientFraming::None
+            if !head_only
+                && !switching
+                && !crate::http::response::status_has_no_body(status) =>
+        {
+            wbuf.extend_from_slice(b"Content-Length: 0\r\n")
+        }
+        _ => {}
+    }
+    wbuf.extend_from_slice(b"\r\n");
+    Some(ClientHead {
+        head_len: rh.head_len,
+        framing: client_framing,
+        keep_client,
+        backend_keep_alive: rh.keep_alive,
+        switching,
+    })
+}
+
+/// Where the backend's response head stands in `rbuf`.
+enum HeadScan {
+    /// A final head of this many bytes.
+    Final,
+    /// An interim 1xx head of this many bytes, to skip.
+    Interim(usize),
+    /// Not complete yet.
+    Incomplete,
+    /// Unusable.
+    Bad,
+}
+
+fn scan_head(rbuf: &[u8], head_only: bool) -> HeadScan {
+    let mut headers = header_array();
+    match parse_response_head(rbuf, &mut headers, head_only) {
+        Ok(Some(rh)) if (100..200).contains(&rh.status) && rh.status != 101 => {
+            HeadScan::Interim(rh.head_len)
+        }
+        Ok(Some(_)) => HeadScan::Final,
+        Ok(None) => HeadScan::Incomplete,
+        Err(_) => HeadScan::Bad,
     }
 }
 
@@ -606,16 +682,14 @@ async fn send_and_read_head(
 /// Reads until a complete final response head is in `conn.rbuf`.
 async fn read_head(conn: &mut UpstreamConn, head_only: bool) -> Result<(), ExchangeError> {
     loop {
-        let mut headers = header_array();
-        match parse_response_head(&conn.rbuf, &mut headers, head_only) {
-            Ok(Some(rh)) if (100..200).contains(&rh.status) && rh.status != 101 => {
-                let n = rh.head_len;
+        match scan_head(&conn.rbuf, head_only) {
+            HeadScan::Final => return Ok(()),
+            HeadScan::Interim(n) => {
                 conn.rbuf.drain(..n);
                 continue;
             }
-            Ok(Some(_)) => return Ok(()),
-            Ok(None) => {}
-            Err(_) => return Err(ExchangeError::Bad),
+            HeadScan::Bad => return Err(ExchangeError::Bad),
+            HeadScan::Incomplete => {}
         }
         match read_backend(conn).await {
             Ok(0) | Err(_) => {
@@ -774,6 +848,10 @@ fn write_request_head(
         _ => out.extend_from_slice(target.authority.as_bytes()),
     }
     out.extend_from_slice(b"\r\n");
+    let connection_lists_names = head
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("connection"));
     for h in head.headers {
         let name = h.name;
         let is = |s: &str| name.eq_ignore_ascii_case(s);
@@ -785,7 +863,7 @@ fn write_request_head(
             || is("x-forwarded-proto")
             || is("x-forwarded-port")
             || is("x-request-id")
-            || named_by_connection(head.headers, name)
+            || (connection_lists_names && named_by_connection(head.headers, name))
         {
             continue;
         }
