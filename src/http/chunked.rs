@@ -223,6 +223,37 @@ impl ChunkedDecoder {
     }
 }
 
+/// What [`ChunkedDecoder::skim`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Skimmed {
+    /// Bytes of the input that belong to the body.
+    pub consumed: usize,
+    /// Chunk data bytes among them.
+    pub data: u64,
+    /// The body ended within the input.
+    pub done: bool,
+}
+
+impl ChunkedDecoder {
+    /// Decodes as far as `input` goes, or to the end of the body, without
+    /// handing out the data: for callers that relay or discard the raw
+    /// bytes and need only the framing checked and the size counted.
+    pub fn skim(&mut self, input: &[u8]) -> Result<Skimmed, ChunkError> {
+        let mut out = Skimmed {
+            consumed: 0,
+            data: 0,
+            done: self.is_done(),
+        };
+        while out.consumed < input.len() && !out.done {
+            let d = self.decode(&input[out.consumed..])?;
+            out.consumed += d.consumed;
+            out.data += d.data.map_or(0, |r| r.len() as u64);
+            out.done = d.done;
+        }
+        Ok(out)
+    }
+}
+
 fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -268,6 +299,17 @@ mod tests {
             assert_eq!(body, b"hello, world");
             assert_eq!(&input[used..], b"NEXT");
         }
+    }
+
+    #[test]
+    fn skim_counts_data_and_stops_at_the_end() {
+        let input = b"5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1";
+        let mut d = ChunkedDecoder::new();
+        let first = d.skim(&input[..4]).unwrap();
+        assert_eq!((first.consumed, first.data, first.done), (4, 1, false));
+        let rest = d.skim(&input[4..]).unwrap();
+        assert_eq!((rest.data, rest.done), (4, true));
+        assert_eq!(&input[4 + rest.consumed..], b"GET / HTTP/1.1");
     }
 
     #[test]

@@ -369,7 +369,8 @@ fn split_target<'b>(
     }
 }
 
-fn parse_length(v: &[u8]) -> Option<u64> {
+/// Plain decimal digits (at most 19) as a u64; anything else is `None`.
+pub(crate) fn parse_length(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 19 {
         return None;
     }
@@ -383,7 +384,8 @@ fn parse_length(v: &[u8]) -> Option<u64> {
     Some(n)
 }
 
-fn trim(v: &[u8]) -> &[u8] {
+/// `v` without leading and trailing spaces and tabs (OWS).
+pub(crate) fn trim(v: &[u8]) -> &[u8] {
     let start = v
         .iter()
         .position(|&b| b != b' ' && b != b'\t')

@@ -11,7 +11,7 @@
 
 use httparse::{Header, Status};
 
-use super::parse::{HeaderArray, Version, MAX_HEADERS};
+use super::parse::{parse_length, trim, HeaderArray, Version, MAX_HEADERS};
 
 /// Largest response head accepted from a backend.
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -125,7 +125,7 @@ pub fn parse_response_head<'h, 'b>(
                 }
             }
             14 if name.eq_ignore_ascii_case(b"content-length") => {
-                let n = parse_digits(trim(h.value)).ok_or(BadResponse::BadLength)?;
+                let n = parse_length(trim(h.value)).ok_or(BadResponse::BadLength)?;
                 if length.is_some_and(|l| l != n) {
                     return Err(BadResponse::BadLength);
                 }
@@ -192,25 +192,6 @@ pub fn named_by_connection(headers: &[Header<'_>], name: &str) -> bool {
         .filter(|h| h.name.eq_ignore_ascii_case("connection"))
         .flat_map(|h| h.value.split(|&b| b == b','))
         .any(|t| trim(t).eq_ignore_ascii_case(name.as_bytes()))
-}
-
-fn parse_digits(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(v.iter().fold(0u64, |n, &b| n * 10 + u64::from(b - b'0')))
-}
-
-fn trim(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|&b| b != b' ' && b != b'\t')
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|&b| b != b' ' && b != b'\t')
-        .map_or(start, |e| e + 1);
-    &v[start..end]
 }
 
 #[cfg(test)]

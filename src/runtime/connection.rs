@@ -460,43 +460,27 @@ async fn consume_body(
         }
         BodyFraming::Chunked => {
             let mut decoder = ChunkedDecoder::new();
-            let mut total: u64 = 0;
-            let mut pos = 0;
+            let framing = |e: crate::http::chunked::ChunkError| BodyError::Framing(e.as_str());
             // First what followed the head in the read buffer…
-            while pos < after.len() {
-                let d = decoder
-                    .decode(&after[pos..])
-                    .map_err(|e| BodyError::Framing(e.as_str()))?;
-                pos += d.consumed;
-                if let Some(r) = d.data {
-                    total += r.len() as u64;
-                    if total > limit {
-                        return Err(BodyError::TooLarge);
-                    }
-                }
-                if d.done {
-                    return Ok((pos, None));
-                }
+            let first = decoder.skim(after).map_err(framing)?;
+            let mut total = first.data;
+            if total > limit {
+                return Err(BodyError::TooLarge);
+            }
+            if first.done {
+                return Ok((first.consumed, None));
             }
             // …then from the socket.
             loop {
                 let got = read_scratch(stream, w, slot, scratch).await?;
-                let mut at = 0;
-                while at < got {
-                    let d = decoder
-                        .decode(&scratch[at..got])
-                        .map_err(|e| BodyError::Framing(e.as_str()))?;
-                    at += d.consumed;
-                    if let Some(r) = d.data {
-                        total += r.len() as u64;
-                        if total > limit {
-                            return Err(BodyError::TooLarge);
-                        }
-                    }
-                    if d.done {
-                        let rest = (at < got).then_some(at..got);
-                        return Ok((pos, rest));
-                    }
+                let s = decoder.skim(&scratch[..got]).map_err(framing)?;
+                total += s.data;
+                if total > limit {
+                    return Err(BodyError::TooLarge);
+                }
+                if s.done {
+                    let rest = (s.consumed < got).then_some(s.consumed..got);
+                    return Ok((first.consumed, rest));
                 }
             }
         }

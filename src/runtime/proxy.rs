@@ -230,22 +230,17 @@ pub(crate) async fn forward(
             k as usize
         }
         BodyFraming::Chunked => {
-            body.complete = false;
-            let mut pos = 0;
-            while pos < after.len() && !body.complete {
-                match body.decoder.decode(&after[pos..]) {
-                    Ok(d) => {
-                        pos += d.consumed;
-                        body.seen += d.data.map_or(0, |r| r.len() as u64);
-                        body.complete = d.done;
-                    }
-                    Err(e) => {
-                        let err = GatewayError::BadRequest(e.as_str());
-                        write_error(err, head, date.as_bytes(), rid, wbuf, true);
-                        return Outcome::Close;
-                    }
+            let s = match body.decoder.skim(after) {
+                Ok(s) => s,
+                Err(e) => {
+                    let err = GatewayError::BadRequest(e.as_str());
+                    write_error(err, head, date.as_bytes(), rid, wbuf, true);
+                    return Outcome::Close;
                 }
-            }
+            };
+            body.seen = s.data;
+            body.complete = s.done;
+            let pos = s.consumed;
             if body.seen > limit {
                 let err = GatewayError::PayloadTooLarge(limit);
                 write_error(err, head, date.as_bytes(), rid, wbuf, true);
@@ -452,7 +447,11 @@ struct ClientHead {
 
 /// Parses the backend's response head in `rbuf` and writes the client's
 /// version of it into `wbuf`. `None`: the head is unusable (502).
-fn write_client_head(rbuf: &[u8], input: &ClientHeadInput<'_>, wbuf: &mut Vec<u8>) -> Option<ClientHead> {
+fn write_client_head(
+    rbuf: &[u8],
+    input: &ClientHeadInput<'_>,
+    wbuf: &mut Vec<u8>,
+) -> Option<ClientHead> {
     let head = input.head;
     let head_only = head.method == "HEAD";
     let mut headers = header_array();
@@ -477,7 +476,10 @@ fn write_client_head(rbuf: &[u8], input: &ClientHeadInput<'_>, wbuf: &mut Vec<u8
         && head.keep_alive
         && input.body_complete
         && !input.draining
-        && !matches!(client_framing, ClientFraming::Close | ClientFraming::DechunkToClose);
+        && !matches!(
+            client_framing,
+            ClientFraming::Close | ClientFraming::DechunkToClose
+        );
     let connection = if switching {
         ConnectionHeader::Omit
     } else if !keep_client {
@@ -523,9 +525,7 @@ fn write_client_head(rbuf: &[u8], input: &ClientHeadInput<'_>, wbuf: &mut Vec<u8
             wbuf.extend_from_slice(b"Transfer-Encoding: chunked\r\n")
         }
         ClientFraming::None
-            if !head_only
-                && !switching
-                && !crate::http::response::status_has_no_body(status) =>
+            if !head_only && !switching && !crate::http::response::status_has_no_body(status) =>
         {
             wbuf.extend_from_slice(b"Content-Length: 0\r\n")
         }
@@ -642,20 +642,16 @@ async fn send_and_read_head(
                 take
             }
             BodyFraming::Chunked => {
-                let mut pos = 0;
-                while pos < got && !body.complete {
-                    let d = body
-                        .decoder
-                        .decode(&scratch[pos..got])
-                        .map_err(|e| ExchangeError::ClientFraming(e.as_str()))?;
-                    pos += d.consumed;
-                    body.seen += d.data.map_or(0, |r| r.len() as u64);
-                    body.complete = d.done;
+                let s = body
+                    .decoder
+                    .skim(&scratch[..got])
+                    .map_err(|e| ExchangeError::ClientFraming(e.as_str()))?;
+                body.seen += s.data;
+                body.complete = s.done;
+                if s.done && s.consumed < got {
+                    body.leftover = Some(s.consumed..got);
                 }
-                if body.complete && pos < got {
-                    body.leftover = Some(pos..got);
-                }
-                pos
+                s.consumed
             }
             BodyFraming::None => 0,
         };
