@@ -1,13 +1,16 @@
 //! One worker: a thread pinned to a core, running a monoio runtime with its
 //! own SO_REUSEPORT listener(s), accepting and serving connections.
 //!
-//! Driver choice (measured on the project's 2-core machine, see
-//! PERF-NOTES.md): io_uring with COOP_TASKRUN + SINGLE_ISSUER +
-//! DEFER_TASKRUN is the cheapest per request and the steadiest; monoio's
-//! default ring (no flags) was slower than its own epoll driver. So `auto`
-//! builds the tuned ring, and falls back to epoll only when the kernel
-//! refuses to set it up (old kernel, seccomp, memlock). Each worker logs
-//! which driver it runs.
+//! Driver choice (measured on the project's 2-core machine): io_uring with
+//! COOP_TASKRUN + SINGLE_ISSUER + DEFER_TASKRUN is the cheapest per request
+//! and the steadiest. PERF-NOTES.md found monoio's default ring (no flags)
+//! slower than its own epoll driver; ringgate's own A/B
+//! (`perf/driver-ab.sh`, mock route, one worker on CPU 0, wrk on CPU 1,
+//! 3 rounds, 2026-11-22) measured the tuned ring at 6.5 µs of CPU and
+//! ~136k req/s against epoll's 7.3–8.5 µs and 112–129k. So `auto` builds
+//! the tuned ring, and falls back to epoll only when the kernel refuses to
+//! set it up (old kernel, seccomp, memlock). Each worker logs which driver
+//! it runs.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
