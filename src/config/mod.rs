@@ -31,12 +31,34 @@
 //!   [[api.stage]]
 //!   name = "prod"
 //!   variables = { greeting = "hello" }
+//!     [api.stage.cache]          # optional stage cache; see "Stage cache" below
+//!     enabled = true             # default true when the table is present
+//!     capacity = 0.5             # GB class 0.5, 1.6, 6.1, 13.5, 28.4, 58.2, 118, 237
+//!                                # (number or "1.6"), or a size "1MiB"..="1GiB"; default 0.5
+//!     ttl = "300s"               # 0s..=3600s, default 300s; 0: routes without a ttl are not cached
+//!     status_header = false      # add X-Cache-Status (Hit|Miss|Refresh|Bypass) and Age
+//!     cache_statuses = [200, 404]    # only cache these statuses (100..=599); default all
+//!     require_authorization_for_cache_control = false  # true: only authorized clients
+//!                                # may refresh with Cache-Control: max-age=0
+//!     unauthorized_strategy = "SUCCEED_WITH_RESPONSE_HEADER"  # or FAIL_WITH_403 |
+//!                                # SUCCEED_WITHOUT_RESPONSE_HEADER
+//!     authorization_header = "x-cache-token"  # required with require_...= true: a request
+//!     authorization_token = "s3cret"          # is authorized when this header equals the token
+//!     respect_origin_cache_control = false    # honour origin Cache-Control/Vary instead of ttl
+//!     stale_if_error = "0s"      # serve expired entries this long on backend failure, 0s..=1h
+//!     lock_timeout = "10s"       # concurrent misses wait for one fetch, 10ms..=60s, default 10s
 //!   [[api.route]]
 //!   route = "GET /pets/{id}"     # or "ANY /{proxy+}" or "$default"
 //!   [api.route.mock]             # exactly one integration per route
 //!   status = 200
 //!   headers = { "content-type" = "application/json" }
 //!   body = '{"id": "{id}", "greeting": "${stageVariables.greeting}"}'
+//!   [api.route.cache]            # optional per-route cache settings
+//!   enabled = true               # default: GET routes (and GET/HEAD of ANY routes) only
+//!   ttl = "60s"                  # overrides the stage ttl; 0s..=3600s
+//!   key_parameters = ["path.id", "querystring.lang", "header.accept-language"]
+//!                                # or ["querystring.*"]; default [] (see the trap below)
+//!   namespace = "pets"           # routes sharing a namespace share entries; default the route
 //!
 //!   [[api.route]]
 //!   route = "ANY /pets/{proxy+}"
@@ -97,12 +119,41 @@
 //! mock body, any other `{name}` is an error. Literal text is limited to
 //! URI characters (`%XX` escapes allowed).
 //!
+//! # Stage cache
+//!
+//! API Gateway's stage cache (SPEC §5). `[api.stage.cache]` turns caching
+//! on for a stage ([`StageCacheConfig`]); without it nothing is cached.
+//! [`RouteConfig::cache_ttl`] says whether a request is cached and for how
+//! long: GET routes are cached by default, routes with another method only
+//! with `enabled = true` in `[api.route.cache]`, `ANY` routes and
+//! `$default` for their GET and HEAD requests only; the route `ttl`
+//! overrides the stage `ttl`, and a TTL of 0 means not cached. A mock route
+//! may be cached too (harmless).
+//!
+//! The key is the stage, the namespace (default: the route), the method
+//! and the values of `key_parameters` ([`RouteCacheConfig`]):
+//! `path.NAME` (a path parameter of the route; `path.proxy` for
+//! `{proxy+}`), `querystring.NAME`, `header.NAME`, or `"querystring.*"`,
+//! the whole query string (not combined with `querystring.NAME`).
+//!
+//! **The trap** (as in API Gateway, SPEC §5.2, GH tf-856): parameters not
+//! listed do not vary the key, and that includes path parameters. With the
+//! default empty list, `GET /items/1` and `GET /items/2` share one entry:
+//! list `"path.id"`. The one exception: when a cache-enabled stage of the
+//! api has `respect_origin_cache_control = true`, a route that does not
+//! write `key_parameters` (or has no `[api.route.cache]`) gets
+//! `"querystring.*"`, filled in at validation
+//! ([`RouteCacheConfig::whole_query`]); path parameters must still be
+//! listed.
+//!
 //! # Warnings
 //!
 //! A stage that lacks a stage variable used by an `http_proxy` uri is not
 //! an error (API Gateway answers such requests with 500 at request time,
 //! and stage variables will be editable at run time): [`Config::warnings`]
 //! records one [`ConfigWarning`] per (route, stage, missing variable).
+//! So does an `[api.route.cache]` that cannot take effect: no stage of its
+//! api enables a cache, or it is on a non-GET route without `enabled`.
 //!
 //! # Errors
 //!
@@ -305,6 +356,119 @@ pub struct StageConfig {
     pub name: String,
     /// Stage variables (at most 100).
     pub variables: BTreeMap<String, String>,
+    /// `[api.stage.cache]`; `None` when the table is absent (no caching).
+    /// Present with `enabled == false` also means no caching.
+    pub cache: Option<StageCacheConfig>,
+}
+
+/// The stage cache capacity classes of API Gateway (`cacheClusterSize`,
+/// in GB) and their byte budgets, `size_gb × 2^30` rounded down.
+pub const CAPACITY_CLASSES: [(&str, u64); 8] = [
+    ("0.5", class_bytes(5)),
+    ("1.6", class_bytes(16)),
+    ("6.1", class_bytes(61)),
+    ("13.5", class_bytes(135)),
+    ("28.4", class_bytes(284)),
+    ("58.2", class_bytes(582)),
+    ("118", class_bytes(1180)),
+    ("237", class_bytes(2370)),
+];
+
+/// Bytes of a class given in tenths of a GB: exact integer arithmetic.
+const fn class_bytes(tenths_of_gb: u64) -> u64 {
+    tenths_of_gb * (1 << 30) / 10
+}
+
+/// `[api.stage.cache]`: the stage cache (see "Stage cache" above).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageCacheConfig {
+    /// `enabled`; default true when the table is present.
+    pub enabled: bool,
+    /// Byte budget of the whole stage cache (LRU beyond it).
+    pub capacity_bytes: u64,
+    /// The class chosen (`"0.5"` .. `"237"`, as in [`CAPACITY_CLASSES`]);
+    /// `None` for an explicit size (`"64MiB"`).
+    pub capacity_class: Option<String>,
+    /// Default TTL of the stage's routes, 0s..=3600s (default 300s).
+    /// Zero: routes without their own `ttl` are not cached.
+    pub ttl: Duration,
+    /// Add `X-Cache-Status` (Hit|Miss|Refresh|Bypass) and `Age` to
+    /// responses of cached routes (default false, for parity).
+    pub status_header: bool,
+    /// Only integration responses with these statuses (100..=599, file
+    /// order, no duplicates, never empty) are stored; `None`: all (parity).
+    pub cache_statuses: Option<Vec<u16>>,
+    /// `require_authorization_for_cache_control`: only authorized clients
+    /// may refresh an entry with `Cache-Control: max-age=0`. When true,
+    /// `authorization_header` and `authorization_token` are `Some`.
+    pub require_authorization: bool,
+    /// What to do with an unauthorized `Cache-Control: max-age=0`.
+    pub unauthorized_strategy: UnauthorizedStrategy,
+    /// Lowercased header whose value must equal `authorization_token` for
+    /// a request to be authorized to refresh.
+    pub authorization_header: Option<String>,
+    /// The expected value of `authorization_header` (non-empty).
+    pub authorization_token: Option<String>,
+    /// Honour origin `Cache-Control`/`Vary` (RFC 9111 shared cache) instead
+    /// of the fixed TTL. Also makes the default key the whole query string
+    /// (see [`RouteCacheConfig::whole_query`]).
+    pub respect_origin_cache_control: bool,
+    /// Serve an expired entry up to this long when the backend fails or
+    /// times out, 0s..=1h (default 0s: off).
+    pub stale_if_error: Duration,
+    /// How long concurrent misses for one key wait for the single backend
+    /// fetch, 10ms..=60s (default 10s).
+    pub lock_timeout: Duration,
+}
+
+/// `cache.unauthorized_strategy` (API Gateway's
+/// `unauthorizedCacheControlHeaderStrategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnauthorizedStrategy {
+    /// `FAIL_WITH_403`: reject the request with 403.
+    FailWith403,
+    /// `SUCCEED_WITH_RESPONSE_HEADER` (the default): ignore the
+    /// `Cache-Control` header, serve normally and add a `Warning` header.
+    SucceedWithResponseHeader,
+    /// `SUCCEED_WITHOUT_RESPONSE_HEADER`: ignore the `Cache-Control`
+    /// header and serve normally, with no warning header.
+    SucceedWithoutResponseHeader,
+}
+
+/// `[api.route.cache]`: per-route cache settings. Also present, with only
+/// `whole_query` set, on a route without the table when a stage of its api
+/// has `respect_origin_cache_control = true`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteCacheConfig {
+    /// `enabled` as written; `None`: the default (see
+    /// [`RouteConfig::cache_ttl`]).
+    pub enabled: Option<bool>,
+    /// Overrides the stage `ttl`, 0s..=3600s (0: not cached).
+    pub ttl: Option<Duration>,
+    /// The parameters that vary the key besides stage, namespace and
+    /// method, in file order, no duplicates. Path parameters are names of
+    /// this route's parameters; header names are lowercased.
+    pub key_parameters: Vec<KeyParameter>,
+    /// The whole query string varies the key (`"querystring.*"`); then no
+    /// [`KeyParameter::Query`] is listed. Default true when
+    /// `key_parameters` is not written and a cache-enabled stage of the api
+    /// has `respect_origin_cache_control = true`.
+    pub whole_query: bool,
+    /// Routes naming the same namespace share entries (within a stage);
+    /// `None`: the route itself. `[A-Za-z0-9_-]{1,64}`.
+    pub namespace: Option<String>,
+}
+
+/// One `cache.key_parameters` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyParameter {
+    /// `path.NAME`: the route's path parameter `NAME` (`proxy` for
+    /// `{proxy+}`).
+    Path(String),
+    /// `querystring.NAME`: the query parameter `NAME` (case-sensitive).
+    Query(String),
+    /// `header.NAME`: the request header `NAME` (lowercased).
+    Header(String),
 }
 
 /// `[[api.route]]`.
@@ -316,6 +480,35 @@ pub struct RouteConfig {
     pub integration: Integration,
     /// 1-based line of the `route = ...` value, for messages.
     pub line: usize,
+    /// `[api.route.cache]`, if given (see also [`RouteCacheConfig`]).
+    pub cache: Option<RouteCacheConfig>,
+}
+
+impl RouteConfig {
+    /// The TTL with which a `method` request (upper case) to this route in
+    /// `stage` is cached, or `None` when it is not cached: the stage has no
+    /// enabled cache, the route has `enabled = false`, the effective TTL
+    /// (the route's, else the stage's) is zero, or the method is not
+    /// cached by default. By default a GET route is cached; a route with
+    /// another method only with `enabled = true`; an `ANY` route and
+    /// `$default` cache GET and HEAD requests only, even with
+    /// `enabled = true` (declare e.g. a `POST` route to cache POST).
+    pub fn cache_ttl(&self, stage: &StageConfig, method: &str) -> Option<Duration> {
+        let sc = stage.cache.as_ref().filter(|c| c.enabled)?;
+        let rc = self.cache.as_ref();
+        let enabled = rc.and_then(|c| c.enabled);
+        if enabled == Some(false) {
+            return None;
+        }
+        let method_ok = match &self.key {
+            RouteKey::Route {
+                method: Some(m), ..
+            } => m == "GET" || enabled == Some(true),
+            _ => method == "GET" || method == "HEAD",
+        };
+        let ttl = rc.and_then(|c| c.ttl).unwrap_or(sc.ttl);
+        (method_ok && !ttl.is_zero()).then_some(ttl)
+    }
 }
 
 /// A validated route key, as written.

@@ -72,6 +72,25 @@ pub(super) struct RawApi {
 pub(super) struct RawStage {
     pub name: Spanned<String>,
     pub variables: Option<OrderedMap>,
+    pub cache: Option<RawStageCache>,
+}
+
+/// `[api.stage.cache]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStageCache {
+    pub enabled: Option<bool>,
+    pub capacity: Option<Spanned<Value>>,
+    pub ttl: Option<Spanned<Value>>,
+    pub status_header: Option<bool>,
+    pub cache_statuses: Option<Spanned<Vec<Spanned<i64>>>>,
+    pub require_authorization_for_cache_control: Option<Spanned<bool>>,
+    pub unauthorized_strategy: Option<Spanned<String>>,
+    pub authorization_header: Option<Spanned<String>>,
+    pub authorization_token: Option<Spanned<String>>,
+    pub respect_origin_cache_control: Option<bool>,
+    pub stale_if_error: Option<Spanned<Value>>,
+    pub lock_timeout: Option<Spanned<Value>>,
 }
 
 /// `[[api.route]]`
@@ -81,6 +100,17 @@ pub(super) struct RawRoute {
     pub route: Spanned<String>,
     pub mock: Option<RawMock>,
     pub http_proxy: Option<RawHttpProxy>,
+    pub cache: Option<RawRouteCache>,
+}
+
+/// `[api.route.cache]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRouteCache {
+    pub enabled: Option<Spanned<bool>>,
+    pub ttl: Option<Spanned<Value>>,
+    pub key_parameters: Option<Spanned<Vec<Spanned<String>>>>,
+    pub namespace: Option<Spanned<String>>,
 }
 
 /// `[api.route.mock]`

@@ -1339,3 +1339,442 @@ fn missing_stage_variable_in_uri_is_a_warning() {
         ("t.toml", 16, "api[0].route[0].http_proxy.uri")
     );
 }
+
+// --- stage cache ------------------------------------------------------------------
+
+const CACHE_FULL: &str = r#"
+[[api]]
+name = "shop"
+  [[api.stage]]
+  name = "prod"
+    [api.stage.cache]
+    enabled = true
+    capacity = "1.6"
+    ttl = "120s"
+    status_header = true
+    cache_statuses = [200, 404]
+    require_authorization_for_cache_control = true
+    unauthorized_strategy = "FAIL_WITH_403"
+    authorization_header = "X-Cache-Token"
+    authorization_token = "s3cret"
+    respect_origin_cache_control = false
+    stale_if_error = "30s"
+    lock_timeout = "250ms"
+  [[api.stage]]
+  name = "dev"
+    [api.stage.cache]
+    capacity = "64MiB"
+    ttl = "0s"
+  [[api.stage]]
+  name = "nocache"
+
+  [[api.route]]
+  route = "GET /items/{id}"
+  [api.route.mock]
+  body = "item {id}"
+  [api.route.cache]
+  ttl = "60s"
+  key_parameters = ["path.id", "querystring.lang", "header.Accept-Language"]
+  namespace = "items"
+
+  [[api.route]]
+  route = "POST /search"
+  [api.route.http_proxy]
+  uri = "http://127.0.0.1:9000/search"
+  [api.route.cache]
+  enabled = true
+  key_parameters = ["querystring.*", "header.x-tenant"]
+
+  [[api.route]]
+  route = "ANY /{proxy+}"
+  [api.route.mock]
+  [api.route.cache]
+  enabled = false
+
+  [[api.route]]
+  route = "DELETE /items/{id}"
+  [api.route.mock]
+
+  [[api.route]]
+  route = "$default"
+  [api.route.mock]
+"#;
+
+#[test]
+fn cache_full_config() {
+    let c = ok(CACHE_FULL);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let api = &c.apis[0];
+    let secs = Duration::from_secs;
+    assert_eq!(
+        api.stages[0].cache,
+        Some(StageCacheConfig {
+            enabled: true,
+            capacity_bytes: 1717986918,
+            capacity_class: Some("1.6".into()),
+            ttl: secs(120),
+            status_header: true,
+            cache_statuses: Some(vec![200, 404]),
+            require_authorization: true,
+            unauthorized_strategy: UnauthorizedStrategy::FailWith403,
+            authorization_header: Some("x-cache-token".into()),
+            authorization_token: Some("s3cret".into()),
+            respect_origin_cache_control: false,
+            stale_if_error: secs(30),
+            lock_timeout: Duration::from_millis(250),
+        })
+    );
+    let dev = api.stages[1].cache.as_ref().unwrap();
+    assert_eq!(
+        (dev.capacity_bytes, dev.capacity_class.as_deref()),
+        (64 << 20, None)
+    );
+    assert_eq!(api.stages[2].cache, None);
+
+    let r = &api.routes;
+    assert_eq!(
+        r[0].cache,
+        Some(RouteCacheConfig {
+            enabled: None,
+            ttl: Some(secs(60)),
+            key_parameters: vec![
+                KeyParameter::Path("id".into()),
+                KeyParameter::Query("lang".into()),
+                KeyParameter::Header("accept-language".into()),
+            ],
+            whole_query: false,
+            namespace: Some("items".into()),
+        })
+    );
+    assert_eq!(
+        r[1].cache,
+        Some(RouteCacheConfig {
+            enabled: Some(true),
+            ttl: None,
+            key_parameters: vec![KeyParameter::Header("x-tenant".into())],
+            whole_query: true,
+            namespace: None,
+        })
+    );
+    assert_eq!(r[3].cache, None);
+
+    // Which requests are cached, and for how long.
+    let (prod, dev, none) = (&api.stages[0], &api.stages[1], &api.stages[2]);
+    assert_eq!(r[0].cache_ttl(prod, "GET"), Some(secs(60)));
+    assert_eq!(r[0].cache_ttl(dev, "GET"), Some(secs(60)), "route ttl wins");
+    assert_eq!(r[0].cache_ttl(none, "GET"), None);
+    assert_eq!(r[1].cache_ttl(prod, "POST"), Some(secs(120)));
+    assert_eq!(r[1].cache_ttl(dev, "POST"), None, "stage ttl 0");
+    assert_eq!(r[2].cache_ttl(prod, "GET"), None, "enabled = false");
+    assert_eq!(r[3].cache_ttl(prod, "DELETE"), None, "not GET");
+    assert_eq!(r[4].cache_ttl(prod, "GET"), Some(secs(120)));
+    assert_eq!(r[4].cache_ttl(prod, "HEAD"), Some(secs(120)));
+    assert_eq!(r[4].cache_ttl(prod, "POST"), None);
+}
+
+#[test]
+fn cache_defaults() {
+    let c = ok(&format!(
+        "{API}[api.stage.cache]\nenabled = true\n[[api.route]]\nroute = \"GET /x\"\n[api.route.mock]\n"
+    ));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let stage = &c.apis[0].stages[0];
+    assert_eq!(
+        stage.cache,
+        Some(StageCacheConfig {
+            enabled: true,
+            capacity_bytes: 536870912,
+            capacity_class: Some("0.5".into()),
+            ttl: Duration::from_secs(300),
+            status_header: false,
+            cache_statuses: None,
+            require_authorization: false,
+            unauthorized_strategy: UnauthorizedStrategy::SucceedWithResponseHeader,
+            authorization_header: None,
+            authorization_token: None,
+            respect_origin_cache_control: false,
+            stale_if_error: Duration::ZERO,
+            lock_timeout: Duration::from_secs(10),
+        })
+    );
+    let route = &c.apis[0].routes[0];
+    assert_eq!(route.cache, None);
+    assert_eq!(
+        route.cache_ttl(stage, "GET"),
+        Some(Duration::from_secs(300))
+    );
+
+    // An empty table is the same; enabled = false keeps the settings.
+    let c = ok(&format!("{API}[api.stage.cache]\n"));
+    assert_eq!(c.apis[0].stages[0].cache, stage.cache);
+    let c = ok(&format!(
+        "{API}[api.stage.cache]\nenabled = false\n[[api.route]]\nroute = \"GET /x\"\n[api.route.mock]\n"
+    ));
+    let off = &c.apis[0].stages[0];
+    assert!(!off.cache.as_ref().unwrap().enabled);
+    assert_eq!(c.apis[0].routes[0].cache_ttl(off, "GET"), None);
+}
+
+#[test]
+fn cache_capacity_classes() {
+    let expected: [(&str, u64); 8] = [
+        ("0.5", 536870912),
+        ("1.6", 1717986918),
+        ("6.1", 6549825126),
+        ("13.5", 14495514624),
+        ("28.4", 30494267801),
+        ("58.2", 62491774156),
+        ("118", 126701535232),
+        ("237", 254476812288),
+    ];
+    assert_eq!(CAPACITY_CLASSES, expected);
+    for (class, bytes) in expected {
+        let written = if class.contains('.') {
+            class.to_string()
+        } else {
+            format!("{class}.0")
+        };
+        for value in [class.to_string(), format!("\"{class}\""), written] {
+            let c = ok(&format!("{API}[api.stage.cache]\ncapacity = {value}\n"));
+            let cache = c.apis[0].stages[0].cache.clone().unwrap();
+            assert_eq!(
+                (cache.capacity_bytes, cache.capacity_class.as_deref()),
+                (bytes, Some(class)),
+                "capacity = {value}"
+            );
+        }
+    }
+    for (size, bytes) in [("1MiB", 1 << 20), ("1GiB", 1 << 30), ("1048576B", 1 << 20)] {
+        let c = ok(&format!("{API}[api.stage.cache]\ncapacity = \"{size}\"\n"));
+        let cache = c.apis[0].stages[0].cache.clone().unwrap();
+        assert_eq!((cache.capacity_bytes, cache.capacity_class), (bytes, None));
+    }
+}
+
+#[test]
+fn cache_key_defaults_with_origin_cache_control() {
+    let c = ok(&format!(
+        "{API}[api.stage.cache]\nrespect_origin_cache_control = true\n\
+         [[api.route]]\nroute = \"GET /a\"\n[api.route.mock]\n\
+         [[api.route]]\nroute = \"GET /b/{{id}}\"\n[api.route.mock]\n[api.route.cache]\nttl = \"5s\"\n\
+         [[api.route]]\nroute = \"GET /c/{{id}}\"\n[api.route.mock]\n[api.route.cache]\nkey_parameters = [\"path.id\"]\n\
+         [[api.route]]\nroute = \"GET /d\"\n[api.route.mock]\n[api.route.cache]\nkey_parameters = []\n"
+    ));
+    let whole: Vec<bool> = c.apis[0]
+        .routes
+        .iter()
+        .map(|r| r.cache.as_ref().unwrap().whole_query)
+        .collect();
+    assert_eq!(whole, [true, true, false, false]);
+    // Without it, no table means no RouteCacheConfig.
+    let c = ok(&format!(
+        "{API}[api.stage.cache]\n[[api.route]]\nroute = \"GET /a\"\n[api.route.mock]\n"
+    ));
+    assert_eq!(c.apis[0].routes[0].cache, None);
+}
+
+#[test]
+fn cache_warnings() {
+    let route =
+        "[[api.route]]\nroute = \"GET /x\"\n[api.route.mock]\n[api.route.cache]\nttl = \"5s\"\n";
+    let c = ok(&format!("{API}{route}"));
+    let w: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        w,
+        [
+            "t.toml:11: warning: api[0].route[0].cache: [api.route.cache] has no effect: \
+          no stage of api \"demo\" enables a cache; add [api.stage.cache] to a stage"
+        ]
+    );
+    let c = ok(&format!("{API}[api.stage.cache]\nenabled = false\n{route}"));
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(c.warnings[0].message.contains("no stage of api \"demo\""));
+    // A POST route without enabled = true.
+    let c = ok(&format!(
+        "{API}[api.stage.cache]\n{}",
+        route.replace("GET", "POST")
+    ));
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(
+        c.warnings[0]
+            .message
+            .contains("POST routes are cached only with enabled = true"),
+        "{:?}",
+        c.warnings
+    );
+    assert_eq!(c.warnings[0].line, 12);
+    // An empty table points at the route.
+    let c = ok(&format!(
+        "{API}[[api.route]]\nroute = \"GET /x\"\n[api.route.mock]\n[api.route.cache]\n"
+    ));
+    assert_eq!(c.warnings[0].line, 8);
+}
+
+/// `{API}` with `[api.stage.cache]` on line 7; `line` goes on line 8.
+fn stage_cache(line: &str) -> String {
+    format!("{API}[api.stage.cache]\n{line}\n")
+}
+
+/// A cached stage and route `GET /items/{id}`; `line` goes on line 12.
+fn route_cache(line: &str) -> String {
+    format!(
+        "{API}[api.stage.cache]\n[[api.route]]\nroute = \"GET /items/{{id}}\"\n\
+         [api.route.mock]\n[api.route.cache]\n{line}\n"
+    )
+}
+
+#[test]
+fn bad_stage_cache() {
+    let k = "api[0].stage[0].cache";
+    let cases: &[(&str, &str, &str)] = &[
+        ("capacity = 2", "capacity", "capacity 2 is not a capacity class"),
+        ("capacity = 1.5", "capacity", "capacity 1.5 is not a capacity class"),
+        ("capacity = \"3\"", "capacity", "capacity \"3\" is not a capacity class"),
+        ("capacity = \"3GiB\"", "capacity", "explicit cache size \"3GiB\" is more than 1GiB"),
+        ("capacity = \"512KiB\"", "capacity", "is less than 1MiB"),
+        ("capacity = \"64MB\"", "capacity", "invalid capacity \"64MB\""),
+        ("capacity = true", "capacity", "found boolean true"),
+        ("ttl = \"3601s\"", "ttl", "ttl must be between 0s and 1h, found 3601s"),
+        ("ttl = 300", "ttl", "found integer 300"),
+        ("unauthorized_strategy = \"FAIL\"", "unauthorized_strategy", "unknown unauthorized_strategy \"FAIL\""),
+        ("cache_statuses = [200, 99]", "cache_statuses[1]", "between 100 and 599, found 99"),
+        ("cache_statuses = [200, 200]", "cache_statuses[1]", "status 200 is listed twice"),
+        ("cache_statuses = []", "cache_statuses", "cache_statuses is empty"),
+        ("colour = 1", "colour", "unknown field `colour`"),
+        ("stale_if_error = \"2h\"", "stale_if_error", "between 0s and 1h, found 2h"),
+        ("lock_timeout = \"5ms\"", "lock_timeout", "between 10ms and 1m, found 5ms"),
+        ("authorization_header = \"a b\"", "authorization_header", "\"a b\" is not a valid header name"),
+        (
+            "require_authorization_for_cache_control = true\nauthorization_header = \"x-t\"",
+            "authorization_token",
+            "require_authorization_for_cache_control = true needs authorization_token",
+        ),
+        (
+            "require_authorization_for_cache_control = true\nauthorization_token = \"t\"",
+            "authorization_header",
+            "needs authorization_header",
+        ),
+        (
+            "authorization_token = \"t\"",
+            "authorization_token",
+            "require_authorization_for_cache_control is not true",
+        ),
+        (
+            "require_authorization_for_cache_control = true\nauthorization_header = \"x-t\"\nauthorization_token = \"\"",
+            "authorization_token",
+            "authorization_token is empty",
+        ),
+    ];
+    for (line, key, problem) in cases {
+        let e = bad(&stage_cache(line));
+        let at = if line.contains("authorization_token = \"\"") {
+            10
+        } else {
+            8
+        };
+        check(&e, at, &format!("{k}.{key}"), problem);
+    }
+    let e = bad(&stage_cache("capacity = 2"));
+    assert!(
+        e.fix
+            .contains("0.5, 1.6, 6.1, 13.5, 28.4, 58.2, 118 or 237"),
+        "{e}"
+    );
+    let e = bad(&stage_cache("colour = 1"));
+    assert!(e.fix.contains("capacity, ttl"), "{e}");
+    let e = bad(&stage_cache("capacity = \"1.6GB\""));
+    assert!(e.fix.contains("capacity = 1.6"), "{e}");
+}
+
+#[test]
+fn bad_route_cache() {
+    let k = "api[0].route[0].cache";
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "key_parameters = [\"cookie.x\"]",
+            "key_parameters[0]",
+            "unknown key parameter source \"cookie\"",
+        ),
+        (
+            "key_parameters = [\"path.id\", \"path.nope\"]",
+            "key_parameters[1]",
+            "route \"GET /items/{id}\" has no path parameter {nope}",
+        ),
+        (
+            "key_parameters = [\"querystring.a\", \"querystring.*\"]",
+            "key_parameters[1]",
+            "cannot be combined",
+        ),
+        (
+            "key_parameters = [\"querystring.*\", \"querystring.a\"]",
+            "key_parameters[1]",
+            "cannot be combined",
+        ),
+        (
+            "key_parameters = [\"header.A\", \"header.a\"]",
+            "key_parameters[1]",
+            "listed twice",
+        ),
+        (
+            "key_parameters = [\"lang\"]",
+            "key_parameters[0]",
+            "has no source",
+        ),
+        (
+            "key_parameters = [\"header.*\"]",
+            "key_parameters[0]",
+            "is not a valid header name",
+        ),
+        (
+            "key_parameters = [\"querystring.a b\"]",
+            "key_parameters[0]",
+            "is not a valid querystring name",
+        ),
+        (
+            "key_parameters = [\"method.request.path.id\"]",
+            "key_parameters[0]",
+            "long form",
+        ),
+        (
+            "key_parameters = \"path.id\"",
+            "key_parameters",
+            "expected an array",
+        ),
+        (
+            "namespace = \"a b\"",
+            "namespace",
+            "cache namespace \"a b\" contains characters",
+        ),
+        ("namespace = \"\"", "namespace", "cache namespace is empty"),
+        ("ttl = \"2h\"", "ttl", "between 0s and 1h, found 2h"),
+        ("enabled = \"yes\"", "enabled", "expected a boolean"),
+        ("size = 1", "size", "unknown field `size`"),
+    ];
+    for (line, key, problem) in cases {
+        check(&bad(&route_cache(line)), 12, &format!("{k}.{key}"), problem);
+    }
+    let e = bad(&route_cache("key_parameters = [\"path.nope\"]"));
+    assert!(e.fix.contains("path.id"), "{e}");
+    let e = bad(&route_cache(
+        "key_parameters = [\"method.request.path.id\"]",
+    ));
+    assert!(e.fix.contains("\"path.id\""), "{e}");
+    let e = bad(&route_cache("key_parameters = [\"cookie.x\"]"));
+    assert!(
+        e.fix.contains("path.NAME, querystring.NAME, header.NAME"),
+        "{e}"
+    );
+    // A greedy parameter is named without its '+'.
+    let e =
+        bad(&route_cache("key_parameters = [\"path.p+\"]").replace("/items/{id}", "/files/{p+}"));
+    assert!(e.fix.contains("\"path.p\""), "{e}");
+    let c = ok(&route_cache("key_parameters = [\"path.p\"]").replace("/items/{id}", "/f/{p+}"));
+    assert_eq!(
+        c.apis[0].routes[0].cache.as_ref().unwrap().key_parameters,
+        [KeyParameter::Path("p".into())]
+    );
+    // $default has no path parameters.
+    let e =
+        bad(&route_cache("key_parameters = [\"path.id\"]").replace("GET /items/{id}", "$default"));
+    assert!(e.fix.contains("no path parameters"), "{e}");
+}

@@ -13,14 +13,15 @@ use toml::{Spanned, Value};
 use super::error::{key_segment, ConfigError, Source};
 use super::raw::{
     OrderedMap, RawApi, RawConfig, RawDomain, RawHealthCheck, RawHttpProxy, RawLimits, RawMock,
-    RawPassiveHealth, RawRoute, RawServer, RawStage, RawUpstream,
+    RawPassiveHealth, RawRoute, RawServer, RawStage, RawStageCache, RawUpstream,
 };
-use super::template::{self, Problem};
+use super::template::{self, ParsedRoute, Problem};
 use super::{
     parse_duration, parse_size, ApiConfig, Balance, BodyPart, Config, ConfigWarning, DomainConfig,
-    HealthCheck, HttpProxyIntegration, Integration, IoDriver, Limits, Mapping, MockIntegration,
-    PassiveHealth, RouteConfig, ServerConfig, StageConfig, TargetAddr, UnmatchedRoute,
-    UpstreamConfig,
+    HealthCheck, HttpProxyIntegration, Integration, IoDriver, KeyParameter, Limits, Mapping,
+    MockIntegration, PassiveHealth, RouteCacheConfig, RouteConfig, RouteKey, ServerConfig,
+    StageCacheConfig, StageConfig, TargetAddr, UnauthorizedStrategy, UnmatchedRoute,
+    UpstreamConfig, CAPACITY_CLASSES,
 };
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -579,6 +580,7 @@ fn apis(
         let mut routes: Vec<RouteConfig> = Vec::new();
         let mut shapes: HashMap<String, (usize, String)> = HashMap::new();
         let ctx = ApiCtx {
+            api: name,
             stages: &stages,
             stage_lines: &stage_lines,
             upstreams,
@@ -662,14 +664,21 @@ fn stage(s: &RawStage, p: &str, src: &Source<'_>) -> Result<StageConfig> {
         }
         variables.insert(k.get_ref().clone(), value.clone());
     }
+    let cache = match &s.cache {
+        Some(c) => Some(stage_cache(c, &format!("{p}.cache"), src)?),
+        None => None,
+    };
     Ok(StageConfig {
         name: s.name.get_ref().clone(),
         variables,
+        cache,
     })
 }
 
 /// What a route's integration may refer to.
 struct ApiCtx<'a, 's> {
+    /// The api's name.
+    api: &'a str,
     stages: &'a [StageConfig],
     /// Line of each stage's name.
     stage_lines: &'a [usize],
@@ -729,11 +738,13 @@ fn route(
             ))
         }
     };
+    let cache = route_cache(r, p, &parsed, ctx, warnings)?;
     Ok((
         RouteConfig {
             key: parsed.key,
             integration,
             line: src.line(&span),
+            cache,
         },
         parsed.shape,
     ))
@@ -835,6 +846,527 @@ fn mock_integration(
         headers,
         body,
     })
+}
+
+// --- [api.stage.cache] and [api.route.cache] ----------------------------------
+
+/// "0.5, 1.6, 6.1, 13.5, 28.4, 58.2, 118 or 237"
+fn class_list() -> String {
+    let names: Vec<&str> = CAPACITY_CLASSES.iter().map(|(c, _)| *c).collect();
+    format!(
+        "{} or {}",
+        names[..names.len() - 1].join(", "),
+        names[names.len() - 1]
+    )
+}
+
+/// The smallest and largest explicit cache size.
+const MIN_CACHE_SIZE: u64 = 1 << 20;
+const MAX_CACHE_SIZE: u64 = 1 << 30;
+
+/// `cache.capacity`: a class (number or numeric string) or a size string.
+fn capacity(v: &Spanned<Value>, key: &str, src: &Source<'_>) -> Result<(u64, Option<String>)> {
+    let span = v.span();
+    let classes = class_list();
+    let fix = format!(
+        "use a capacity class in GB: {classes} (e.g. capacity = 1.6), \
+         or an explicit size from \"1MiB\" to \"1GiB\" such as \"64MiB\""
+    );
+    let class = |x: f64, shown: String| {
+        CAPACITY_CLASSES
+            .iter()
+            .find(|(c, _)| c.parse::<f64>().ok() == Some(x))
+            .map(|(c, bytes)| (*bytes, Some(c.to_string())))
+            .ok_or_else(|| {
+                src.error(
+                    &span,
+                    key,
+                    format!("capacity {shown} is not a capacity class"),
+                    &fix,
+                )
+            })
+    };
+    match v.get_ref() {
+        Value::Integer(n) => {
+            let mut found = class(*n as f64, n.to_string());
+            if let Err(e) = &mut found {
+                if *n >= MIN_CACHE_SIZE as i64 {
+                    e.fix
+                        .push_str("; a number of bytes must be written as a size string");
+                }
+            }
+            found
+        }
+        Value::Float(f) => class(*f, f.to_string()),
+        Value::String(s) if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || c == '.') => {
+            match s.parse::<f64>() {
+                Ok(f) => class(f, format!("{s:?}")),
+                Err(_) => class(f64::NAN, format!("{s:?}")),
+            }
+        }
+        Value::String(s) => {
+            let Some(n) = parse_size(s) else {
+                let stem = ["GB", "G", "gb"]
+                    .iter()
+                    .find_map(|u| s.strip_suffix(u))
+                    .map(str::trim);
+                let fix = match stem {
+                    Some(stem) if CAPACITY_CLASSES.iter().any(|(c, _)| *c == stem) => {
+                        format!("write the class as a number: capacity = {stem}")
+                    }
+                    _ => match ["KB", "MB", "GB", "TB"]
+                        .iter()
+                        .find_map(|u| s.strip_suffix(u))
+                    {
+                        Some(stem) => format!(
+                            "sizes use binary units: write \"{stem}{}iB\", or {fix}",
+                            &s[stem.len()..stem.len() + 1]
+                        ),
+                        None => fix,
+                    },
+                };
+                return Err(src.error(&span, key, format!("invalid capacity {s:?}"), fix));
+            };
+            if (MIN_CACHE_SIZE..=MAX_CACHE_SIZE).contains(&n) {
+                return Ok((n, None));
+            }
+            let (problem, fix) = if n > MAX_CACHE_SIZE {
+                (
+                    format!("explicit cache size {s:?} is more than 1GiB ({n} bytes)"),
+                    format!(
+                        "for a larger cache use a capacity class in GB: {classes} \
+                         (e.g. capacity = 6.1); explicit sizes go from \"1MiB\" to \"1GiB\""
+                    ),
+                )
+            } else {
+                (
+                    format!("explicit cache size {s:?} is less than 1MiB ({n} bytes)"),
+                    "use a size from \"1MiB\" to \"1GiB\", e.g. \"64MiB\"".to_string(),
+                )
+            };
+            Err(src.error(&span, key, problem, fix))
+        }
+        other => Err(src.error(
+            &span,
+            key,
+            format!(
+                "capacity must be a capacity class or a size string, found {}",
+                describe(other)
+            ),
+            fix,
+        )),
+    }
+}
+
+/// Checks a header name; returns it lowercased.
+fn header_name(v: &Spanned<String>, key: &str, src: &Source<'_>) -> Result<String> {
+    http::HeaderName::from_bytes(v.get_ref().as_bytes())
+        .map(|n| n.as_str().to_string())
+        .map_err(|_| {
+            src.error(
+                &v.span(),
+                key,
+                format!("{:?} is not a valid header name", v.get_ref()),
+                "use a token of letters, digits and !#$%&'*+-.^_`|~, e.g. \"x-cache-token\"",
+            )
+        })
+}
+
+fn stage_cache(c: &RawStageCache, p: &str, src: &Source<'_>) -> Result<StageCacheConfig> {
+    let secs = Duration::from_secs;
+    let (capacity_bytes, capacity_class) = match &c.capacity {
+        Some(v) => capacity(v, &format!("{p}.capacity"), src)?,
+        None => (
+            CAPACITY_CLASSES[0].1,
+            Some(CAPACITY_CLASSES[0].0.to_string()),
+        ),
+    };
+    let ttl = opt_duration(
+        &c.ttl,
+        &format!("{p}.ttl"),
+        "ttl",
+        (Duration::ZERO, secs(3600), secs(300)),
+        src,
+    )?;
+    let cache_statuses = match &c.cache_statuses {
+        None => None,
+        Some(list) => {
+            if list.get_ref().is_empty() {
+                return Err(src.error(
+                    &list.span(),
+                    format!("{p}.cache_statuses"),
+                    "cache_statuses is empty, so nothing would be cached",
+                    "list the statuses to cache, e.g. [200, 404], or remove the key to cache every status",
+                ));
+            }
+            let mut out: Vec<u16> = Vec::new();
+            for (i, v) in list.get_ref().iter().enumerate() {
+                let key = format!("{p}.cache_statuses[{i}]");
+                let n = int_range(v, &key, "a cached status", 100, 599, src)? as u16;
+                if let Some(j) = out.iter().position(|o| *o == n) {
+                    return Err(src.error(
+                        &v.span(),
+                        key,
+                        format!("status {n} is listed twice (also {p}.cache_statuses[{j}])"),
+                        "remove one of them",
+                    ));
+                }
+                out.push(n);
+            }
+            Some(out)
+        }
+    };
+    let unauthorized_strategy = match &c.unauthorized_strategy {
+        None => UnauthorizedStrategy::SucceedWithResponseHeader,
+        Some(v) => match v.get_ref().as_str() {
+            "FAIL_WITH_403" => UnauthorizedStrategy::FailWith403,
+            "SUCCEED_WITH_RESPONSE_HEADER" => UnauthorizedStrategy::SucceedWithResponseHeader,
+            "SUCCEED_WITHOUT_RESPONSE_HEADER" => UnauthorizedStrategy::SucceedWithoutResponseHeader,
+            other => {
+                return Err(src.error(
+                    &v.span(),
+                    format!("{p}.unauthorized_strategy"),
+                    format!("unknown unauthorized_strategy {other:?}"),
+                    "use \"FAIL_WITH_403\", \"SUCCEED_WITH_RESPONSE_HEADER\" (the default) \
+                     or \"SUCCEED_WITHOUT_RESPONSE_HEADER\", in upper case",
+                ))
+            }
+        },
+    };
+    let authorization_header = match &c.authorization_header {
+        Some(v) => Some(header_name(v, &format!("{p}.authorization_header"), src)?),
+        None => None,
+    };
+    let authorization_token = match &c.authorization_token {
+        None => None,
+        Some(v) => {
+            let t = v.get_ref();
+            let problem = if t.is_empty() {
+                Some("authorization_token is empty".to_string())
+            } else if t.trim() != t || http::HeaderValue::from_str(t).is_err() {
+                Some("authorization_token is not a valid header value".to_string())
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(src.error(
+                    &v.span(),
+                    format!("{p}.authorization_token"),
+                    problem,
+                    "use visible ASCII characters (no leading or trailing spaces), e.g. a long random string",
+                ));
+            }
+            Some(t.clone())
+        }
+    };
+    let require = c.require_authorization_for_cache_control.as_ref();
+    match require {
+        Some(r) if *r.get_ref() => {
+            for (name, set) in [
+                ("authorization_header", authorization_header.is_some()),
+                ("authorization_token", authorization_token.is_some()),
+            ] {
+                if !set {
+                    return Err(src.error(
+                        &r.span(),
+                        format!("{p}.{name}"),
+                        format!(
+                            "require_authorization_for_cache_control = true needs {name}, which is not set"
+                        ),
+                        format!(
+                            "add {name} = {}, or set require_authorization_for_cache_control = false \
+                             (a request whose authorization_header equals authorization_token \
+                             may refresh entries with Cache-Control: max-age=0)",
+                            if name == "authorization_header" {
+                                "\"x-cache-token\""
+                            } else {
+                                "\"a long random string\""
+                            }
+                        ),
+                    ));
+                }
+            }
+        }
+        _ => {
+            let written = [
+                ("authorization_header", &c.authorization_header),
+                ("authorization_token", &c.authorization_token),
+            ];
+            if let Some((name, Some(v))) = written.into_iter().find(|(_, v)| v.is_some()) {
+                return Err(src.error(
+                    &v.span(),
+                    format!("{p}.{name}"),
+                    format!(
+                        "{name} is set but require_authorization_for_cache_control is not true, \
+                         so any client may refresh cache entries"
+                    ),
+                    "add require_authorization_for_cache_control = true to enforce it, \
+                     or remove authorization_header and authorization_token",
+                ));
+            }
+        }
+    }
+    let stale_if_error = opt_duration(
+        &c.stale_if_error,
+        &format!("{p}.stale_if_error"),
+        "stale_if_error",
+        (Duration::ZERO, secs(3600), Duration::ZERO),
+        src,
+    )?;
+    let lock_timeout = opt_duration(
+        &c.lock_timeout,
+        &format!("{p}.lock_timeout"),
+        "lock_timeout",
+        (Duration::from_millis(10), secs(60), secs(10)),
+        src,
+    )?;
+    Ok(StageCacheConfig {
+        enabled: c.enabled.unwrap_or(true),
+        capacity_bytes,
+        capacity_class,
+        ttl,
+        status_header: c.status_header.unwrap_or(false),
+        cache_statuses,
+        require_authorization: require.is_some_and(|r| *r.get_ref()),
+        unauthorized_strategy,
+        authorization_header,
+        authorization_token,
+        respect_origin_cache_control: c.respect_origin_cache_control.unwrap_or(false),
+        stale_if_error,
+        lock_timeout,
+    })
+}
+
+/// An RFC 9110 token.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+}
+
+/// One `key_parameters` entry: a parameter, or `None` for `"querystring.*"`.
+fn key_parameter(
+    s: &str,
+    parsed: &ParsedRoute,
+    route: &str,
+) -> std::result::Result<Option<KeyParameter>, Problem> {
+    const FORMS: &str = "write path.NAME, querystring.NAME, header.NAME or \"querystring.*\"";
+    let err = |problem: String, fix: String| Err(Problem { problem, fix });
+    if let Some(rest) = s.strip_prefix("method.request.") {
+        return err(
+            format!("key parameter {s:?} uses API Gateway's long form"),
+            format!("write {rest:?}"),
+        );
+    }
+    let Some((source, name)) = s.split_once('.') else {
+        return err(
+            format!("key parameter {s:?} has no source"),
+            format!("{FORMS}, e.g. \"querystring.{s}\""),
+        );
+    };
+    if name.is_empty() {
+        return err(
+            format!("key parameter {s:?} has no name"),
+            FORMS.to_string(),
+        );
+    }
+    match source {
+        "path" => {
+            if parsed.params.iter().any(|p| p == name) {
+                return Ok(Some(KeyParameter::Path(name.to_string())));
+            }
+            let listed: Vec<String> = parsed.params.iter().map(|p| format!("path.{p}")).collect();
+            let fix = match name.strip_suffix('+') {
+                Some(stem) if parsed.params.iter().any(|p| p == stem) => {
+                    format!("write \"path.{stem}\" (without the '+')")
+                }
+                _ if listed.is_empty() => {
+                    "the route has no path parameters: remove this entry".to_string()
+                }
+                _ => format!("use one of its path parameters: {}", listed.join(", ")),
+            };
+            err(
+                format!("route {route:?} has no path parameter {{{name}}}"),
+                fix,
+            )
+        }
+        "querystring" if name == "*" => Ok(None),
+        "querystring" if is_token(name) => Ok(Some(KeyParameter::Query(name.to_string()))),
+        "header" if name != "*" => match http::HeaderName::from_bytes(name.as_bytes()) {
+            Ok(h) => Ok(Some(KeyParameter::Header(h.as_str().to_string()))),
+            Err(_) => err(
+                format!("{name:?} in {s:?} is not a valid header name"),
+                "use a token of letters, digits and !#$%&'*+-.^_`|~, e.g. \"header.accept-language\""
+                    .to_string(),
+            ),
+        },
+        "querystring" | "header" => err(
+            format!("{name:?} in {s:?} is not a valid {source} name"),
+            "use a token of letters, digits and !#$%&'*+-.^_`|~; \
+             only \"querystring.*\" may use '*' (the whole query string)"
+                .to_string(),
+        ),
+        other => err(
+            format!("unknown key parameter source {other:?} in {s:?}"),
+            format!("{FORMS}; only the path, query string and headers can vary the key"),
+        ),
+    }
+}
+
+/// `[api.route.cache]` of one route (`p` is the route's key prefix).
+fn route_cache(
+    r: &RawRoute,
+    p: &str,
+    parsed: &ParsedRoute,
+    ctx: &ApiCtx<'_, '_>,
+    warnings: &mut Vec<ConfigWarning>,
+) -> Result<Option<RouteCacheConfig>> {
+    let src = ctx.src;
+    let enabled_caches = || ctx.stages.iter().filter_map(|s| s.cache.as_ref());
+    let enabled_caches = || enabled_caches().filter(|c| c.enabled);
+    let respect_origin = enabled_caches().any(|c| c.respect_origin_cache_control);
+    let Some(c) = &r.cache else {
+        return Ok(respect_origin.then(|| RouteCacheConfig {
+            enabled: None,
+            ttl: None,
+            key_parameters: Vec::new(),
+            whole_query: true,
+            namespace: None,
+        }));
+    };
+    let p = format!("{p}.cache");
+    let ttl = match &c.ttl {
+        Some(t) => Some(duration(
+            t,
+            &format!("{p}.ttl"),
+            "ttl",
+            Duration::ZERO,
+            Duration::from_secs(3600),
+            src,
+        )?),
+        None => None,
+    };
+    let route = r.route.get_ref();
+    let mut key_parameters: Vec<KeyParameter> = Vec::new();
+    let mut whole_query = respect_origin && c.key_parameters.is_none();
+    // Index of each accepted entry, parallel to key_parameters; and of "querystring.*".
+    let mut indices: Vec<usize> = Vec::new();
+    let mut whole_at: Option<usize> = None;
+    let list = c
+        .key_parameters
+        .as_ref()
+        .map_or(&[][..], |l| &l.get_ref()[..]);
+    for (i, v) in list.iter().enumerate() {
+        let key = format!("{p}.key_parameters[{i}]");
+        let param = key_parameter(v.get_ref(), parsed, route)
+            .map_err(|e| problem_at(src, &v.span(), &key, e))?;
+        let clash = match &param {
+            None => whole_at
+                .map(|j| format!("\"querystring.*\" is listed twice (also {p}.key_parameters[{j}])"))
+                .or_else(|| {
+                    key_parameters
+                        .iter()
+                        .zip(&indices)
+                        .find(|(k, _)| matches!(k, KeyParameter::Query(_)))
+                        .map(|(_, j)| {
+                            format!(
+                                "\"querystring.*\" (the whole query string) cannot be combined with \
+                                 {:?} ({p}.key_parameters[{j}])",
+                                list[*j].get_ref()
+                            )
+                        })
+                }),
+            Some(KeyParameter::Query(_)) if whole_at.is_some() => Some(format!(
+                "{:?} cannot be combined with \"querystring.*\" ({p}.key_parameters[{}]), \
+                 which already covers the whole query string",
+                v.get_ref(),
+                whole_at.unwrap_or_default()
+            )),
+            Some(k) => key_parameters
+                .iter()
+                .zip(&indices)
+                .find(|(o, _)| *o == k)
+                .map(|(_, j)| {
+                    format!(
+                        "{:?} is listed twice (also {p}.key_parameters[{j}], {:?}; header names ignore case)",
+                        v.get_ref(),
+                        list[*j].get_ref()
+                    )
+                }),
+        };
+        if let Some(problem) = clash {
+            return Err(src.error(
+                &v.span(),
+                key,
+                problem,
+                "keep either \"querystring.*\" or individual querystring.NAME entries, and each entry once",
+            ));
+        }
+        match param {
+            None => {
+                whole_at = Some(i);
+                whole_query = true;
+            }
+            Some(k) => {
+                key_parameters.push(k);
+                indices.push(i);
+            }
+        }
+    }
+    let namespace = match &c.namespace {
+        Some(n) => {
+            check_name(n, 64, &format!("{p}.namespace"), "cache namespace", src)?;
+            Some(n.get_ref().clone())
+        }
+        None => None,
+    };
+    let enabled = c.enabled.as_ref().map(|e| *e.get_ref());
+
+    // Settings that cannot take effect are worth a warning.
+    let line = [
+        c.enabled.as_ref().map(|v| v.span().start),
+        c.ttl.as_ref().map(|v| v.span().start),
+        c.key_parameters.as_ref().map(|v| v.span().start),
+        c.namespace.as_ref().map(|v| v.span().start),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .map_or_else(
+        || src.line(&r.route.span()),
+        |start| src.line(&(start..start)),
+    );
+    let message = if enabled_caches().next().is_none() {
+        Some(format!(
+            "[api.route.cache] has no effect: no stage of api {:?} enables a cache; \
+             add [api.stage.cache] to a stage",
+            ctx.api
+        ))
+    } else {
+        match &parsed.key {
+            RouteKey::Route {
+                method: Some(m), ..
+            } if m != "GET" && enabled.is_none() => Some(format!(
+                "[api.route.cache] has no effect: {m} routes are cached only with enabled = true"
+            )),
+            _ => None,
+        }
+    };
+    if let Some(message) = message {
+        warnings.push(ConfigWarning {
+            file: src.file.to_string(),
+            line,
+            key: p.clone(),
+            message,
+        });
+    }
+    Ok(Some(RouteCacheConfig {
+        enabled,
+        ttl,
+        key_parameters,
+        whole_query,
+        namespace,
+    }))
 }
 
 // --- [api.route.http_proxy] ---------------------------------------------------
