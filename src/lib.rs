@@ -54,6 +54,7 @@
 #![deny(unsafe_code)] // one audited exception: runtime::reaper (shutdown(2) on a raw fd)
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod config;
 pub mod gateway;
 pub mod http;
