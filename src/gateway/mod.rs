@@ -27,7 +27,10 @@ pub mod response;
 
 use std::sync::Arc;
 
-use crate::config::{BodyPart, Config, Integration, RouteKey, UnmatchedRoute};
+use crate::cache::StageCache;
+use crate::config::{
+    BodyPart, Config, Integration, KeyParameter, RouteKey, StageCacheConfig, UnmatchedRoute,
+};
 use crate::http::response::{
     write_common_headers, write_content_length, write_status_line, ConnectionHeader,
 };
@@ -107,6 +110,56 @@ struct Stage {
     name: String,
     /// One per route, indexed by `RouteId`.
     integrations: Vec<StageIntegration>,
+    /// The stage cache, when the stage enables one.
+    cache: Option<Arc<StageCacheState>>,
+}
+
+/// A stage's cache and its settings.
+#[derive(Debug)]
+pub struct StageCacheState {
+    /// The store, shared by every worker.
+    pub store: StageCache,
+    /// The stage's `[api.stage.cache]`.
+    pub settings: StageCacheConfig,
+}
+
+/// How one route caches in one stage.
+#[derive(Debug)]
+pub struct RouteCache {
+    /// TTL for GET (and HEAD, answered from the GET entry); `None`: not cached.
+    pub ttl_get: Option<std::time::Duration>,
+    /// TTL for the route's own method when it is not GET (`enabled = true`).
+    pub ttl_own: Option<(Method, std::time::Duration)>,
+    /// Routes naming the same namespace share entries.
+    pub namespace: String,
+    /// The parameters that vary the key, in order.
+    pub params: Vec<KeyParam>,
+    /// The whole query string varies the key.
+    pub whole_query: bool,
+}
+
+/// One key parameter, resolved against the route.
+#[derive(Debug)]
+pub enum KeyParam {
+    /// The route's path parameter at this index (and its name).
+    Path(usize, String),
+    /// A query-string parameter.
+    Query(String),
+    /// A request header (lowercase name).
+    Header(String),
+}
+
+impl RouteCache {
+    /// The TTL for a request with `method`, if such requests are cached.
+    pub fn ttl_for(&self, method: &str) -> Option<std::time::Duration> {
+        match method {
+            "GET" | "HEAD" => self.ttl_get,
+            m => self
+                .ttl_own
+                .filter(|(own, _)| own.as_str() == m)
+                .map(|(_, ttl)| ttl),
+        }
+    }
 }
 
 /// A route's integration as one stage sees it (its variables substituted).
@@ -134,6 +187,8 @@ pub struct ProxyRoute {
     pub preserve_host: bool,
     /// Pass upgrades (WebSocket) through.
     pub allow_upgrade: bool,
+    /// The route's caching in this stage, when the stage has a cache.
+    pub cache: Option<RouteCache>,
 }
 
 impl ProxyRoute {
@@ -163,6 +218,48 @@ fn write_pieces(pieces: &[Piece], params: &Params<'_, '_>, out: &mut Vec<u8>) {
             }
         }
     }
+}
+
+/// The cache policy of a proxied route in a stage (`None`: not cached).
+fn route_cache(
+    route: &crate::config::RouteConfig,
+    stage: &crate::config::StageConfig,
+    params: &[String],
+) -> Option<RouteCache> {
+    stage.cache.as_ref().filter(|c| c.enabled)?;
+    let ttl_get = route.cache_ttl(stage, "GET");
+    let ttl_own = match &route.key {
+        RouteKey::Route {
+            method: Some(m), ..
+        } if m != "GET" => Method::from_bytes(m.as_bytes())
+            .and_then(|own| route.cache_ttl(stage, m).map(|ttl| (own, ttl))),
+        _ => None,
+    };
+    if ttl_get.is_none() && ttl_own.is_none() {
+        return None;
+    }
+    let rc = route.cache.as_ref();
+    let key_params = rc.map_or(&[][..], |c| &c.key_parameters[..]);
+    let resolved = key_params
+        .iter()
+        .filter_map(|p| match p {
+            KeyParameter::Path(name) => params
+                .iter()
+                .position(|n| n == name)
+                .map(|i| KeyParam::Path(i, name.clone())),
+            KeyParameter::Query(name) => Some(KeyParam::Query(name.clone())),
+            KeyParameter::Header(name) => Some(KeyParam::Header(name.to_ascii_lowercase())),
+        })
+        .collect();
+    Some(RouteCache {
+        ttl_get,
+        ttl_own,
+        namespace: rc
+            .and_then(|c| c.namespace.clone())
+            .unwrap_or_else(|| route.key.as_display()),
+        params: resolved,
+        whole_query: rc.is_some_and(|c| c.whole_query),
+    })
 }
 
 enum ProxyBuildError {
@@ -204,6 +301,7 @@ fn proxy_route(
         timeout: proxy.timeout,
         preserve_host: proxy.preserve_host,
         allow_upgrade: proxy.allow_upgrade,
+        cache: None,
     })
 }
 
@@ -372,7 +470,10 @@ impl Snapshot {
                         }
                         Integration::HttpProxy(proxy) => {
                             match proxy_route(proxy, vars, params, &mut registry) {
-                                Ok(p) => StageIntegration::Proxy(p),
+                                Ok(mut p) => {
+                                    p.cache = route_cache(route, stage, params);
+                                    StageIntegration::Proxy(p)
+                                }
                                 Err(ProxyBuildError::MissingVariable(name)) => {
                                     StageIntegration::Unresolved(format!(
                                         "stage {:?} has no variable {name:?} used by {:?}",
@@ -399,9 +500,16 @@ impl Snapshot {
                     };
                     integrations.push(integration);
                 }
+                let cache = stage.cache.as_ref().filter(|c| c.enabled).map(|c| {
+                    Arc::new(StageCacheState {
+                        store: StageCache::new(c.capacity_bytes),
+                        settings: c.clone(),
+                    })
+                });
                 stages.push(Stage {
                     name: stage.name.clone(),
                     integrations,
+                    cache,
                 });
             }
             if api.hosts.is_empty() {
@@ -480,6 +588,16 @@ impl Snapshot {
                     })
             })
         })
+    }
+
+    /// The cache of a stage, if it has one (for flushing and statistics).
+    pub fn stage_cache(&self, api: &str, stage: &str) -> Option<&StageCacheState> {
+        let api = self.apis.iter().find(|a| a.name == api)?;
+        api.stages
+            .iter()
+            .find(|s| s.name == stage)?
+            .cache
+            .as_deref()
     }
 
     /// The APIs, in configuration order.
@@ -595,7 +713,9 @@ impl Snapshot {
         };
         match &api.stages[target.stage].integrations[route as usize] {
             StageIntegration::Mock(m) => Dispatch::Mock(m),
-            StageIntegration::Proxy(p) => Dispatch::Proxy(p),
+            StageIntegration::Proxy(p) => {
+                Dispatch::Proxy(p, api.stages[target.stage].cache.as_deref())
+            }
             StageIntegration::Unresolved(_) => Dispatch::Fail(GatewayError::ApiConfiguration),
         }
     }
@@ -619,7 +739,7 @@ impl Snapshot {
                 e.write(out, ctx.date, ctx.request_id, ctx.connection, head_only);
                 e.status()
             }
-            Dispatch::Proxy(_) => {
+            Dispatch::Proxy(..) => {
                 let e = GatewayError::ApiConfiguration;
                 e.write(out, ctx.date, ctx.request_id, ctx.connection, head_only);
                 e.status()
@@ -633,8 +753,8 @@ impl Snapshot {
 pub enum Dispatch<'s> {
     /// A mock integration.
     Mock(&'s MockResponse),
-    /// An `http_proxy` integration.
-    Proxy(&'s ProxyRoute),
+    /// An `http_proxy` integration, with the stage's cache if it has one.
+    Proxy(&'s ProxyRoute, Option<&'s StageCacheState>),
     /// A gateway error.
     Fail(GatewayError),
 }

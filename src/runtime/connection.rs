@@ -27,9 +27,11 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use super::proxy::{self, Buffers, ClientInfo, Outcome};
+use super::cached;
+use super::proxy::{self, Buffers, Capture, ClientInfo, Outcome};
 use super::reaper::{SlotGuard, Wait};
 use super::worker::Worker;
+use crate::cache::KeyBuilder;
 use crate::gateway::{Dispatch, GatewayError, ResponseContext};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::response::ConnectionHeader;
@@ -69,6 +71,7 @@ pub(crate) async fn serve(
         slot: guard.slot,
         ubuf: Vec::new(),
         info: ClientInfo::new(peer, local_port),
+        cache_bufs: CacheBufs::default(),
     };
     let end = conn.run(&mut stream, &worker).await;
     drop(guard);
@@ -110,6 +113,16 @@ struct Conn {
     ubuf: Vec<u8>,
     /// Peer address and local port, for X-Forwarded-*.
     info: ClientInfo,
+    /// Cache key bytes and the copy of a response being cached; empty
+    /// until the first cacheable request.
+    cache_bufs: CacheBufs,
+}
+
+/// Per-connection buffers of the stage cache.
+#[derive(Default)]
+pub(crate) struct CacheBufs {
+    keys: KeyBuilder,
+    capture: Capture,
 }
 
 /// What a read into the buffer produced.
@@ -160,6 +173,7 @@ impl Conn {
                             ubuf: &mut self.ubuf,
                         },
                         &self.info,
+                        &mut self.cache_bufs,
                     )
                     .await;
                     self.served += 1;
@@ -326,6 +340,7 @@ async fn handle(
     after: &[u8],
     bufs: Buffers<'_>,
     info: &ClientInfo,
+    cache_bufs: &mut CacheBufs,
 ) -> Next {
     let rid = w.new_request_id(head.request_id);
     let head_only = head.method == "HEAD";
@@ -349,25 +364,54 @@ async fn handle(
     let dispatch = w
         .snapshot
         .dispatch(head.method, head.host, head.path, &mut params);
-    if let Dispatch::Proxy(route) = dispatch {
-        let outcome = proxy::forward(
-            stream,
-            w,
-            slot,
-            &head,
-            after,
-            bufs,
-            route,
-            &params,
-            rid.as_bytes(),
-            info,
-        )
-        .await;
+    if let Dispatch::Proxy(route, cache) = dispatch {
+        let cached = match (cache, &route.cache) {
+            (Some(c), Some(rc)) if rc.ttl_for(head.method).is_some() => Some((c, rc)),
+            _ => None,
+        };
+        let outcome = match cached {
+            Some((stage_cache, rc)) => {
+                cached::serve(
+                    stream,
+                    w,
+                    slot,
+                    &head,
+                    after,
+                    bufs,
+                    &mut cache_bufs.keys,
+                    &mut cache_bufs.capture,
+                    route,
+                    rc,
+                    stage_cache,
+                    &params,
+                    rid.as_bytes(),
+                    info,
+                )
+                .await
+            }
+            None => {
+                proxy::forward(
+                    stream,
+                    w,
+                    slot,
+                    &head,
+                    after,
+                    bufs,
+                    route,
+                    &params,
+                    rid.as_bytes(),
+                    info,
+                    None,
+                )
+                .await
+            }
+        };
         return match outcome {
             Outcome::Done {
                 consumed,
                 leftover,
                 keep_client: true,
+                ..
             } => Next::Continue { consumed, leftover },
             Outcome::Done { .. } | Outcome::Close => Next::Close,
             Outcome::Upgrade { conn, consumed } => Next::Upgrade { conn, consumed },
@@ -416,7 +460,7 @@ async fn handle(
             m.write(&params, &ctx, wbuf, head_only);
         }
         Dispatch::Fail(e) => e.write(wbuf, ctx.date, ctx.request_id, ctx.connection, head_only),
-        Dispatch::Proxy(_) => unreachable!("forwarded above"),
+        Dispatch::Proxy(..) => unreachable!("forwarded above"),
     }
     if keep_alive {
         Next::Continue { consumed, leftover }

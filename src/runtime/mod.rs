@@ -19,6 +19,7 @@
 //! `drain` and `shutdown` (the signals). The server also runs the upstream
 //! health thread ([`crate::upstream::health`]) when backends are configured.
 
+mod cached;
 mod connection;
 mod drain;
 mod proxy;

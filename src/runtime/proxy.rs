@@ -99,6 +99,31 @@ pub(crate) struct Buffers<'a> {
     pub ubuf: &'a mut Vec<u8>,
 }
 
+/// What the stage cache asks of one forwarded exchange: extra header lines
+/// for the client (`X-Cache-Status`, a `Warning`), and optionally a copy of
+/// the response to store.
+pub(crate) struct CacheIo<'a> {
+    /// Header lines (each ending in CRLF) added to the client's response.
+    pub extra_headers: &'a [u8],
+    /// Where to copy the response, when it may be stored.
+    pub capture: Option<&'a mut Capture>,
+}
+
+/// A copy of a backend response, for the stage cache.
+#[derive(Debug, Default)]
+pub(crate) struct Capture {
+    /// Status line and the headers to replay (no per-response headers, no
+    /// framing headers).
+    pub head: Vec<u8>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// The status.
+    pub status: u16,
+    /// Whether the copy is complete and storable (a `Content-Length` body
+    /// of at most 1 MiB, relayed whole).
+    pub ok: bool,
+}
+
 /// How the exchange ended, for the connection loop.
 pub(crate) enum Outcome {
     /// The response is written (or in `wbuf`): `consumed` bytes of the read
@@ -109,6 +134,9 @@ pub(crate) enum Outcome {
         consumed: usize,
         leftover: Option<Range<usize>>,
         keep_client: bool,
+        /// The gateway answered with an error (504/502/500) instead of a
+        /// backend response.
+        failed: bool,
     },
     /// Write what is in `wbuf`, then close the client connection.
     Close,
@@ -198,12 +226,15 @@ pub(crate) async fn forward(
     params: &Params<'_, '_>,
     rid: &[u8],
     info: &ClientInfo,
+    mut cache: Option<CacheIo<'_>>,
 ) -> Outcome {
     let Buffers {
         wbuf,
         scratch,
         ubuf,
     } = bufs;
+    let extra_headers = cache.as_ref().map_or(&b""[..], |c| c.extra_headers);
+    let mut capture = cache.as_mut().and_then(|c| c.capture.take());
     let registry = &w.snapshot.upstreams;
     let group = &registry.groups[route.group];
     let head_only = head.method == "HEAD";
@@ -261,6 +292,7 @@ pub(crate) async fn forward(
                 consumed: in_after,
                 leftover: body.leftover.clone(),
                 keep_client: true,
+                failed: true,
             }
         }
     };
@@ -376,6 +408,7 @@ pub(crate) async fn forward(
         upgrading,
         body_complete: body.complete,
         draining: w.drain.is_draining(),
+        extra_headers,
     };
     let Some(ClientHead {
         head_len,
@@ -383,7 +416,7 @@ pub(crate) async fn forward(
         keep_client,
         backend_keep_alive,
         switching,
-    }) = write_client_head(&conn.rbuf, &client_head, wbuf)
+    }) = write_client_head(&conn.rbuf, &client_head, wbuf, capture.as_deref_mut())
     else {
         return fail(GatewayError::BadGateway, &body, wbuf);
     };
@@ -407,6 +440,7 @@ pub(crate) async fn forward(
         client_framing,
         wbuf,
         route.timeout,
+        capture.as_deref_mut().filter(|c| c.ok).map(|c| &mut c.body),
     )
     .await;
     match end {
@@ -419,10 +453,14 @@ pub(crate) async fn forward(
         // only signal left.
         BodyEnd::ClientGone | BodyEnd::BackendFailed => return Outcome::Close,
     }
+    if let Some(c) = capture {
+        c.ok = c.ok && c.body.len() <= crate::cache::MAX_CACHEABLE_BODY;
+    }
     Outcome::Done {
         consumed: in_after,
         leftover: body.leftover.take(),
         keep_client,
+        failed: false,
     }
 }
 
@@ -434,6 +472,7 @@ struct ClientHeadInput<'a> {
     upgrading: bool,
     body_complete: bool,
     draining: bool,
+    extra_headers: &'a [u8],
 }
 
 /// What [`write_client_head`] decided.
@@ -451,6 +490,7 @@ fn write_client_head(
     rbuf: &[u8],
     input: &ClientHeadInput<'_>,
     wbuf: &mut Vec<u8>,
+    mut capture: Option<&mut Capture>,
 ) -> Option<ClientHead> {
     let head = input.head;
     let head_only = head.method == "HEAD";
@@ -489,12 +529,30 @@ fn write_client_head(
     } else {
         ConnectionHeader::Omit
     };
+    let status_line_start = wbuf.len();
     wbuf.extend_from_slice(b"HTTP/1.1 ");
     write_u64(wbuf, u64::from(status));
     wbuf.push(b' ');
     wbuf.extend_from_slice(rh.reason.as_bytes());
     wbuf.extend_from_slice(b"\r\n");
+    if let Some(c) = capture.as_deref_mut() {
+        c.status = status;
+        c.ok = !head_only
+            && !switching
+            && matches!(
+                client_framing,
+                ClientFraming::None | ClientFraming::Length(_)
+            )
+            && match client_framing {
+                ClientFraming::Length(n) => n as usize <= crate::cache::MAX_CACHEABLE_BODY,
+                _ => true,
+            };
+        c.head.clear();
+        c.head.extend_from_slice(&wbuf[status_line_start..]);
+        c.body.clear();
+    }
     write_common_headers(wbuf, input.date, input.rid, connection);
+    wbuf.extend_from_slice(input.extra_headers);
     let connection_lists_names = rh
         .headers
         .iter()
@@ -510,7 +568,9 @@ fn write_client_head(
             || (is("content-length") && !head_only)
         {
             continue;
-        } else if is("date") || is("server") {
+        }
+        let line_start = wbuf.len();
+        if is("date") || is("server") {
             // API Gateway keeps the backend's values under a new name.
             wbuf.extend_from_slice(b"x-amzn-Remapped-");
         }
@@ -518,6 +578,9 @@ fn write_client_head(
         wbuf.extend_from_slice(b": ");
         wbuf.extend_from_slice(h.value);
         wbuf.extend_from_slice(b"\r\n");
+        if let Some(c) = capture.as_deref_mut() {
+            c.head.extend_from_slice(&wbuf[line_start..]);
+        }
     }
     match client_framing {
         ClientFraming::Length(n) => crate::http::response::write_content_length(wbuf, n),
@@ -736,6 +799,7 @@ async fn stream_body(
     framing: ClientFraming,
     wbuf: &mut Vec<u8>,
     timeout: Duration,
+    mut capture: Option<&mut Vec<u8>>,
 ) -> BodyEnd {
     let mut decoder = ChunkedDecoder::new();
     let mut remaining = match framing {
@@ -756,6 +820,9 @@ async fn stream_body(
             ClientFraming::Length(_) => {
                 let take = (data.len() as u64).min(remaining) as usize;
                 wbuf.extend_from_slice(&data[..take]);
+                if let Some(c) = capture.as_deref_mut() {
+                    c.extend_from_slice(&data[..take]);
+                }
                 remaining -= take as u64;
                 done = remaining == 0;
                 extra = take < data.len();
