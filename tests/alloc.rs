@@ -7,7 +7,9 @@
 //!   spliced into the body, HEADs, POSTs with Content-Length and chunked
 //!   bodies, unmatched routes — must allocate zero times;
 //! - 10,000 proxied requests (GET, and POST with a body, over the worker's
-//!   pooled backend connection) must allocate zero times.
+//!   pooled backend connection) must allocate zero times;
+//! - 10,000 stage-cache hits (GET and HEAD, small and 64 KiB bodies) must
+//!   allocate zero times.
 //!
 //! Counts are stable where timings are not, so they may be asserted. The
 //! tests share one counter, so they take a lock and run one at a time.
@@ -212,7 +214,12 @@ fn start_origin() -> std::net::SocketAddr {
                         }
                     }
                     buf.drain(..end + 4 + len);
-                    let body = b"proxied hello";
+                    let big = vec![b'x'; 65536];
+                    let body: &[u8] = if head.contains("/items/big") {
+                        &big
+                    } else {
+                        b"proxied hello"
+                    };
                     let mut resp = format!(
                         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
                         body.len()
@@ -293,4 +300,78 @@ name = "proxy"
     server.shutdown();
     server.join();
     assert_eq!(after - before, 0, "the warm proxy path allocated");
+}
+
+#[test]
+fn warm_cache_hits_allocate_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let origin = start_origin();
+    let config = format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+workers = 1
+pin_workers = false
+
+[[api]]
+name = "cached"
+  [[api.stage]]
+  name = "prod"
+    [api.stage.cache]
+    capacity = "64MiB"
+    ttl = "3600s"
+    status_header = true
+  [[api.route]]
+  route = "GET /items/{{id}}"
+  [api.route.http_proxy]
+  uri = "http://{origin}/items/{{id}}"
+    [api.route.cache]
+    key_parameters = ["path.id"]
+"#
+    );
+    let config = ringgate::config::parse(&config, "alloc-cache.toml").unwrap();
+    let options = StartOptions {
+        on_worker_start: Some(Arc::new(|_| TRACKED.with(|t| t.set(true)))),
+    };
+    let server = Server::start(config, options).unwrap();
+    let addr = server.local_addrs()[0];
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut exchange = |stream: &mut TcpStream, i: usize| {
+        let get = format!("GET /prod/items/{} HTTP/1.1\r\nHost: a\r\n\r\n", i % 8);
+        stream.write_all(get.as_bytes()).unwrap();
+        assert_eq!(read_response(stream, &mut buf, false), 200);
+        let head = format!("HEAD /prod/items/{} HTTP/1.1\r\nHost: a\r\n\r\n", i % 8);
+        stream.write_all(head.as_bytes()).unwrap();
+        assert_eq!(read_response(stream, &mut buf, true), 200);
+        // A 64 KiB body: written from the entry's shared bytes.
+        stream
+            .write_all(b"GET /prod/items/big HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_response(stream, &mut buf, false), 200);
+        3
+    };
+    let at_start = ALLOCATIONS.load(Ordering::SeqCst);
+    for i in 0..200 {
+        exchange(&mut stream, i);
+    }
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    assert!(before > at_start, "the counter is not wired");
+    let mut sent = 0;
+    let mut i = 0;
+    while sent < 10_000 {
+        sent += exchange(&mut stream, i);
+        i += 1;
+    }
+    let after = ALLOCATIONS.load(Ordering::SeqCst);
+    println!(
+        "allocations on the worker: {} over {sent} warm cache hits ({:.4} per request)",
+        after - before,
+        (after - before) as f64 / sent as f64
+    );
+    drop(stream);
+    server.shutdown();
+    server.join();
+    assert_eq!(after - before, 0, "the warm cache-hit path allocated");
 }
