@@ -27,9 +27,17 @@
 //! `X-Cache-Status` are formatted into the connection's buffer, and a body
 //! over 16 KiB is written straight from the shared bytes.
 //!
-//! Not yet: `respect_origin_cache_control` (the stage's fixed TTL is used),
-//! caching chunked or close-delimited responses, the admin flush endpoint
-//! (the store has `flush`; the admin socket will expose it).
+//! With the stage's `respect_origin_cache_control`, the origin decides as a
+//! shared cache would (RFC 9111): `no-store`, `private` and `no-cache` are
+//! not stored, `s-maxage` then `max-age` give the TTL (the stage's TTL when
+//! neither is sent), a `Vary` on a header the route does not key on (or
+//! `Vary: *`) is not stored, and a response to a request carrying
+//! `Authorization` is stored only when the origin says `public` or
+//! `s-maxage`.
+//!
+//! Not yet: caching chunked or close-delimited responses (they stream
+//! through), `Expires`/`Age` from the origin, the admin flush endpoint (the
+//! store has `flush`; the admin socket will expose it), canary caches.
 
 use std::sync::Arc;
 
@@ -149,7 +157,7 @@ pub(crate) async fn serve(
             extra_lines(show, warn, Status::Refresh),
             Some(&mut *capture)
         );
-        if let Some(entry) = make_entry(capture, keys.bytes(), now, ttl_ms, settings) {
+        if let Some(entry) = make_entry(capture, keys.bytes(), now, ttl_ms, settings, rc, head) {
             store.insert(key, entry);
         }
         return outcome;
@@ -217,7 +225,7 @@ pub(crate) async fn serve(
                     }
                 }
                 other => {
-                    match make_entry(capture, keys.bytes(), now, ttl_ms, settings) {
+                    match make_entry(capture, keys.bytes(), now, ttl_ms, settings, rc, head) {
                         Some(entry) => {
                             leader.fill(entry);
                         }
@@ -350,6 +358,8 @@ fn make_entry(
     now: u64,
     ttl_ms: u64,
     settings: &crate::config::StageCacheConfig,
+    rc: &RouteCache,
+    request: &RequestHead<'_, '_>,
 ) -> Option<Arc<Entry>> {
     if !capture.ok || ttl_ms == 0 {
         return None;
@@ -360,6 +370,20 @@ fn make_entry(
             return None;
         }
     }
+    let ttl_ms = if settings.respect_origin_cache_control {
+        let keyed = |name: &[u8]| {
+            rc.params.iter().any(
+                |p| matches!(p, KeyParam::Header(h) if h.as_bytes().eq_ignore_ascii_case(name)),
+            )
+        };
+        let authorized_request = request
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("authorization"));
+        origin_freshness(&capture.head, ttl_ms, keyed, authorized_request)?
+    } else {
+        ttl_ms
+    };
     let stale = settings.stale_if_error.as_millis() as u64;
     Entry::new(
         key.into(),
@@ -372,6 +396,68 @@ fn make_entry(
     )
     .ok()
     .map(Arc::new)
+}
+
+/// The TTL (ms) a response may be stored for under RFC 9111's shared-cache
+/// rules, from its stored head lines; `None`: do not store.
+fn origin_freshness(
+    head: &[u8],
+    default_ttl_ms: u64,
+    keyed: impl Fn(&[u8]) -> bool,
+    authorized_request: bool,
+) -> Option<u64> {
+    let mut s_maxage = None;
+    let mut max_age = None;
+    let mut public = false;
+    for line in head.split(|&b| b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], crate::http::parse::trim(&line[colon + 1..]));
+        if name.eq_ignore_ascii_case(b"cache-control") {
+            for d in value.split(|&b| b == b',') {
+                let d = crate::http::parse::trim(d);
+                let seconds = |prefix: &[u8]| -> Option<u64> {
+                    if d.len() > prefix.len() && d[..prefix.len()].eq_ignore_ascii_case(prefix) {
+                        let v = d[prefix.len()..]
+                            .strip_prefix(b"\"")
+                            .unwrap_or(&d[prefix.len()..]);
+                        let v = v.strip_suffix(b"\"").unwrap_or(v);
+                        crate::http::parse::parse_length(v)
+                    } else {
+                        None
+                    }
+                };
+                if d.eq_ignore_ascii_case(b"no-store")
+                    || d.eq_ignore_ascii_case(b"private")
+                    || d.eq_ignore_ascii_case(b"no-cache")
+                {
+                    return None;
+                } else if d.eq_ignore_ascii_case(b"public") {
+                    public = true;
+                } else if let Some(n) = seconds(b"s-maxage=") {
+                    s_maxage = Some(n);
+                } else if let Some(n) = seconds(b"max-age=") {
+                    max_age = Some(n);
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"vary") {
+            for v in value.split(|&b| b == b',') {
+                let v = crate::http::parse::trim(v);
+                if v == b"*" || !keyed(v) {
+                    return None;
+                }
+            }
+        }
+    }
+    if authorized_request && !public && s_maxage.is_none() {
+        return None;
+    }
+    let ttl = s_maxage
+        .or(max_age)
+        .map_or(default_ttl_ms, |s| s.saturating_mul(1000));
+    (ttl > 0).then_some(ttl)
 }
 
 fn write_error(
@@ -470,6 +556,34 @@ mod tests {
         assert_eq!(query_value("a=1&b", "b"), Some(&b""[..]));
         assert_eq!(query_value("a=1", "lang"), None);
         assert_eq!(query_value("", "lang"), None);
+    }
+
+    #[test]
+    fn origin_freshness_follows_shared_cache_rules() {
+        let none = |_: &[u8]| false;
+        let head = |extra: &str| format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n{extra}");
+        let f = |extra: &str| origin_freshness(head(extra).as_bytes(), 300_000, none, false);
+        assert_eq!(f(""), Some(300_000));
+        assert_eq!(f("Cache-Control: max-age=60\r\n"), Some(60_000));
+        assert_eq!(
+            f("Cache-Control: max-age=60, s-maxage=10\r\n"),
+            Some(10_000)
+        );
+        assert_eq!(f("cache-control: public, max-age=\"5\"\r\n"), Some(5_000));
+        assert_eq!(f("Cache-Control: no-store\r\n"), None);
+        assert_eq!(f("Cache-Control: private, max-age=60\r\n"), None);
+        assert_eq!(f("Cache-Control: no-cache\r\n"), None);
+        assert_eq!(f("Cache-Control: max-age=0\r\n"), None);
+        assert_eq!(f("Vary: *\r\n"), None);
+        assert_eq!(f("Vary: Accept-Language\r\n"), None);
+        let keyed = |n: &[u8]| n.eq_ignore_ascii_case(b"accept-language");
+        let h = head("Vary: Accept-Language\r\nCache-Control: max-age=9\r\n");
+        assert_eq!(origin_freshness(h.as_bytes(), 1, keyed, false), Some(9_000));
+        // A request with Authorization: only public or s-maxage responses.
+        let h = head("Cache-Control: max-age=9\r\n");
+        assert_eq!(origin_freshness(h.as_bytes(), 1, none, true), None);
+        let h = head("Cache-Control: public, max-age=9\r\n");
+        assert_eq!(origin_freshness(h.as_bytes(), 1, none, true), Some(9_000));
     }
 
     #[test]
