@@ -228,6 +228,12 @@ impl Server {
         &self.addrs
     }
 
+    /// The configuration being served (stage caches, upstreams and their
+    /// counters are reachable from it).
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.shared.snapshot
+    }
+
     /// The driver each worker runs.
     pub fn drivers(&self) -> &[DriverKind] {
         &self.drivers
