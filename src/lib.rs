@@ -18,6 +18,7 @@
 //!              → body consumed (Content-Length / chunked, streaming, bounded)
 //!              → Snapshot::dispatch: host/base path → stage → router
 //!              → mock: response into the reused write buffer (one write per batch)
+//!              → stage cache (proxied routes): hit from shared bytes, or one fetch per key
 //!              → http_proxy: pooled backend connection, streamed both ways
 //! health thread: active upstream checks and DNS refresh (never on a worker)
 //! ```
@@ -32,6 +33,8 @@
 //!   resolution of host/base path/stage, gateway error responses, request ids.
 //! - [`upstream`]: backend groups, balancing, passive/active health, and the
 //!   per-worker keep-alive pools.
+//! - [`cache`]: the stage cache store: byte-weighted, shared by all workers,
+//!   keys, entries, one backend fetch per key under a stampede.
 //! - [`runtime`]: workers, listeners, connection loop, the proxy forwarder,
 //!   graceful drain.
 //!

@@ -15,7 +15,7 @@
 //!
 //! Modules: `worker` (runtime, accept loop, clock), `connection` (the
 //! per-connection HTTP/1.1 loop), `proxy` (the `http_proxy` forwarder and
-//! the upgrade tunnel), `reaper` (timeouts without a timer per read),
+//! the upgrade tunnel), `cached` (the stage cache on the request path), `reaper` (timeouts without a timer per read),
 //! `drain` and `shutdown` (the signals). The server also runs the upstream
 //! health thread ([`crate::upstream::health`]) when backends are configured.
 
