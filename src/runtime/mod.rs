@@ -2,7 +2,7 @@
 //! SO_REUSEPORT listener; signals and graceful drain.
 //!
 //! [`Server::start`] compiles the configuration into a
-//! [`Snapshot`](crate::gateway::Snapshot), binds one listening socket per
+//! [`crate::gateway::Snapshot`], binds one listening socket per
 //! worker and address (`SO_REUSEPORT`, backlog 4096; a port of 0 is
 //! resolved by the first bind and reused by the others, so all workers share
 //! it), and starts the worker threads. It returns once every worker has its
