@@ -328,6 +328,20 @@ impl StageCache {
         found
     }
 
+    /// The fast path of a hit: a fresh entry for `key`, counted as a hit;
+    /// `None` (nothing counted) when there is none and the caller should go
+    /// through [`get_or_lead`](Self::get_or_lead), which counts the miss.
+    /// Synchronous, so a hit needs no timer and no future.
+    pub fn get_fresh(&self, key: &CacheKey, key_bytes: &[u8], now_ms: u64) -> Option<Arc<Entry>> {
+        let entry = self.inner.get(key)?;
+        if entry.key() == key_bytes && entry.is_fresh(now_ms) {
+            self.counters.hits.fetch_add(1, Relaxed);
+            Some(entry)
+        } else {
+            None
+        }
+    }
+
     /// Returns a fresh entry for `key`, or makes this caller the one that
     /// fetches it; counts a hit (`Fresh`) or a miss (`Lead`).
     ///
@@ -504,6 +518,20 @@ mod tests {
             assert!(cache.max_entry_weight() >= LARGEST_ENTRY_WEIGHT, "{gb}");
             assert!(cache.inner.capacity() <= cache.capacity());
         }
+    }
+
+    #[test]
+    fn get_fresh_counts_only_hits() {
+        let cache = StageCache::new(1 << 20);
+        let (k, kb) = key_for("1");
+        assert!(cache.get_fresh(&k, &kb, 0).is_none());
+        cache.insert(k, entry(&kb, 10, 1_000, 300_000, 60_000));
+        assert!(cache.get_fresh(&k, &kb, 2_000).is_some());
+        // Expired, or other key bytes: nothing, and nothing counted.
+        assert!(cache.get_fresh(&k, &kb, 301_000).is_none());
+        assert!(cache.get_fresh(&k, b"other", 2_000).is_none());
+        let st = cache.stats();
+        assert_eq!((st.hits, st.misses), (1, 0));
     }
 
     #[test]

@@ -163,6 +163,25 @@ pub(crate) async fn serve(
         return outcome;
     }
 
+    // A hit needs no timer: the synchronous probe first.
+    if let Some(entry) = store.get_fresh(&key, keys.bytes(), now) {
+        let keep = head.keep_alive && !w.drain.is_draining();
+        return write_hit(
+            client,
+            w,
+            slot,
+            head,
+            wbuf,
+            &entry,
+            rid,
+            now,
+            show,
+            warn,
+            Status::Hit,
+            keep,
+        )
+        .await;
+    }
     let lookup = store.get_or_lead(&key, keys.bytes(), now);
     match monoio::time::timeout(settings.lock_timeout, lookup).await {
         Ok(Fetch::Fresh(entry)) => {
