@@ -164,98 +164,108 @@ pub(crate) async fn serve(
     }
 
     // A hit needs no timer: the synchronous probe first.
-    if let Some(entry) = store.get_fresh(&key, keys.bytes(), now) {
-        let keep = head.keep_alive && !w.drain.is_draining();
-        return write_hit(
-            client,
-            w,
-            slot,
-            head,
-            wbuf,
-            &entry,
-            rid,
-            now,
-            show,
-            warn,
-            Status::Hit,
-            keep,
-        )
-        .await;
-    }
-    let lookup = store.get_or_lead(&key, keys.bytes(), now);
-    match monoio::time::timeout(settings.lock_timeout, lookup).await {
-        Ok(Fetch::Fresh(entry)) => {
-            let keep = head.keep_alive && !w.drain.is_draining();
-            write_hit(
-                client,
-                w,
-                slot,
-                head,
-                wbuf,
-                &entry,
-                rid,
-                now,
-                show,
-                warn,
-                Status::Hit,
-                keep,
-            )
-            .await
-        }
-        Ok(Fetch::Lead(leader)) => {
-            let mark = wbuf.len();
-            let stale = leader.stale().cloned();
-            let outcome = forward!(extra_lines(show, warn, Status::Miss), Some(&mut *capture));
-            let now = now_ms();
-            match outcome {
-                Outcome::Done {
-                    failed: true,
-                    keep_client,
-                    consumed,
-                    leftover,
-                } if stale.as_ref().is_some_and(|e| e.is_stale(now)) => {
-                    // stale_if_error: the stale entry instead of the error.
-                    drop(leader);
-                    wbuf.truncate(mark);
-                    let entry = stale.unwrap_or_else(|| unreachable!("checked above"));
-                    let served = write_hit(
-                        client,
-                        w,
-                        slot,
-                        head,
-                        wbuf,
-                        &entry,
-                        rid,
-                        now,
-                        show,
-                        warn,
-                        Status::Stale,
-                        keep_client,
-                    )
-                    .await;
-                    match served {
-                        Outcome::Done { .. } => Outcome::Done {
+    let entry = match store.get_fresh(&key, keys.bytes(), now) {
+        Some(entry) => entry,
+        None => {
+            let lookup = store.get_or_lead(&key, keys.bytes(), now);
+            match monoio::time::timeout(settings.lock_timeout, lookup).await {
+                Ok(Fetch::Fresh(entry)) => entry,
+                Ok(Fetch::Lead(leader)) => {
+                    let mark = wbuf.len();
+                    let stale = leader.stale().cloned();
+                    let outcome =
+                        forward!(extra_lines(show, warn, Status::Miss), Some(&mut *capture));
+                    let now = now_ms();
+                    return match outcome {
+                        Outcome::Done {
+                            failed: true,
+                            keep_client,
                             consumed,
                             leftover,
-                            keep_client,
-                            failed: false,
-                        },
-                        other => other,
-                    }
-                }
-                other => {
-                    match make_entry(capture, keys.bytes(), now, ttl_ms, settings, rc, head) {
-                        Some(entry) => {
-                            leader.fill(entry);
+                        } if stale.as_ref().is_some_and(|e| e.is_stale(now)) => {
+                            // stale_if_error: the stale entry instead of the
+                            // error (forward has read the request body).
+                            drop(leader);
+                            wbuf.truncate(mark);
+                            let entry = stale.unwrap_or_else(|| unreachable!("checked above"));
+                            let served = write_hit(
+                                client,
+                                w,
+                                slot,
+                                head,
+                                wbuf,
+                                &entry,
+                                rid,
+                                now,
+                                show,
+                                warn,
+                                Status::Stale,
+                                keep_client,
+                            )
+                            .await;
+                            with_body(served, consumed, leftover)
                         }
-                        None => drop(leader),
-                    }
-                    other
+                        other => {
+                            match make_entry(capture, keys.bytes(), now, ttl_ms, settings, rc, head)
+                            {
+                                Some(entry) => {
+                                    leader.fill(entry);
+                                }
+                                None => drop(leader),
+                            }
+                            other
+                        }
+                    };
                 }
+                // Waited too long for another request's fetch: go around it.
+                Err(_) => return forward!(extra_lines(show, warn, Status::Bypass), None),
             }
         }
-        // Waited too long for another request's fetch: go around it.
-        Err(_) => forward!(extra_lines(show, warn, Status::Bypass), None),
+    };
+    // A hit: the request's own body (if any) is read and dropped first, so
+    // it cannot be taken for the next request.
+    let (consumed, leftover) =
+        match super::connection::discard_body(client, w, slot, head, after, wbuf, scratch).await {
+            Ok(done) => done,
+            Err(Some(e)) => {
+                write_error(e, head, w, rid, wbuf, true);
+                return Outcome::Close;
+            }
+            Err(None) => return Outcome::Close,
+        };
+    let keep = head.keep_alive && !w.drain.is_draining();
+    let served = write_hit(
+        client,
+        w,
+        slot,
+        head,
+        wbuf,
+        &entry,
+        rid,
+        now,
+        show,
+        warn,
+        Status::Hit,
+        keep,
+    )
+    .await;
+    with_body(served, consumed, leftover)
+}
+
+/// A hit's outcome with the request body's bytes accounted for.
+fn with_body(
+    served: Outcome,
+    consumed: usize,
+    leftover: Option<std::ops::Range<usize>>,
+) -> Outcome {
+    match served {
+        Outcome::Done { keep_client, .. } => Outcome::Done {
+            consumed,
+            leftover,
+            keep_client,
+            failed: false,
+        },
+        other => other,
     }
 }
 

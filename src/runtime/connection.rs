@@ -419,26 +419,12 @@ async fn handle(
     }
     let Buffers { wbuf, scratch, .. } = bufs;
 
-    let mut consumed = 0;
-    let mut leftover = None;
-    if head.framing != BodyFraming::None {
-        if head.expect_continue {
-            // Earlier pipelined responses go first, then the interim one.
-            wbuf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-            if !flush_to(stream, w, slot, wbuf).await {
-                return Next::Close;
-            }
-        }
-        match consume_body(stream, w, slot, head.framing, after, scratch).await {
-            Ok((c, l)) => {
-                consumed = c;
-                leftover = l;
-            }
-            Err(BodyError::TooLarge) => return fail(GatewayError::PayloadTooLarge(limit), wbuf),
-            Err(BodyError::Framing(why)) => return fail(GatewayError::BadRequest(why), wbuf),
-            Err(BodyError::Closed) => return Next::Close,
-        }
-    }
+    let (consumed, leftover) =
+        match discard_body(stream, w, slot, &head, after, wbuf, scratch).await {
+            Ok(done) => done,
+            Err(Some(e)) => return fail(e, wbuf),
+            Err(None) => return Next::Close,
+        };
 
     // Decided after the body: a drain may have started while it arrived.
     let keep_alive = head.keep_alive && !w.drain.is_draining();
@@ -473,6 +459,40 @@ enum BodyError {
     TooLarge,
     Framing(&'static str),
     Closed,
+}
+
+/// Reads and discards the body of a request answered without a backend (a
+/// mock, a gateway error, a cache hit), answering `Expect: 100-continue`
+/// first. Ok: the bytes of `after` consumed and the bytes of `scratch` that
+/// start the next request. Err(Some): answer this error and close;
+/// Err(None): the client is gone.
+pub(crate) async fn discard_body(
+    stream: &mut TcpStream,
+    w: &Worker,
+    slot: u32,
+    head: &RequestHead<'_, '_>,
+    after: &[u8],
+    wbuf: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+) -> Result<(usize, Option<Range<usize>>), Option<GatewayError>> {
+    if head.framing == BodyFraming::None {
+        return Ok((0, None));
+    }
+    if head.expect_continue {
+        // Earlier pipelined responses go first, then the interim one.
+        wbuf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        if !flush_to(stream, w, slot, wbuf).await {
+            return Err(None);
+        }
+    }
+    match consume_body(stream, w, slot, head.framing, after, scratch).await {
+        Ok(done) => Ok(done),
+        Err(BodyError::TooLarge) => {
+            Err(Some(GatewayError::PayloadTooLarge(w.limits.max_body_bytes)))
+        }
+        Err(BodyError::Framing(why)) => Err(Some(GatewayError::BadRequest(why))),
+        Err(BodyError::Closed) => Err(None),
+    }
 }
 
 /// Reads and discards a request body (the mock integration does not use

@@ -1,0 +1,831 @@
+//! The stage cache end to end (SPEC §5): ringgate in front of
+//! `ringgate-origin`, whose `/count` tells how many requests reached it and
+//! whose `x-origin-request` header numbers each response, so a replayed
+//! entry shows which backend response it is.
+//!
+//! Not tested because `src/runtime/cached.rs` lists them as not yet
+//! implemented: `respect_origin_cache_control`, caching chunked or
+//! close-delimited responses, the admin flush endpoint. The running
+//! [`ringgate::runtime::Server`] does not expose its snapshot, so flush and
+//! the counters are tested on a [`Snapshot`] built here, at the store level.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ringgate::cache::{Entry, Fetch, KeyBuilder, Lookup, ParamKind, StoreOutcome};
+use ringgate::gateway::Snapshot;
+use support::{pattern, Client, Echo, Origin, Response, TestServer, SERVER};
+
+const NET_ERROR: &str = r#"{"message": "Network error communicating with endpoint"}"#;
+const FORBIDDEN: &str = r#"{"message":"Forbidden"}"#;
+const WARNING: &str = r#"199 - "cache invalidation ignored: not authorized""#;
+
+// --- configuration helpers ---------------------------------------------------
+
+/// A stage cache with `status_header = true` and `lines` (TOML keys).
+fn cache(lines: &str) -> String {
+    format!("status_header = true\ncapacity = \"64MiB\"\n{lines}")
+}
+
+/// An api `c` with `stages` (name, `[api.stage.cache]` lines or `None` for
+/// no cache) and `http_proxy` routes to the origin at `origin`: (route key,
+/// origin path and query, `[api.route.cache]` lines or "" for none).
+fn config(
+    origin: SocketAddr,
+    stages: &[(&str, Option<&str>)],
+    routes: &[(&str, &str, &str)],
+) -> String {
+    let mut s = format!("{SERVER}[[api]]\nname = \"c\"\n");
+    for (name, cache) in stages {
+        s += &format!("[[api.stage]]\nname = \"{name}\"\n");
+        if let Some(lines) = cache {
+            s += &format!("[api.stage.cache]\n{lines}\n");
+        }
+    }
+    for (route, target, cache) in routes {
+        s += &format!(
+            "[[api.route]]\nroute = \"{route}\"\n[api.route.http_proxy]\nuri = \"http://{origin}{target}\"\n"
+        );
+        if !cache.is_empty() {
+            s += &format!("[api.route.cache]\n{cache}\n");
+        }
+    }
+    s
+}
+
+fn gateway(
+    origin: &Origin,
+    stages: &[(&str, Option<&str>)],
+    routes: &[(&str, &str, &str)],
+) -> TestServer {
+    TestServer::start(&config(origin.addr(), stages, routes))
+}
+
+/// The `X-Cache-Status` value.
+fn cs(r: &Response) -> Option<&str> {
+    r.header("x-cache-status")
+}
+
+/// The origin's number for the response (replayed from a cache entry).
+fn req_no(r: &Response) -> &str {
+    r.header("x-origin-request")
+        .unwrap_or_else(|| panic!("no x-origin-request: {r:?}"))
+}
+
+/// Asserts a 200 with `X-Cache-Status: want`.
+#[track_caller]
+fn assert_cached(r: &Response, want: &str) {
+    assert_eq!((r.status, cs(r)), (200, Some(want)), "{r:?}");
+}
+
+fn echo_path(r: &Response) -> String {
+    assert_eq!(r.status, 200, "{r:?}");
+    Echo::parse(&r.body).path
+}
+
+/// `GET path` with extra header lines (each ending in CRLF).
+fn get_with(c: &mut Client, path: &str, headers: &str) -> Response {
+    c.request(format!("GET {path} HTTP/1.1\r\nHost: t\r\n{headers}\r\n"))
+}
+
+/// Polls `f` every 100 ms until it returns `Some` or `limit` passes.
+fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// --- 1. hit after miss -----------------------------------------------------------
+
+#[test]
+fn second_get_is_a_hit_with_age_and_headers_are_off_by_default() {
+    let o = Origin::start("o");
+    let gw = gateway(
+        &o,
+        &[
+            ("on", Some(&cache(""))),
+            ("off", Some("capacity = \"64MiB\"")),
+        ],
+        &[("GET /echo", "/echo", "")],
+    );
+    let mut c = gw.client();
+
+    let r1 = c.get("/on/echo");
+    assert_cached(&r1, "Miss");
+    assert_eq!(r1.header("age"), None, "a miss has no Age: {r1:?}");
+    r1.assert_common_headers();
+    let r2 = c.get("/on/echo");
+    assert_cached(&r2, "Hit");
+    r2.assert_common_headers();
+    let age: u64 = r2
+        .header("age")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("Age missing or not a number: {r2:?}"));
+    assert!(age <= 2, "{r2:?}");
+    assert_eq!(r2.body, r1.body);
+    assert_eq!(req_no(&r2), req_no(&r1));
+    assert_eq!(r2.header("content-type"), Some("application/json"));
+    assert_ne!(
+        r2.header("x-request-id"),
+        r1.header("x-request-id"),
+        "the request id is per response"
+    );
+    assert_eq!(o.count(), 1);
+
+    // status_header off (the default, for parity): cached, but silent.
+    let r1 = c.get("/off/echo");
+    let r2 = c.get("/off/echo");
+    for r in [&r1, &r2] {
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!((cs(r), r.header("age")), (None, None), "{r:?}");
+    }
+    assert_eq!(req_no(&r2), req_no(&r1));
+    assert_eq!(o.count(), 2);
+}
+
+// --- 2. TTL expiry ---------------------------------------------------------------
+
+#[test]
+fn entry_expires_after_the_ttl() {
+    let o = Origin::start("o");
+    let gw = gateway(
+        &o,
+        &[("prod", Some(&cache("ttl = \"1s\"")))],
+        &[("GET /echo", "/echo", "")],
+    );
+    let mut c = gw.client();
+    let filled = Instant::now();
+    let first = c.get("/prod/echo");
+    assert_cached(&first, "Miss");
+    assert_cached(&c.get("/prod/echo"), "Hit");
+    assert_eq!(o.count(), 1);
+
+    let again = poll(Duration::from_secs(5), || {
+        let r = c.get("/prod/echo");
+        assert_eq!(r.status, 200, "{r:?}");
+        (cs(&r) == Some("Miss")).then_some(r)
+    })
+    .expect("still a hit 5 s after a 1 s TTL");
+    assert!(
+        filled.elapsed() >= Duration::from_millis(950),
+        "expired after {:?}",
+        filled.elapsed()
+    );
+    assert_ne!(req_no(&again), req_no(&first));
+    assert_eq!(o.count(), 2);
+    assert_cached(&c.get("/prod/echo"), "Hit");
+}
+
+// --- 3. TTL 0 and the route override ---------------------------------------------
+
+#[test]
+fn ttl_zero_never_caches_and_route_ttl_overrides_the_stage() {
+    let o = Origin::start("o");
+    let gw = gateway(
+        &o,
+        &[
+            ("zero", Some(&cache("ttl = \"0s\""))),
+            ("hour", Some(&cache("ttl = \"3600s\""))),
+        ],
+        &[
+            ("GET /plain", "/echo/plain", ""),
+            ("GET /own", "/echo/own", "ttl = \"60s\""),
+            ("GET /off", "/echo/off", "ttl = \"0s\""),
+        ],
+    );
+    let mut c = gw.client();
+
+    // Stage ttl 0, no route ttl: not cached, not even marked.
+    for _ in 0..2 {
+        let r = c.get("/zero/plain");
+        assert_eq!((r.status, cs(&r)), (200, None), "{r:?}");
+    }
+    assert_eq!(o.count(), 2);
+    // Stage ttl 0, route ttl 60 s: cached.
+    assert_cached(&c.get("/zero/own"), "Miss");
+    assert_cached(&c.get("/zero/own"), "Hit");
+    assert_eq!(o.count(), 3);
+    // Stage ttl 1 h, route ttl 0: not cached.
+    for _ in 0..2 {
+        let r = c.get("/hour/off");
+        assert_eq!((r.status, cs(&r)), (200, None), "{r:?}");
+    }
+    assert_eq!(o.count(), 5);
+    // Stage ttl 1 h, no route ttl: cached.
+    assert_cached(&c.get("/hour/plain"), "Miss");
+    assert_cached(&c.get("/hour/plain"), "Hit");
+    assert_eq!(o.count(), 6);
+}
+
+// --- 4. POST ---------------------------------------------------------------------
+
+fn post(c: &mut Client, path: &str, body: &str) -> Response {
+    c.request(format!(
+        "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ))
+}
+
+#[test]
+fn post_is_cached_only_with_an_override() {
+    let o = Origin::start("o");
+    let gw = gateway(
+        &o,
+        &[("prod", Some(&cache("")))],
+        &[
+            ("POST /echo", "/echo", ""),
+            ("POST /cached", "/echo/cached", "enabled = true"),
+            ("GET /cached", "/echo/cached", ""),
+        ],
+    );
+
+    for _ in 0..2 {
+        let r = post(&mut gw.client(), "/prod/echo", "hello");
+        assert_eq!((r.status, cs(&r)), (200, None), "{r:?}");
+        assert_eq!(Echo::parse(&r.body).body_len, 5);
+    }
+    assert_eq!(o.count(), 2);
+
+    // A fresh connection each: see post_hit_consumes_the_request_body.
+    let r1 = post(&mut gw.client(), "/prod/cached", "hello");
+    assert_cached(&r1, "Miss");
+    let r2 = post(&mut gw.client(), "/prod/cached", "hello");
+    assert_cached(&r2, "Hit");
+    assert_eq!(r2.body, r1.body);
+    assert_eq!(o.count(), 3);
+
+    // The method is in the key: a GET of the same path has its own entry.
+    let mut c = gw.client();
+    let g = c.get("/prod/cached");
+    assert_cached(&g, "Miss");
+    assert_eq!(Echo::parse(&g.body).method, "GET");
+    assert_eq!(o.count(), 4);
+}
+
+/// A cache hit must consume the request body. Observed (src/runtime/cached.rs,
+/// `write_hit` returns `consumed: 0`): the body stays in the read buffer and
+/// is parsed as the next request, so a body that is a request is executed.
+#[test]
+fn post_hit_consumes_the_request_body() {
+    let o = Origin::start("o");
+    let gw = gateway(
+        &o,
+        &[("prod", Some(&cache("")))],
+        &[
+            ("POST /cached", "/echo/cached", "enabled = true"),
+            ("GET /other", "/echo/other", ""),
+        ],
+    );
+    let mut c = gw.client();
+    let inner = "GET /prod/other HTTP/1.1\r\nHost: t\r\n\r\n";
+    assert_cached(&post(&mut c, "/prod/cached", inner), "Miss");
+    assert_cached(&post(&mut c, "/prod/cached", inner), "Hit");
+    // The same connection carries the next request, and only it.
+    let r = post(&mut c, "/prod/cached", "hello");
+    assert_cached(&r, "Hit");
+    assert_eq!(echo_path(&r), "/echo/cached");
+    assert_eq!(
+        o.count(),
+        1,
+        "the body of a hit reached the origin as a request"
+    );
+}
+
+// --- 5. size cap -----------------------------------------------------------------
+
+#[test]
+fn responses_over_1_mib_are_not_cached_and_arrive_intact() {
+    let o = Origin::start("o");
+    let gw = gateway(
+        &o,
+        &[("prod", Some(&cache("")))],
+        &[(
+            "GET /bytes/{n}",
+            "/bytes/{n}",
+            "key_parameters = [\"path.n\"]",
+        )],
+    );
+    let mut c = gw.client();
+    let mut expect = 0;
+    for (n, cached) in [
+        (2_097_152, false),
+        (1_048_577, false),
+        (1_048_576, true),
+        (1000, true),
+    ] {
+        let r1 = c.get(&format!("/prod/bytes/{n}"));
+        let r2 = c.get(&format!("/prod/bytes/{n}"));
+        for r in [&r1, &r2] {
+            assert_eq!(r.status, 200, "{n}: {:?}", r.headers);
+            assert_eq!(r.header("content-length"), Some(n.to_string().as_str()));
+            assert!(r.body == pattern(n), "{n}: body differs");
+        }
+        assert_eq!(cs(&r1), Some("Miss"), "{n}");
+        assert_eq!(cs(&r2), Some(if cached { "Hit" } else { "Miss" }), "{n}");
+        expect += if cached { 1 } else { 2 };
+        assert_eq!(o.count(), expect, "{n}");
+    }
+}
+
+// --- 6. key parameters -----------------------------------------------------------
+
+#[test]
+fn key_parameters_vary_the_key_and_unlisted_ones_do_not() {
+    let o = Origin::start("o");
+    let gw = gateway(
+        &o,
+        &[("prod", Some(&cache("")))],
+        &[
+            (
+                "GET /items/{id}",
+                "/echo/items/{id}",
+                "key_parameters = [\"path.id\", \"querystring.lang\"]",
+            ),
+            (
+                "GET /h/{id}",
+                "/echo/h/{id}",
+                "key_parameters = [\"header.accept-language\"]",
+            ),
+            ("GET /trap/{id}", "/echo/trap/{id}", ""),
+            (
+                "GET /q/{id}",
+                "/echo/q/{id}",
+                "key_parameters = [\"querystring.*\"]",
+            ),
+            (
+                "GET /ns1/{id}",
+                "/echo/ns1/{id}",
+                "key_parameters = [\"path.id\"]\nnamespace = \"shared\"",
+            ),
+            (
+                "GET /ns2/{id}",
+                "/echo/ns2/{id}",
+                "key_parameters = [\"path.id\"]\nnamespace = \"shared\"",
+            ),
+        ],
+    );
+    let mut c = gw.client();
+    let mut n = 0;
+    // (path, extra headers, expected status, which earlier response it replays)
+    let mut check = |path: &str, headers: &str, want: &str, n: &mut u64| -> Response {
+        let r = get_with(&mut c, path, headers);
+        assert_eq!(
+            (r.status, cs(&r)),
+            (200, Some(want)),
+            "{path} {headers:?}: {r:?}"
+        );
+        if want == "Miss" {
+            *n += 1;
+        }
+        assert_eq!(o.count(), *n, "{path} {headers:?}");
+        r
+    };
+
+    // path.id + querystring.lang; x is not in the key.
+    let en1 = check("/prod/items/1?lang=en", "", "Miss", &mut n);
+    let r = check("/prod/items/1?lang=en&x=1", "", "Hit", &mut n);
+    assert_eq!(req_no(&r), req_no(&en1));
+    let r = check("/prod/items/1?x=2&lang=en", "", "Hit", &mut n);
+    assert_eq!(req_no(&r), req_no(&en1));
+    check("/prod/items/1?lang=fr", "", "Miss", &mut n);
+    let r = check("/prod/items/2?lang=en", "", "Miss", &mut n);
+    assert_eq!(echo_path(&r), "/echo/items/2");
+    check("/prod/items/1", "", "Miss", &mut n);
+    check("/prod/items/1", "", "Hit", &mut n);
+
+    // header.accept-language (the header name in any case).
+    check("/prod/h/1", "Accept-Language: en\r\n", "Miss", &mut n);
+    check("/prod/h/1", "accept-language: en\r\n", "Hit", &mut n);
+    check("/prod/h/1", "Accept-Language: fr\r\n", "Miss", &mut n);
+    check("/prod/h/1", "", "Miss", &mut n);
+    // The path is not in this key: /h/2 with `en` gets /h/1's entry.
+    let r = check("/prod/h/2", "Accept-Language: en\r\n", "Hit", &mut n);
+    assert_eq!(echo_path(&r), "/echo/h/1");
+
+    // The trap: no key_parameters, every /trap/{id} shares one entry.
+    let r = check("/prod/trap/1", "", "Miss", &mut n);
+    assert_eq!(echo_path(&r), "/echo/trap/1");
+    let r = check("/prod/trap/2?lang=fr", "", "Hit", &mut n);
+    assert_eq!(echo_path(&r), "/echo/trap/1", "the documented trap");
+
+    // querystring.*: the whole query string varies the key.
+    check("/prod/q/1?a=1", "", "Miss", &mut n);
+    check("/prod/q/1?a=1", "", "Hit", &mut n);
+    check("/prod/q/1?a=1&b=2", "", "Miss", &mut n);
+    check("/prod/q/1?a=2", "", "Miss", &mut n);
+    check("/prod/q/1", "", "Miss", &mut n);
+
+    // One namespace, two routes: shared entries.
+    let r = check("/prod/ns1/7", "", "Miss", &mut n);
+    assert_eq!(echo_path(&r), "/echo/ns1/7");
+    let r = check("/prod/ns2/7", "", "Hit", &mut n);
+    assert_eq!(echo_path(&r), "/echo/ns1/7");
+    check("/prod/ns2/8", "", "Miss", &mut n);
+}
+
+// --- 7. HEAD ---------------------------------------------------------------------
+
+#[test]
+fn head_is_answered_from_the_get_entry() {
+    let o = Origin::start("o");
+    let gw = gateway(
+        &o,
+        &[("prod", Some(&cache("")))],
+        &[(
+            "GET /bytes/{n}",
+            "/bytes/{n}",
+            "key_parameters = [\"path.n\"]",
+        )],
+    );
+    let mut c = gw.client();
+
+    for n in [100, 100_000] {
+        let g = c.get(&format!("/prod/bytes/{n}"));
+        assert_cached(&g, "Miss");
+        c.send(format!("HEAD /prod/bytes/{n} HTTP/1.1\r\nHost: t\r\n\r\n"));
+        let h = c.read_head_response();
+        assert_cached(&h, "Hit");
+        assert_eq!(
+            h.header("content-length"),
+            Some(n.to_string().as_str()),
+            "{h:?}"
+        );
+        assert_eq!(h.header("transfer-encoding"), None, "{h:?}");
+        assert!(h.body.is_empty());
+        // No body follows: the next response starts right away.
+        let g2 = c.get(&format!("/prod/bytes/{n}"));
+        assert_cached(&g2, "Hit");
+        assert!(g2.body == pattern(n));
+        assert!(c.buffered().is_empty(), "stray bytes after HEAD");
+    }
+    assert_eq!(o.count(), 2);
+
+    // A HEAD miss goes to the origin and stores nothing; the GET after it misses.
+    c.send("HEAD /prod/bytes/5 HTTP/1.1\r\nHost: t\r\n\r\n");
+    let h = c.read_head_response();
+    assert_eq!(
+        (h.status, h.header("content-length")),
+        (200, Some("5")),
+        "{h:?}"
+    );
+    assert_cached(&c.get("/prod/bytes/5"), "Miss");
+    assert_eq!(o.count(), 4);
+}
+
+// --- 8. Cache-Control: max-age=0 -------------------------------------------------
+
+#[test]
+fn max_age_zero_refreshes_unless_unauthorized() {
+    let o = Origin::start("o");
+    let auth = |strategy: &str| {
+        cache(&format!(
+            "require_authorization_for_cache_control = true\n\
+             unauthorized_strategy = \"{strategy}\"\n\
+             authorization_header = \"x-cache-token\"\n\
+             authorization_token = \"s3cret\""
+        ))
+    };
+    let gw = gateway(
+        &o,
+        &[
+            ("open", Some(&cache(""))),
+            ("deny", Some(&auth("FAIL_WITH_403"))),
+            ("warn", Some(&auth("SUCCEED_WITH_RESPONSE_HEADER"))),
+            ("quiet", Some(&auth("SUCCEED_WITHOUT_RESPONSE_HEADER"))),
+        ],
+        &[("GET /echo", "/echo", "")],
+    );
+    let mut c = gw.client();
+    const REFRESH: &str = "Cache-Control: max-age=0\r\n";
+    const AUTHORIZED: &str = "Cache-Control: no-cache, max-age=0\r\nx-cache-token: s3cret\r\n";
+    let mut n = 0;
+
+    // No authorization required: any client refreshes.
+    let first = c.get("/open/echo");
+    assert_cached(&first, "Miss");
+    n += 1;
+    let r = get_with(&mut c, "/open/echo", REFRESH);
+    assert_cached(&r, "Refresh");
+    assert_eq!(r.header("warning"), None);
+    n += 1;
+    assert_eq!(o.count(), n);
+    let fresh = req_no(&r).to_string();
+    assert_ne!(fresh, req_no(&first));
+    let r = c.get("/open/echo");
+    assert_cached(&r, "Hit");
+    assert_eq!(req_no(&r), fresh, "the entry was replaced");
+    assert_eq!(o.count(), n);
+
+    for stage in ["deny", "warn", "quiet"] {
+        let path = format!("/{stage}/echo");
+        let first = c.get(&path);
+        assert_cached(&first, "Miss");
+        n += 1;
+        for unauthorized in [
+            REFRESH.to_string(),
+            format!("{REFRESH}x-cache-token: wrong\r\n"),
+        ] {
+            let r = get_with(&mut c, &path, &unauthorized);
+            match stage {
+                "deny" => {
+                    r.assert_gateway_error(403, FORBIDDEN);
+                    assert_eq!(r.header("x-amzn-errortype"), Some("ForbiddenException"));
+                }
+                "warn" => {
+                    assert_cached(&r, "Hit");
+                    assert_eq!(r.header("warning"), Some(WARNING), "{r:?}");
+                    assert_eq!(req_no(&r), req_no(&first));
+                }
+                _ => {
+                    assert_cached(&r, "Hit");
+                    assert_eq!(r.header("warning"), None, "{r:?}");
+                    assert_eq!(req_no(&r), req_no(&first));
+                }
+            }
+            assert_eq!(
+                o.count(),
+                n,
+                "{stage}: unauthorized refresh reached the origin"
+            );
+        }
+        // Authorized: refreshed, and the connection is still usable.
+        let r = get_with(&mut c, &path, AUTHORIZED);
+        assert_cached(&r, "Refresh");
+        assert_eq!(r.header("warning"), None, "{r:?}");
+        n += 1;
+        assert_eq!(o.count(), n, "{stage}");
+        let fresh = req_no(&r).to_string();
+        let r = c.get(&path);
+        assert_cached(&r, "Hit");
+        assert_eq!(req_no(&r), fresh, "{stage}: the entry was replaced");
+    }
+}
+
+// --- 9, 13. flush and counters (store level) --------------------------------------
+
+/// Polls a future once: the store's lookups complete at once when no other
+/// caller leads the key.
+fn ready<F: std::future::Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("an uncontended lookup waited"),
+    }
+}
+
+fn store_entry(key: &[u8], body: &'static [u8], now: u64) -> Arc<Entry> {
+    Arc::new(
+        Entry::new(
+            key.into(),
+            200,
+            Bytes::from_static(b"HTTP/1.1 200 OK\r\n"),
+            Bytes::from_static(body),
+            now,
+            now + 60_000,
+            now + 60_000,
+        )
+        .expect("small body"),
+    )
+}
+
+#[test]
+fn snapshot_stage_cache_flush_and_counters() {
+    // Nothing is sent: the backend address only has to parse.
+    let toml = config(
+        support::closed_port(),
+        &[
+            ("prod", Some("status_header = true\ncapacity = \"2MiB\"")),
+            ("nocache", None),
+        ],
+        &[("GET /echo", "/echo", "")],
+    );
+    let cfg = ringgate::config::parse(&toml, "test.toml").expect("valid");
+    let snap = Snapshot::build(&cfg).expect("builds");
+    assert!(snap.stage_cache("c", "nocache").is_none());
+    assert!(snap.stage_cache("c", "missing").is_none());
+    let sc = snap.stage_cache("c", "prod").expect("prod has a cache");
+    assert!(sc.settings.status_header);
+    let store = &sc.store;
+    assert_eq!(store.capacity(), 2 << 20, "the 1MiB..1GiB size form");
+
+    let mut keys = KeyBuilder::new();
+    keys.start("GET /echo", "GET");
+    keys.param(ParamKind::Path, "id", Some(b"1"));
+    let k = keys.finish();
+    let kb = keys.bytes().to_vec();
+    let now = 1_000;
+
+    // Counters: a miss (lead + fill) then a hit.
+    let Fetch::Lead(leader) = ready(store.get_or_lead(&k, &kb, now)) else {
+        panic!("empty cache served a hit");
+    };
+    assert_eq!(
+        leader.fill(store_entry(&kb, b"one", now)),
+        StoreOutcome::Stored
+    );
+    match ready(store.get_or_lead(&k, &kb, now + 1)) {
+        Fetch::Fresh(e) => assert_eq!(&e.body()[..], b"one"),
+        Fetch::Lead(_) => panic!("filled entry not found"),
+    }
+    let s = store.stats();
+    assert_eq!((s.hits, s.misses, s.entries), (1, 1, 1), "{s:?}");
+
+    // Flush, then a miss.
+    store.flush();
+    assert_eq!((store.entries(), store.bytes()), (0, 0));
+    assert!(matches!(store.lookup(&k, &kb, now + 2), Lookup::Miss));
+    let s = store.stats();
+    assert_eq!((s.hits, s.misses, s.evictions), (1, 2, 0), "{s:?}");
+    // A leader in flight during a flush: its fill is superseded.
+    let Fetch::Lead(leader) = ready(store.get_or_lead(&k, &kb, now + 3)) else {
+        panic!("flushed entry served");
+    };
+    store.flush();
+    assert_eq!(
+        leader.fill(store_entry(&kb, b"two", now + 3)),
+        StoreOutcome::Superseded
+    );
+    assert_eq!(store.entries(), 0);
+}
+
+// --- 10. stampede ----------------------------------------------------------------
+
+#[test]
+fn stampede_reaches_the_origin_once() {
+    const CLIENTS: usize = 100;
+    let o = Origin::start("o");
+    let gw = gateway(
+        &o,
+        &[("prod", Some(&cache("")))],
+        &[(
+            "GET /slow/{ms}",
+            "/slow/{ms}",
+            "key_parameters = [\"path.ms\"]",
+        )],
+    );
+    let addr = gw.addr();
+    let barrier = Arc::new(Barrier::new(CLIENTS));
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                barrier.wait();
+                c.get("/prod/slow/300")
+            })
+        })
+        .collect();
+    let responses: Vec<Response> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(o.count(), 1, "the origin was called more than once");
+    let mut misses = 0;
+    for r in &responses {
+        assert_eq!((r.status, r.text().as_str()), (200, "slow\n"), "{r:?}");
+        assert_eq!(req_no(r), "1", "{r:?}");
+        match cs(r) {
+            Some("Miss") => misses += 1,
+            Some("Hit") => {}
+            other => panic!("X-Cache-Status {other:?}: {r:?}"),
+        }
+    }
+    assert_eq!(misses, 1);
+}
+
+// --- 11. stale_if_error -----------------------------------------------------------
+
+#[test]
+fn stale_if_error_serves_the_expired_entry_when_the_origin_is_down() {
+    let o = Origin::start("o");
+    let gw = gateway(
+        &o,
+        &[
+            (
+                "stale",
+                Some(&cache("ttl = \"1s\"\nstale_if_error = \"30s\"")),
+            ),
+            ("plain", Some(&cache("ttl = \"1s\""))),
+        ],
+        &[("GET /echo", "/echo", "")],
+    );
+    let mut c = gw.client();
+    let kept = c.get("/stale/echo");
+    assert_cached(&kept, "Miss");
+    assert_cached(&c.get("/plain/echo"), "Miss");
+    assert_cached(&c.get("/stale/echo"), "Hit");
+    assert_eq!(o.count(), 2);
+    drop(o); // SIGKILL to the origin's pid, and reaped
+
+    let r = poll(Duration::from_secs(5), || {
+        let r = c.get("/stale/echo");
+        assert_eq!(r.status, 200, "{r:?}");
+        (cs(&r) != Some("Hit")).then_some(r)
+    })
+    .expect("still fresh 5 s after a 1 s TTL");
+    assert_cached(&r, "Stale");
+    assert_eq!(r.body, kept.body);
+    assert_eq!(req_no(&r), req_no(&kept));
+    // Still there for the next request, on the same connection.
+    let r = c.get("/stale/echo");
+    assert_cached(&r, "Stale");
+    assert_eq!(r.body, kept.body);
+
+    // Without stale_if_error: the error.
+    let r = poll(Duration::from_secs(5), || {
+        let r = c.get("/plain/echo");
+        (r.status != 200).then_some(r)
+    })
+    .expect("still fresh 5 s after a 1 s TTL");
+    r.assert_gateway_error(504, NET_ERROR);
+}
+
+// --- 12. cache_statuses ----------------------------------------------------------
+
+#[test]
+fn cache_statuses_filters_what_is_stored() {
+    let o = Origin::start("o");
+    let gw = gateway(
+        &o,
+        &[
+            ("only200", Some(&cache("cache_statuses = [200]"))),
+            ("all", Some(&cache(""))),
+        ],
+        &[(
+            "GET /status/{code}",
+            "/status/{code}",
+            "key_parameters = [\"path.code\"]",
+        )],
+    );
+    let mut c = gw.client();
+    let mut n = 0;
+    for (stage, code, cached) in [
+        ("only200", 404, false),
+        ("only200", 200, true),
+        ("all", 404, true),
+        ("all", 503, true),
+    ] {
+        let path = format!("/{stage}/status/{code}");
+        let r1 = c.get(&path);
+        let r2 = c.get(&path);
+        for r in [&r1, &r2] {
+            assert_eq!(r.status, code, "{r:?}");
+            assert_eq!(r.text(), format!("status {code}\n"));
+        }
+        assert_eq!(cs(&r1), Some("Miss"));
+        assert_eq!(cs(&r2), Some(if cached { "Hit" } else { "Miss" }), "{path}");
+        n += if cached { 1 } else { 2 };
+        assert_eq!(o.count(), n, "{path}");
+    }
+}
+
+// --- 14. a small cache under churn ---------------------------------------------
+
+#[test]
+fn small_cache_keeps_serving_correct_responses() {
+    const N: usize = 100;
+    const SIZE: usize = 100 * 1024;
+    let o = Origin::start("o");
+    let gw = gateway(
+        &o,
+        &[("prod", Some("status_header = true\ncapacity = \"2MiB\""))],
+        &[(
+            "GET /b/{i}",
+            &format!("/bytes/{SIZE}?i={{i}}"),
+            "key_parameters = [\"path.i\"]",
+        )],
+    );
+    let mut c = gw.client();
+    let body = pattern(SIZE);
+    for i in 0..N {
+        let r = c.get(&format!("/prod/b/{i}"));
+        assert_cached(&r, "Miss");
+        assert!(r.body == body, "{i}: body differs");
+    }
+    assert_eq!(o.count(), N as u64);
+    // Again: some entries were evicted (100 × 100 KiB in 2 MiB), some kept.
+    let mut misses = 0;
+    for i in 0..N {
+        let r = c.get(&format!("/prod/b/{i}"));
+        assert_eq!(r.status, 200, "{r:?}");
+        match cs(&r) {
+            Some("Miss") => misses += 1,
+            Some("Hit") => {}
+            other => panic!("{i}: X-Cache-Status {other:?}"),
+        }
+        assert!(r.body == body, "{i}: body differs");
+    }
+    assert!(misses > 0, "100 × 100 KiB cannot all fit in 2 MiB");
+    assert_eq!(o.count(), (N + misses) as u64);
+    // The last one fetched is still there.
+    assert_cached(&c.get(&format!("/prod/b/{}", N - 1)), "Hit");
+}
