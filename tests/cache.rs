@@ -829,3 +829,38 @@ fn small_cache_keeps_serving_correct_responses() {
     // The last one fetched is still there.
     assert_cached(&c.get(&format!("/prod/b/{}", N - 1)), "Hit");
 }
+
+#[test]
+fn chunked_responses_up_to_1_mib_are_stored_and_replayed_with_a_length() {
+    let o = Origin::start("o");
+    let gw = gateway(
+        &o,
+        &[("prod", Some(&cache("")))],
+        &[(
+            "GET /chunked/{n}/{size}",
+            "/chunked/{n}/{size}",
+            "key_parameters = [\"path.n\", \"path.size\"]",
+        )],
+    );
+    let mut c = gw.client();
+    let mut expect = 0;
+    for (n, cached) in [(100_000, true), (1_048_576, true), (1_048_577, false)] {
+        let path = format!("/prod/chunked/{n}/4096");
+        let r1 = c.get(&path);
+        let r2 = c.get(&path);
+        for r in [&r1, &r2] {
+            assert_eq!(r.status, 200, "{n}: {:?}", r.headers);
+            assert!(r.body == pattern(n), "{n}: body differs");
+        }
+        assert_eq!(r1.header("transfer-encoding"), Some("chunked"), "{n}");
+        assert_eq!(cs(&r1), Some("Miss"), "{n}");
+        if cached {
+            assert_eq!(cs(&r2), Some("Hit"), "{n}");
+            assert_eq!(r2.header("content-length"), Some(n.to_string().as_str()));
+        } else {
+            assert_eq!(cs(&r2), Some("Miss"), "{n}");
+        }
+        expect += if cached { 1 } else { 2 };
+        assert_eq!(o.count(), expect, "{n}");
+    }
+}

@@ -16,9 +16,10 @@
 //!    bounded by the stage's `lock_timeout`: a fresh entry is a hit; else this
 //!    request leads the one backend fetch for the key while concurrent
 //!    requests for it wait. A wait past the bound bypasses the cache.
-//! 4. The leader forwards with a [`Capture`]: a response with a
-//!    `Content-Length` body of at most 1 MiB (and a status the stage caches)
-//!    becomes the new entry; anything else streams through uncached. When
+//! 4. The leader forwards with a [`Capture`]: a response whose body is at
+//!    most 1 MiB — `Content-Length` or chunked (stored decoded, replayed
+//!    with a `Content-Length`) — and whose status the stage caches becomes
+//!    the new entry; anything else streams through uncached. When
 //!    the backend fails and the stage allows `stale_if_error`, a stale entry
 //!    is served instead of the error.
 //!
@@ -35,8 +36,7 @@
 //! `Authorization` is stored only when the origin says `public` or
 //! `s-maxage`.
 //!
-//! Not yet: caching chunked or close-delimited responses (they stream
-//! through), `Expires`/`Age` from the origin, the admin flush endpoint (the
+//! Not yet: caching close-delimited responses (they stream through), `Expires`/`Age` from the origin, the admin flush endpoint (the
 //! store has `flush`; the admin socket will expose it), canary caches.
 
 use std::sync::Arc;

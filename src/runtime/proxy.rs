@@ -119,8 +119,8 @@ pub(crate) struct Capture {
     pub body: Vec<u8>,
     /// The status.
     pub status: u16,
-    /// Whether the copy is complete and storable (a `Content-Length` body
-    /// of at most 1 MiB, relayed whole).
+    /// Whether the copy is complete and storable (a `Content-Length` or
+    /// chunked body of at most 1 MiB, relayed whole).
     pub ok: bool,
 }
 
@@ -541,7 +541,10 @@ fn write_client_head(
             && !switching
             && matches!(
                 client_framing,
-                ClientFraming::None | ClientFraming::Length(_)
+                ClientFraming::None
+                    | ClientFraming::Length(_)
+                    | ClientFraming::Chunked
+                    | ClientFraming::DechunkToClose
             )
             && match client_framing {
                 ClientFraming::Length(n) => n as usize <= crate::cache::MAX_CACHEABLE_BODY,
@@ -835,8 +838,16 @@ async fn stream_body(
                     };
                     if framing == ClientFraming::Chunked {
                         wbuf.extend_from_slice(&data[pos..pos + d.consumed]);
-                    } else if let Some(r) = d.data {
+                    } else if let Some(r) = d.data.clone() {
                         wbuf.extend_from_slice(&data[pos + r.start..pos + r.end]);
+                    }
+                    if let (Some(c), Some(r)) = (capture.as_deref_mut(), d.data) {
+                        // The decoded body is stored (replayed with a
+                        // Content-Length); past the size limit the copy
+                        // stops one byte over, which marks it unstorable.
+                        let bytes = &data[pos + r.start..pos + r.end];
+                        let room = (crate::cache::MAX_CACHEABLE_BODY + 1).saturating_sub(c.len());
+                        c.extend_from_slice(&bytes[..bytes.len().min(room)]);
                     }
                     pos += d.consumed;
                     done = d.done;
