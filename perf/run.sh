@@ -4,13 +4,16 @@
 # Scenario "mock":  ringgate's fixed mock response vs nginx `return 200`.
 # Scenario "proxy": ringgate http_proxy vs nginx proxy_pass vs haproxy, all in
 #                   front of one ringgate-origin (started once, on wrk's CPU).
+# Scenario "cache": cache hits: ringgate's stage cache vs nginx proxy_cache vs
+#                   varnish, in front of the same origin, two workloads (one
+#                   hot URL; 10,000 URLs with Zipf popularity, perf/zipf.lua).
 # Servers of a scenario run one at a time, alternating (A, B, A, B, ...), each
 # started before its run and stopped after it, so they never compete.
 # See perf/README.md for the method and how to read the output.
 #
-# Usage: perf/run.sh [--scenario mock|proxy] [--rounds N] [--duration SECS]
+# Usage: perf/run.sh [--scenario mock|proxy|cache] [--rounds N] [--duration SECS]
 #                    [--warmup SECS] [--connections C] [--mode pinned|wide]
-#                    [--bin PATH] [--servers LIST] [--no-save]
+#                    [--bin PATH] [--servers LIST] [--with-mock] [--no-save]
 set -euo pipefail
 
 PERF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -27,11 +30,12 @@ MODE=pinned
 BIN=""
 SERVERS_OVERRIDE="${PERF_SERVERS:-}"
 SAVE=1
+WITH_MOCK=0
 
 usage() {
     cat <<'EOF'
 Usage: perf/run.sh [options]
-  --scenario NAME     scenario to run: mock or proxy                   [mock]
+  --scenario NAME     scenario to run: mock, proxy or cache            [mock]
   --rounds N          rounds; each round runs every server once        [3]
   --duration SECS     length of each measured wrk run                  [10]
   --warmup SECS       wrk warm-up before each measured run             [2]
@@ -46,6 +50,9 @@ Usage: perf/run.sh [options]
                       or env PERF_ORIGIN_BIN; built if missing)
   --servers LIST      comma-separated subset of the scenario's servers
                       (also env PERF_SERVERS), e.g. --servers nginx
+  --with-mock         cache only: in the hot-URL workload, also run
+                      ringgate's mock route (the mock scenario's config,
+                      GET /perf/hello) and compare the cache hits with it
   --no-save           do not write perf/results/<scenario>-<date>.txt
 EOF
 }
@@ -68,6 +75,7 @@ while [[ $# -gt 0 ]]; do
         --bin)         need_arg "$@"; BIN=$2; shift 2 ;;
         --servers)     need_arg "$@"; SERVERS_OVERRIDE=$2; shift 2 ;;
         --no-save)     SAVE=0; shift ;;
+        --with-mock)   WITH_MOCK=1; shift ;;
         -h|--help)     usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -101,8 +109,20 @@ NPROC=$(nproc)
 # start_server_<s> PORT (starts it in the background, sets SERVER_PID).
 # A scenario whose setup starts an origin sets ORIGIN_PID and ORIGIN_PORT:
 # templates get @ORIGIN_PORT@, and each run also reports the origin's CPU.
-# Later: cache (ringgate vs nginx proxy_cache vs varnish).
+# SCENARIO_ORIGIN says what the origin's request counter must show over a
+# measured run: "forward" (at least every request wrk completed; proxy) or
+# "cache" (reported per run, ~0 once the cache is warm; cache).
+# Optional SCENARIO_WORKLOADS: names of load patterns, each run for every
+# server every round; workload_<scenario>_<name> sets WL_PATH (checked with
+# curl, and wrk's URL), WL_WRK (extra wrk arguments before the URL),
+# WL_WRK_ARGS (script arguments, after "--") and WL_FILL (a function run
+# with the base URL before the warm-up, e.g. to fill a cache). Default: one
+# workload "default" on SCENARIO_PATH.
 # --------------------------------------------------------------------------
+SCENARIO_WORKLOADS=(default)
+SCENARIO_ORIGIN=""
+workload_default() { WL_PATH=$SCENARIO_PATH WL_WRK=() WL_WRK_ARGS=() WL_FILL=""; }
+
 scenario_mock() {
     SCENARIO_SERVERS=(ringgate nginx)
     SCENARIO_PATH=/perf/hello
@@ -115,7 +135,34 @@ scenario_proxy() {
     SCENARIO_PATH=/perf/hello
     SCENARIO_STATUS=200
     SCENARIO_BODY=$'hello, world\n'
+    SCENARIO_ORIGIN=forward
 }
+
+# cache: every server answers GET /perf/items/{id} with the origin's
+# /bytes/1024 (1024 bytes, byte i = 'a' + i % 26), cached for an hour.
+ZIPF_N=10000 ZIPF_S=1.0 ZIPF_SEED=42
+scenario_cache() {
+    SCENARIO_SERVERS=(ringgate nginx varnish)
+    SCENARIO_PATH=/perf/items/1
+    SCENARIO_STATUS=200
+    SCENARIO_BODY=$(awk 'BEGIN { for (i = 0; i < 1024; i++) printf "%c", 97 + i % 26 }')
+    SCENARIO_ORIGIN=cache
+    SCENARIO_WORKLOADS=(hot zipf)
+}
+# One hot URL: the check (curl) fills its entry, the warm-up hits it.
+workload_cache_hot() { WL_PATH=/perf/items/1 WL_WRK=() WL_WRK_ARGS=() WL_FILL=""; }
+# 10,000 URLs, Zipf(1.0) popularity, deterministic sequence (perf/zipf.lua);
+# every URL is requested once (fill_walk) before the warm-up.
+workload_cache_zipf() {
+    WL_PATH=/perf/items/1
+    WL_WRK=(-s "$PERF_DIR/zipf.lua")
+    WL_WRK_ARGS=(-- "$ZIPF_N" "$ZIPF_S" "$ZIPF_SEED" /perf/items/)
+    WL_FILL=fill_walk
+}
+# --with-mock adds ringgate's mock route (the mock scenario's config) to the
+# hot workload, as server "ringgate-mock".
+MOCK_PATH=/perf/hello
+MOCK_BODY=$'hello, world\n'
 
 declare -F "scenario_$SCENARIO" >/dev/null || die "unknown scenario: $SCENARIO"
 "scenario_$SCENARIO"
@@ -129,6 +176,22 @@ if [[ -n $SERVERS_OVERRIDE ]]; then
     done
 fi
 ((${#SERVERS[@]} >= 1)) || die "no servers selected"
+if ((WITH_MOCK)); then
+    [[ $SCENARIO == cache ]] || die "--with-mock is for --scenario cache only"
+fi
+# workload_servers WORKLOAD: the servers run in that workload, in order.
+workload_servers() {
+    printf '%s\n' "${SERVERS[@]}"
+    if ((WITH_MOCK)) && [[ $1 == hot ]]; then echo ringgate-mock; fi
+}
+# load_workload WORKLOAD: set WL_* for it.
+load_workload() {
+    if [[ $1 == default ]]; then workload_default; else "workload_${SCENARIO}_$1"; fi
+}
+for wl in "${SCENARIO_WORKLOADS[@]}"; do
+    [[ $wl == default ]] || declare -F "workload_${SCENARIO}_$wl" >/dev/null ||
+        die "scenario $SCENARIO: no workload_${SCENARIO}_$wl"
+done
 
 # --------------------------------------------------------------------------
 # Installing what is missing.
@@ -179,6 +242,18 @@ ensure_server_haproxy() {
     fi
 }
 
+ensure_server_varnish() {
+    VARNISHD=$(command -v varnishd || true)
+    [[ -z $VARNISHD && -x /usr/sbin/varnishd ]] && VARNISHD=/usr/sbin/varnishd
+    if [[ -z $VARNISHD ]]; then
+        apt_install varnish
+        VARNISHD=$(command -v varnishd || echo /usr/sbin/varnishd)
+        [[ -x $VARNISHD ]] || die "varnishd still missing after install"
+    fi
+    # varnishd compiles the VCL with the C compiler.
+    command -v cc >/dev/null || command -v gcc >/dev/null || apt_install gcc
+}
+
 ORIGIN_BIN=${PERF_ORIGIN_BIN:-$REPO_DIR/target/release/ringgate-origin}
 [[ $ORIGIN_BIN == /* ]] || ORIGIN_BIN=$PWD/$ORIGIN_BIN
 scenario_ensure_proxy() {
@@ -190,6 +265,7 @@ scenario_ensure_proxy() {
         [[ -x $ORIGIN_BIN ]] || die "build did not produce $ORIGIN_BIN"
     fi
 }
+scenario_ensure_cache() { scenario_ensure_proxy; }
 
 ensure_server_ringgate() {
     if [[ ! -x $BIN ]]; then
@@ -200,6 +276,7 @@ ensure_server_ringgate() {
         [[ -x $BIN ]] || die "build did not produce $BIN"
     fi
 }
+ensure_server_ringgate-mock() { ensure_server_ringgate; }
 
 # --------------------------------------------------------------------------
 # Servers. start_server_<name> PORT: render the config, start in background,
@@ -235,16 +312,38 @@ start_server_nginx() {
     SERVER_ERRLOG=$dir/error.log
 }
 
-start_server_ringgate() {
+start_server_ringgate() { # start_server_ringgate PORT [TEMPLATE-SCENARIO]
     local port=$1 dir workers=1
     dir=$(mktemp -d "$WORK/ringgate.XXXX")
     [[ $MODE == wide ]] && workers='"auto"'
-    render "$PERF_DIR/ringgate-$SCENARIO.toml.in" "$dir/ringgate.toml" \
+    render "$PERF_DIR/ringgate-${2:-$SCENARIO}.toml.in" "$dir/ringgate.toml" \
         PORT="$port" WORKERS="$workers" ORIGIN_PORT="${ORIGIN_PORT:-0}"
     SERVER_LOG=$dir/stdout.log
     SERVER_ERRLOG=$SERVER_LOG
     ${SERVER_AFFINITY[@]+"${SERVER_AFFINITY[@]}"} \
         "$BIN" serve --config "$dir/ringgate.toml" >"$SERVER_LOG" 2>&1 &
+    SERVER_PID=$!
+}
+
+# ringgate with the mock scenario's config (cache --with-mock).
+start_server_ringgate-mock() { start_server_ringgate "$1" mock; }
+
+# varnishd in the foreground (-F) with a private working dir (-n), malloc
+# storage, one thread pool in pinned mode, the CLI on loopback; no varnishlog
+# or varnishncsa. It forks a cache child (counted with the manager's CPU).
+start_server_varnish() {
+    local port=$1 dir
+    local -a pools=()
+    dir=$(mktemp -d "$WORK/varnish.XXXX")
+    chmod 755 "$dir"
+    [[ $MODE == pinned ]] && pools=(-p thread_pools=1)
+    render "$PERF_DIR/varnish-$SCENARIO.vcl.in" "$dir/default.vcl" \
+        PORT="$port" TMP="$dir" ORIGIN_PORT="${ORIGIN_PORT:-0}"
+    SERVER_LOG=$dir/stdout.log
+    SERVER_ERRLOG=$SERVER_LOG
+    ${SERVER_AFFINITY[@]+"${SERVER_AFFINITY[@]}"} \
+        "$VARNISHD" -F -n "$dir/varnish" -a "127.0.0.1:$port" -T 127.0.0.1:0 \
+        -f "$dir/default.vcl" -s malloc,256M ${pools[@]+"${pools[@]}"} >"$SERVER_LOG" 2>&1 &
     SERVER_PID=$!
 }
 
@@ -380,14 +479,14 @@ wait_ready() { # wait_ready PORT PID: up to 10 s for the port to accept
     return 1
 }
 
-check_response() { # check_response URL: expected status and body
-    local url=$1 out code
+check_response() { # check_response URL [BODY]: expected status and body
+    local url=$1 body=${2-$SCENARIO_BODY} out code
     out=$WORK/check.body
     code=$(curl -sS --max-time 5 -o "$out" -w '%{http_code}' "$url") ||
         die "curl $url failed"
     [[ $code == "$SCENARIO_STATUS" ]] || die "GET $url: status $code, expected $SCENARIO_STATUS"
-    if [[ -n $SCENARIO_BODY ]]; then
-        [[ "$(cat "$out"; echo x)" == "${SCENARIO_BODY}x" ]] ||
+    if [[ -n $body ]]; then
+        [[ "$(cat "$out"; echo x)" == "${body}x" ]] ||
             die "GET $url: unexpected body: $(head -c 200 "$out" | od -c | head -3)"
     fi
 }
@@ -433,17 +532,42 @@ scenario_setup_proxy() {
     done
     [[ -n $line ]] || { cat "$ORIGIN_LOG" >&2; die "origin did not report its port within 10 s"; }
     ORIGIN_PORT=${line##*:}
-    check_response "http://127.0.0.1:$ORIGIN_PORT/hello"
+    check_response "http://127.0.0.1:$ORIGIN_PORT/hello" $'hello, world\n'
     log "origin: PID $ORIGIN_PID on 127.0.0.1:$ORIGIN_PORT, $workers worker(s)${LOAD_AFFINITY[*]:+, ${LOAD_AFFINITY[*]}}"
 }
+
+scenario_setup_cache() { scenario_setup_proxy; }
 
 # --------------------------------------------------------------------------
 # Load generation.
 # --------------------------------------------------------------------------
-run_wrk() { # run_wrk SECS URL OUTFILE
+# run_wrk SECS URL OUTFILE; the workload's WL_WRK go before the URL and
+# WL_WRK_ARGS (script arguments) after it.
+run_wrk() {
     ${LOAD_AFFINITY[@]+"${LOAD_AFFINITY[@]}"} \
-        wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$1"s --timeout 5s --latency "$2" >"$3" 2>&1 ||
+        wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$1"s --timeout 5s --latency \
+        ${WL_WRK[@]+"${WL_WRK[@]}"} "$2" ${WL_WRK_ARGS[@]+"${WL_WRK_ARGS[@]}"} >"$3" 2>&1 ||
         { cat "$3" >&2; die "wrk failed"; }
+}
+
+# fill_walk BASE OUTPREFIX: GET BASE/perf/items/1 .. /perf/items/ZIPF_N once
+# each, in order, over one keep-alive connection (curl), on wrk's CPU; every
+# answer must be the scenario's status. Sets FILL_ORIGIN (the origin's
+# requests during the walk: ZIPF_N - 1 for a cache that fetches each
+# missing key once; the check already filled /perf/items/1).
+fill_walk() {
+    local base=$1 cfg=$2.walk.curl codes=$2.walk.codes c0 c1 bad
+    awk -v b="$base" -v n="$ZIPF_N" 'BEGIN {
+        for (i = 1; i <= n; i++) printf "url = \"%s/perf/items/%d\"\noutput = \"/dev/null\"\n", b, i }' >"$cfg"
+    c0=$(origin_count)
+    ${LOAD_AFFINITY[@]+"${LOAD_AFFINITY[@]}"} \
+        curl -sS --max-time 120 -K "$cfg" -w '%{http_code}\n' >"$codes" ||
+        die "fill: curl failed walking $ZIPF_N URLs on $base"
+    c1=$(origin_count)
+    bad=$(awk -v want="$SCENARIO_STATUS" '$1 != want { n++ } END { print n + 0 }' "$codes")
+    (($(wc -l <"$codes") == ZIPF_N && bad == 0)) ||
+        die "fill: $bad of $ZIPF_N answers on $base were not $SCENARIO_STATUS ($(sort "$codes" | uniq -c | tr '\n' ' '))"
+    FILL_ORIGIN=$((c1 - c0))
 }
 
 # parse_wrk FILE -> "rps requests p99_us non2xx socket_errors"
