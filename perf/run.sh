@@ -659,9 +659,20 @@ fi
 say "cpu:      $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || echo unknown)"
 say "mode:     $MODE   rounds: $ROUNDS   duration: ${DURATION}s   warm-up: ${WARMUP}s   connections: $CONNECTIONS   wrk threads: $WRK_THREADS"
 if [[ $MODE == pinned ]]; then
-    say "pinning:  servers: taskset -c 0, one worker;  wrk: taskset -c 1${ORIGIN_PID:+;  origin: taskset -c 1 (shares the CPU with wrk)}"
+    say "pinning:  servers: taskset -c 0, one worker$([[ " ${SERVERS[*]} " == *" varnish "* ]] && echo ' (varnish: -p thread_pools=1)');  wrk: taskset -c 1${ORIGIN_PID:+;  origin: taskset -c 1 (shares the CPU with wrk)}"
 fi
-say "servers:  ${SERVERS[*]}   (order within a round; alternated every round)"
+say "servers:  ${SERVERS[*]}$( ((WITH_MOCK)) && echo ' (+ ringgate-mock in hot)')   (order within a round; alternated every round)"
+if [[ ${SCENARIO_WORKLOADS[*]} != default ]]; then
+    say "workloads: ${SCENARIO_WORKLOADS[*]}   (each round runs every workload on every server; each run starts a fresh server)"
+fi
+if [[ $SCENARIO == cache ]]; then
+    say "  hot:    GET /perf/items/1 only (the check fills it; warm-up and run are hits)"
+    say "  zipf:   GET /perf/items/{1..$ZIPF_N}, Zipf(s=$ZIPF_S), seed $ZIPF_SEED (perf/zipf.lua); all $ZIPF_N URLs walked once with curl before the warm-up"
+    say "  caches: ringgate stage cache 256MiB, ttl 3600s, key path.id, status_header = false;"
+    say "          nginx proxy_cache (files in the run's temp dir), key \$uri, valid 200 1h;"
+    say "          varnish malloc,256M, hash on URL, beresp.ttl = 1h, cookies ignored"
+    ((WITH_MOCK)) && say "  ringgate-mock: the mock scenario's ringgate config, GET /perf/hello (13-byte body; cache bodies are 1024 bytes)"
+fi
 for s in "${SERVERS[@]}"; do
     case $s in
         ringgate)
@@ -672,12 +683,13 @@ for s in "${SERVERS[@]}"; do
             fi ;;
         nginx) say "nginx:    $("$NGINX" -v 2>&1 | sed 's/^nginx version: //')" ;;
         haproxy) say "haproxy:  $("$HAPROXY" -v 2>&1 | head -1 | sed 's/^HAProxy version //')" ;;
+        varnish) say "varnish:  $("$VARNISHD" -V 2>&1 | head -1 | sed 's/^varnishd (//; s/ revision.*//')" ;;
         *) ;;
     esac
 done
 say "wrk:      $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
 if [[ -n $ORIGIN_PID ]]; then
-    say "origin:   $ORIGIN_BIN --workers $ORIGIN_WORKERS on 127.0.0.1:$ORIGIN_PORT (PID $ORIGIN_PID), GET /hello; one process for all runs"
+    say "origin:   $ORIGIN_BIN --workers $ORIGIN_WORKERS on 127.0.0.1:$ORIGIN_PORT (PID $ORIGIN_PID), $([[ $SCENARIO == cache ]] && echo 'GET /bytes/1024?id=N' || echo 'GET /hello'); one process for all runs"
     if [[ -n $(find "$REPO_DIR/tools" -name '*.rs' -newer "$ORIGIN_BIN" -print -quit 2>/dev/null) ]]; then
         say "WARNING:  $ORIGIN_BIN is older than tools/: rebuild it"
     fi
@@ -687,14 +699,22 @@ say ""
 # --------------------------------------------------------------------------
 # Runs.
 # --------------------------------------------------------------------------
-R_ROUND=() R_SERVER=() R_RPS=() R_P99=() R_CPU=() R_REQ=() R_UTIL=() R_OCPU=()
+R_ROUND=() R_WL=() R_SERVER=() R_RPS=() R_P99=() R_CPU=() R_REQ=() R_UTIL=() R_OCPU=() R_OREQ=()
+R_FILL=()
+ROUND_NOTES=()
 
-run_one() { # run_one ROUND SERVER
-    local round=$1 s=$2 port url pid out t0 t1 ticks rps req p99 non2xx serr cpu
-    local o0=0 o1=0 c0=0 c1=0
+run_one() { # run_one ROUND WORKLOAD SERVER
+    local round=$1 wl=$2 s=$3 port url base path body pid out t0 t1 ticks rps req p99 non2xx serr cpu
+    local o0=0 o1=0 c0=0 c1=0 fill="-"
     local -a pids
+    load_workload "$wl"
+    path=$WL_PATH body=$SCENARIO_BODY
+    if [[ $s == ringgate-mock ]]; then
+        path=$MOCK_PATH body=$MOCK_BODY WL_WRK=() WL_WRK_ARGS=() WL_FILL=""
+    fi
     port=$(free_port)
-    url="http://127.0.0.1:$port$SCENARIO_PATH"
+    base="http://127.0.0.1:$port"
+    url="$base$path"
     SERVER_PID=""
     "start_server_$s" "$port"
     pid=$SERVER_PID
@@ -704,17 +724,23 @@ run_one() { # run_one ROUND SERVER
         [[ $SERVER_ERRLOG != "$SERVER_LOG" ]] && { cat "$SERVER_ERRLOG" >&2 || true; }
         die "$s did not accept connections on 127.0.0.1:$port within 10 s"
     fi
-    check_response "$url"
+    check_response "$url" "$body"
 
-    out=$WORK/wrk-$round-$s
+    out=$WORK/wrk-$round-$wl-$s
+    if [[ -n $WL_FILL ]]; then
+        log "round $round: $wl: $s fill ($WL_FILL) on $base"
+        "$WL_FILL" "$base" "$out"
+        fill=$FILL_ORIGIN
+        log "round $round: $wl: $s fill done; origin served $fill"
+    fi
     if ((WARMUP > 0)); then
-        log "round $round: $s warm-up ${WARMUP}s on $url"
+        log "round $round: $wl: $s warm-up ${WARMUP}s on $url"
         run_wrk "$WARMUP" "$url" "$out.warmup"
-        check_wrk_errors "$out.warmup" "$s warm-up (round $round)"
+        check_wrk_errors "$out.warmup" "$s warm-up ($wl, round $round)"
     fi
 
     mapfile -t pids < <(tree_pids "$pid")
-    log "round $round: $s measuring ${DURATION}s (pids ${pids[*]})"
+    log "round $round: $wl: $s measuring ${DURATION}s (pids ${pids[*]})"
     [[ -n $ORIGIN_PID ]] && c0=$(origin_count)
     [[ -n $ORIGIN_PID ]] && o0=$(cpu_ticks "$ORIGIN_PID")
     t0=$(cpu_ticks "${pids[@]}")
@@ -732,94 +758,154 @@ run_one() { # run_one ROUND SERVER
     fi
     stop_server "$pid"
 
-    check_wrk_errors "$out.run" "$s (round $round)"
+    check_wrk_errors "$out.run" "$s ($wl, round $round)"
     read -r rps req p99 non2xx serr < <(parse_wrk "$out.run")
-    # Every response wrk counted must have been forwarded to the origin.
-    if [[ -n $ORIGIN_PID ]] && ((c1 - c0 < req)); then
+    # proxy: every response wrk counted must have been forwarded to the origin.
+    if [[ $SCENARIO_ORIGIN == forward ]] && ((c1 - c0 < req)); then
         die "$s (round $round): wrk completed $req requests but the origin served only $((c1 - c0))"
+    fi
+    # cache: a warm cache sends (almost) nothing to the origin; report misses.
+    if [[ $SCENARIO_ORIGIN == cache ]] && ((c1 - c0 > 0)); then
+        ROUND_NOTES+=("NOTE: $wl/$s: the origin served $((c1 - c0)) requests during the measured run ($req hits expected; a warm cache sends none)")
+        cp "$SERVER_ERRLOG" "$out.serverlog" 2>/dev/null || true
     fi
     ticks=$((t1 - t0))
     cpu=$(awk -v t="$ticks" -v hz="$CLK_TCK" -v n="$req" 'BEGIN { printf "%.3f", t / hz * 1e6 / n }')
 
-    R_ROUND+=("$round") R_SERVER+=("$s") R_RPS+=("$rps") R_P99+=("$p99")
-    R_CPU+=("$cpu") R_REQ+=("$req")
+    R_ROUND+=("$round") R_WL+=("$wl") R_SERVER+=("$s") R_RPS+=("$rps") R_P99+=("$p99")
+    R_CPU+=("$cpu") R_REQ+=("$req") R_OREQ+=("$((c1 - c0))") R_FILL+=("$fill")
     R_OCPU+=("$(awk -v t="$((o1 - o0))" -v hz="$CLK_TCK" -v n="$req" 'BEGIN { printf "%.3f", t / hz * 1e6 / n }')")
     R_UTIL+=("$(awk -v t="$ticks" -v hz="$CLK_TCK" -v d="$DURATION" 'BEGIN { printf "%.0f", 100 * t / hz / d }')")
 }
 
 # With an origin, an extra column: the origin's CPU per request over the same
-# run (it runs on wrk's CPU in pinned mode, so it also competes with wrk).
-row_fmt='%-6s %-10s %12s %12s %14s %10s %12s %8s%s\n'
-ocol() { [[ -n $ORIGIN_PID ]] && printf ' %14s' "$1"; return 0; }
+# run (it runs on wrk's CPU in pinned mode, so it also competes with wrk);
+# in cache, also the origin's requests during the measured run and during
+# the fill walk.
+row_fmt='%-6s %-13s %12s %12s %14s %10s %12s %8s%s\n'
+ocol() { # ocol ORIGIN-US/REQ [ORIGIN-REQS FILL]
+    [[ -n $ORIGIN_PID ]] && printf ' %14s' "$1"
+    [[ $SCENARIO_ORIGIN == cache ]] && printf ' %12s %10s' "$2" "$3"
+    return 0
+}
 print_header() {
     # shellcheck disable=SC2059
-    say "$(printf "$row_fmt" round server 'req/s' 'p99 (us)' 'cpu us/req' 'srv cpu%' requests errors "$(ocol 'origin us/req')")"
+    say "$(printf "$row_fmt" round server 'req/s' 'p99 (us)' 'cpu us/req' 'srv cpu%' requests errors "$(ocol 'origin us/req' 'origin reqs' 'fill orig')")"
 }
+wl_label() { [[ $1 == default ]] || printf ', workload %s' "$1"; }
 
 for ((round = 1; round <= ROUNDS; round++)); do
-    first=${#R_ROUND[@]}
-    for s in "${SERVERS[@]}"; do
-        run_one "$round" "$s"
+    for wl in "${SCENARIO_WORKLOADS[@]}"; do
+        first=${#R_ROUND[@]}
+        ROUND_NOTES=()
+        mapfile -t wl_servers < <(workload_servers "$wl")
+        for s in "${wl_servers[@]}"; do
+            run_one "$round" "$wl" "$s"
+        done
+        say "--- round $round/$ROUNDS$(wl_label "$wl") ---"
+        print_header
+        for ((i = first; i < ${#R_ROUND[@]}; i++)); do
+            # shellcheck disable=SC2059
+            say "$(printf "$row_fmt" "${R_ROUND[i]}" "${R_SERVER[i]}" "${R_RPS[i]}" \
+                "${R_P99[i]}" "${R_CPU[i]}" "${R_UTIL[i]}" "${R_REQ[i]}" 0 \
+                "$(ocol "${R_OCPU[i]}" "${R_OREQ[i]}" "${R_FILL[i]}")")"
+        done
+        for note in ${ROUND_NOTES[@]+"${ROUND_NOTES[@]}"}; do say "$note"; done
+        say ""
     done
-    say "--- round $round/$ROUNDS ---"
-    print_header
-    for ((i = first; i < ${#R_ROUND[@]}; i++)); do
-        # shellcheck disable=SC2059
-        say "$(printf "$row_fmt" "${R_ROUND[i]}" "${R_SERVER[i]}" "${R_RPS[i]}" \
-            "${R_P99[i]}" "${R_CPU[i]}" "${R_UTIL[i]}" "${R_REQ[i]}" 0 "$(ocol "${R_OCPU[i]}")")"
-    done
-    say ""
 done
 
 # --------------------------------------------------------------------------
-# Summary: medians per server and ratios subject/other.
+# Summary: medians per workload and server, ratios subject/other.
 # --------------------------------------------------------------------------
 median() { # median VALUE...
     printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
         END { if (NR % 2) printf "%.3f", v[(NR + 1) / 2];
               else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
-metric_values() { # metric_values ARRAYNAME SERVER
+metric_values() { # metric_values ARRAYNAME WORKLOAD SERVER
     local -n arr=$1
     local i
     for ((i = 0; i < ${#R_SERVER[@]}; i++)); do
-        [[ ${R_SERVER[i]} == "$2" ]] && echo "${arr[i]}"
+        [[ ${R_WL[i]} == "$2" && ${R_SERVER[i]} == "$3" ]] && echo "${arr[i]}"
     done
     return 0
 }
-declare -A MED_RPS MED_P99 MED_CPU MED_OCPU
-for s in "${SERVERS[@]}"; do
-    mapfile -t v < <(metric_values R_RPS "$s"); MED_RPS[$s]=$(median "${v[@]}")
-    mapfile -t v < <(metric_values R_P99 "$s"); MED_P99[$s]=$(median "${v[@]}")
-    mapfile -t v < <(metric_values R_CPU "$s"); MED_CPU[$s]=$(median "${v[@]}")
-    mapfile -t v < <(metric_values R_OCPU "$s"); MED_OCPU[$s]=$(median "${v[@]}")
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.3f", a / b }'; }
+declare -A MED_RPS MED_P99 MED_CPU MED_OCPU MED_OREQ
+for wl in "${SCENARIO_WORKLOADS[@]}"; do
+    mapfile -t wl_servers < <(workload_servers "$wl")
+    for s in "${wl_servers[@]}"; do
+        k="$wl|$s"
+        mapfile -t v < <(metric_values R_RPS "$wl" "$s"); MED_RPS[$k]=$(median "${v[@]}")
+        mapfile -t v < <(metric_values R_P99 "$wl" "$s"); MED_P99[$k]=$(median "${v[@]}")
+        mapfile -t v < <(metric_values R_CPU "$wl" "$s"); MED_CPU[$k]=$(median "${v[@]}")
+        mapfile -t v < <(metric_values R_OCPU "$wl" "$s"); MED_OCPU[$k]=$(median "${v[@]}")
+        mapfile -t v < <(metric_values R_OREQ "$wl" "$s"); MED_OREQ[$k]=$(median "${v[@]}")
+    done
 done
 
-sum_fmt='%-10s %14s %12s %14s%s\n'
-say "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)   (the runs themselves add about 2)"
-say "=== summary: median of $ROUNDS round(s), scenario $SCENARIO, mode $MODE ==="
-# shellcheck disable=SC2059
-say "$(printf "$sum_fmt" server 'req/s' 'p99 (us)' 'cpu us/req' "$(ocol 'origin us/req')")"
-for s in "${SERVERS[@]}"; do
-    # shellcheck disable=SC2059
-    say "$(printf "$sum_fmt" "$s" "${MED_RPS[$s]}" "${MED_P99[$s]}" "${MED_CPU[$s]}" "$(ocol "${MED_OCPU[$s]}")")"
-done
-
+sum_fmt='%-13s %14s %12s %14s%s\n'
+scol() { # scol ORIGIN-US/REQ ORIGIN-REQS
+    [[ -n $ORIGIN_PID ]] && printf ' %14s' "$1"
+    [[ $SCENARIO_ORIGIN == cache ]] && printf ' %12s' "$2"
+    return 0
+}
+say "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)   (the runs themselves add about 2$([[ " ${SERVERS[*]} " == *" varnish "* ]] && echo "; varnish's runnable threads far more"))"
 SUBJECT=${SCENARIO_SERVERS[0]}
-if [[ " ${SERVERS[*]} " == *" $SUBJECT "* ]] && ((${#SERVERS[@]} > 1)); then
+for wl in "${SCENARIO_WORKLOADS[@]}"; do
+    mapfile -t wl_servers < <(workload_servers "$wl")
+    say "=== summary: median of $ROUNDS round(s), scenario $SCENARIO$(wl_label "$wl"), mode $MODE ==="
+    # shellcheck disable=SC2059
+    say "$(printf "$sum_fmt" server 'req/s' 'p99 (us)' 'cpu us/req' "$(scol 'origin us/req' 'origin reqs')")"
+    for s in "${wl_servers[@]}"; do
+        k="$wl|$s"
+        # shellcheck disable=SC2059
+        say "$(printf "$sum_fmt" "$s" "${MED_RPS[$k]}" "${MED_P99[$k]}" "${MED_CPU[$k]}" "$(scol "${MED_OCPU[$k]}" "${MED_OREQ[$k]}")")"
+    done
+
+    if [[ " ${SERVERS[*]} " == *" $SUBJECT "* ]] && ((${#SERVERS[@]} > 1)); then
+        say ""
+        say "ratios (req/s: >1 = $SUBJECT faster; p99 and cpu us/req: <1 = $SUBJECT better)"
+        sk="$wl|$SUBJECT"
+        for s in "${SERVERS[@]}"; do
+            [[ $s == "$SUBJECT" ]] && continue
+            k="$wl|$s"
+            extra=""
+            [[ $SCENARIO_ORIGIN == forward ]] && extra="   (proxy+origin cpu/req $(ratio \
+                "$(awk -v a="${MED_CPU[$sk]}" -v b="${MED_OCPU[$sk]}" 'BEGIN { print a + b }')" \
+                "$(awk -v a="${MED_CPU[$k]}" -v b="${MED_OCPU[$k]}" 'BEGIN { print a + b }')"))"
+            say "$(printf '%-18s req/s %s   p99 %s   cpu/req %s%s' "$SUBJECT/$s" \
+                "$(ratio "${MED_RPS[$sk]}" "${MED_RPS[$k]}")" \
+                "$(ratio "${MED_P99[$sk]}" "${MED_P99[$k]}")" \
+                "$(ratio "${MED_CPU[$sk]}" "${MED_CPU[$k]}")" "$extra")"
+        done
+    fi
+    if ((WITH_MOCK)) && [[ $wl == hot && " ${SERVERS[*]} " == *" ringgate "* ]]; then
+        k="$wl|ringgate-mock" sk="$wl|ringgate"
+        say "$(printf '%-18s req/s %s   p99 %s   cpu/req %s   (hot-URL hits vs the mock route)' "ringgate/rg-mock" \
+            "$(ratio "${MED_RPS[$sk]}" "${MED_RPS[$k]}")" \
+            "$(ratio "${MED_P99[$sk]}" "${MED_P99[$k]}")" \
+            "$(ratio "${MED_CPU[$sk]}" "${MED_CPU[$k]}")")"
+    fi
     say ""
-    say "ratios (req/s: >1 = $SUBJECT faster; p99 and cpu us/req: <1 = $SUBJECT better)"
-    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.3f", a / b }'; }
-    for s in "${SERVERS[@]}"; do
-        [[ $s == "$SUBJECT" ]] && continue
-        extra=""
-        [[ -n $ORIGIN_PID ]] && extra="   (proxy+origin cpu/req $(ratio \
-            "$(awk -v a="${MED_CPU[$SUBJECT]}" -v b="${MED_OCPU[$SUBJECT]}" 'BEGIN { print a + b }')" \
-            "$(awk -v a="${MED_CPU[$s]}" -v b="${MED_OCPU[$s]}" 'BEGIN { print a + b }')"))"
-        say "$(printf '%-18s req/s %s   p99 %s   cpu/req %s%s' "$SUBJECT/$s" \
-            "$(ratio "${MED_RPS[$SUBJECT]}" "${MED_RPS[$s]}")" \
-            "$(ratio "${MED_P99[$SUBJECT]}" "${MED_P99[$s]}")" \
-            "$(ratio "${MED_CPU[$SUBJECT]}" "${MED_CPU[$s]}")" "$extra")"
+done
+
+# cache: the issue's goals, per workload.
+if [[ $SCENARIO == cache && " ${SERVERS[*]} " == *" ringgate "* ]]; then
+    for wl in "${SCENARIO_WORKLOADS[@]}"; do
+        line="goals, $wl:"
+        if [[ " ${SERVERS[*]} " == *" nginx "* ]]; then
+            sk="$wl|ringgate" k="$wl|nginx"
+            r=$(ratio "${MED_RPS[$sk]}" "${MED_RPS[$k]}")
+            line+=" ringgate/nginx req/s $r (goal >= 2: $(awk -v r="$r" 'BEGIN { print (r + 0 >= 2) ? "met" : "NOT met" }'))"
+        fi
+        if ((WITH_MOCK)) && [[ $wl == hot ]]; then
+            sk="$wl|ringgate" k="$wl|ringgate-mock"
+            r=$(ratio "${MED_RPS[$sk]}" "${MED_RPS[$k]}")
+            line+="; ringgate/ringgate-mock req/s $r (goal >= 0.9: $(awk -v r="$r" 'BEGIN { print (r + 0 >= 0.9) ? "met" : "NOT met" }'))"
+        fi
+        say "$line"
     done
 fi
 
