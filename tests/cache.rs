@@ -864,3 +864,49 @@ fn chunked_responses_up_to_1_mib_are_stored_and_replayed_with_a_length() {
         assert_eq!(o.count(), expect, "{n}");
     }
 }
+
+/// The leader and its waiters on different workers: the fill wakes waiters
+/// parked on another thread's io_uring (SINGLE_ISSUER + DEFER_TASKRUN), so
+/// this exercises monoio's cross-thread wake-up repeatedly, under load.
+#[test]
+fn stampedes_across_two_workers_wake_every_waiter() {
+    const CLIENTS: usize = 40;
+    const ROUNDS: usize = 15;
+    let o = Origin::start("o");
+    let toml = config(
+        o.addr(),
+        &[("prod", Some(&cache("")))],
+        &[(
+            "GET /slow/{ms}",
+            "/slow/{ms}",
+            "key_parameters = [\"path.ms\"]",
+        )],
+    )
+    .replacen("workers = 1", "workers = 2", 1);
+    let gw = TestServer::start(&toml);
+    let addr = gw.addr();
+    for round in 0..ROUNDS {
+        let barrier = Arc::new(Barrier::new(CLIENTS));
+        let path = format!("/prod/slow/{}", 100 + round);
+        let threads: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let barrier = barrier.clone();
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let mut c = Client::connect(addr);
+                    barrier.wait();
+                    c.get(&path)
+                })
+            })
+            .collect();
+        for t in threads {
+            let r = t.join().unwrap();
+            assert_eq!((r.status, r.text().as_str()), (200, "slow\n"), "{r:?}");
+        }
+        assert_eq!(
+            o.count(),
+            round as u64 + 1,
+            "round {round}: the origin was called more than once"
+        );
+    }
+}
