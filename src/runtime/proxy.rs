@@ -53,7 +53,7 @@ use crate::http::response_head::{
 };
 use crate::http::{header_array, BodyFraming, RequestHead, Version};
 use crate::router::Params;
-use crate::upstream::pool::{connect, ConnectError, UpstreamConn};
+use crate::upstream::pool::{connect, UpstreamConn};
 use crate::upstream::{now_ms, Target};
 
 /// Bytes read from a client or backend per read while streaming a body.
@@ -326,11 +326,11 @@ pub(crate) async fn forward(
             Some(c) => (c, true),
             None => match connect(target, group.connect_timeout).await {
                 Ok(c) => (c, false),
-                Err(e) => {
+                // Refused, unreachable, unresolved or timed out: all are
+                // "network error" to the client and a failure for passive
+                // health (ConnectError keeps the cause for the metrics to come).
+                Err(_) => {
                     registry.record_failure(route.group, target, now_ms());
-                    if let ConnectError::Io(e) = e {
-                        let _ = e;
-                    }
                     return fail(GatewayError::IntegrationFailure, &body, wbuf);
                 }
             },
