@@ -139,10 +139,15 @@ fn round(stream: &mut TcpStream, buf: &mut Vec<u8>, i: usize) -> usize {
     5
 }
 
-#[test]
-fn warm_mock_requests_allocate_nothing() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let config = ringgate::config::parse(CONFIG, "alloc.toml").unwrap();
+/// Starts `config` with one tracked worker, runs `exchange` 200 times to
+/// warm up and then until 10,000 requests have been answered, and returns
+/// (allocations on the worker after warm-up, requests). `exchange` sends
+/// one round on the connection and returns how many requests it made.
+fn measure(
+    config: &str,
+    mut exchange: impl FnMut(&mut TcpStream, &mut Vec<u8>, usize) -> usize,
+) -> (u64, usize) {
+    let config = ringgate::config::parse(config, "alloc.toml").unwrap();
     let options = StartOptions {
         on_worker_start: Some(Arc::new(|_| TRACKED.with(|t| t.set(true)))),
     };
@@ -152,10 +157,8 @@ fn warm_mock_requests_allocate_nothing() {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_nodelay(true).unwrap();
     let mut buf = Vec::with_capacity(64 * 1024);
-
-    let mut warm = 0;
     for i in 0..200 {
-        warm += round(&mut stream, &mut buf, i);
+        exchange(&mut stream, &mut buf, i);
     }
     let before = ALLOCATIONS.load(Ordering::SeqCst);
     // The counter sees the worker: accepting a connection (task, buffers)
@@ -167,19 +170,29 @@ fn warm_mock_requests_allocate_nothing() {
     let mut sent = 0;
     let mut i = 0;
     while sent < 10_000 {
-        sent += round(&mut stream, &mut buf, 1000 + i);
+        sent += exchange(&mut stream, &mut buf, 1000 + i);
         i += 1;
     }
     let after = ALLOCATIONS.load(Ordering::SeqCst);
-    let per_request = (after - before) as f64 / sent as f64;
-    println!(
-        "allocations on the worker: {} over {sent} warm keep-alive requests ({per_request:.4} per request; {warm} warm-up requests before)",
-        after - before
-    );
     drop(stream);
     server.shutdown();
     server.join();
-    assert_eq!(after - before, 0, "the warm mock path allocated");
+    (after - before, sent)
+}
+
+fn report(what: &str, allocations: u64, sent: usize) {
+    println!(
+        "allocations on the worker: {allocations} over {sent} warm {what} ({:.4} per request)",
+        allocations as f64 / sent as f64
+    );
+}
+
+#[test]
+fn warm_mock_requests_allocate_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (allocations, sent) = measure(CONFIG, round);
+    report("keep-alive mock requests", allocations, sent);
+    assert_eq!(allocations, 0, "the warm mock path allocated");
 }
 
 /// A minimal keep-alive origin on its own thread (not counted): answers
@@ -257,49 +270,21 @@ name = "proxy"
   uri = "http://{origin}/{{proxy}}"
 "#
     );
-    let config = ringgate::config::parse(&config, "alloc-proxy.toml").unwrap();
-    let options = StartOptions {
-        on_worker_start: Some(Arc::new(|_| TRACKED.with(|t| t.set(true)))),
-    };
-    let server = Server::start(config, options).unwrap();
-    let addr = server.local_addrs()[0];
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_nodelay(true).unwrap();
-    let mut buf = Vec::with_capacity(64 * 1024);
-    let mut exchange = |stream: &mut TcpStream, i: usize| {
+    let exchange = |stream: &mut TcpStream, buf: &mut Vec<u8>, i: usize| {
         let get = format!(
             "GET /prod/items/{i}?q=1 HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n"
         );
         stream.write_all(get.as_bytes()).unwrap();
-        assert_eq!(read_response(stream, &mut buf, false), 200);
+        assert_eq!(read_response(stream, buf, false), 200);
         stream
             .write_all(b"POST /prod/items HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
             .unwrap();
-        assert_eq!(read_response(stream, &mut buf, false), 200);
+        assert_eq!(read_response(stream, buf, false), 200);
         2
     };
-    let at_start = ALLOCATIONS.load(Ordering::SeqCst);
-    for i in 0..200 {
-        exchange(&mut stream, i);
-    }
-    let before = ALLOCATIONS.load(Ordering::SeqCst);
-    assert!(before > at_start, "the counter is not wired");
-    let mut sent = 0;
-    let mut i = 0;
-    while sent < 10_000 {
-        sent += exchange(&mut stream, 1000 + i);
-        i += 1;
-    }
-    let after = ALLOCATIONS.load(Ordering::SeqCst);
-    println!(
-        "allocations on the worker: {} over {sent} warm proxied requests ({:.4} per request)",
-        after - before,
-        (after - before) as f64 / sent as f64
-    );
-    drop(stream);
-    server.shutdown();
-    server.join();
-    assert_eq!(after - before, 0, "the warm proxy path allocated");
+    let (allocations, sent) = measure(&config, exchange);
+    report("proxied requests", allocations, sent);
+    assert_eq!(allocations, 0, "the warm proxy path allocated");
 }
 
 #[test]
@@ -329,49 +314,21 @@ name = "cached"
     key_parameters = ["path.id"]
 "#
     );
-    let config = ringgate::config::parse(&config, "alloc-cache.toml").unwrap();
-    let options = StartOptions {
-        on_worker_start: Some(Arc::new(|_| TRACKED.with(|t| t.set(true)))),
-    };
-    let server = Server::start(config, options).unwrap();
-    let addr = server.local_addrs()[0];
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_nodelay(true).unwrap();
-    let mut buf = Vec::with_capacity(64 * 1024);
-    let mut exchange = |stream: &mut TcpStream, i: usize| {
+    let exchange = |stream: &mut TcpStream, buf: &mut Vec<u8>, i: usize| {
         let get = format!("GET /prod/items/{} HTTP/1.1\r\nHost: a\r\n\r\n", i % 8);
         stream.write_all(get.as_bytes()).unwrap();
-        assert_eq!(read_response(stream, &mut buf, false), 200);
+        assert_eq!(read_response(stream, buf, false), 200);
         let head = format!("HEAD /prod/items/{} HTTP/1.1\r\nHost: a\r\n\r\n", i % 8);
         stream.write_all(head.as_bytes()).unwrap();
-        assert_eq!(read_response(stream, &mut buf, true), 200);
+        assert_eq!(read_response(stream, buf, true), 200);
         // A 64 KiB body: written from the entry's shared bytes.
         stream
             .write_all(b"GET /prod/items/big HTTP/1.1\r\nHost: a\r\n\r\n")
             .unwrap();
-        assert_eq!(read_response(stream, &mut buf, false), 200);
+        assert_eq!(read_response(stream, buf, false), 200);
         3
     };
-    let at_start = ALLOCATIONS.load(Ordering::SeqCst);
-    for i in 0..200 {
-        exchange(&mut stream, i);
-    }
-    let before = ALLOCATIONS.load(Ordering::SeqCst);
-    assert!(before > at_start, "the counter is not wired");
-    let mut sent = 0;
-    let mut i = 0;
-    while sent < 10_000 {
-        sent += exchange(&mut stream, i);
-        i += 1;
-    }
-    let after = ALLOCATIONS.load(Ordering::SeqCst);
-    println!(
-        "allocations on the worker: {} over {sent} warm cache hits ({:.4} per request)",
-        after - before,
-        (after - before) as f64 / sent as f64
-    );
-    drop(stream);
-    server.shutdown();
-    server.join();
-    assert_eq!(after - before, 0, "the warm cache-hit path allocated");
+    let (allocations, sent) = measure(&config, exchange);
+    report("cache hits", allocations, sent);
+    assert_eq!(allocations, 0, "the warm cache-hit path allocated");
 }
