@@ -2,8 +2,10 @@
 //!
 //! A [`Snapshot`] is compiled once from a validated [`Config`]: for each API
 //! a [`RouteTable`], its stages with stage variables already substituted
-//! into every mock body, and the host + base-path mapping table. Workers
-//! share it behind an `Arc` and never lock it.
+//! into every mock body and proxy URI ([`ProxyRoute`]), each stage's cache
+//! ([`StageCacheState`]) and each route's cache policy ([`RouteCache`]),
+//! the upstream [`Registry`], and the host + base-path mapping table.
+//! Workers share it behind an `Arc` and never lock it.
 //!
 //! How a request finds its API, stage and route ([`Snapshot::resolve`]):
 //! 1. A `[[domain]]` whose host equals the request's `Host` (port ignored,
@@ -17,10 +19,13 @@
 //!    match gives 403 `Missing Authentication Token`, or 404 `Not Found`
 //!    where the API sets `unmatched_route = "not_found"`. A `HEAD` with no
 //!    route of its own is answered by the `GET` route, without a body.
+//! 4. [`Snapshot::dispatch`] returns what answers: a mock, a proxied route
+//!    (with the stage cache, if any), or a gateway error; a proxied route
+//!    whose stage lacks a stage variable its URI uses answers 500.
 //!
 //! Hot-path cost: a few string comparisons to find the stage, one route
-//! lookup, and the mock response copied into the connection's buffer with
-//! `{param}` values spliced in. Nothing is allocated.
+//! lookup, and for a mock the response copied into the connection's buffer
+//! with `{param}` values spliced in. Nothing is allocated.
 
 pub mod request_id;
 pub mod response;

@@ -1,5 +1,11 @@
 //! One client connection: read heads, consume bodies, answer, repeat.
 //!
+//! Each request is dispatched ([`crate::gateway::Snapshot::dispatch`]): a
+//! mock or a gateway error is answered here (its body read and dropped
+//! first); a proxied route goes to `proxy::forward`, or through the stage
+//! cache (`cached::serve`) when the route caches its method. A `101` from a
+//! backend ends the HTTP loop and hands the socket to the upgrade tunnel.
+//!
 //! Buffers are per connection and reused: `rbuf` holds incoming bytes (it
 //! starts at 4 KiB and grows only for heads that need it, up to the head
 //! limits), `wbuf` collects responses, `scratch` receives body bytes that do
