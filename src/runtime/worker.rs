@@ -5,12 +5,13 @@
 //! COOP_TASKRUN + SINGLE_ISSUER + DEFER_TASKRUN is the cheapest per request
 //! and the steadiest. PERF-NOTES.md found monoio's default ring (no flags)
 //! slower than its own epoll driver; ringgate's own A/B
-//! (`perf/driver-ab.sh`, mock route, one worker on CPU 0, wrk on CPU 1,
-//! 3 rounds, 2026-11-22) measured the tuned ring at 6.5 µs of CPU and
-//! ~136k req/s against epoll's 7.3–8.5 µs and 112–129k. So `auto` builds
-//! the tuned ring, and falls back to epoll only when the kernel refuses to
-//! set it up (old kernel, seccomp, memlock). Each worker logs which driver
-//! it runs.
+//! (`perf/driver-ab.sh 5`, mock route, one worker on CPU 0, wrk on CPU 1,
+//! 5 alternating rounds, 2026-11-22) measured the tuned ring with 4096
+//! entries at a median 6.57 µs of CPU per request (6.46–6.70), 256 entries
+//! 6.57 but erratic (6.35–8.88), 32768 entries 6.89, epoll 7.85. So `auto`
+//! builds the tuned ring with 4096 entries (`ring_entries`), and falls back
+//! to epoll only when the kernel refuses to set it up (old kernel, seccomp,
+//! memlock). Each worker logs which driver it runs.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
