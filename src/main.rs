@@ -100,6 +100,35 @@ fn check(path: &std::path::Path) -> ExitCode {
             println!("    {r}");
         }
     }
+    for u in &cfg.upstreams {
+        let targets: Vec<&str> = u.targets.iter().map(|t| t.text.as_str()).collect();
+        let health = match (&u.passive_health, &u.health_check) {
+            (Some(_), Some(_)) => ", passive + active health",
+            (Some(_), None) => ", passive health",
+            (None, Some(_)) => ", active health",
+            (None, None) => "",
+        };
+        println!(
+            "upstream {} ({:?}{health}): {}",
+            u.name,
+            u.balance,
+            targets.join(", ")
+        );
+    }
+    for api in &cfg.apis {
+        for stage in &api.stages {
+            if let Some(c) = stage.cache.as_ref().filter(|c| c.enabled) {
+                let size = c.capacity_class.as_ref().map_or_else(
+                    || format!("{} bytes", c.capacity_bytes),
+                    |g| format!("{g} GB"),
+                );
+                println!(
+                    "cache api {} stage {}: {size}, ttl {:?}",
+                    api.name, stage.name, c.ttl
+                );
+            }
+        }
+    }
     for d in &cfg.domains {
         println!("domain {}", d.host);
         for m in &d.mappings {
