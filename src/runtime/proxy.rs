@@ -811,10 +811,15 @@ async fn stream_body(
     };
     let mut start = head_len;
     loop {
-        // Relay conn.rbuf[start..] as the framing requires.
+        // Relay conn.rbuf[start..] as the framing requires. Bytes passed
+        // through unchanged are a range of the read buffer (`relay`):
+        // written straight from it when nothing else is queued for the
+        // client (every read after the first), else appended to `wbuf`
+        // behind the response head.
         let data = &conn.rbuf[start..];
         let mut done = false;
         let mut extra = false;
+        let mut relay = 0..0;
         match framing {
             ClientFraming::None => {
                 done = true;
@@ -822,10 +827,10 @@ async fn stream_body(
             }
             ClientFraming::Length(_) => {
                 let take = (data.len() as u64).min(remaining) as usize;
-                wbuf.extend_from_slice(&data[..take]);
                 if let Some(c) = capture.as_deref_mut() {
                     c.extend_from_slice(&data[..take]);
                 }
+                relay = start..start + take;
                 remaining -= take as u64;
                 done = remaining == 0;
                 extra = take < data.len();
@@ -836,21 +841,26 @@ async fn stream_body(
                     let Ok(d) = decoder.decode(&data[pos..]) else {
                         return BodyEnd::BackendFailed;
                     };
-                    if framing == ClientFraming::Chunked {
-                        wbuf.extend_from_slice(&data[pos..pos + d.consumed]);
-                    } else if let Some(r) = d.data.clone() {
-                        wbuf.extend_from_slice(&data[pos + r.start..pos + r.end]);
-                    }
-                    if let (Some(c), Some(r)) = (capture.as_deref_mut(), d.data) {
-                        // The decoded body is stored (replayed with a
-                        // Content-Length); past the size limit the copy
-                        // stops one byte over, which marks it unstorable.
+                    if let Some(r) = d.data.clone() {
                         let bytes = &data[pos + r.start..pos + r.end];
-                        let room = (crate::cache::MAX_CACHEABLE_BODY + 1).saturating_sub(c.len());
-                        c.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                        if framing == ClientFraming::DechunkToClose {
+                            wbuf.extend_from_slice(bytes);
+                        }
+                        if let Some(c) = capture.as_deref_mut() {
+                            // The decoded body is stored (replayed with a
+                            // Content-Length); past the size limit the copy
+                            // stops one byte over, which marks it unstorable.
+                            let room =
+                                (crate::cache::MAX_CACHEABLE_BODY + 1).saturating_sub(c.len());
+                            c.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                        }
                     }
                     pos += d.consumed;
                     done = d.done;
+                }
+                if framing == ClientFraming::Chunked {
+                    // Validated chunked framing passes through as is.
+                    relay = start..start + pos;
                 }
                 extra = pos < data.len();
             }
@@ -863,7 +873,16 @@ async fn stream_body(
                     wbuf.extend_from_slice(b"\r\n");
                 }
             }
-            ClientFraming::Close => wbuf.extend_from_slice(data),
+            ClientFraming::Close => relay = start..conn.rbuf.len(),
+        }
+        if !relay.is_empty() {
+            if wbuf.is_empty() {
+                if !write_from_backend_buffer(client, w, slot, conn, relay).await {
+                    return BodyEnd::ClientGone;
+                }
+            } else {
+                wbuf.extend_from_slice(&conn.rbuf[relay]);
+            }
         }
         if done {
             return BodyEnd::Clean { reusable: !extra };
@@ -885,6 +904,24 @@ async fn stream_body(
             _ => return BodyEnd::BackendFailed,
         }
     }
+}
+
+/// Writes `conn.rbuf[range]` to the client without copying it, under the
+/// write timeout. False: the client is gone or stalled.
+async fn write_from_backend_buffer(
+    client: &mut TcpStream,
+    w: &Worker,
+    slot: u32,
+    conn: &mut UpstreamConn,
+    range: Range<usize>,
+) -> bool {
+    let buf = std::mem::take(&mut conn.rbuf);
+    let deadline = w.reaper.deadline(w.limits.keepalive_timeout);
+    w.reaper.arm(slot, deadline, super::reaper::Wait::Write);
+    let (res, slice) = client.write_all(buf.slice(range)).await;
+    let expired = w.reaper.disarm(slot);
+    conn.rbuf = slice.into_inner();
+    res.is_ok() && !expired
 }
 
 fn hex_len(n: usize, buf: &mut [u8; 16]) -> &[u8] {
