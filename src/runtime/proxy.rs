@@ -237,7 +237,6 @@ pub(crate) async fn forward(
     let mut capture = cache.as_mut().and_then(|c| c.capture.take());
     let registry = &w.snapshot.upstreams;
     let group = &registry.groups[route.group];
-    let head_only = head.method == "HEAD";
     let date = w.date();
     let limit = w.limits.max_body_bytes;
 
@@ -348,7 +347,6 @@ pub(crate) async fn forward(
             scratch,
             &mut body,
             limit,
-            head_only,
             route.timeout,
         )
         .await;
@@ -619,15 +617,41 @@ enum HeadScan {
     Bad,
 }
 
-fn scan_head(rbuf: &[u8], head_only: bool) -> HeadScan {
-    let mut headers = header_array();
-    match parse_response_head(rbuf, &mut headers, head_only) {
-        Ok(Some(rh)) if (100..200).contains(&rh.status) && rh.status != 101 => {
-            HeadScan::Interim(rh.head_len)
+/// Where the response head in `rbuf` ends, found without a full parse (the
+/// one full parse happens in [`write_client_head`], which refuses what is
+/// malformed): the first empty line, and the status digits to recognise an
+/// interim 1xx.
+fn scan_head(rbuf: &[u8]) -> HeadScan {
+    let mut i = 0;
+    let end = loop {
+        let Some(nl) = rbuf[i..].iter().position(|&b| b == b'\n') else {
+            break None;
+        };
+        let at = i + nl + 1;
+        match rbuf.get(at) {
+            Some(b'\n') => break Some(at + 1),
+            Some(b'\r') if rbuf.get(at + 1) == Some(&b'\n') => break Some(at + 2),
+            Some(_) => i = at,
+            None => break None,
         }
-        Ok(Some(_)) => HeadScan::Final,
-        Ok(None) => HeadScan::Incomplete,
-        Err(_) => HeadScan::Bad,
+    };
+    let Some(end) = end else {
+        return if rbuf.len() > crate::http::response_head::MAX_RESPONSE_HEAD {
+            HeadScan::Bad
+        } else {
+            HeadScan::Incomplete
+        };
+    };
+    if end > crate::http::response_head::MAX_RESPONSE_HEAD
+        || rbuf.len() < 12
+        || !rbuf.starts_with(b"HTTP/1.")
+    {
+        return HeadScan::Bad;
+    }
+    match &rbuf[9..12] {
+        [b'1', b'0', b'1'] => HeadScan::Final,
+        [b'1', d1, d2] if d1.is_ascii_digit() && d2.is_ascii_digit() => HeadScan::Interim(end),
+        _ => HeadScan::Final,
     }
 }
 
@@ -675,7 +699,6 @@ async fn send_and_read_head(
     scratch: &mut Vec<u8>,
     body: &mut BodyState,
     limit: u64,
-    head_only: bool,
     timeout: Duration,
 ) -> Result<(), ExchangeError> {
     conn.rbuf.clear();
@@ -735,16 +758,16 @@ async fn send_and_read_head(
         }
     }
     // The response head, within the integration timeout.
-    match monoio::time::timeout(timeout, read_head(conn, head_only)).await {
+    match monoio::time::timeout(timeout, read_head(conn)).await {
         Ok(r) => r,
         Err(_) => Err(ExchangeError::Timeout),
     }
 }
 
 /// Reads until a complete final response head is in `conn.rbuf`.
-async fn read_head(conn: &mut UpstreamConn, head_only: bool) -> Result<(), ExchangeError> {
+async fn read_head(conn: &mut UpstreamConn) -> Result<(), ExchangeError> {
     loop {
-        match scan_head(&conn.rbuf, head_only) {
+        match scan_head(&conn.rbuf) {
             HeadScan::Final => return Ok(()),
             HeadScan::Interim(n) => {
                 conn.rbuf.drain(..n);
@@ -1071,5 +1094,31 @@ async fn copy<R: AsyncReadRent, W: monoio::io::AsyncWriteRent>(
         if res.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_head_finds_the_end_and_interim_answers() {
+        let s = |b: &[u8]| match scan_head(b) {
+            HeadScan::Final => "final".to_string(),
+            HeadScan::Interim(n) => format!("interim {n}"),
+            HeadScan::Incomplete => "incomplete".to_string(),
+            HeadScan::Bad => "bad".to_string(),
+        };
+        assert_eq!(s(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nbody"), "final");
+        assert_eq!(s(b"HTTP/1.1 200 OK\nA: b\n\n"), "final");
+        assert_eq!(s(b"HTTP/1.1 200 OK\r\nA: b\r\n"), "incomplete");
+        assert_eq!(
+            s(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"),
+            "interim 25"
+        );
+        assert_eq!(s(b"HTTP/1.1 101 Switching Protocols\r\n\r\n"), "final");
+        assert_eq!(s(b"NOT HTTP\r\n\r\n"), "bad");
+        let big = vec![b'a'; crate::http::response_head::MAX_RESPONSE_HEAD + 1];
+        assert_eq!(s(&big), "bad");
     }
 }
