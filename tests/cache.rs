@@ -304,38 +304,76 @@ fn post_hit_consumes_the_request_body() {
 
 // --- 5. size cap -----------------------------------------------------------------
 
-#[test]
-fn responses_over_1_mib_are_not_cached_and_arrive_intact() {
+/// GETs each `(size, cached)` twice through `route` and checks bodies,
+/// framing, X-Cache-Status and the origin's count. A chunked origin body
+/// arrives chunked on a miss and with a Content-Length on a hit.
+fn check_size_cap(
+    route: &str,
+    target: &str,
+    key: &str,
+    path: impl Fn(usize) -> String,
+    chunked: bool,
+) {
     let o = Origin::start("o");
-    let gw = gateway(
-        &o,
-        &[("prod", Some(&cache("")))],
-        &[(
-            "GET /bytes/{n}",
-            "/bytes/{n}",
-            "key_parameters = [\"path.n\"]",
-        )],
-    );
+    let gw = gateway(&o, &[("prod", Some(&cache("")))], &[(route, target, key)]);
     let mut c = gw.client();
     let mut expect = 0;
-    for (n, cached) in [
-        (2_097_152, false),
-        (1_048_577, false),
-        (1_048_576, true),
-        (1000, true),
-    ] {
-        let r1 = c.get(&format!("/prod/bytes/{n}"));
-        let r2 = c.get(&format!("/prod/bytes/{n}"));
+    let cases: &[(usize, bool)] = if chunked {
+        &[(100_000, true), (1_048_576, true), (1_048_577, false)]
+    } else {
+        &[
+            (2_097_152, false),
+            (1_048_577, false),
+            (1_048_576, true),
+            (1000, true),
+        ]
+    };
+    for &(n, cached) in cases {
+        let r1 = c.get(&path(n));
+        let r2 = c.get(&path(n));
         for r in [&r1, &r2] {
             assert_eq!(r.status, 200, "{n}: {:?}", r.headers);
-            assert_eq!(r.header("content-length"), Some(n.to_string().as_str()));
             assert!(r.body == pattern(n), "{n}: body differs");
+        }
+        if chunked {
+            assert_eq!(r1.header("transfer-encoding"), Some("chunked"), "{n}");
+        } else {
+            assert_eq!(r1.header("content-length"), Some(n.to_string().as_str()));
+        }
+        if cached || !chunked {
+            assert_eq!(
+                r2.header("content-length"),
+                Some(n.to_string().as_str()),
+                "{n}"
+            );
         }
         assert_eq!(cs(&r1), Some("Miss"), "{n}");
         assert_eq!(cs(&r2), Some(if cached { "Hit" } else { "Miss" }), "{n}");
         expect += if cached { 1 } else { 2 };
         assert_eq!(o.count(), expect, "{n}");
     }
+}
+
+#[test]
+fn responses_over_1_mib_are_not_cached_and_arrive_intact() {
+    check_size_cap(
+        "GET /bytes/{n}",
+        "/bytes/{n}",
+        "key_parameters = [\"path.n\"]",
+        |n| format!("/prod/bytes/{n}"),
+        false,
+    );
+}
+
+#[test]
+fn chunked_responses_up_to_1_mib_are_stored_and_replayed_with_a_length() {
+    check_size_cap(
+        "GET /chunked/{n}/{size}",
+        "/chunked/{n}/{size}",
+        "key_parameters = [\"path.n\", \"path.size\"]",
+        |n| format!("/prod/chunked/{n}/4096"),
+        true,
+    );
 }
 
 // --- 6. key parameters -----------------------------------------------------------
@@ -828,41 +866,6 @@ fn small_cache_keeps_serving_correct_responses() {
     assert_eq!(o.count(), (N + misses) as u64);
     // The last one fetched is still there.
     assert_cached(&c.get(&format!("/prod/b/{}", N - 1)), "Hit");
-}
-
-#[test]
-fn chunked_responses_up_to_1_mib_are_stored_and_replayed_with_a_length() {
-    let o = Origin::start("o");
-    let gw = gateway(
-        &o,
-        &[("prod", Some(&cache("")))],
-        &[(
-            "GET /chunked/{n}/{size}",
-            "/chunked/{n}/{size}",
-            "key_parameters = [\"path.n\", \"path.size\"]",
-        )],
-    );
-    let mut c = gw.client();
-    let mut expect = 0;
-    for (n, cached) in [(100_000, true), (1_048_576, true), (1_048_577, false)] {
-        let path = format!("/prod/chunked/{n}/4096");
-        let r1 = c.get(&path);
-        let r2 = c.get(&path);
-        for r in [&r1, &r2] {
-            assert_eq!(r.status, 200, "{n}: {:?}", r.headers);
-            assert!(r.body == pattern(n), "{n}: body differs");
-        }
-        assert_eq!(r1.header("transfer-encoding"), Some("chunked"), "{n}");
-        assert_eq!(cs(&r1), Some("Miss"), "{n}");
-        if cached {
-            assert_eq!(cs(&r2), Some("Hit"), "{n}");
-            assert_eq!(r2.header("content-length"), Some(n.to_string().as_str()));
-        } else {
-            assert_eq!(cs(&r2), Some("Miss"), "{n}");
-        }
-        expect += if cached { 1 } else { 2 };
-        assert_eq!(o.count(), expect, "{n}");
-    }
 }
 
 /// The leader and its waiters on different workers: the fill wakes waiters
