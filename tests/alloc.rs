@@ -60,12 +60,15 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-const CONFIG: &str = r#"
+/// One worker, unpinned, on an OS-assigned port: the one thread counted.
+const SERVER: &str = r#"
 [server]
 listen = ["127.0.0.1:0"]
 workers = 1
 pin_workers = false
+"#;
 
+const CONFIG: &str = r#"
 [[api]]
 name = "alloc"
 
@@ -190,7 +193,7 @@ fn report(what: &str, allocations: u64, sent: usize) {
 #[test]
 fn warm_mock_requests_allocate_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (allocations, sent) = measure(CONFIG, round);
+    let (allocations, sent) = measure(&format!("{SERVER}{CONFIG}"), round);
     report("keep-alive mock requests", allocations, sent);
     assert_eq!(allocations, 0, "the warm mock path allocated");
 }
@@ -254,12 +257,7 @@ fn warm_proxied_requests_allocate_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let origin = start_origin();
     let config = format!(
-        r#"
-[server]
-listen = ["127.0.0.1:0"]
-workers = 1
-pin_workers = false
-
+        r#"{SERVER}
 [[api]]
 name = "proxy"
   [[api.stage]]
@@ -292,12 +290,7 @@ fn warm_cache_hits_allocate_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let origin = start_origin();
     let config = format!(
-        r#"
-[server]
-listen = ["127.0.0.1:0"]
-workers = 1
-pin_workers = false
-
+        r#"{SERVER}
 [[api]]
 name = "cached"
   [[api.stage]]

@@ -724,33 +724,6 @@ impl Snapshot {
             StageIntegration::Unresolved(_) => Dispatch::Fail(GatewayError::ApiConfiguration),
         }
     }
-
-    /// Answers a request that needs no backend (a mock or a gateway error)
-    /// into `out`; a proxied route gets 500 here (callers forward those).
-    /// Returns the status written.
-    pub fn respond(
-        &self,
-        method: &str,
-        host: Option<&[u8]>,
-        path: &str,
-        ctx: &ResponseContext<'_>,
-        out: &mut Vec<u8>,
-    ) -> u16 {
-        let head_only = method == "HEAD";
-        let mut params = Params::new();
-        match self.dispatch(method, host, path, &mut params) {
-            Dispatch::Mock(m) => m.write(&params, ctx, out, head_only),
-            Dispatch::Fail(e) => {
-                e.write(out, ctx.date, ctx.request_id, ctx.connection, head_only);
-                e.status()
-            }
-            Dispatch::Proxy(..) => {
-                let e = GatewayError::ApiConfiguration;
-                e.write(out, ctx.date, ctx.request_id, ctx.connection, head_only);
-                e.status()
-            }
-        }
-    }
 }
 
 /// What answers a request.
@@ -816,9 +789,6 @@ impl Api {
         self.routes.iter().map(|r| r.display.as_str())
     }
 }
-
-/// A shared, immutable snapshot.
-pub type SharedSnapshot = Arc<Snapshot>;
 
 /// `example.com:8080` -> `example.com`; `[::1]:80` -> `[::1]`.
 fn strip_port(host: &[u8]) -> &[u8] {

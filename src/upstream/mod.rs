@@ -99,11 +99,6 @@ impl Target {
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
-
-    /// Whether passive health has ejected the target at `now`.
-    pub fn is_ejected(&self, now: u64) -> bool {
-        self.ejected_until.load(Ordering::Relaxed) > now
-    }
 }
 
 fn resolve(host: &str, port: u16) -> Option<SocketAddr> {

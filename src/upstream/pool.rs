@@ -111,9 +111,4 @@ impl Pool {
             stack.push(conn);
         }
     }
-
-    /// Idle connections held for `target`.
-    pub fn idle_count(&self, target: usize) -> usize {
-        self.idle.borrow().get(target).map_or(0, Vec::len)
-    }
 }
