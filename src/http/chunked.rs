@@ -3,12 +3,15 @@
 //! [`ChunkedDecoder::decode`] takes whatever bytes have arrived and returns
 //! how many it consumed and, when it reached chunk data, the range of that
 //! data within the input: the body is never gathered in memory. It is strict
-//! where leniency enables smuggling: a chunk size is 1–16 hex digits (larger
-//! overflows u64 and is refused), line ends are CRLF (a bare LF is refused),
-//! chunk extensions and trailers are bounded and otherwise ignored.
+//! where leniency enables smuggling: a chunk size is one or more hex digits
+//! (any number of leading zeros, as RFC 9112 allows; a value past u64 or a
+//! size field over 1 KiB is refused), line ends are CRLF (a bare LF is
+//! refused), chunk extensions and trailers are bounded and otherwise ignored.
 
 use std::ops::Range;
 
+/// Longest chunk-size field accepted, in digits (leading zeros included).
+const MAX_SIZE_DIGITS: u16 = 1024;
 /// Longest chunk extension accepted, in bytes.
 const MAX_EXTENSION: usize = 4096;
 /// Largest trailer section accepted, in bytes.
@@ -19,7 +22,8 @@ const MAX_TRAILERS: usize = 8192;
 pub enum ChunkError {
     /// A chunk size that is not hex digits.
     InvalidSize,
-    /// A chunk size of more than 16 hex digits.
+    /// A chunk size whose value does not fit in 64 bits, or whose field is
+    /// longer than 1 KiB.
     SizeOverflow,
     /// A line end that is not CRLF, or data not followed by CRLF.
     BadLineEnding,
@@ -72,7 +76,7 @@ pub struct Decoded {
 pub struct ChunkedDecoder {
     state: State,
     size: u64,
-    digits: u8,
+    digits: u16,
     extension: usize,
     line: usize,
     trailers: usize,
@@ -111,7 +115,7 @@ impl ChunkedDecoder {
             match self.state {
                 State::Size => {
                     if let Some(d) = hex(b) {
-                        if self.digits == 16 {
+                        if self.size >> 60 != 0 || self.digits == MAX_SIZE_DIGITS {
                             return Err(ChunkError::SizeOverflow);
                         }
                         self.size = (self.size << 4) | u64::from(d);
@@ -320,6 +324,10 @@ mod tests {
             (b"5 \r\nhello\r\n0\r\n\r\n", ChunkError::InvalidSize),
             (b"-1\r\n", ChunkError::InvalidSize),
             (b"10000000000000000\r\n", ChunkError::SizeOverflow),
+            (
+                b"000000000000000000000000000000000000010000000000000000\r\n",
+                ChunkError::SizeOverflow,
+            ),
             (b"5\nhello\r\n0\r\n\r\n", ChunkError::InvalidSize),
             (b"5\r\nhelloX\r\n", ChunkError::BadLineEnding),
             (b"5\r\nhello\n0\r\n\r\n", ChunkError::BadLineEnding),
@@ -333,6 +341,25 @@ mod tests {
                 String::from_utf8_lossy(input)
             );
         }
+    }
+
+    #[test]
+    fn leading_zeros_are_not_digits_that_count() {
+        // 33 zeros, then the size: RFC 9112 allows any number of HEXDIG.
+        let input = format!("{}5\r\nhello\r\n{}\r\n\r\n", "0".repeat(33), "0".repeat(40));
+        let (body, used) = decode_all(input.as_bytes(), input.len()).unwrap();
+        assert_eq!((body.as_slice(), used), (&b"hello"[..], input.len()));
+        // The largest value, after zeros.
+        let max = format!("{}ffffffffffffffff\r\n", "0".repeat(100));
+        let mut d = ChunkedDecoder::new();
+        assert!(d.decode(max.as_bytes()).is_ok());
+        // A size field over the line limit is refused even if it is all zeros.
+        let long = "0".repeat(usize::from(MAX_SIZE_DIGITS) + 1);
+        let mut d = ChunkedDecoder::new();
+        assert_eq!(
+            d.decode(long.as_bytes()).unwrap_err(),
+            ChunkError::SizeOverflow
+        );
     }
 
     #[test]

@@ -87,6 +87,9 @@ pub enum BadRequest {
     MissingHost,
     /// More than one `Host` header.
     MultipleHost,
+    /// A `Host` header (or absolute-form authority) that is empty or holds
+    /// bytes no host name, address or port can contain (RFC 9112 §3.2).
+    InvalidHost,
     /// An `Expect` other than `100-continue`.
     Expectation,
 }
@@ -107,6 +110,7 @@ impl BadRequest {
             BadRequest::TransferEncodingHttp10 => "Transfer-Encoding in an HTTP/1.0 request",
             BadRequest::MissingHost => "missing Host header",
             BadRequest::MultipleHost => "more than one Host header",
+            BadRequest::InvalidHost => "invalid Host header",
             BadRequest::Expectation => "unsupported expectation",
         }
     }
@@ -223,6 +227,9 @@ pub fn parse_head<'h, 'b>(
         let value = trim(h.value);
         match name.len() {
             4 if name.eq_ignore_ascii_case(b"host") => {
+                if !valid_host(value) {
+                    return Err(HeadError::Bad(BadRequest::InvalidHost));
+                }
                 host_count += 1;
                 host = Some(value);
             }
@@ -338,17 +345,15 @@ fn split_target<'b>(
         return Ok(("*", "", None));
     } else {
         // absolute-form: scheme "://" authority path-abempty [ "?" query ]
-        let lower = target.get(..8).unwrap_or(target);
-        let after = if lower.len() >= 7 && lower[..7].eq_ignore_ascii_case("http://") {
-            &target[7..]
-        } else if lower.len() >= 8 && lower.eq_ignore_ascii_case("https://") {
-            &target[8..]
-        } else {
+        // (compared as bytes: the target may hold multi-byte characters)
+        let Some(after) = strip_prefix_ignore_case(target, "http://")
+            .or_else(|| strip_prefix_ignore_case(target, "https://"))
+        else {
             return Err(HeadError::Bad(BadRequest::Target));
         };
         let end = after.find(['/', '?']).unwrap_or(after.len());
         let authority = &after[..end];
-        if authority.is_empty() {
+        if !valid_host(authority.as_bytes()) {
             return Err(HeadError::Bad(BadRequest::Target));
         }
         let rest = &after[end..];
@@ -366,6 +371,49 @@ fn split_target<'b>(
     match super::find_byte(rest, b'?') {
         Some(q) => Ok((&rest[..q], &rest[q + 1..], authority)),
         None => Ok((rest, "", authority)),
+    }
+}
+
+/// Whether `v` can be a `Host` value: `uri-host [ ":" port ]` (RFC 3986
+/// reg-name, IPv4 or bracketed IP-literal), so non-empty and made only of
+/// unreserved, sub-delims, `%`, `:`, `[` and `]`. Whitespace, `/`, `@`,
+/// control and non-ASCII bytes are refused, as nginx refuses them.
+fn valid_host(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.iter().all(|&b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                        | b'%'
+                        | b':'
+                        | b'['
+                        | b']'
+                )
+        })
+}
+
+/// `s` without `prefix`, compared ASCII-case-insensitively; `None` when
+/// `s` does not start with it. Never slices inside a multi-byte character.
+fn strip_prefix_ignore_case<'s>(s: &'s str, prefix: &str) -> Option<&'s str> {
+    let head = s.as_bytes().get(..prefix.len())?;
+    if head.eq_ignore_ascii_case(prefix.as_bytes()) {
+        s.get(prefix.len()..)
+    } else {
+        None
     }
 }
 
@@ -504,6 +552,18 @@ mod tests {
             (b"GET / HTTP/1.1\r\n\r\n", MissingHost),
             (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", MultipleHost),
             (b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n", Expectation),
+            (b"GET / HTTP/1.1\r\nHost:\r\n\r\n", InvalidHost),
+            (b"GET / HTTP/1.1\r\nHost:  \t \r\n\r\n", InvalidHost),
+            (b"GET http://x/prod/ok HTTP/1.1\r\nHost:  \r\n\r\n", InvalidHost),
+            (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", InvalidHost),
+            (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", InvalidHost),
+            (b"GET / HTTP/1.1\r\nHost: user@a\r\n\r\n", InvalidHost),
+            (b"GET / HTTP/1.1\r\nHost: caf\xc3\xa9\r\n\r\n", InvalidHost),
+            (b"GET abcdef\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n", Target),
+            (b"GET \xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n", Target),
+            (b"GET http\xc3\xa9//x/ HTTP/1.1\r\nHost: x\r\n\r\n", Target),
+            (b"GET http://\xc3\xa9/ HTTP/1.1\r\nHost: x\r\n\r\n", Target),
+            (b"GET http:///p HTTP/1.1\r\nHost: x\r\n\r\n", Target),
         ];
         let mut wrong = Vec::new();
         for (raw, want) in cases {
@@ -553,6 +613,37 @@ mod tests {
             parse(many.as_bytes()).unwrap_err(),
             HeadError::HeadersTooLarge
         );
+    }
+
+    #[test]
+    fn non_ascii_targets_never_panic() {
+        // Multi-byte characters at every offset around the scheme's length.
+        for prefix in [
+            "", "h", "ht", "htt", "http", "http:", "http:/", "http://", "https:/",
+        ] {
+            for ch in ["\u{e9}", "\u{20ac}", "\u{1f600}"] {
+                let raw = format!("GET {prefix}{ch}x HTTP/1.1\r\nHost: x\r\n\r\n");
+                assert!(parse(raw.as_bytes()).is_err(), "{raw:?}");
+            }
+        }
+        // In origin-form they are accepted as sent (as nginx does).
+        let (_, _, path, _) = parse("GET /caf\u{e9} HTTP/1.1\r\nHost: x\r\n\r\n".as_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(path, "/caf\u{e9}");
+    }
+
+    #[test]
+    fn valid_hosts() {
+        for host in [
+            "a",
+            "api.example.com",
+            "api.example.com:8080",
+            "127.0.0.1:1",
+            "[::1]:80",
+        ] {
+            assert!(valid_host(host.as_bytes()), "{host}");
+        }
     }
 
     #[test]
