@@ -258,6 +258,63 @@ impl ChunkedDecoder {
     }
 }
 
+impl ChunkedDecoder {
+    /// Decodes like [`skim`](Self::skim) and appends the data to `out` in
+    /// canonical chunked framing: each data piece as `{size:x}\r\n{data}\r\n`
+    /// (lowercase hex, no leading zeros), and `0\r\n\r\n` once the body
+    /// ends; chunk extensions and trailers are dropped.
+    ///
+    /// A proxy forwards this instead of the client's bytes, so a backend
+    /// whose chunk parser differs from ours (leading zeros, extensions, odd
+    /// trailers) still frames the body exactly as we did: nothing can be
+    /// smuggled through the difference.
+    pub fn reencode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Skimmed, ChunkError> {
+        let mut s = Skimmed {
+            consumed: 0,
+            data: 0,
+            done: self.is_done(),
+        };
+        while s.consumed < input.len() && !s.done {
+            let at = s.consumed;
+            let d = self.decode(&input[at..])?;
+            if let Some(r) = d.data {
+                if let Some(bytes) = input.get(at + r.start..at + r.end) {
+                    if !bytes.is_empty() {
+                        write_chunk_size(out, bytes.len());
+                        out.extend_from_slice(bytes);
+                        out.extend_from_slice(b"\r\n");
+                        s.data += bytes.len() as u64;
+                    }
+                }
+            }
+            s.consumed += d.consumed;
+            s.done = d.done;
+            if d.done {
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// Appends a chunk-size line, `{n:x}\r\n`.
+pub fn write_chunk_size(out: &mut Vec<u8>, n: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        digits[i] = HEX[v & 15];
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(b"\r\n");
+}
+
 fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -341,6 +398,33 @@ mod tests {
                 String::from_utf8_lossy(input)
             );
         }
+    }
+
+    #[test]
+    fn reencode_is_canonical_in_any_split() {
+        let input = b"005\r\nhello\r\n6;ext=1\r\n, worl\r\n01\r\nd\r\n0000\r\nX-T: 1\r\n\r\nNEXT";
+        for step in 1..input.len() {
+            let mut d = ChunkedDecoder::new();
+            let mut out = Vec::new();
+            let mut pos = 0;
+            let mut data = 0;
+            while !d.is_done() {
+                let end = (pos + step).min(input.len());
+                let s = d.reencode(&input[pos..end], &mut out).unwrap();
+                pos += s.consumed;
+                data += s.data;
+            }
+            assert_eq!(&input[pos..], b"NEXT");
+            assert_eq!(data, 12);
+            let (body, used) = decode_all(&out, out.len()).unwrap();
+            assert_eq!((body.as_slice(), used), (&b"hello, world"[..], out.len()));
+            if step == input.len() {
+                assert_eq!(out, b"5\r\nhello\r\n6\r\n, worl\r\n1\r\nd\r\n0\r\n\r\n");
+            }
+        }
+        let mut out = Vec::new();
+        write_chunk_size(&mut out, 0x1a2b);
+        assert_eq!(out, b"1a2b\r\n");
     }
 
     #[test]

@@ -58,6 +58,10 @@ use crate::upstream::{now_ms, Target};
 
 /// Bytes read from a client or backend per read while streaming a body.
 const STREAM_CHUNK: usize = 16 * 1024;
+/// A request body up to this size is kept (after the head, in the
+/// connection's `ubuf`) until the backend answers, so a request that meets
+/// a pooled connection the backend had closed can be sent again whole.
+const RETRY_COPY_LIMIT: usize = 64 * 1024;
 
 /// What the client connection knows about itself.
 pub(crate) struct ClientInfo {
@@ -119,9 +123,24 @@ pub(crate) struct Capture {
     pub body: Vec<u8>,
     /// The status.
     pub status: u16,
-    /// Whether the copy is complete and storable (a `Content-Length` or
-    /// chunked body of at most 1 MiB, relayed whole).
+    /// Whether the copy may be stored: set only once the body has ended
+    /// exactly as the backend framed it (`Content-Length` reached, or the
+    /// chunked terminator read) within 1 MiB. A response cut off by the
+    /// backend, a reset, a timeout or a client that left never sets it.
     pub ok: bool,
+    /// While the response streams: its head and framing allow storing it.
+    eligible: bool,
+}
+
+impl Capture {
+    /// Forgets the previous exchange.
+    fn reset(&mut self) {
+        self.ok = false;
+        self.eligible = false;
+        self.status = 0;
+        self.head.clear();
+        self.body.clear();
+    }
 }
 
 /// How the exchange ended, for the connection loop.
@@ -155,9 +174,10 @@ struct BodyState {
     remaining: u64,
     /// Whether the whole body has been read.
     complete: bool,
-    /// Whether body bytes were read from the socket (beyond the read
-    /// buffer): then the request cannot be sent again.
-    read_from_socket: bool,
+    /// Whether `ubuf` holds the head and every body byte sent so far, so
+    /// the request can be sent again on another connection (bodies up to
+    /// [`RETRY_COPY_LIMIT`]).
+    copy_whole: bool,
     /// Bytes of `scratch` after the body: the next pipelined request.
     leftover: Option<Range<usize>>,
 }
@@ -187,9 +207,10 @@ enum ExchangeError {
     TooLarge,
     /// The client's chunked body is malformed.
     ClientFraming(&'static str),
-    /// The backend failed before a response head: `wrote_all` says whether
-    /// the whole request had been written.
-    Backend { wrote_all: bool },
+    /// The backend failed before a final response head: `wrote_all` says
+    /// whether the whole request had been written, `answered` whether an
+    /// interim (1xx) response had arrived.
+    Backend { wrote_all: bool, answered: bool },
     /// The backend's response head is unacceptable.
     Bad,
 }
@@ -235,6 +256,9 @@ pub(crate) async fn forward(
     } = bufs;
     let extra_headers = cache.as_ref().map_or(&b""[..], |c| c.extra_headers);
     let mut capture = cache.as_mut().and_then(|c| c.capture.take());
+    if let Some(c) = capture.as_deref_mut() {
+        c.reset();
+    }
     let registry = &w.snapshot.upstreams;
     let group = &registry.groups[route.group];
     let date = w.date();
@@ -247,7 +271,7 @@ pub(crate) async fn forward(
         seen: 0,
         remaining: 0,
         complete: true,
-        read_from_socket: false,
+        copy_whole: true,
         leftover: None,
     };
     let in_after = match head.framing {
@@ -306,7 +330,19 @@ pub(crate) async fn forward(
     // Request head (and the body bytes already here) for the backend.
     ubuf.clear();
     write_request_head(ubuf, head, route, params, rid, info, target, upgrading);
-    ubuf.extend_from_slice(&after[..in_after]);
+    if body.framing == BodyFraming::Chunked {
+        // Re-encoded canonically (see `ChunkedDecoder::reencode`). A fresh
+        // decoder over the same bytes ends in the state `body.decoder` is
+        // in, and carries on from there.
+        body.decoder = ChunkedDecoder::new();
+        if let Err(e) = body.decoder.reencode(&after[..in_after], ubuf) {
+            let err = GatewayError::BadRequest(e.as_str());
+            write_error(err, head, date.as_bytes(), rid, wbuf, true);
+            return Outcome::Close;
+        }
+    } else {
+        ubuf.extend_from_slice(&after[..in_after]);
+    }
     // Expect: 100-continue is answered by the gateway, not the backend.
     if head.expect_continue && !body.complete {
         wbuf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -321,7 +357,14 @@ pub(crate) async fn forward(
     let mut attempt = 0;
     let mut conn = loop {
         attempt += 1;
-        let (mut conn, reused) = match pool.take(target.id, now_ms(), group.idle_timeout) {
+        // A retry goes to a fresh connection: another pooled one may be
+        // just as stale.
+        let pooled = if attempt == 1 {
+            pool.take(target.id, now_ms(), group.idle_timeout)
+        } else {
+            None
+        };
+        let (mut conn, reused) = match pooled {
             Some(c) => (c, true),
             None => match connect(target, group.connect_timeout).await {
                 Ok(c) => (c, false),
@@ -342,9 +385,13 @@ pub(crate) async fn forward(
             client,
             w,
             slot,
+            head,
             &mut conn,
-            ubuf,
-            scratch,
+            Buffers {
+                wbuf: &mut *wbuf,
+                scratch: &mut *scratch,
+                ubuf: &mut *ubuf,
+            },
             &mut body,
             limit,
             route.timeout,
@@ -381,11 +428,17 @@ pub(crate) async fn forward(
                 return Outcome::Close;
             }
             Err(ExchangeError::Bad) => return fail(GatewayError::BadGateway, &body, wbuf),
-            Err(ExchangeError::Backend { wrote_all }) => {
+            Err(ExchangeError::Backend {
+                wrote_all,
+                answered,
+            }) => {
+                // Only a reused connection that failed before any answer,
+                // with the request still whole in hand; a request the
+                // backend may have acted on only if repeating it is safe.
                 let retry = reused
                     && attempt == 1
-                    && body.complete
-                    && !body.read_from_socket
+                    && !answered
+                    && body.copy_whole
                     && (is_idempotent(head.method) || !wrote_all);
                 if retry {
                     continue;
@@ -438,7 +491,10 @@ pub(crate) async fn forward(
         client_framing,
         wbuf,
         route.timeout,
-        capture.as_deref_mut().filter(|c| c.ok).map(|c| &mut c.body),
+        capture
+            .as_deref_mut()
+            .filter(|c| c.eligible)
+            .map(|c| &mut c.body),
     )
     .await;
     match end {
@@ -452,7 +508,8 @@ pub(crate) async fn forward(
         BodyEnd::ClientGone | BodyEnd::BackendFailed => return Outcome::Close,
     }
     if let Some(c) = capture {
-        c.ok = c.ok && c.body.len() <= crate::cache::MAX_CACHEABLE_BODY;
+        // Only here, after a clean end of the body as the backend framed it.
+        c.ok = c.eligible && c.body.len() <= crate::cache::MAX_CACHEABLE_BODY;
     }
     Outcome::Done {
         consumed: in_after,
@@ -535,7 +592,7 @@ fn write_client_head(
     wbuf.extend_from_slice(b"\r\n");
     if let Some(c) = capture.as_deref_mut() {
         c.status = status;
-        c.ok = !head_only
+        c.eligible = !head_only
             && !switching
             && matches!(
                 client_framing,
@@ -681,9 +738,17 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Sends the request (head, then the body as it arrives from the client)
-/// and reads until a complete final response head is in `conn.rbuf`
-/// (interim 1xx answers other than 101 are skipped).
+/// Sends the request (what `ubuf` holds — the head and the body so far —
+/// then the rest of the body as it arrives from the client) and reads until
+/// a complete final response head is in `conn.rbuf`. Interim 1xx answers
+/// other than 101 are forwarded to an HTTP/1.1 client (RFC 9110 §15.2), but
+/// for a `100 Continue` when the gateway has already answered the client's
+/// `Expect` itself; an HTTP/1.0 client gets none.
+///
+/// While the body fits [`RETRY_COPY_LIMIT`], every byte sent stays in
+/// `ubuf` behind the head (`body.copy_whole`), so the caller can send the
+/// request again on a fresh connection. A chunked body is re-encoded
+/// canonically on the way ([`ChunkedDecoder::reencode`]).
 ///
 /// The integration timeout runs from the moment the whole request is in
 /// the backend's hands, as in API Gateway (a slow client upload is bounded
@@ -694,30 +759,33 @@ async fn send_and_read_head(
     client: &mut TcpStream,
     w: &Worker,
     slot: u32,
+    head: &RequestHead<'_, '_>,
     conn: &mut UpstreamConn,
-    ubuf: &mut Vec<u8>,
-    scratch: &mut Vec<u8>,
+    bufs: Buffers<'_>,
     body: &mut BodyState,
     limit: u64,
     timeout: Duration,
 ) -> Result<(), ExchangeError> {
+    let Buffers {
+        wbuf,
+        scratch,
+        ubuf,
+    } = bufs;
     conn.rbuf.clear();
-    // The head and what came with it; kept in `ubuf` for a retry.
-    let buf = std::mem::take(ubuf);
-    let Ok((res, buf)) = monoio::time::timeout(timeout, conn.stream.write_all(buf)).await else {
-        return Err(ExchangeError::Timeout);
-    };
-    *ubuf = buf;
-    if res.is_err() {
-        return Err(ExchangeError::Backend { wrote_all: false });
-    }
+    write_backend(conn, ubuf, 0, timeout).await?;
     // The rest of the body, streamed from the client.
     while !body.complete {
         let got = super::connection::read_client(client, w, slot, scratch)
             .await
             .ok_or(ExchangeError::Client)?;
-        body.read_from_socket = true;
-        let data_end = match body.framing {
+        if !body.copy_whole {
+            ubuf.clear();
+        }
+        let mark = ubuf.len();
+        // Bytes to send straight from `scratch` (a large Content-Length
+        // body no longer copied); otherwise `ubuf[mark..]` is sent.
+        let mut direct = None;
+        match body.framing {
             BodyFraming::Length(_) => {
                 let take = (got as u64).min(body.remaining) as usize;
                 body.remaining -= take as u64;
@@ -728,58 +796,148 @@ async fn send_and_read_head(
                         body.leftover = Some(take..got);
                     }
                 }
-                take
+                if body.copy_whole && ubuf.len() + take <= RETRY_COPY_LIMIT {
+                    ubuf.extend_from_slice(&scratch[..take]);
+                } else {
+                    body.copy_whole = false;
+                    direct = Some(take);
+                }
             }
             BodyFraming::Chunked => {
                 let s = body
                     .decoder
-                    .skim(&scratch[..got])
+                    .reencode(&scratch[..got], ubuf)
                     .map_err(|e| ExchangeError::ClientFraming(e.as_str()))?;
                 body.seen += s.data;
                 body.complete = s.done;
                 if s.done && s.consumed < got {
                     body.leftover = Some(s.consumed..got);
                 }
-                s.consumed
+                if ubuf.len() > RETRY_COPY_LIMIT {
+                    body.copy_whole = false;
+                }
             }
-            BodyFraming::None => 0,
-        };
+            BodyFraming::None => {}
+        }
         if body.seen > limit {
             return Err(ExchangeError::TooLarge);
         }
-        let chunk = std::mem::take(scratch);
-        let write = conn.stream.write_all(chunk.slice(..data_end));
-        let Ok((res, chunk)) = monoio::time::timeout(timeout, write).await else {
-            return Err(ExchangeError::Timeout);
-        };
-        *scratch = chunk.into_inner();
-        if res.is_err() {
-            return Err(ExchangeError::Backend { wrote_all: false });
+        match direct {
+            Some(n) => {
+                let chunk = std::mem::take(scratch);
+                let write = conn.stream.write_all(chunk.slice(..n));
+                let Ok((res, chunk)) = monoio::time::timeout(timeout, write).await else {
+                    return Err(ExchangeError::Timeout);
+                };
+                *scratch = chunk.into_inner();
+                if res.is_err() {
+                    return Err(ExchangeError::Backend {
+                        wrote_all: false,
+                        answered: false,
+                    });
+                }
+            }
+            None => write_backend(conn, ubuf, mark, timeout).await?,
         }
     }
     // The response head, within the integration timeout.
-    match monoio::time::timeout(timeout, read_head(conn)).await {
-        Ok(r) => r,
-        Err(_) => Err(ExchangeError::Timeout),
+    let deadline = monoio::time::Instant::now() + timeout;
+    let forward_interim = head.version == Version::Http11;
+    let mut answered = false;
+    loop {
+        match monoio::time::timeout_at(deadline, read_head(conn)).await {
+            Err(_) => return Err(ExchangeError::Timeout),
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Ok(Some(n))) => {
+                answered = true;
+                let interim = &conn.rbuf[..n];
+                let already_continued =
+                    head.expect_continue && interim.get(9..12) == Some(&b"100"[..]);
+                if forward_interim && !already_continued {
+                    if !write_interim(interim, wbuf) {
+                        return Err(ExchangeError::Bad);
+                    }
+                    if !super::connection::flush_to(client, w, slot, wbuf).await {
+                        return Err(ExchangeError::Client);
+                    }
+                }
+                conn.rbuf.drain(..n);
+            }
+            Ok(Err(ExchangeError::Backend { wrote_all, .. })) => {
+                return Err(ExchangeError::Backend {
+                    wrote_all,
+                    answered,
+                })
+            }
+            Ok(Err(e)) => return Err(e),
+        }
     }
 }
 
-/// Reads until a complete final response head is in `conn.rbuf`.
-async fn read_head(conn: &mut UpstreamConn) -> Result<(), ExchangeError> {
+/// Writes `ubuf[from..]` to the backend within `timeout`.
+async fn write_backend(
+    conn: &mut UpstreamConn,
+    ubuf: &mut Vec<u8>,
+    from: usize,
+    timeout: Duration,
+) -> Result<(), ExchangeError> {
+    if from >= ubuf.len() {
+        return Ok(());
+    }
+    let buf = std::mem::take(ubuf);
+    let write = conn.stream.write_all(buf.slice(from..));
+    let Ok((res, buf)) = monoio::time::timeout(timeout, write).await else {
+        return Err(ExchangeError::Timeout);
+    };
+    *ubuf = buf.into_inner();
+    res.map(|_| ()).map_err(|_| ExchangeError::Backend {
+        wrote_all: false,
+        answered: false,
+    })
+}
+
+/// Writes an interim (1xx) response head from the backend for the client:
+/// its status line and end-to-end headers. False: the head is malformed.
+fn write_interim(raw: &[u8], wbuf: &mut Vec<u8>) -> bool {
+    let mut headers = header_array();
+    let Ok(Some(rh)) = parse_response_head(raw, &mut headers, false) else {
+        return false;
+    };
+    wbuf.extend_from_slice(b"HTTP/1.1 ");
+    write_u64(wbuf, u64::from(rh.status));
+    wbuf.push(b' ');
+    wbuf.extend_from_slice(rh.reason.as_bytes());
+    wbuf.extend_from_slice(b"\r\n");
+    for h in rh.headers {
+        if is_hop_by_hop(h.name) || named_by_connection(rh.headers, h.name) {
+            continue;
+        }
+        wbuf.extend_from_slice(h.name.as_bytes());
+        wbuf.extend_from_slice(b": ");
+        wbuf.extend_from_slice(h.value);
+        wbuf.extend_from_slice(b"\r\n");
+    }
+    wbuf.extend_from_slice(b"\r\n");
+    true
+}
+
+/// Reads until `conn.rbuf` starts with a complete response head:
+/// `Some(n)` for an interim 1xx head of `n` bytes, `None` for the final one.
+async fn read_head(conn: &mut UpstreamConn) -> Result<Option<usize>, ExchangeError> {
     loop {
         match scan_head(&conn.rbuf) {
-            HeadScan::Final => return Ok(()),
-            HeadScan::Interim(n) => {
-                conn.rbuf.drain(..n);
-                continue;
-            }
+            HeadScan::Final => return Ok(None),
+            HeadScan::Interim(n) => return Ok(Some(n)),
             HeadScan::Bad => return Err(ExchangeError::Bad),
             HeadScan::Incomplete => {}
         }
         match read_backend(conn).await {
             Ok(0) | Err(_) => {
                 return Err(if conn.rbuf.is_empty() {
-                    ExchangeError::Backend { wrote_all: true }
+                    ExchangeError::Backend {
+                        wrote_all: true,
+                        answered: false,
+                    }
                 } else {
                     ExchangeError::Bad
                 })

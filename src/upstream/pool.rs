@@ -8,12 +8,18 @@
 //! its group's `idle_timeout` is dropped when met; the cap
 //! (`max_idle_per_target`) is applied on return.
 //!
-//! A pooled connection the backend has closed is only discovered when it is
-//! used: the forwarder retries such a request once on a fresh connection
-//! where that is safe (see `runtime::proxy`).
+//! A backend may close a connection while it sits idle here (Node.js does
+//! after 5 s, nginx after 75 s). [`Pool::take`] therefore looks at the
+//! socket before handing a connection out — one non-blocking
+//! `recv(MSG_PEEK)`: end-of-file, a reset, or bytes nobody asked for mean
+//! the backend is done with it, and it is closed instead of used. A close
+//! that races the request is still possible; the forwarder then sends the
+//! request once more on a fresh connection where that is safe (see
+//! `runtime::proxy`).
 
 use std::cell::{Cell, RefCell};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use monoio::net::TcpStream;
@@ -36,6 +42,36 @@ pub struct UpstreamConn {
     pub idle_since: u64,
     /// Requests sent on it so far.
     pub requests: u64,
+}
+
+impl UpstreamConn {
+    /// Whether the backend has closed (or reset) this idle connection, or
+    /// sent bytes while nothing was asked: either way it cannot carry a
+    /// request. Never blocks.
+    pub fn is_closed_by_backend(&self) -> bool {
+        let mut byte = 0u8;
+        // SAFETY: the fd belongs to `self.stream`, which is open for the
+        // duration of this borrow; the buffer is one valid, writable byte on
+        // the stack; MSG_PEEK leaves any data in the socket and MSG_DONTWAIT
+        // makes the call return at once whatever the socket's mode.
+        #[allow(unsafe_code)]
+        let n = unsafe {
+            libc::recv(
+                self.stream.as_raw_fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            );
+        }
+        true
+    }
 }
 
 /// Why a connection could not be opened.
@@ -75,6 +111,8 @@ pub struct Pool {
     pub requests: Cell<u64>,
     /// Of those, how many went over a reused (pooled) connection.
     pub reused: Cell<u64>,
+    /// Idle connections found closed by their backend when taken.
+    pub closed_while_idle: Cell<u64>,
 }
 
 impl Pool {
@@ -84,15 +122,21 @@ impl Pool {
     }
 
     /// The most recently returned idle connection to `target` that is
-    /// younger than `idle_timeout`; older ones met on the way are closed.
+    /// younger than `idle_timeout` and still open at the backend's end;
+    /// the others met on the way are closed.
     pub fn take(&self, target: usize, now: u64, idle_timeout: Duration) -> Option<UpstreamConn> {
         let mut idle = self.idle.borrow_mut();
         let stack = idle.get_mut(target)?;
         let limit = idle_timeout.as_millis() as u64;
         while let Some(conn) = stack.pop() {
-            if now.saturating_sub(conn.idle_since) < limit {
-                return Some(conn);
+            if now.saturating_sub(conn.idle_since) >= limit {
+                continue;
             }
+            if conn.is_closed_by_backend() {
+                self.closed_while_idle.set(self.closed_while_idle.get() + 1);
+                continue;
+            }
+            return Some(conn);
         }
         None
     }
