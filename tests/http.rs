@@ -814,3 +814,58 @@ name = "colors"
     assert_eq!(r.text(), "kiwi:a/b/c@green", "{r:?}");
     assert_eq!(r.header("content-length"), Some("16"));
 }
+
+// --- lingering close ---------------------------------------------------------
+
+/// After an error answered before the request was read whole, the gateway
+/// must not close with the client's bytes unread: the kernel would answer
+/// them with a reset, and a reset destroys the response the client has not
+/// read yet (on a real network, where the response may still sit in the
+/// gateway's send queue). The client here writes everything, waits until the
+/// gateway has answered, reads the response, and must then see a clean end
+/// of stream (FIN), not a reset.
+#[test]
+fn error_responses_survive_unread_client_bytes() {
+    let srv = server();
+    let big_header = "h".repeat(21 * 1024);
+    let cases = [
+        (
+            431,
+            format!("GET /prod/hello HTTP/1.1\r\nHost: t\r\nX-Big: {big_header}\r\n\r\n"),
+            vec![b'x'; 64 * 1024],
+        ),
+        (
+            413,
+            "POST /prod/upload HTTP/1.1\r\nHost: t\r\nContent-Length: 20971520\r\n\r\n".to_string(),
+            vec![b'y'; 256 * 1024],
+        ),
+        (
+            400,
+            "POST /prod/upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+                .to_string(),
+            vec![b'z'; 64 * 1024],
+        ),
+    ];
+    for (status, head, body) in cases {
+        let mut c = srv.client();
+        let mut all = head.into_bytes();
+        all.extend_from_slice(&body);
+        c.send(&all);
+        // Give the gateway time to answer and close before reading: the
+        // outcome must not depend on who is faster.
+        std::thread::sleep(Duration::from_millis(300));
+        let r = c.read_response();
+        assert_eq!(r.status, status, "{r:?}");
+        assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+        // The end of the response is a FIN, not a reset: a reset sent while
+        // the response still sat in the gateway's send queue (a slow real
+        // network) would have dropped it.
+        assert!(c.buffered().is_empty(), "{:?}", c.buffered());
+        let mut byte = [0u8; 1];
+        match std::io::Read::read(&mut c.stream, &mut byte) {
+            Ok(0) => {}
+            other => panic!("{status}: expected a clean end of stream, got {other:?}"),
+        }
+    }
+    assert_hello(&srv.client().request(get("/prod/hello")));
+}

@@ -53,6 +53,10 @@ const INITIAL_WRITE: usize = 4096;
 const SCRATCH: usize = 16 * 1024;
 /// Responses are written out once this many bytes are waiting.
 const FLUSH_AT: usize = 64 * 1024;
+/// Lingering close: how long, and how many bytes, the client's unread input
+/// is read and discarded after an error response (see [`Conn::linger`]).
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+const LINGER_BYTES: usize = 1024 * 1024;
 
 /// Serves one accepted connection until it closes.
 pub(crate) async fn serve(
@@ -80,6 +84,9 @@ pub(crate) async fn serve(
         cache_bufs: CacheBufs::default(),
     };
     let end = conn.run(&mut stream, &worker).await;
+    if let RunEnd::Closed { linger: true } = end {
+        conn.linger(&mut stream, &worker).await;
+    }
     drop(guard);
     if let RunEnd::Upgrade(backend, pending) = end {
         proxy::tunnel(
@@ -95,8 +102,9 @@ pub(crate) async fn serve(
 
 /// How a connection's HTTP life ended.
 enum RunEnd {
-    /// Closed.
-    Closed,
+    /// To be closed; `linger`: the client may still be sending (an error
+    /// answered before its request was read whole), so close lingering.
+    Closed { linger: bool },
     /// Switched protocols: tunnel to this backend connection, sending it
     /// these client bytes first.
     Upgrade(UpstreamConn, Vec<u8>),
@@ -146,8 +154,8 @@ enum Next {
         consumed: usize,
         leftover: Option<Range<usize>>,
     },
-    /// Write what is pending and close.
-    Close,
+    /// Write what is pending and close; `linger` as in [`RunEnd::Closed`].
+    Close { linger: bool },
     /// Write what is pending, then tunnel to this backend connection;
     /// `consumed` bytes after the head were used.
     Upgrade { conn: UpstreamConn, consumed: usize },
@@ -193,16 +201,18 @@ impl Conn {
                                 self.rbuf.extend_from_slice(&self.scratch[range]);
                             }
                             if self.wbuf.len() >= FLUSH_AT && !self.flush(stream, w).await {
-                                return RunEnd::Closed;
+                                return RunEnd::Closed { linger: false };
                             }
                         }
-                        Next::Close => {
-                            self.flush(stream, w).await;
-                            return RunEnd::Closed;
+                        Next::Close { linger } => {
+                            let flushed = self.flush(stream, w).await;
+                            return RunEnd::Closed {
+                                linger: linger && flushed,
+                            };
                         }
                         Next::Upgrade { conn, consumed } => {
                             if !self.flush(stream, w).await {
-                                return RunEnd::Closed;
+                                return RunEnd::Closed { linger: false };
                             }
                             let from = (self.start + head_len + consumed).min(self.rbuf.len());
                             return RunEnd::Upgrade(conn, self.rbuf[from..].to_vec());
@@ -211,15 +221,15 @@ impl Conn {
                 }
                 Ok(None) => {
                     if !self.wbuf.is_empty() && !self.flush(stream, w).await {
-                        return RunEnd::Closed;
+                        return RunEnd::Closed { linger: false };
                     }
                     let idle = self.start == self.rbuf.len();
                     if idle && w.drain.is_draining() {
-                        return RunEnd::Closed;
+                        return RunEnd::Closed { linger: false };
                     }
                     match self.fill(stream, w, idle).await {
                         Fill::Data => {}
-                        Fill::Closed => return RunEnd::Closed,
+                        Fill::Closed => return RunEnd::Closed { linger: false },
                         Fill::HeadTimeout => {
                             let rid = w.new_request_id(None);
                             GatewayError::RequestTimeout.write(
@@ -230,7 +240,7 @@ impl Conn {
                                 false,
                             );
                             self.flush(stream, w).await;
-                            return RunEnd::Closed;
+                            return RunEnd::Closed { linger: false };
                         }
                     }
                 }
@@ -248,8 +258,9 @@ impl Conn {
                         ConnectionHeader::Close,
                         false,
                     );
-                    self.flush(stream, w).await;
-                    return RunEnd::Closed;
+                    // The rest of the head and any body are unread.
+                    let linger = self.flush(stream, w).await;
+                    return RunEnd::Closed { linger };
                 }
             }
         }
@@ -301,6 +312,37 @@ impl Conn {
             Ok(0) | Err(_) => Fill::Closed,
             Ok(_) if expired => Fill::Closed,
             Ok(_) => Fill::Data,
+        }
+    }
+
+    /// Closes lingering, as nginx's `lingering_close` does: after an error
+    /// answered before the client's request was read whole, closing at once
+    /// with its bytes unread makes the kernel send a reset, which can
+    /// destroy the response before the client has read it. So: shut down
+    /// the write side (the client sees the end of the response), then read
+    /// and discard for at most [`LINGER_TIME`] and [`LINGER_BYTES`], until
+    /// the client closes.
+    async fn linger(&mut self, stream: &mut TcpStream, w: &Worker) {
+        use monoio::io::AsyncWriteRent;
+        if stream.shutdown().await.is_err() {
+            return;
+        }
+        let deadline = w.reaper.deadline(LINGER_TIME);
+        let mut discarded = 0;
+        while discarded < LINGER_BYTES {
+            let mut buf = std::mem::take(&mut self.scratch);
+            buf.clear();
+            if buf.capacity() < SCRATCH {
+                buf.reserve_exact(SCRATCH);
+            }
+            w.reaper.arm(self.slot, deadline, Wait::Read);
+            let (res, buf) = stream.read(buf).await;
+            let expired = w.reaper.disarm(self.slot);
+            self.scratch = buf;
+            match res {
+                Ok(n) if n > 0 && !expired => discarded += n,
+                _ => return,
+            }
         }
     }
 
@@ -359,7 +401,7 @@ async fn handle(
             ConnectionHeader::Close,
             head_only,
         );
-        Next::Close
+        Next::Close { linger: true }
     };
     if let BodyFraming::Length(n) = head.framing {
         if n > limit {
@@ -419,7 +461,9 @@ async fn handle(
                 keep_client: true,
                 ..
             } => Next::Continue { consumed, leftover },
-            Outcome::Done { .. } | Outcome::Close => Next::Close,
+            Outcome::Done { .. } => Next::Close { linger: false },
+            // Errors before the request was read whole among them.
+            Outcome::Close => Next::Close { linger: true },
             Outcome::Upgrade { conn, consumed } => Next::Upgrade { conn, consumed },
         };
     }
@@ -429,7 +473,7 @@ async fn handle(
         match discard_body(stream, w, slot, &head, after, wbuf, scratch).await {
             Ok(done) => done,
             Err(Some(e)) => return fail(e, wbuf),
-            Err(None) => return Next::Close,
+            Err(None) => return Next::Close { linger: false },
         };
 
     // Decided after the body: a drain may have started while it arrived.
@@ -457,7 +501,7 @@ async fn handle(
     if keep_alive {
         Next::Continue { consumed, leftover }
     } else {
-        Next::Close
+        Next::Close { linger: false }
     }
 }
 
