@@ -39,11 +39,21 @@
 //!   graceful drain.
 //!
 //! ## Threads and sharing
-//! Each worker owns its ring, its connections and their buffers; nothing on
-//! the request path is shared mutably. The [`gateway::Snapshot`] is immutable
-//! and shared behind an `Arc`. The only cross-thread signal is shutdown,
-//! delivered through monoio's eventfd wake-up so no other thread touches a
-//! worker's ring (io_uring SINGLE_ISSUER).
+//! Each worker owns its ring, its connections and their buffers, and its
+//! pool of backend connections. The [`gateway::Snapshot`] is immutable and
+//! shared behind an `Arc`. What is shared mutably is small and lock-free on
+//! the request path: a stage cache (quick_cache's sharded table), whose
+//! fill wakes requests waiting for the same key on other workers; the
+//! upstream targets' atomics (in-flight counts, passive health); and the
+//! containment counters. Cross-thread wake-ups (shutdown, cache waiters) go
+//! through monoio's eventfd machinery, so no thread but its owner ever
+//! touches a worker's ring (io_uring SINGLE_ISSUER).
+//!
+//! ## Failure containment
+//! A panic while serving one connection closes that connection only; it is
+//! counted and logged once with the request id. A worker thread that dies
+//! anyway is replaced by a supervisor thread (fresh ring, fresh listener);
+//! the server never keeps running with fewer workers than configured.
 //!
 //! ## What a request costs
 //! Once a connection is warm, serving a mock route allocates nothing: the
@@ -54,7 +64,10 @@
 //! backend connection and its buffer come from the worker's pool.
 //! `tests/alloc.rs` asserts both.
 
-#![deny(unsafe_code)] // one audited exception: runtime::reaper (shutdown(2) on a raw fd)
+// Every module forbids unsafe code but two, whose `unsafe` blocks each state
+// their invariant: runtime::reaper (shutdown(2) on connection and listener
+// fds) and upstream::pool (a non-blocking recv(MSG_PEEK) on a pooled socket).
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cache;

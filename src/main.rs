@@ -1,5 +1,7 @@
 //! The `ringgate` command: `serve` (the default), `check`.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -169,7 +171,14 @@ fn serve(path: &std::path::Path) -> ExitCode {
         }
     };
     let drain = cfg.server.drain_timeout;
-    let server = match Server::start(cfg, StartOptions::default()) {
+    #[allow(unused_mut)]
+    let mut options = StartOptions::default();
+    #[cfg(debug_assertions)]
+    {
+        // Debug builds only, for the containment tests.
+        options.fault_injection = std::env::var_os("RINGGATE_FAULT_INJECTION").is_some();
+    }
+    let server = match Server::start(cfg, options) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ringgate: {e}");
@@ -186,31 +195,47 @@ fn serve(path: &std::path::Path) -> ExitCode {
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
-    let signal = signals.forever().next();
-    eprintln!(
-        "ringgate: signal {}: draining (at most {:?})",
-        signal.unwrap_or(0),
-        drain
-    );
+    // One queue for what can end the process: a signal, or the server
+    // stopping by itself (a worker that could not be kept running).
+    enum Event {
+        Signal(i32),
+        Stopped,
+    }
+    let (events, next) = std::sync::mpsc::channel();
     let handle = server.shutdown_handle();
-    handle.shutdown();
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    {
+        let events = events.clone();
+        std::thread::spawn(move || {
+            server.join();
+            let _ = events.send(Event::Stopped);
+        });
+    }
     std::thread::spawn(move || {
-        server.join();
-        let _ = done_tx.send(());
-    });
-    // A second signal, or the drain timeout plus a grace second, ends it.
-    let hard_stop = drain + Duration::from_secs(1);
-    std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
-            eprintln!("ringgate: second signal: exiting now");
-            std::process::exit(1);
+        for signal in signals.forever() {
+            if events.send(Event::Signal(signal)).is_err() {
+                return;
+            }
         }
     });
-    match done_rx.recv_timeout(hard_stop) {
-        Ok(()) => {
+    match next.recv() {
+        Ok(Event::Signal(signal)) => {
+            eprintln!("ringgate: signal {signal}: draining (at most {drain:?})");
+            handle.shutdown();
+        }
+        Ok(Event::Stopped) | Err(_) => {
+            eprintln!("ringgate: stopped without a signal (see above); exiting");
+            return ExitCode::from(1);
+        }
+    }
+    // A second signal, or the drain timeout plus a grace second, ends it.
+    match next.recv_timeout(drain + Duration::from_secs(1)) {
+        Ok(Event::Stopped) => {
             eprintln!("ringgate: stopped");
             ExitCode::SUCCESS
+        }
+        Ok(Event::Signal(_)) => {
+            eprintln!("ringgate: second signal: exiting now");
+            ExitCode::from(1)
         }
         Err(_) => {
             eprintln!("ringgate: workers did not stop within the drain timeout; exiting");

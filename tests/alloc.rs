@@ -153,6 +153,7 @@ fn measure(
     let config = ringgate::config::parse(config, "alloc.toml").unwrap();
     let options = StartOptions {
         on_worker_start: Some(Arc::new(|_| TRACKED.with(|t| t.set(true)))),
+        ..StartOptions::default()
     };
     let server = Server::start(config, options).unwrap();
     let addr = server.local_addrs()[0];

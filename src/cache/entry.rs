@@ -1,6 +1,8 @@
 //! One cached response: immutable, shared as `Arc<Entry>` by every worker
 //! that serves it, and weighed once when built.
 
+#![forbid(unsafe_code)]
+
 use bytes::Bytes;
 
 /// Largest response body the cache stores (SPEC §5.1: 1,048,576 bytes);

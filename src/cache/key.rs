@@ -12,6 +12,8 @@
 //! of the process, which is all an in-memory cache needs. The store's table
 //! uses [`PassThrough`] so a lookup does not hash the key a second time.
 
+#![forbid(unsafe_code)]
+
 use std::hash::{BuildHasher, Hash, Hasher};
 
 use ahash::RandomState;

@@ -1,6 +1,8 @@
 //! [`StageCache`]: the byte-bounded, sharded table of one stage's cached
 //! responses, with stampede control and counters.
 
+#![forbid(unsafe_code)]
+
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 

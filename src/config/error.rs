@@ -1,6 +1,8 @@
 //! [`ConfigError`], byte-offset to line/column conversion, and the
 //! translation of `toml`/serde errors into errors a person can act on.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;

@@ -169,6 +169,8 @@
 //! TOML syntax errors and schema errors (unknown key, wrong type, missing
 //! key) are reported the same way, with the position `toml` gives.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;

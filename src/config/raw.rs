@@ -5,6 +5,8 @@
 //! Also holds [`SNode`], a generic span-keeping tree of the document used
 //! only to name the key behind a serde error's byte offset.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 use std::ops::Range;
 

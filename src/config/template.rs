@@ -1,6 +1,8 @@
 //! Route keys (`"GET /pets/{id}"`, `"$default"`), mock body templates and
 //! `http_proxy` URI templates.
 
+#![forbid(unsafe_code)]
+
 use super::{BodyPart, RouteKey};
 
 /// The methods a route may name, in the order error messages list them.

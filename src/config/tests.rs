@@ -1,3 +1,5 @@
+#![forbid(unsafe_code)]
+
 use super::*;
 
 /// Parses `text` (a leading newline is dropped so raw strings read well).

@@ -3,6 +3,8 @@
 //! each section; sections are checked in the order server, limits,
 //! upstreams, apis, domains (http_proxy uris refer to upstreams).
 
+#![forbid(unsafe_code)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;

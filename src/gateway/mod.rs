@@ -27,6 +27,8 @@
 //! lookup, and for a mock the response copied into the connection's buffer
 //! with `{param}` values spliced in. Nothing is allocated.
 
+#![forbid(unsafe_code)]
+
 pub mod request_id;
 pub mod response;
 

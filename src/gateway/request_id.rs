@@ -11,6 +11,8 @@
 //! correlation, not secrets. Randomness is an input ([`IdGenerator::new`]
 //! takes the seed), so tests can fix it.
 
+#![forbid(unsafe_code)]
+
 /// Longest client-supplied id echoed back.
 pub const MAX_CLIENT_ID: usize = 128;
 

@@ -3,6 +3,8 @@
 //! JSON body (`Content-Type: application/json`), except the 413, whose
 //! observed body is plain text.
 
+#![forbid(unsafe_code)]
+
 use crate::http::response::{
     u64_digits, write_common_headers, write_content_length, write_status_line, ConnectionHeader,
 };

@@ -8,6 +8,8 @@
 //! size field over 1 KiB is refused), line ends are CRLF (a bare LF is
 //! refused), chunk extensions and trailers are bounded and otherwise ignored.
 
+#![forbid(unsafe_code)]
+
 use std::ops::Range;
 
 /// Longest chunk-size field accepted, in digits (leading zeros included).

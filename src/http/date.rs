@@ -7,6 +7,8 @@
 //! clock). Formatting costs a few dozen integer operations; reading it on the
 //! hot path is a 29-byte copy.
 
+#![forbid(unsafe_code)]
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Length of an IMF-fixdate string.

@@ -13,6 +13,8 @@
 //! [`crate::runtime`]; keeping this module free of I/O lets its rules be
 //! unit-tested byte by byte and benchmarked alone.
 
+#![forbid(unsafe_code)]
+
 pub mod chunked;
 pub mod date;
 pub mod parse;

@@ -19,6 +19,8 @@
 //! `Host`. Too many or too large headers give 431, a target over the URL
 //! limit 414.
 
+#![forbid(unsafe_code)]
+
 use std::mem::MaybeUninit;
 
 use httparse::{Header, Status};

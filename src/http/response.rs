@@ -5,6 +5,8 @@
 //! response head it will ever write, writing allocates nothing. Numbers are
 //! formatted on the stack.
 
+#![forbid(unsafe_code)]
+
 /// What the `Connection` header of a response says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConnectionHeader {

@@ -9,6 +9,8 @@
 //! `Content-Length`s, a `Transfer-Encoding` other than one `chunked`, a head
 //! over the size limit, or anything httparse rejects.
 
+#![forbid(unsafe_code)]
+
 use httparse::{Header, Status};
 
 use super::parse::{parse_length, trim, HeaderArray, Version, MAX_HEADERS};

@@ -94,6 +94,8 @@
 //! the template and what to change. `build` and `lookup` cannot fail; a
 //! lookup that matches nothing returns `$default` or `None`.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 
 use ahash::AHashMap;

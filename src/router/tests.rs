@@ -1,5 +1,7 @@
 //! Unit tests of the route table: precedence tables, errors, params, paths.
 
+#![forbid(unsafe_code)]
+
 use super::*;
 
 const GET: MethodSpec = MethodSpec::One(Method::Get);

@@ -39,6 +39,8 @@
 //! Not yet: caching close-delimited responses (they stream through), `Expires`/`Age` from the origin, the admin flush endpoint (the
 //! store has `flush`; the admin socket will expose it), canary caches.
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 
 use bytes::Bytes;

@@ -25,6 +25,8 @@
 //! Failure: a malformed head or body gets its 4xx with `Connection: close`
 //! and the connection is closed; an I/O error closes it silently.
 
+#![forbid(unsafe_code)]
+
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -34,6 +36,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use super::cached;
+use super::contain::RequestTrace;
 use super::proxy::{self, Buffers, Capture, ClientInfo, Outcome};
 use super::reaper::{SlotGuard, Wait};
 use super::worker::Worker;
@@ -58,12 +61,14 @@ const FLUSH_AT: usize = 64 * 1024;
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 const LINGER_BYTES: usize = 1024 * 1024;
 
-/// Serves one accepted connection until it closes.
+/// Serves one accepted connection until it closes (run by
+/// [`super::contain::serve`], which accounts for its end).
 pub(crate) async fn serve(
     mut stream: TcpStream,
     peer: std::net::SocketAddr,
     local_port: u16,
     worker: Rc<Worker>,
+    trace: &RequestTrace,
 ) {
     let _ = stream.set_nodelay(true);
     // Declared after the stream: drops (unregisters the fd) before it.
@@ -82,6 +87,7 @@ pub(crate) async fn serve(
         ubuf: Vec::new(),
         info: ClientInfo::new(peer, local_port),
         cache_bufs: CacheBufs::default(),
+        trace,
     };
     let end = conn.run(&mut stream, &worker).await;
     if let RunEnd::Closed { linger: true } = end {
@@ -97,7 +103,6 @@ pub(crate) async fn serve(
         )
         .await;
     }
-    worker.connection_closed();
 }
 
 /// How a connection's HTTP life ended.
@@ -110,7 +115,7 @@ enum RunEnd {
     Upgrade(UpstreamConn, Vec<u8>),
 }
 
-struct Conn {
+struct Conn<'t> {
     rbuf: Vec<u8>,
     /// Start of unconsumed bytes in `rbuf`.
     start: usize,
@@ -130,6 +135,8 @@ struct Conn {
     /// Cache key bytes and the copy of a response being cached; empty
     /// until the first cacheable request.
     cache_bufs: CacheBufs,
+    /// The request being served, for the log line of a contained panic.
+    trace: &'t RequestTrace,
 }
 
 /// Per-connection buffers of the stage cache.
@@ -161,7 +168,7 @@ enum Next {
     Upgrade { conn: UpstreamConn, consumed: usize },
 }
 
-impl Conn {
+impl Conn<'_> {
     async fn run(&mut self, stream: &mut TcpStream, w: &Worker) -> RunEnd {
         loop {
             if self.start == self.rbuf.len() {
@@ -188,6 +195,7 @@ impl Conn {
                         },
                         &self.info,
                         &mut self.cache_bufs,
+                        self.trace,
                     )
                     .await;
                     self.served += 1;
@@ -389,8 +397,14 @@ async fn handle(
     bufs: Buffers<'_>,
     info: &ClientInfo,
     cache_bufs: &mut CacheBufs,
+    trace: &RequestTrace,
 ) -> Next {
     let rid = w.new_request_id(head.request_id);
+    trace.note(rid.as_bytes());
+    #[cfg(debug_assertions)]
+    if w.fault_injection {
+        super::contain::inject_fault(&head);
+    }
     let head_only = head.method == "HEAD";
     let limit = w.limits.max_body_bytes;
     let fail = |e: GatewayError, wbuf: &mut Vec<u8>| {

@@ -6,6 +6,8 @@
 //! deregistering allocate nothing once the vector has grown to the peak
 //! number of idle connections.
 
+#![forbid(unsafe_code)]
+
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;

@@ -1,5 +1,6 @@
 //! Workers: one monoio runtime per core, pinned, each with its own
-//! SO_REUSEPORT listener; signals and graceful drain.
+//! SO_REUSEPORT listener; the supervisor that keeps them running; signals
+//! and graceful drain.
 //!
 //! [`Server::start`] compiles the configuration into a
 //! [`crate::gateway::Snapshot`], binds one listening socket per
@@ -8,19 +9,29 @@
 //! it), and starts the worker threads. It returns once every worker has its
 //! runtime up, with the bound addresses and the driver each worker runs.
 //!
+//! Failure containment: a panic while serving a connection closes that
+//! connection only (`contain`); a worker thread that ends anyway is started
+//! again by the supervisor thread with a fresh ring and listener, and if it
+//! cannot be kept running the server shuts down rather than run with fewer
+//! workers than configured (see `supervise`). [`Server::counters`] counts
+//! both.
+//!
 //! Shutdown ([`Server::shutdown`], or SIGINT/SIGTERM in the binary): each
 //! worker stops accepting, closes its idle keep-alive connections, lets
 //! requests in flight finish (their responses carry `Connection: close`),
 //! and exits when its last connection closes or `drain_timeout` passes.
 //!
-//! Modules: `worker` (runtime, accept loop, clock), `connection` (the
-//! per-connection HTTP/1.1 loop), `proxy` (the `http_proxy` forwarder and
-//! the upgrade tunnel), `cached` (the stage cache on the request path), `reaper` (timeouts without a timer per read),
-//! `drain` and `shutdown` (the signals). The server also runs the upstream
-//! health thread ([`crate::upstream::health`]) when backends are configured.
+//! Modules: `worker` (runtime, accept loop, clock), `contain` (panics on a
+//! connection), `connection` (the per-connection HTTP/1.1 loop), `proxy`
+//! (the `http_proxy` forwarder and the upgrade tunnel), `cached` (the stage
+//! cache on the request path), `reaper` (timeouts without a timer per
+//! read), `drain` and `shutdown` (the signals). The server also runs the
+//! upstream health thread ([`crate::upstream::health`]) when backends are
+//! configured.
 
 mod cached;
 mod connection;
+mod contain;
 mod drain;
 mod proxy;
 mod reaper;
@@ -34,6 +45,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+pub use contain::Counters;
 pub use shutdown::Shutdown;
 pub use worker::DriverKind;
 
@@ -49,6 +61,11 @@ pub type WorkerHook = Arc<dyn Fn(usize) + Send + Sync>;
 pub struct StartOptions {
     /// Run on each worker thread before its runtime starts.
     pub on_worker_start: Option<WorkerHook>,
+    /// Debug builds only: honour the `x-ringgate-fault` request header,
+    /// which panics on the request path (`panic`) or in a worker task
+    /// (`kill-worker`), to test containment and the supervisor.
+    #[cfg(debug_assertions)]
+    pub fault_injection: bool,
 }
 
 /// Why the server could not start.
@@ -84,6 +101,12 @@ pub(crate) struct Shared {
     pub shutdown: Shutdown,
     pub cores: Vec<core_affinity::CoreId>,
     pub on_worker_start: Option<WorkerHook>,
+    /// The bound addresses (ports resolved), for a restarted worker's
+    /// listeners.
+    pub addrs: Vec<SocketAddr>,
+    pub counters: Arc<Counters>,
+    #[cfg(debug_assertions)]
+    pub fault_injection: bool,
     started: Mutex<Vec<Option<Option<DriverKind>>>>,
     started_cv: Condvar,
 }
@@ -109,8 +132,8 @@ pub struct Server {
     shared: Arc<Shared>,
     /// Active health checks and name refresh for the backends.
     health: Option<crate::upstream::health::Checker>,
-    threads: Vec<JoinHandle<()>>,
-    addrs: Vec<SocketAddr>,
+    /// Owns the worker threads; returns once all have ended after shutdown.
+    supervisor: Option<JoinHandle<()>>,
     drivers: Vec<DriverKind>,
 }
 
@@ -159,23 +182,26 @@ impl Server {
             addrs.push(addr);
         }
 
+        contain::install_hook();
         let shared = Arc::new(Shared {
             config,
             snapshot,
             shutdown: Shutdown::new(),
             cores,
             on_worker_start: options.on_worker_start,
+            addrs,
+            counters: Arc::new(Counters::default()),
+            #[cfg(debug_assertions)]
+            fault_injection: options.fault_injection,
             started: Mutex::new(vec![None; workers]),
             started_cv: Condvar::new(),
         });
+        let (exits, exited) = crossbeam::channel::unbounded();
         let mut threads = Vec::with_capacity(workers);
         for (id, listeners) in per_worker.into_iter().enumerate() {
-            let shared = shared.clone();
-            let t = std::thread::Builder::new()
-                .name(format!("ringgate-worker-{id}"))
-                .spawn(move || worker::run(id, listeners, shared))
+            let t = spawn_worker(id, listeners, shared.clone(), exits.clone())
                 .map_err(StartError::Spawn)?;
-            threads.push(t);
+            threads.push(Some(t));
         }
 
         // Wait for every worker to report its driver.
@@ -198,7 +224,7 @@ impl Server {
                     _ => {
                         drop(started);
                         shared.shutdown.trigger();
-                        for t in threads {
+                        for t in threads.into_iter().flatten() {
                             let _ = t.join();
                         }
                         return Err(StartError::Runtime(id));
@@ -214,18 +240,30 @@ impl Server {
                     .map_err(StartError::Spawn)?,
             )
         };
+        let supervisor = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("ringgate-supervisor".to_string())
+                .spawn(move || supervise(shared, threads, exits, exited))
+                .map_err(StartError::Spawn)?
+        };
         Ok(Server {
             shared,
             health,
-            threads,
-            addrs,
+            supervisor: Some(supervisor),
             drivers,
         })
     }
 
     /// The bound addresses, in the order of `server.listen`.
     pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.addrs
+        &self.shared.addrs
+    }
+
+    /// What containment caught: connections closed by a panic, workers
+    /// restarted, workers running now.
+    pub fn counters(&self) -> Arc<Counters> {
+        self.shared.counters.clone()
     }
 
     /// The configuration being served (stage caches, upstreams and their
@@ -251,11 +289,111 @@ impl Server {
 
     /// Waits for every worker to finish.
     pub fn join(mut self) {
-        for t in std::mem::take(&mut self.threads) {
-            let _ = t.join();
+        if let Some(s) = self.supervisor.take() {
+            let _ = s.join();
         }
         if let Some(mut h) = self.health.take() {
             h.stop();
+        }
+    }
+}
+
+/// Starts worker `id`'s thread; `exits` hears of its end, however it ends.
+fn spawn_worker(
+    id: usize,
+    listeners: Vec<std::net::TcpListener>,
+    shared: Arc<Shared>,
+    exits: crossbeam::channel::Sender<usize>,
+) -> std::io::Result<JoinHandle<()>> {
+    /// Sends the worker's id when dropped: at the thread's end, or while a
+    /// panic unwinds it.
+    struct ExitNotice(usize, crossbeam::channel::Sender<usize>);
+    impl Drop for ExitNotice {
+        fn drop(&mut self) {
+            let _ = self.1.send(self.0);
+        }
+    }
+    std::thread::Builder::new()
+        .name(format!("ringgate-worker-{id}"))
+        .spawn(move || {
+            let _notice = ExitNotice(id, exits);
+            worker::run(id, listeners, shared);
+        })
+}
+
+/// Restarts of one worker within [`RESTART_WINDOW`] after which the
+/// supervisor gives up and shuts the server down rather than run short.
+const MAX_QUICK_RESTARTS: u32 = 5;
+const RESTART_WINDOW: Duration = Duration::from_secs(10);
+
+/// The supervisor: keeps every configured worker running until shutdown.
+///
+/// A worker thread that ends while the server is not shutting down (a panic
+/// outside connection containment, or a runtime that stopped) is joined and
+/// started again on the same core, with a fresh ring and fresh listeners on
+/// the same addresses (`SO_REUSEPORT` lets them join the others). If one
+/// worker cannot be kept running — it cannot bind, or it died
+/// [`MAX_QUICK_RESTARTS`] times within [`RESTART_WINDOW`] — the server shuts
+/// down instead of running with fewer workers than configured.
+fn supervise(
+    shared: Arc<Shared>,
+    mut threads: Vec<Option<JoinHandle<()>>>,
+    exits: crossbeam::channel::Sender<usize>,
+    exited: crossbeam::channel::Receiver<usize>,
+) {
+    let mut live = threads.iter().flatten().count();
+    let mut recent: Vec<(std::time::Instant, u32)> =
+        vec![(std::time::Instant::now(), 0); threads.len()];
+    while live > 0 {
+        let Ok(id) = exited.recv() else { return };
+        let panicked = threads
+            .get_mut(id)
+            .and_then(Option::take)
+            .is_some_and(|t| t.join().is_err());
+        if shared.shutdown.is_triggered() {
+            live -= 1;
+            continue;
+        }
+        let how = if panicked { "panicked" } else { "stopped" };
+        let (since, count) = &mut recent[id];
+        if since.elapsed() > RESTART_WINDOW {
+            *since = std::time::Instant::now();
+            *count = 0;
+        }
+        *count += 1;
+        let restarted = if *count > MAX_QUICK_RESTARTS {
+            Err(format!(
+                "it ended {MAX_QUICK_RESTARTS} times within {RESTART_WINDOW:?}"
+            ))
+        } else {
+            shared
+                .addrs
+                .iter()
+                .map(|&a| bind(a).map_err(|e| format!("cannot listen on {a}: {e}")))
+                .collect::<Result<Vec<_>, _>>()
+                .and_then(|listeners| {
+                    spawn_worker(id, listeners, shared.clone(), exits.clone())
+                        .map_err(|e| format!("cannot start a thread: {e}"))
+                })
+        };
+        match restarted {
+            Ok(t) => {
+                threads[id] = Some(t);
+                shared
+                    .counters
+                    .worker_restarts
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                worker::log(&format!(
+                    "worker {id} {how}; started a new one with a fresh ring and listener"
+                ));
+            }
+            Err(why) => {
+                worker::log(&format!(
+                    "worker {id} {how} and cannot be restarted ({why}); shutting down"
+                ));
+                live -= 1;
+                shared.shutdown.trigger();
+            }
         }
     }
 }

@@ -36,6 +36,8 @@
 //! their `Upgrade`/`Connection` headers; a `101` answer hands both sockets
 //! to [`tunnel`], a two-way copy until either side closes or goes idle.
 
+#![forbid(unsafe_code)]
+
 use std::io;
 use std::ops::Range;
 use std::time::Duration;

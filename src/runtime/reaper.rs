@@ -147,6 +147,35 @@ impl Reaper {
     }
 }
 
+impl Reaper {
+    /// Shuts down (`SHUT_RDWR`) every live connection's socket and each of
+    /// `listeners`, at once: the last resort of a worker whose runtime is
+    /// unwinding from a panic, whose tasks will never run or drop again.
+    /// Clients see their connections end instead of hanging; a listening
+    /// socket that is shut down stops listening and leaves its
+    /// `SO_REUSEPORT` group, so the kernel stops queueing connections on it.
+    pub fn abort_all(&self, listeners: &[RawFd]) {
+        // try_borrow: the panic may have come from inside a borrow.
+        if let Ok(slots) = self.slots.try_borrow() {
+            for s in slots.iter().filter(|s| s.live) {
+                // SAFETY: as in `tick` — a live slot's fd is an open socket
+                // (its owner cannot have closed it: its task never ran
+                // again); shutdown does not close it.
+                unsafe {
+                    libc::shutdown(s.fd, libc::SHUT_RDWR);
+                }
+            }
+        }
+        for &fd in listeners {
+            // SAFETY: the worker's listening sockets, owned by its accept
+            // tasks, which never run or drop again; shutdown does not close.
+            unsafe {
+                libc::shutdown(fd, libc::SHUT_RDWR);
+            }
+        }
+    }
+}
+
 /// Unregisters a connection's slot when dropped. Declare it after the
 /// stream so it drops first.
 pub(crate) struct SlotGuard<'a> {

@@ -5,6 +5,8 @@
 //! eventfd write unparks the worker), so no thread other than the owner
 //! ever touches a worker's io_uring — the promise SINGLE_ISSUER makes.
 
+#![forbid(unsafe_code)]
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -13,7 +13,10 @@
 //! to epoll only when the kernel refuses to set it up (old kernel, seccomp,
 //! memlock). Each worker logs which driver it runs.
 
+#![forbid(unsafe_code)]
+
 use std::cell::{Cell, RefCell};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +26,7 @@ use monoio::time::Instant;
 
 use super::drain::Drain;
 use super::reaper::Reaper;
-use super::{connection, Shared};
+use super::{contain, Shared};
 use crate::config::{IoDriver, Limits};
 use crate::gateway::request_id::{entropy_seed, IdGenerator, RequestId};
 use crate::gateway::Snapshot;
@@ -43,6 +46,13 @@ pub(crate) struct Worker {
     pub reaper: Reaper,
     /// Keep-alive connections to backends.
     pub pool: Pool,
+    /// What containment caught (shared by all workers).
+    pub counters: Arc<super::contain::Counters>,
+    /// Debug builds: honour `x-ringgate-fault` (see `contain`).
+    #[cfg(debug_assertions)]
+    pub fault_injection: bool,
+    /// The listening sockets, for [`block_on_worker`]'s last resort.
+    listener_fds: RefCell<Vec<std::os::fd::RawFd>>,
     date: Cell<HttpDate>,
     ids: RefCell<IdGenerator>,
     active: Cell<usize>,
@@ -108,12 +118,11 @@ pub(crate) fn run(id: usize, listeners: Vec<std::net::TcpListener>, shared: Arc<
             .build();
         match rt {
             Ok(mut rt) => {
-                shared.report_driver(id, DriverKind::IoUring);
                 log(&format!(
                     "worker {id}: io_uring driver (coop_taskrun, single_issuer, defer_taskrun, {} entries), {pin_note}",
                     config.server.ring_entries
                 ));
-                rt.block_on(worker_main(id, listeners, shared.clone()));
+                block_on_worker(&mut rt, DriverKind::IoUring, id, listeners, &shared);
                 return;
             }
             Err(e) if want == IoDriver::Auto => {
@@ -133,9 +142,8 @@ pub(crate) fn run(id: usize, listeners: Vec<std::net::TcpListener>, shared: Arc<
         .build()
     {
         Ok(mut rt) => {
-            shared.report_driver(id, DriverKind::Epoll);
             log(&format!("worker {id}: epoll driver, {pin_note}"));
-            rt.block_on(worker_main(id, listeners, shared.clone()));
+            block_on_worker(&mut rt, DriverKind::Epoll, id, listeners, &shared);
         }
         Err(e) => {
             log(&format!("worker {id}: cannot build a runtime: {e}"));
@@ -144,29 +152,74 @@ pub(crate) fn run(id: usize, listeners: Vec<std::net::TcpListener>, shared: Arc<
     }
 }
 
-async fn worker_main(id: usize, listeners: Vec<std::net::TcpListener>, shared: Arc<Shared>) {
-    let config = &shared.config;
-    let limits = config.limits.clone();
-    let head_limits = HeadLimits {
-        max_header_bytes: limits.max_header_bytes,
-        max_headers: limits.max_headers,
-        max_url_bytes: limits.max_url_bytes,
-    };
-    let worker = Rc::new(Worker {
-        id,
-        snapshot: shared.snapshot.clone(),
-        max_read_buffer: (limits.max_url_bytes + limits.max_header_bytes + 1024)
-            .next_power_of_two(),
-        limits,
-        head_limits,
-        drain: Drain::new(),
-        reaper: Reaper::new(),
-        pool: Pool::new(),
-        date: Cell::new(HttpDate::now()),
-        ids: RefCell::new(IdGenerator::new(entropy_seed() ^ ((id as u64) << 56))),
-        active: Cell::new(0),
-    });
+impl Worker {
+    fn new(id: usize, shared: &Shared) -> Worker {
+        let limits = shared.config.limits.clone();
+        let head_limits = HeadLimits {
+            max_header_bytes: limits.max_header_bytes,
+            max_headers: limits.max_headers,
+            max_url_bytes: limits.max_url_bytes,
+        };
+        Worker {
+            id,
+            snapshot: shared.snapshot.clone(),
+            max_read_buffer: (limits.max_url_bytes + limits.max_header_bytes + 1024)
+                .next_power_of_two(),
+            limits,
+            head_limits,
+            drain: Drain::new(),
+            reaper: Reaper::new(),
+            pool: Pool::new(),
+            counters: shared.counters.clone(),
+            #[cfg(debug_assertions)]
+            fault_injection: shared.fault_injection,
+            listener_fds: RefCell::new(Vec::new()),
+            date: Cell::new(HttpDate::now()),
+            ids: RefCell::new(IdGenerator::new(entropy_seed() ^ ((id as u64) << 56))),
+            active: Cell::new(0),
+        }
+    }
+}
+
+/// Runs worker `id` on `rt` (reporting it live, with its driver, first).
+/// Should a panic escape a task and unwind the
+/// runtime, monoio never drops the tasks it was running (it keeps no list
+/// of them): their sockets would stay open, clients hanging on them and the
+/// kernel still queueing new connections on the listener. So, while that
+/// panic unwinds, every connection and listener of the worker is shut down
+/// (their file descriptors stay allocated: a small leak per such death,
+/// which the supervisor logs).
+fn block_on_worker<D: monoio::Driver>(
+    rt: &mut monoio::Runtime<D>,
+    kind: DriverKind,
+    id: usize,
+    listeners: Vec<std::net::TcpListener>,
+    shared: &Arc<Shared>,
+) {
+    let worker = Rc::new(Worker::new(id, shared));
+    struct AbortOnUnwind(Rc<Worker>);
+    impl Drop for AbortOnUnwind {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                let w = &self.0;
+                w.reaper.abort_all(&w.listener_fds.borrow());
+            }
+        }
+    }
+    let _abort = AbortOnUnwind(worker.clone());
+    let _live = contain::LiveWorker::new(&shared.counters);
+    shared.report_driver(id, kind);
+    rt.block_on(worker_main(worker, listeners, shared.clone()));
+}
+
+async fn worker_main(
+    worker: Rc<Worker>,
+    listeners: Vec<std::net::TcpListener>,
+    shared: Arc<Shared>,
+) {
+    let id = worker.id;
     for l in listeners {
+        worker.listener_fds.borrow_mut().push(l.as_raw_fd());
         match TcpListener::from_std(l) {
             Ok(l) => {
                 monoio::spawn(accept_loop(l, worker.clone()));
@@ -207,7 +260,7 @@ async fn accept_loop(listener: TcpListener, w: Rc<Worker>) {
         match accepted {
             Ok((stream, peer)) => {
                 w.active.set(w.active.get() + 1);
-                monoio::spawn(connection::serve(stream, peer, local_port, w.clone()));
+                monoio::spawn(contain::serve(stream, peer, local_port, w.clone()));
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly rather than spin.

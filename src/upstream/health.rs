@@ -9,6 +9,8 @@
 //! it unhealthy (targets start healthy). Every 30 s every target's name is
 //! resolved again.
 
+#![forbid(unsafe_code)]
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,0 +1,262 @@
+//! Containment: a panic while serving one connection costs that connection,
+//! not the worker.
+//!
+//! monoio polls tasks without catching panics, so a panic anywhere on a
+//! request path would unwind through the runtime and end the worker thread
+//! with its listener and every connection on it. [`serve`] runs each
+//! connection inside [`CatchUnwind`]: a panic unwinds only the connection's
+//! own future (its socket closes, its buffers and pooled backend connection
+//! are dropped), is counted in [`Counters::connection_panics`], and is
+//! logged once — message, location, peer and the id of the request being
+//! served — by the panic hook this module installs ([`install_hook`]).
+//! Panics outside a connection (a worker's own tasks) still end the worker;
+//! the supervisor in [`super`] then starts a new one.
+//!
+//! Cost on the request path: a thread-local flag set and cleared around
+//! each poll of a connection, and a copy of the request id (at most
+//! [`TRACE_ID_LEN`] bytes) per request into [`RequestTrace`].
+//!
+//! In debug builds, with fault injection enabled
+//! ([`super::StartOptions::fault_injection`], or `RINGGATE_FAULT_INJECTION=1`
+//! for the binary), a request header `x-ringgate-fault: panic` panics on the
+//! request path and `x-ringgate-fault: kill-worker` panics in a worker task
+//! outside any connection: the tests use both. Release builds carry neither.
+
+#![forbid(unsafe_code)]
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::{pin, Pin};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Once;
+use std::task::{Context, Poll};
+
+use monoio::net::TcpStream;
+
+use super::worker::{log, Worker};
+
+/// Bytes of a request id kept for the panic log line.
+pub(crate) const TRACE_ID_LEN: usize = 64;
+
+/// Process-wide counters of what containment caught and restarted.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Connections closed because serving them panicked.
+    pub connection_panics: AtomicU64,
+    /// Worker threads that ended unexpectedly and were started again.
+    pub worker_restarts: AtomicU64,
+    /// Worker threads whose runtime is running now.
+    pub live_workers: AtomicUsize,
+}
+
+/// Counts a worker as live while it exists (dropped at the thread's end,
+/// also while a panic unwinds it).
+pub(crate) struct LiveWorker<'a>(&'a Counters);
+
+impl<'a> LiveWorker<'a> {
+    pub fn new(counters: &'a Counters) -> LiveWorker<'a> {
+        counters.live_workers.fetch_add(1, Ordering::SeqCst);
+        LiveWorker(counters)
+    }
+}
+
+impl Drop for LiveWorker<'_> {
+    fn drop(&mut self) {
+        self.0.live_workers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The request a connection is serving, for the panic log line.
+#[derive(Debug)]
+pub(crate) struct RequestTrace {
+    id: Cell<[u8; TRACE_ID_LEN]>,
+    len: Cell<u8>,
+}
+
+impl RequestTrace {
+    fn new() -> RequestTrace {
+        RequestTrace {
+            id: Cell::new([0; TRACE_ID_LEN]),
+            len: Cell::new(0),
+        }
+    }
+
+    /// Records the id of the request now being served.
+    #[inline]
+    pub fn note(&self, id: &[u8]) {
+        let n = id.len().min(TRACE_ID_LEN);
+        let mut buf = [0u8; TRACE_ID_LEN];
+        buf[..n].copy_from_slice(&id[..n]);
+        self.id.set(buf);
+        self.len.set(n as u8);
+    }
+
+    fn id(&self) -> String {
+        let buf = self.id.get();
+        let n = usize::from(self.len.get());
+        if n == 0 {
+            "-".to_string()
+        } else {
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        }
+    }
+}
+
+thread_local! {
+    /// Set while a contained future is being polled on this thread.
+    static CONTAINED: Cell<bool> = const { Cell::new(false) };
+    /// What the hook recorded about the last contained panic.
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+static HOOK: Once = Once::new();
+
+/// Installs, once per process, a panic hook that records a contained panic
+/// (message and location) for [`serve`]'s single log line instead of
+/// printing it; every other panic goes to the hook that was there before.
+pub(crate) fn install_hook() {
+    HOOK.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if !CONTAINED.with(Cell::get) {
+                return previous(info);
+            }
+            let at = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            let what = format!("{}{at}", payload_text(info.payload()));
+            LAST_PANIC.with(|p| *p.borrow_mut() = Some(what));
+        }));
+    });
+}
+
+fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".to_string()
+    }
+}
+
+/// Polls a future, turning a panic in it into `Err(description)`.
+struct CatchUnwind<'a, F> {
+    fut: Pin<&'a mut F>,
+}
+
+impl<F: Future> Future for CatchUnwind<'_, F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fut = self.fut.as_mut();
+        let outer = CONTAINED.with(|c| c.replace(true));
+        let polled = panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx)));
+        CONTAINED.with(|c| c.set(outer));
+        match polled {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => {
+                let what = LAST_PANIC
+                    .with(|p| p.borrow_mut().take())
+                    .unwrap_or_else(|| payload_text(payload.as_ref()));
+                Poll::Ready(Err(what))
+            }
+        }
+    }
+}
+
+/// Serves one accepted connection ([`super::connection::serve`]) with its
+/// panics contained; always accounts for the connection's end.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    local_port: u16,
+    worker: Rc<Worker>,
+) {
+    let trace = RequestTrace::new();
+    let outcome = {
+        let fut = pin!(super::connection::serve(
+            stream,
+            peer,
+            local_port,
+            worker.clone(),
+            &trace,
+        ));
+        CatchUnwind { fut }.await
+        // A panicked future is dropped here: its socket closes.
+    };
+    if let Err(what) = outcome {
+        worker
+            .counters
+            .connection_panics
+            .fetch_add(1, Ordering::Relaxed);
+        log(&format!(
+            "worker {}: panic while serving {peer} (request {}): {what}; connection closed",
+            worker.id,
+            trace.id()
+        ));
+    }
+    worker.connection_closed();
+}
+
+/// Fault injection for the containment tests (debug builds only): see the
+/// module docs.
+#[cfg(debug_assertions)]
+pub(crate) fn inject_fault(head: &crate::http::RequestHead<'_, '_>) {
+    let fault = head
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("x-ringgate-fault"))
+        .map(|h| h.value);
+    match fault {
+        Some(b"panic") => panic!("injected fault on the request path"),
+        Some(b"kill-worker") => {
+            monoio::spawn(async { panic!("injected fault in a worker task") });
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_keeps_a_bounded_copy() {
+        let t = RequestTrace::new();
+        assert_eq!(t.id(), "-");
+        t.note(b"abc");
+        assert_eq!(t.id(), "abc");
+        t.note(&[b'x'; 200]);
+        assert_eq!(t.id().len(), TRACE_ID_LEN);
+    }
+
+    #[test]
+    fn catch_unwind_turns_a_panic_into_an_error() {
+        install_hook();
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .build()
+            .unwrap();
+        let out = rt.block_on(async {
+            let fut = pin!(async {
+                if CONTAINED.with(Cell::get) {
+                    panic!("boom");
+                }
+                1
+            });
+            CatchUnwind { fut }.await
+        });
+        let err = out.unwrap_err();
+        assert!(err.starts_with("boom at "), "{err}");
+        assert!(!CONTAINED.with(Cell::get));
+        let ok = rt.block_on(async {
+            let fut = pin!(async { 2 });
+            CatchUnwind { fut }.await
+        });
+        assert_eq!(ok, Ok(2));
+    }
+}
