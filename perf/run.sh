@@ -3,17 +3,24 @@
 #
 # Scenario "mock":  ringgate's fixed mock response vs nginx `return 200`.
 # Scenario "proxy": ringgate http_proxy vs nginx proxy_pass vs haproxy, all in
-#                   front of one ringgate-origin (started once, on wrk's CPU).
+#                   front of one origin (started once, on wrk's CPU):
+#                   ringgate-origin, or with --origin nginx a neutral nginx.
 # Scenario "cache": cache hits: ringgate's stage cache vs nginx proxy_cache vs
 #                   varnish, in front of the same origin, two workloads (one
 #                   hot URL; 10,000 URLs with Zipf popularity, perf/zipf.lua).
 # Servers of a scenario run one at a time, alternating (A, B, A, B, ...), each
 # started before its run and stopped after it, so they never compete.
+# --baseline PATH adds "ringgate-base" (the same config, an older binary),
+# run right after ringgate in every round.
+# Ratios ringgate/X are PAIRED: per round, ringgate's figure divided by X's
+# from the same round (and workload), then the median of those per-round
+# ratios, so a drift of the host between rounds cancels out.
 # See perf/README.md for the method and how to read the output.
 #
 # Usage: perf/run.sh [--scenario mock|proxy|cache] [--rounds N] [--duration SECS]
 #                    [--warmup SECS] [--connections C] [--mode pinned|wide]
-#                    [--bin PATH] [--servers LIST] [--with-mock] [--no-save]
+#                    [--bin PATH] [--baseline PATH] [--origin ringgate-origin|nginx]
+#                    [--servers LIST] [--with-mock] [--no-save]
 set -euo pipefail
 
 PERF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -28,6 +35,8 @@ WARMUP=2
 CONNECTIONS=64
 MODE=pinned
 BIN=""
+BASELINE=""
+ORIGIN_KIND=ringgate-origin
 SERVERS_OVERRIDE="${PERF_SERVERS:-}"
 SAVE=1
 WITH_MOCK=0
@@ -48,12 +57,25 @@ Usage: perf/run.sh [options]
                       `cargo build --release --locked` if missing]
                       (proxy: the origin is target/release/ringgate-origin,
                       or env PERF_ORIGIN_BIN; built if missing)
+  --baseline PATH     also run "ringgate-base": the same ringgate config
+                      from the binary at PATH (e.g. the build before a
+                      change), right after ringgate in every round; the
+                      summary gets the paired ratios ringgate/ringgate-base
+  --origin KIND       proxy only: the origin behind the proxies
+                      ringgate-origin: target/release/ringgate-origin
+                      nginx: a neutral nginx `return 200` (one worker,
+                      own prefix and port; taskset -c 1 when pinned)
+                                                        [ringgate-origin]
   --servers LIST      comma-separated subset of the scenario's servers
-                      (also env PERF_SERVERS), e.g. --servers nginx
+                      (also env PERF_SERVERS), e.g. --servers nginx;
+                      may name ringgate-base (needs --baseline)
   --with-mock         cache only: in the hot-URL workload, also run
                       ringgate's mock route (the mock scenario's config,
                       GET /perf/hello) and compare the cache hits with it
   --no-save           do not write perf/results/<scenario>-<date>.txt
+Ratios ringgate/X are paired: per round (and workload), ringgate's figure
+over X's from the same round, then the median of those per-round ratios
+[min-max]. The per-server medians table is printed for reference only.
 EOF
 }
 
@@ -73,6 +95,8 @@ while [[ $# -gt 0 ]]; do
         --connections) need_arg "$@"; CONNECTIONS=$2; shift 2 ;;
         --mode)        need_arg "$@"; MODE=$2; shift 2 ;;
         --bin)         need_arg "$@"; BIN=$2; shift 2 ;;
+        --baseline)    need_arg "$@"; BASELINE=$2; shift 2 ;;
+        --origin)      need_arg "$@"; ORIGIN_KIND=$2; shift 2 ;;
         --servers)     need_arg "$@"; SERVERS_OVERRIDE=$2; shift 2 ;;
         --no-save)     SAVE=0; shift ;;
         --with-mock)   WITH_MOCK=1; shift ;;
@@ -87,6 +111,11 @@ is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 is_uint "$WARMUP" || die "--warmup must be a non-negative integer"
 { is_uint "$CONNECTIONS" && ((CONNECTIONS >= 1)); } || die "--connections must be a positive integer"
 [[ $MODE == pinned || $MODE == wide ]] || die "--mode must be pinned or wide"
+[[ $ORIGIN_KIND == ringgate-origin || $ORIGIN_KIND == nginx ]] ||
+    die "--origin must be ringgate-origin or nginx"
+if [[ $ORIGIN_KIND == nginx && $SCENARIO != proxy ]]; then
+    die "--origin nginx is for --scenario proxy only"
+fi
 
 BIN_DEFAULT=0
 if [[ -z $BIN ]]; then
@@ -94,6 +123,10 @@ if [[ -z $BIN ]]; then
     BIN_DEFAULT=1
 fi
 [[ $BIN == /* ]] || BIN=$PWD/$BIN
+if [[ -n $BASELINE ]]; then
+    [[ $BASELINE == /* ]] || BASELINE=$PWD/$BASELINE
+    [[ -f $BASELINE && -x $BASELINE ]] || die "--baseline: not an executable file: $BASELINE"
+fi
 
 NPROC=$(nproc)
 
@@ -167,13 +200,31 @@ MOCK_BODY=$'hello, world\n'
 declare -F "scenario_$SCENARIO" >/dev/null || die "unknown scenario: $SCENARIO"
 "scenario_$SCENARIO"
 
+# --baseline: ringgate-base is part of every scenario, right after ringgate.
+if [[ -n $BASELINE ]]; then
+    SCENARIO_SERVERS=("${SCENARIO_SERVERS[0]}" ringgate-base "${SCENARIO_SERVERS[@]:1}")
+fi
 SERVERS=("${SCENARIO_SERVERS[@]}")
 if [[ -n $SERVERS_OVERRIDE ]]; then
     IFS=', ' read -r -a SERVERS <<<"$SERVERS_OVERRIDE"
     for s in "${SERVERS[@]}"; do
+        [[ $s == ringgate-base && -z $BASELINE ]] && die "server ringgate-base needs --baseline PATH"
         [[ " ${SCENARIO_SERVERS[*]} " == *" $s "* ]] ||
             die "server '$s' is not part of scenario $SCENARIO (${SCENARIO_SERVERS[*]})"
     done
+fi
+# With --baseline, ringgate-base runs (even if --servers leaves it out) right
+# after ringgate (first if ringgate is not selected), so the old and the new
+# binary always run back to back.
+if [[ -n $BASELINE ]]; then
+    ordered=() placed=0
+    for s in "${SERVERS[@]}"; do
+        [[ $s == ringgate-base ]] && continue
+        ordered+=("$s")
+        if [[ $s == ringgate ]] && ((placed == 0)); then ordered+=(ringgate-base); placed=1; fi
+    done
+    ((placed)) || ordered=(ringgate-base ${ordered[@]+"${ordered[@]}"})
+    SERVERS=("${ordered[@]}")
 fi
 ((${#SERVERS[@]} >= 1)) || die "no servers selected"
 if ((WITH_MOCK)); then
@@ -257,6 +308,10 @@ ensure_server_varnish() {
 ORIGIN_BIN=${PERF_ORIGIN_BIN:-$REPO_DIR/target/release/ringgate-origin}
 [[ $ORIGIN_BIN == /* ]] || ORIGIN_BIN=$PWD/$ORIGIN_BIN
 scenario_ensure_proxy() {
+    if [[ $ORIGIN_KIND == nginx ]]; then
+        ensure_server_nginx
+        return
+    fi
     if [[ ! -x $ORIGIN_BIN ]]; then
         [[ -z ${PERF_ORIGIN_BIN:-} ]] || die "origin binary not found: $ORIGIN_BIN"
         command -v cargo >/dev/null || die "$ORIGIN_BIN missing and cargo not found"
@@ -277,6 +332,7 @@ ensure_server_ringgate() {
     fi
 }
 ensure_server_ringgate-mock() { ensure_server_ringgate; }
+ensure_server_ringgate-base() { [[ -x $BASELINE ]] || die "baseline binary not found: $BASELINE"; }
 
 # --------------------------------------------------------------------------
 # Servers. start_server_<name> PORT: render the config, start in background,
@@ -312,21 +368,25 @@ start_server_nginx() {
     SERVER_ERRLOG=$dir/error.log
 }
 
-start_server_ringgate() { # start_server_ringgate PORT [TEMPLATE-SCENARIO]
+start_ringgate() { # start_ringgate PORT TEMPLATE-SCENARIO BINARY
     local port=$1 dir workers=1
     dir=$(mktemp -d "$WORK/ringgate.XXXX")
     [[ $MODE == wide ]] && workers='"auto"'
-    render "$PERF_DIR/ringgate-${2:-$SCENARIO}.toml.in" "$dir/ringgate.toml" \
+    render "$PERF_DIR/ringgate-$2.toml.in" "$dir/ringgate.toml" \
         PORT="$port" WORKERS="$workers" ORIGIN_PORT="${ORIGIN_PORT:-0}"
     SERVER_LOG=$dir/stdout.log
     SERVER_ERRLOG=$SERVER_LOG
     ${SERVER_AFFINITY[@]+"${SERVER_AFFINITY[@]}"} \
-        "$BIN" serve --config "$dir/ringgate.toml" >"$SERVER_LOG" 2>&1 &
+        "$3" serve --config "$dir/ringgate.toml" >"$SERVER_LOG" 2>&1 &
     SERVER_PID=$!
 }
+start_server_ringgate() { start_ringgate "$1" "$SCENARIO" "$BIN"; }
 
 # ringgate with the mock scenario's config (cache --with-mock).
-start_server_ringgate-mock() { start_server_ringgate "$1" mock; }
+start_server_ringgate-mock() { start_ringgate "$1" mock "$BIN"; }
+
+# --baseline: the same config as ringgate, run from the baseline binary.
+start_server_ringgate-base() { start_ringgate "$1" "$SCENARIO" "$BASELINE"; }
 
 # varnishd in the foreground (-F) with a private working dir (-n), malloc
 # storage, one thread pool in pinned mode, the CLI on loopback; no varnishlog
@@ -504,20 +564,40 @@ cpu_busy() {
         <(echo "$a") <(echo "$b")
 }
 
-# origin_count: requests the origin has served so far (GET /count is not
-# itself counted).
+# origin_count: sets ORIGIN_COUNT to the requests the origin has served so
+# far (not in a subshell: it keeps a count of its own calls). ringgate-origin
+# does not count GET /count itself. The nginx origin's stub_status counts
+# every request, these included, so the calls made so far are subtracted.
+# Without stub_status (ORIGIN_COUNTS=0) it is always 0.
+ORIGIN_COUNT=0 ORIGIN_COUNT_CALLS=0 ORIGIN_COUNTS=1
 origin_count() {
-    curl -sS --max-time 5 "http://127.0.0.1:$ORIGIN_PORT/count" ||
+    local out
+    ((ORIGIN_COUNTS)) || { ORIGIN_COUNT=0; return 0; }
+    out=$(curl -sS --max-time 5 "http://127.0.0.1:$ORIGIN_PORT/count") ||
         die "origin: GET /count failed"
+    if [[ $ORIGIN_KIND == nginx ]]; then
+        ORIGIN_COUNT_CALLS=$((ORIGIN_COUNT_CALLS + 1))
+        # "Active connections: N / server accepts handled requests / A H R / ..."
+        out=$(awk 'NR == 3 { print $3 }' <<<"$out")
+        [[ $out =~ ^[0-9]+$ ]] || die "origin: unexpected stub_status output"
+        out=$((out - ORIGIN_COUNT_CALLS))
+    fi
+    ORIGIN_COUNT=$out
 }
 
-# scenario_setup_proxy: start one ringgate-origin for the whole scenario on
-# wrk's CPU (pinned mode: taskset -c 1, one worker), on a port it picks.
-ORIGIN_PID="" ORIGIN_PORT="" ORIGIN_LOG=""
+# scenario_setup_proxy: start one origin for the whole scenario on wrk's CPU
+# (pinned mode: taskset -c 1, one worker): ringgate-origin on a port it
+# picks, or (--origin nginx) nginx on a free port.
+ORIGIN_PID="" ORIGIN_PORT="" ORIGIN_LOG="" ORIGIN_DESC=""
 scenario_setup_proxy() {
     local workers=1 i line
     [[ $MODE == wide ]] && workers=$((NPROC / 2 > 0 ? NPROC / 2 : 1))
     ORIGIN_WORKERS=$workers
+    if [[ $ORIGIN_KIND == nginx ]]; then
+        start_origin_nginx
+        return
+    fi
+    ORIGIN_DESC="$ORIGIN_BIN --workers $workers"
     ORIGIN_LOG=$WORK/origin.log
     ${LOAD_AFFINITY[@]+"${LOAD_AFFINITY[@]}"} \
         "$ORIGIN_BIN" --listen 127.0.0.1:0 --workers "$workers" --name perf \
@@ -532,11 +612,47 @@ scenario_setup_proxy() {
     done
     [[ -n $line ]] || { cat "$ORIGIN_LOG" >&2; die "origin did not report its port within 10 s"; }
     ORIGIN_PORT=${line##*:}
+    ORIGIN_DESC="$ORIGIN_DESC (PID $ORIGIN_PID)"
     check_response "http://127.0.0.1:$ORIGIN_PORT/hello" $'hello, world\n'
     log "origin: PID $ORIGIN_PID on 127.0.0.1:$ORIGIN_PORT, $workers worker(s)${LOAD_AFFINITY[*]:+, ${LOAD_AFFINITY[*]}}"
 }
 
 scenario_setup_cache() { scenario_setup_proxy; }
+
+# start_origin_nginx: the neutral origin (--origin nginx): a separate nginx
+# instance from perf/nginx-origin.conf.in with its own prefix, pid file and
+# port, ORIGIN_WORKERS workers, `return 200 "hello, world\n"` on GET /hello,
+# stub_status on GET /count (if the build has it). Stopped by PID at the end
+# (cleanup), workers included.
+start_origin_nginx() {
+    local dir count="return 404;"
+    dir=$WORK/origin-nginx
+    mkdir -p "$dir"
+    chmod 755 "$dir"
+    if "$NGINX" -V 2>&1 | grep -q -- '--with-http_stub_status_module'; then
+        count="stub_status;"
+    else
+        ORIGIN_COUNTS=0
+        log "WARNING: $NGINX has no stub_status: the origin's request count is not checked"
+    fi
+    ORIGIN_PORT=$(free_port)
+    render "$PERF_DIR/nginx-origin.conf.in" "$dir/nginx.conf" \
+        PORT="$ORIGIN_PORT" WORKERS="$ORIGIN_WORKERS" TMP="$dir" COUNT="$count"
+    "$NGINX" -t -q -p "$dir" -c "$dir/nginx.conf" >"$dir/configtest.log" 2>&1 ||
+        { cat "$dir/configtest.log" >&2; die "origin nginx config test failed"; }
+    ORIGIN_LOG=$dir/error.log
+    ${LOAD_AFFINITY[@]+"${LOAD_AFFINITY[@]}"} \
+        "$NGINX" -p "$dir" -c "$dir/nginx.conf" >"$dir/stdout.log" 2>&1 &
+    ORIGIN_PID=$!
+    STARTED_PIDS+=("$ORIGIN_PID")
+    if ! wait_ready "$ORIGIN_PORT" "$ORIGIN_PID"; then
+        cat "$dir/stdout.log" "$ORIGIN_LOG" >&2 2>/dev/null || true
+        die "origin nginx did not accept connections on 127.0.0.1:$ORIGIN_PORT within 10 s"
+    fi
+    check_response "http://127.0.0.1:$ORIGIN_PORT/hello" $'hello, world\n'
+    ORIGIN_DESC="nginx $("$NGINX" -v 2>&1 | sed 's/^nginx version: nginx\///') (PID $ORIGIN_PID, a separate instance), worker_processes $ORIGIN_WORKERS, return 200 (perf/nginx-origin.conf.in)"
+    log "origin: nginx, PID $ORIGIN_PID on 127.0.0.1:$ORIGIN_PORT, $ORIGIN_WORKERS worker(s)${LOAD_AFFINITY[*]:+, ${LOAD_AFFINITY[*]}}"
+}
 
 # --------------------------------------------------------------------------
 # Load generation.
@@ -559,11 +675,11 @@ fill_walk() {
     local base=$1 cfg=$2.walk.curl codes=$2.walk.codes c0 c1 bad
     awk -v b="$base" -v n="$ZIPF_N" 'BEGIN {
         for (i = 1; i <= n; i++) printf "url = \"%s/perf/items/%d\"\noutput = \"/dev/null\"\n", b, i }' >"$cfg"
-    c0=$(origin_count)
+    origin_count; c0=$ORIGIN_COUNT
     ${LOAD_AFFINITY[@]+"${LOAD_AFFINITY[@]}"} \
         curl -sS --max-time 120 -K "$cfg" -w '%{http_code}\n' >"$codes" ||
         die "fill: curl failed walking $ZIPF_N URLs on $base"
-    c1=$(origin_count)
+    origin_count; c1=$ORIGIN_COUNT
     bad=$(awk -v want="$SCENARIO_STATUS" '$1 != want { n++ } END { print n + 0 }' "$codes")
     (($(wc -l <"$codes") == ZIPF_N && bad == 0)) ||
         die "fill: $bad of $ZIPF_N answers on $base were not $SCENARIO_STATUS ($(sort "$codes" | uniq -c | tr '\n' ' '))"
@@ -681,6 +797,11 @@ for s in "${SERVERS[@]}"; do
             if [[ -n $(find "$REPO_DIR/src" -name '*.rs' -newer "$BIN" -print -quit 2>/dev/null) ]]; then
                 say "WARNING:  $BIN is older than src/: rebuild it (cargo build --release --locked)"
             fi ;;
+        ringgate-base)
+            say "ringgate-base: $BASELINE ($(stat -c '%y' "$BASELINE" | cut -d. -f1), sha256 $(sha256sum "$BASELINE" | cut -c1-12); same config as ringgate, run right after it)"
+            if [[ " ${SERVERS[*]} " == *" ringgate "* ]] && cmp -s "$BIN" "$BASELINE"; then
+                say "NOTE:     ringgate and ringgate-base are the same binary: their ratios show the noise floor"
+            fi ;;
         nginx) say "nginx:    $("$NGINX" -v 2>&1 | sed 's/^nginx version: //')" ;;
         haproxy) say "haproxy:  $("$HAPROXY" -v 2>&1 | head -1 | sed 's/^HAProxy version //')" ;;
         varnish) say "varnish:  $("$VARNISHD" -V 2>&1 | head -1 | sed 's/^varnishd (//; s/ revision.*//')" ;;
@@ -689,10 +810,16 @@ for s in "${SERVERS[@]}"; do
 done
 say "wrk:      $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
 if [[ -n $ORIGIN_PID ]]; then
-    say "origin:   $ORIGIN_BIN --workers $ORIGIN_WORKERS on 127.0.0.1:$ORIGIN_PORT (PID $ORIGIN_PID), $([[ $SCENARIO == cache ]] && echo 'GET /bytes/1024?id=N' || echo 'GET /hello'); one process for all runs"
-    if [[ -n $(find "$REPO_DIR/tools" -name '*.rs' -newer "$ORIGIN_BIN" -print -quit 2>/dev/null) ]]; then
+    say "origin:   $ORIGIN_KIND: $ORIGIN_DESC on 127.0.0.1:$ORIGIN_PORT, $([[ $SCENARIO == cache ]] && echo 'GET /bytes/1024?id=N' || echo 'GET /hello'); one instance for all runs; origin cpu = utime+stime of all its processes"
+    if [[ $ORIGIN_KIND == ringgate-origin && -n $(find "$REPO_DIR/tools" -name '*.rs' -newer "$ORIGIN_BIN" -print -quit 2>/dev/null) ]]; then
         say "WARNING:  $ORIGIN_BIN is older than tools/: rebuild it"
     fi
+    ((ORIGIN_COUNTS)) || say "WARNING:  the origin nginx has no stub_status: forwarded requests are not checked"
+fi
+if [[ " ${SERVERS[*]} " == *" ringgate "* ]] && (($(workload_servers "${SCENARIO_WORKLOADS[0]}" | wc -l) > 1)); then
+    say "ratios:   PAIRED: per round (and workload), ringgate's figure / the other server's from the"
+    say "          same round; reported: the median of the per-round ratios [min-max]. The per-server"
+    say "          medians table is for reference only (its quotients can mix fast and slow host phases)."
 fi
 say ""
 
@@ -700,13 +827,13 @@ say ""
 # Runs.
 # --------------------------------------------------------------------------
 R_ROUND=() R_WL=() R_SERVER=() R_RPS=() R_P99=() R_CPU=() R_REQ=() R_UTIL=() R_OCPU=() R_OREQ=()
-R_FILL=()
+R_FILL=() R_TCPU=()
 ROUND_NOTES=()
 
 run_one() { # run_one ROUND WORKLOAD SERVER
     local round=$1 wl=$2 s=$3 port url base path body pid out t0 t1 ticks rps req p99 non2xx serr cpu
     local o0=0 o1=0 c0=0 c1=0 fill="-"
-    local -a pids
+    local -a pids opids=()
     load_workload "$wl"
     path=$WL_PATH body=$SCENARIO_BODY
     if [[ $s == ringgate-mock ]]; then
@@ -741,12 +868,14 @@ run_one() { # run_one ROUND WORKLOAD SERVER
 
     mapfile -t pids < <(tree_pids "$pid")
     log "round $round: $wl: $s measuring ${DURATION}s (pids ${pids[*]})"
-    [[ -n $ORIGIN_PID ]] && c0=$(origin_count)
-    [[ -n $ORIGIN_PID ]] && o0=$(cpu_ticks "$ORIGIN_PID")
+    # The origin's CPU: all its processes (nginx: master and workers).
+    [[ -n $ORIGIN_PID ]] && mapfile -t opids < <(tree_pids "$ORIGIN_PID")
+    if [[ -n $ORIGIN_PID ]]; then origin_count; c0=$ORIGIN_COUNT; fi
+    [[ -n $ORIGIN_PID ]] && o0=$(cpu_ticks "${opids[@]}")
     t0=$(cpu_ticks "${pids[@]}")
     run_wrk "$DURATION" "$url" "$out.run"
     t1=$(cpu_ticks "${pids[@]}")
-    [[ -n $ORIGIN_PID ]] && o1=$(cpu_ticks "$ORIGIN_PID")
+    [[ -n $ORIGIN_PID ]] && o1=$(cpu_ticks "${opids[@]}")
     if ! kill -0 "$pid" 2>/dev/null; then
         cat "$out.run" >&2
         log "last lines of $SERVER_ERRLOG:"; tail -n 40 "$SERVER_ERRLOG" >&2 || true
@@ -754,14 +883,14 @@ run_one() { # run_one ROUND WORKLOAD SERVER
     fi
     if [[ -n $ORIGIN_PID ]]; then
         kill -0 "$ORIGIN_PID" 2>/dev/null || { cat "$ORIGIN_LOG" >&2; die "origin (PID $ORIGIN_PID) died"; }
-        c1=$(origin_count)
+        origin_count; c1=$ORIGIN_COUNT
     fi
     stop_server "$pid"
 
     check_wrk_errors "$out.run" "$s ($wl, round $round)"
     read -r rps req p99 non2xx serr < <(parse_wrk "$out.run")
     # proxy: every response wrk counted must have been forwarded to the origin.
-    if [[ $SCENARIO_ORIGIN == forward ]] && ((c1 - c0 < req)); then
+    if [[ $SCENARIO_ORIGIN == forward ]] && ((ORIGIN_COUNTS && c1 - c0 < req)); then
         die "$s (round $round): wrk completed $req requests but the origin served only $((c1 - c0))"
     fi
     # cache: a warm cache sends (almost) nothing to the origin; report misses.
@@ -775,6 +904,7 @@ run_one() { # run_one ROUND WORKLOAD SERVER
     R_ROUND+=("$round") R_WL+=("$wl") R_SERVER+=("$s") R_RPS+=("$rps") R_P99+=("$p99")
     R_CPU+=("$cpu") R_REQ+=("$req") R_OREQ+=("$((c1 - c0))") R_FILL+=("$fill")
     R_OCPU+=("$(awk -v t="$((o1 - o0))" -v hz="$CLK_TCK" -v n="$req" 'BEGIN { printf "%.3f", t / hz * 1e6 / n }')")
+    R_TCPU+=("$(awk -v a="$cpu" -v b="${R_OCPU[-1]}" 'BEGIN { printf "%.3f", a + b }')")
     R_UTIL+=("$(awk -v t="$ticks" -v hz="$CLK_TCK" -v d="$DURATION" 'BEGIN { printf "%.0f", 100 * t / hz / d }')")
 }
 
@@ -794,6 +924,78 @@ print_header() {
 }
 wl_label() { [[ $1 == default ]] || printf ', workload %s' "$1"; }
 
+# --------------------------------------------------------------------------
+# Paired ratios. For a pair (ringgate, X), each round (and workload) gives
+# one ratio: ringgate's figure / X's figure from the same round, whose runs
+# were close in time (ringgate-base right after ringgate). The summary is the
+# median of those per-round ratios, with their min and max. (A median of
+# ringgate's rounds over a median of X's rounds can take the two from
+# different phases of a drifting host; per-round pairs cannot.)
+# --------------------------------------------------------------------------
+SUBJECT=${SCENARIO_SERVERS[0]}
+# paired_ratios ARRAYNAME WORKLOAD SERVER OTHER [ROUND]: the per-round
+# ratios SERVER/OTHER of metric ARRAYNAME (R_RPS, R_P99, R_CPU, R_TCPU), one
+# a line, for rounds where both ran (only ROUND if given; none if OTHER's
+# figure is 0).
+paired_ratios() {
+    local -n arr=$1
+    local wl=$2 s=$3 x=$4 only=${5:-} i r
+    local -A a=() b=()
+    for ((i = 0; i < ${#R_SERVER[@]}; i++)); do
+        [[ ${R_WL[i]} == "$wl" ]] || continue
+        [[ -n $only && ${R_ROUND[i]} != "$only" ]] && continue
+        [[ ${R_SERVER[i]} == "$s" ]] && a[${R_ROUND[i]}]=${arr[i]}
+        [[ ${R_SERVER[i]} == "$x" ]] && b[${R_ROUND[i]}]=${arr[i]}
+    done
+    for r in "${!a[@]}"; do
+        [[ -n ${b[$r]:-} ]] || continue
+        awk -v a="${a[$r]}" -v b="${b[$r]}" 'BEGIN { if (b > 0) printf "%.6f\n", a / b }'
+    done
+    return 0
+}
+# paired_stats ARRAYNAME WORKLOAD SERVER OTHER -> "MEDIAN MIN MAX N" of the
+# per-round ratios ("n/a n/a n/a 0" without any).
+paired_stats() {
+    paired_ratios "$@" | sort -g | awk '{ v[NR] = $1 } END {
+        if (NR == 0) { print "n/a n/a n/a 0"; exit }
+        m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+        printf "%.3f %.3f %.3f %d\n", m, v[1], v[NR], NR }'
+}
+# paired_fmt ARRAYNAME WORKLOAD SERVER OTHER -> "MEDIAN [MIN-MAX]"
+paired_fmt() {
+    local med lo hi n
+    read -r med lo hi n < <(paired_stats "$@")
+    if ((n > 1)); then printf '%s [%s-%s]' "$med" "$lo" "$hi"; else printf '%s' "$med"; fi
+}
+# paired_line WORKLOAD OTHER [ROUND]: "ringgate/OTHER  req/s ..  p99 ..  cpu/req .."
+# over all rounds (median [min-max]) or for one ROUND.
+paired_line() {
+    local wl=$1 x=$2 round=${3:-} m f line note=""
+    local -a metrics=(R_RPS R_P99 R_CPU) labels=('req/s' 'p99' 'cpu/req')
+    if [[ $SCENARIO_ORIGIN == forward ]]; then
+        metrics+=(R_TCPU) labels+=('proxy+origin cpu/req')
+    fi
+    [[ $x == ringgate-mock ]] && note="   (hot-URL hits vs the mock route)"
+    line=$(printf '%-22s' "$SUBJECT/$x")
+    for ((m = 0; m < ${#metrics[@]}; m++)); do
+        if [[ -n $round ]]; then
+            f=$(paired_ratios "${metrics[m]}" "$wl" "$SUBJECT" "$x" "$round" | awk '{ printf "%.3f", $1 }')
+            line+=$(printf '  %s %-6s' "${labels[m]}" "${f:-n/a}")
+        else
+            line+=$(printf '  %s %-*s' "${labels[m]}" $((ROUNDS > 1 ? 19 : 6)) "$(paired_fmt "${metrics[m]}" "$wl" "$SUBJECT" "$x")")
+        fi
+    done
+    printf '%s%s\n' "${line%"${line##*[! ]}"}" "$note"
+}
+# ratio_others WORKLOAD: the servers ringgate is compared with (none if
+# ringgate did not run in that workload).
+ratio_others() {
+    local -a ss
+    mapfile -t ss < <(workload_servers "$1")
+    [[ " ${ss[*]} " == *" $SUBJECT "* ]] || return 0
+    for s in "${ss[@]}"; do [[ $s == "$SUBJECT" ]] || echo "$s"; done
+}
+
 for ((round = 1; round <= ROUNDS; round++)); do
     for wl in "${SCENARIO_WORKLOADS[@]}"; do
         first=${#R_ROUND[@]}
@@ -810,13 +1012,17 @@ for ((round = 1; round <= ROUNDS; round++)); do
                 "${R_P99[i]}" "${R_CPU[i]}" "${R_UTIL[i]}" "${R_REQ[i]}" 0 \
                 "$(ocol "${R_OCPU[i]}" "${R_OREQ[i]}" "${R_FILL[i]}")")"
         done
+        mapfile -t others < <(ratio_others "$wl")
+        for x in ${others[@]+"${others[@]}"}; do
+            say "  round ratio $(paired_line "$wl" "$x" "$round")"
+        done
         for note in ${ROUND_NOTES[@]+"${ROUND_NOTES[@]}"}; do say "$note"; done
         say ""
     done
 done
 
 # --------------------------------------------------------------------------
-# Summary: medians per workload and server, ratios subject/other.
+# Summary: per-server medians (reference), then the paired ratios.
 # --------------------------------------------------------------------------
 median() { # median VALUE...
     printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
@@ -831,7 +1037,6 @@ metric_values() { # metric_values ARRAYNAME WORKLOAD SERVER
     done
     return 0
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.3f", a / b }'; }
 declare -A MED_RPS MED_P99 MED_CPU MED_OCPU MED_OREQ
 for wl in "${SCENARIO_WORKLOADS[@]}"; do
     mapfile -t wl_servers < <(workload_servers "$wl")
@@ -852,10 +1057,10 @@ scol() { # scol ORIGIN-US/REQ ORIGIN-REQS
     return 0
 }
 say "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)   (the runs themselves add about 2$([[ " ${SERVERS[*]} " == *" varnish "* ]] && echo "; varnish's runnable threads far more"))"
-SUBJECT=${SCENARIO_SERVERS[0]}
 for wl in "${SCENARIO_WORKLOADS[@]}"; do
     mapfile -t wl_servers < <(workload_servers "$wl")
-    say "=== summary: median of $ROUNDS round(s), scenario $SCENARIO$(wl_label "$wl"), mode $MODE ==="
+    say "=== summary: scenario $SCENARIO$(wl_label "$wl"), mode $MODE, $ROUNDS round(s) ==="
+    say "per-server medians over the rounds (reference only; the ratios below are paired per round):"
     # shellcheck disable=SC2059
     say "$(printf "$sum_fmt" server 'req/s' 'p99 (us)' 'cpu us/req' "$(scol 'origin us/req' 'origin reqs')")"
     for s in "${wl_servers[@]}"; do
@@ -864,45 +1069,28 @@ for wl in "${SCENARIO_WORKLOADS[@]}"; do
         say "$(printf "$sum_fmt" "$s" "${MED_RPS[$k]}" "${MED_P99[$k]}" "${MED_CPU[$k]}" "$(scol "${MED_OCPU[$k]}" "${MED_OREQ[$k]}")")"
     done
 
-    if [[ " ${SERVERS[*]} " == *" $SUBJECT "* ]] && ((${#SERVERS[@]} > 1)); then
+    mapfile -t others < <(ratio_others "$wl")
+    if ((${#others[@]})); then
         say ""
-        say "ratios (req/s: >1 = $SUBJECT faster; p99 and cpu us/req: <1 = $SUBJECT better)"
-        sk="$wl|$SUBJECT"
-        for s in "${SERVERS[@]}"; do
-            [[ $s == "$SUBJECT" ]] && continue
-            k="$wl|$s"
-            extra=""
-            [[ $SCENARIO_ORIGIN == forward ]] && extra="   (proxy+origin cpu/req $(ratio \
-                "$(awk -v a="${MED_CPU[$sk]}" -v b="${MED_OCPU[$sk]}" 'BEGIN { print a + b }')" \
-                "$(awk -v a="${MED_CPU[$k]}" -v b="${MED_OCPU[$k]}" 'BEGIN { print a + b }')"))"
-            say "$(printf '%-18s req/s %s   p99 %s   cpu/req %s%s' "$SUBJECT/$s" \
-                "$(ratio "${MED_RPS[$sk]}" "${MED_RPS[$k]}")" \
-                "$(ratio "${MED_P99[$sk]}" "${MED_P99[$k]}")" \
-                "$(ratio "${MED_CPU[$sk]}" "${MED_CPU[$k]}")" "$extra")"
+        say "paired ratios $SUBJECT/X: median of the per-round ratios (ringgate and X from the same round) [min-max]"
+        say "(req/s: >1 = $SUBJECT faster; p99 and cpu/req: <1 = $SUBJECT better)"
+        for x in "${others[@]}"; do
+            say "$(paired_line "$wl" "$x")"
         done
-    fi
-    if ((WITH_MOCK)) && [[ $wl == hot && " ${SERVERS[*]} " == *" ringgate "* ]]; then
-        k="$wl|ringgate-mock" sk="$wl|ringgate"
-        say "$(printf '%-18s req/s %s   p99 %s   cpu/req %s   (hot-URL hits vs the mock route)' "ringgate/rg-mock" \
-            "$(ratio "${MED_RPS[$sk]}" "${MED_RPS[$k]}")" \
-            "$(ratio "${MED_P99[$sk]}" "${MED_P99[$k]}")" \
-            "$(ratio "${MED_CPU[$sk]}" "${MED_CPU[$k]}")")"
     fi
     say ""
 done
 
-# cache: the issue's goals, per workload.
+# cache: the issue's goals, per workload (paired median req/s ratios).
 if [[ $SCENARIO == cache && " ${SERVERS[*]} " == *" ringgate "* ]]; then
     for wl in "${SCENARIO_WORKLOADS[@]}"; do
         line="goals, $wl:"
         if [[ " ${SERVERS[*]} " == *" nginx "* ]]; then
-            sk="$wl|ringgate" k="$wl|nginx"
-            r=$(ratio "${MED_RPS[$sk]}" "${MED_RPS[$k]}")
+            read -r r _ < <(paired_stats R_RPS "$wl" ringgate nginx)
             line+=" ringgate/nginx req/s $r (goal >= 2: $(awk -v r="$r" 'BEGIN { print (r + 0 >= 2) ? "met" : "NOT met" }'))"
         fi
         if ((WITH_MOCK)) && [[ $wl == hot ]]; then
-            sk="$wl|ringgate" k="$wl|ringgate-mock"
-            r=$(ratio "${MED_RPS[$sk]}" "${MED_RPS[$k]}")
+            read -r r _ < <(paired_stats R_RPS "$wl" ringgate ringgate-mock)
             line+="; ringgate/ringgate-mock req/s $r (goal >= 0.9: $(awk -v r="$r" 'BEGIN { print (r + 0 >= 0.9) ? "met" : "NOT met" }'))"
         fi
         say "$line"
