@@ -913,3 +913,407 @@ fn stampedes_across_two_workers_wake_every_waiter() {
         );
     }
 }
+
+// --- 15. cut-off responses are never stored ------------------------------------
+//
+// An entry is stored only when the backend's body ended exactly as framed
+// (Content-Length reached, or the last chunk read). The origin's cut-off
+// routes do not announce the close, so the response looks like a
+// keep-alive one until it stops short. Responses that may be cut off are
+// read with `Connection: close` (see `get_to_close`), so that a complete
+// one ends too.
+
+/// `GET path` on a new connection with `Connection: close`: the head, and
+/// as body every byte that arrived until the gateway closed (undecoded), so
+/// a complete response and a cut-off one can both be read.
+fn get_to_close(addr: SocketAddr, path: &str) -> Response {
+    let mut c = Client::connect(addr);
+    c.send(format!(
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    ));
+    let mut r = c.read_head_response();
+    r.body = c.read_to_close();
+    r
+}
+
+/// Decodes a chunked body as far as it goes: the data, and whether the
+/// last chunk and the trailer section arrived.
+fn dechunk(mut raw: &[u8]) -> (Vec<u8>, bool) {
+    let line_end = |b: &[u8]| b.windows(2).position(|w| w == b"\r\n");
+    let mut data = Vec::new();
+    loop {
+        let Some(eol) = line_end(raw) else {
+            return (data, false);
+        };
+        let line = String::from_utf8_lossy(&raw[..eol]).into_owned();
+        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+            .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
+        raw = &raw[eol + 2..];
+        if size == 0 {
+            // Trailers, up to the blank line.
+            loop {
+                let Some(eol) = line_end(raw) else {
+                    return (data, false);
+                };
+                raw = &raw[eol + 2..];
+                if eol == 0 {
+                    assert!(raw.is_empty(), "bytes after the last chunk");
+                    return (data, true);
+                }
+            }
+        }
+        if raw.len() < size + 2 {
+            data.extend_from_slice(&raw[..size.min(raw.len())]);
+            return (data, false);
+        }
+        assert_eq!(&raw[size..size + 2], b"\r\n", "chunk data without CRLF");
+        data.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
+
+/// The body `r` carries (decoded if chunked; `r` from [`get_to_close`] or
+/// with the rest of the connection as body) and whether it is all its
+/// framing promised.
+fn framed_body(r: &Response) -> (Vec<u8>, bool) {
+    if r.header("transfer-encoding")
+        .is_some_and(|te| te.eq_ignore_ascii_case("chunked"))
+    {
+        return dechunk(&r.body);
+    }
+    match r.header("content-length") {
+        Some(n) => {
+            let n: usize = n.parse().expect("Content-Length is a number");
+            assert!(r.body.len() <= n, "bytes after the body: {}", show(r));
+            (r.body.clone(), r.body.len() == n)
+        }
+        None => (r.body.clone(), true),
+    }
+}
+
+/// A one-line description of a response read with [`get_to_close`].
+fn show(r: &Response) -> String {
+    let (body, complete) = framed_body(r);
+    let preview: String = String::from_utf8_lossy(&body[..body.len().min(32)]).into_owned();
+    format!(
+        "{} {}, X-Cache-Status {:?}, x-origin-request {:?}, Content-Length {:?}, \
+         Transfer-Encoding {:?}, Connection {:?}: {} body bytes ({}) {preview:?}…",
+        r.status,
+        r.reason,
+        cs(r),
+        r.header("x-origin-request"),
+        r.header("content-length"),
+        r.header("transfer-encoding"),
+        r.header("connection"),
+        body.len(),
+        if complete { "complete" } else { "cut off" },
+    )
+}
+
+/// Asserts a 200 that stops short of what its framing promised, whose
+/// bytes are the start of the origin's `full`-byte pattern body.
+#[track_caller]
+fn assert_cut(r: &Response, full: usize) {
+    assert_eq!(r.status, 200, "{}", show(r));
+    let (body, complete) = framed_body(r);
+    assert!(
+        !complete,
+        "a cut-off backend body reached the client as a complete response: {}",
+        show(r)
+    );
+    assert!(
+        body.len() <= full && body == pattern(body.len()),
+        "{}",
+        show(r)
+    );
+}
+
+/// Asserts a 200 carrying all of `want`, complete as framed.
+#[track_caller]
+fn assert_whole(r: &Response, want: &[u8]) {
+    assert_eq!(r.status, 200, "{}", show(r));
+    let (body, complete) = framed_body(r);
+    assert!(
+        complete && body == want,
+        "expected the whole {}-byte body: {}",
+        want.len(),
+        show(r)
+    );
+}
+
+/// A cached route in front of the origin, `route` proxied to `target`.
+fn cut_gateway(o: &Origin, route: &str, target: &str) -> TestServer {
+    gateway(o, &[("prod", Some(&cache("")))], &[(route, target, "")])
+}
+
+/// The first GET (keep-alive) of a response the origin cuts off before
+/// `full` body bytes: a Miss, cut off, and the gateway closes the
+/// connection. Then the next GET must reach the origin again: a Miss, cut
+/// off again, never the stored partial body.
+fn check_cut_off_is_not_stored(path: &str, route: &str, target: &str, full: usize) {
+    let o = Origin::start("o");
+    let gw = cut_gateway(&o, route, target);
+    let mut c = gw.client();
+    c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"));
+    let mut first = c.read_head_response();
+    first.body = c.read_to_close(); // the gateway closes: the only signal left
+    assert_eq!(cs(&first), Some("Miss"), "{}", show(&first));
+    assert_cut(&first, full);
+    assert_eq!(o.count(), 1);
+
+    let again = get_to_close(gw.addr(), path);
+    assert_eq!(
+        cs(&again),
+        Some("Miss"),
+        "the cut-off response was stored and replayed: {}",
+        show(&again)
+    );
+    assert_cut(&again, full);
+    assert_ne!(req_no(&again), req_no(&first), "{}", show(&again));
+    assert_eq!(o.count(), 2, "the second GET did not reach the origin");
+}
+
+#[test]
+fn body_shorter_than_its_content_length_is_not_cached() {
+    // Content-Length 100, 10 bytes, close.
+    check_cut_off_is_not_stored(
+        "/prod/drop-after-head",
+        "GET /drop-after-head",
+        "/drop-after-head",
+        100,
+    );
+}
+
+#[test]
+fn chunked_body_without_its_last_chunk_is_not_cached() {
+    // All 5000 bytes in complete chunks, but no `0\r\n\r\n`.
+    check_cut_off_is_not_stored(
+        "/prod/chunked-cut",
+        "GET /chunked-cut",
+        "/chunked-cut/5000",
+        5000,
+    );
+}
+
+#[test]
+fn body_cut_by_a_backend_reset_is_not_cached() {
+    // Content-Length 2000, 1000 bytes, RST.
+    check_cut_off_is_not_stored(
+        "/prod/reset-mid-body",
+        "GET /reset-mid-body",
+        "/reset-mid-body/1000",
+        2000,
+    );
+}
+
+/// The client of a miss resets its connection after the first 10 of 30
+/// body bytes, while the origin sends the rest in two pieces 300 ms apart
+/// (`/drip`): the gateway's write of the second piece fails. The next GET
+/// (which waits on that fetch, or comes after it) may be a Hit only if the
+/// gateway still read the backend's body to its end, and then it carries
+/// the whole body; else it is a Miss that reaches the origin again.
+#[test]
+fn client_leaving_mid_body_on_a_miss_leaves_no_partial_entry() {
+    let o = Origin::start("o");
+    let gw = cut_gateway(&o, "GET /drip", "/drip/3/300");
+    let mut c = gw.client();
+    c.send("GET /prod/drip HTTP/1.1\r\nHost: t\r\n\r\n");
+    let first = c.read_head_response();
+    assert_cached(&first, "Miss");
+    assert_eq!(first.header("content-length"), Some("30"), "{first:?}");
+    assert_eq!(c.read_exact_bytes(10), pattern(10));
+    socket2::SockRef::from(&c.stream)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER");
+    drop(c); // RST
+
+    let r = get_to_close(gw.addr(), "/prod/drip");
+    assert_whole(&r, &pattern(30));
+    match cs(&r) {
+        Some("Hit") => {
+            assert_eq!(req_no(&r), req_no(&first), "{}", show(&r));
+            assert_eq!(o.count(), 1);
+        }
+        Some("Miss") => {
+            assert_ne!(req_no(&r), req_no(&first), "{}", show(&r));
+            assert_eq!(o.count(), 2);
+        }
+        _ => panic!("{}", show(&r)),
+    }
+    // Either way the key now holds the whole response.
+    let r = get_to_close(gw.addr(), "/prod/drip");
+    assert_eq!(cs(&r), Some("Hit"), "{}", show(&r));
+    assert_whole(&r, &pattern(30));
+}
+
+/// A refresh (`Cache-Control: max-age=0`) whose client leaves mid-body, as
+/// above: the fill is cut off, so it must not replace the whole entry with
+/// the part it read. Every GET meanwhile and after is a Hit with a whole
+/// body: the old entry, or the refreshed one only if the gateway read the
+/// backend's body to its end.
+#[test]
+fn cut_off_refresh_does_not_replace_the_entry() {
+    let o = Origin::start("o");
+    let gw = cut_gateway(&o, "GET /drip", "/drip/3/200");
+    let kept = get_to_close(gw.addr(), "/prod/drip");
+    assert_eq!(cs(&kept), Some("Miss"), "{}", show(&kept));
+    assert_whole(&kept, &pattern(30));
+
+    let mut c = gw.client();
+    c.send("GET /prod/drip HTTP/1.1\r\nHost: t\r\nCache-Control: max-age=0\r\n\r\n");
+    let refresh = c.read_head_response();
+    assert_cached(&refresh, "Refresh");
+    assert_eq!(c.read_exact_bytes(10), pattern(10));
+    socket2::SockRef::from(&c.stream)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER");
+    drop(c); // RST
+    assert_eq!(o.count(), 2);
+
+    // Nothing tells when the gateway gives up on the refresh (at the
+    // origin's next piece): look at the entry until well past the origin's
+    // whole response (2 × 200 ms).
+    for _ in 0..8 {
+        let r = get_to_close(gw.addr(), "/prod/drip");
+        assert_eq!(cs(&r), Some("Hit"), "{}", show(&r));
+        assert_whole(&r, &pattern(30));
+        assert!(
+            [req_no(&kept), req_no(&refresh)].contains(&req_no(&r)),
+            "{}",
+            show(&r)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(o.count(), 2);
+}
+
+/// `clients` concurrent GETs of `path` (each with `Connection: close`).
+fn concurrent_gets(addr: SocketAddr, path: &str, clients: usize) -> Vec<Response> {
+    let barrier = Arc::new(Barrier::new(clients));
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let barrier = barrier.clone();
+            let path = path.to_string();
+            std::thread::spawn(move || {
+                barrier.wait();
+                get_to_close(addr, &path)
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+/// Asserts a response on a key whose fetch was cut off: cut off itself, or
+/// the whole `full`-byte body; never the partial body as a complete
+/// response. True if whole.
+#[track_caller]
+fn assert_cut_or_whole(r: &Response, full: usize) -> bool {
+    assert_eq!(r.status, 200, "{}", show(r));
+    let (body, complete) = framed_body(r);
+    if complete {
+        assert!(
+            body == pattern(full),
+            "a partial body served as a complete response: {}",
+            show(r)
+        );
+    } else {
+        assert_cut(r, full);
+    }
+    complete
+}
+
+/// The leader's fetch is cut off (after a pause, so the others wait on
+/// it), and so is every later one: the waiters must not get the partial
+/// body, and the key holds nothing afterwards.
+#[test]
+fn waiters_on_a_cut_off_fetch_never_get_the_partial_body() {
+    const CLIENTS: usize = 6;
+    let o = Origin::start("o");
+    let gw = cut_gateway(&o, "GET /slow-cut", "/slow-cut/200");
+    let responses = concurrent_gets(gw.addr(), "/prod/slow-cut", CLIENTS);
+    for r in &responses {
+        assert!(
+            !assert_cut_or_whole(r, 100),
+            "the origin never sends it whole"
+        );
+    }
+    let fetches = o.count();
+    assert!(fetches >= 1);
+
+    let r = get_to_close(gw.addr(), "/prod/slow-cut");
+    assert_eq!(
+        cs(&r),
+        Some("Miss"),
+        "a cut-off response was stored: {}",
+        show(&r)
+    );
+    assert_cut(&r, 100);
+    assert_eq!(o.count(), fetches + 1, "did not reach the origin");
+}
+
+/// Only the leader's fetch is cut off (`/cut-once`); fetches after it are
+/// complete. Every waiter gets a cut-off response or the whole fresh one,
+/// and the whole response is what gets stored.
+#[test]
+fn waiters_on_a_cut_off_fetch_get_the_refetched_whole_body() {
+    const CLIENTS: usize = 6;
+    let o = Origin::start("o");
+    let gw = cut_gateway(&o, "GET /cut-once", "/cut-once/300");
+    let responses = concurrent_gets(gw.addr(), "/prod/cut-once", CLIENTS);
+    let cut: Vec<&Response> = responses
+        .iter()
+        .filter(|r| !assert_cut_or_whole(r, 100))
+        .collect();
+    assert!(
+        !cut.is_empty(),
+        "nobody got the cut-off first fetch: {:?}",
+        responses.iter().map(show).collect::<Vec<_>>()
+    );
+    let cut_no = req_no(cut[0]).to_string();
+    for r in &cut {
+        assert_eq!(req_no(r), cut_no, "only the first fetch is cut off");
+    }
+
+    // Afterwards: the whole body, from a complete fetch, and it is cached.
+    let r = get_to_close(gw.addr(), "/prod/cut-once");
+    assert_whole(&r, &pattern(100));
+    assert_ne!(req_no(&r), cut_no, "{}", show(&r));
+    let fetches = o.count();
+    assert!(fetches >= 2, "the origin was not asked again");
+    let hit = get_to_close(gw.addr(), "/prod/cut-once");
+    assert_eq!(cs(&hit), Some("Hit"), "{}", show(&hit));
+    assert_whole(&hit, &pattern(100));
+    assert_eq!(o.count(), fetches);
+}
+
+/// The control for the tests above: the same kinds of responses, complete,
+/// are stored and replayed whole.
+#[test]
+fn complete_responses_of_the_same_kinds_are_cached() {
+    let o = Origin::start("o");
+    let gw = gateway(
+        &o,
+        &[("prod", Some(&cache("")))],
+        &[
+            ("GET /bytes", "/bytes/100", ""),
+            ("GET /chunked", "/chunked/5000/4096", ""),
+            ("GET /slow-body", "/slow-body/100", ""),
+        ],
+    );
+    let mut n = 0;
+    for (path, body) in [
+        ("/prod/bytes", pattern(100)),
+        ("/prod/chunked", pattern(5000)),
+        ("/prod/slow-body", b"slow-body\n".to_vec()),
+    ] {
+        let first = get_to_close(gw.addr(), path);
+        assert_eq!(cs(&first), Some("Miss"), "{path}: {}", show(&first));
+        assert_whole(&first, &body);
+        n += 1;
+        let hit = get_to_close(gw.addr(), path);
+        assert_eq!(cs(&hit), Some("Hit"), "{path}: {}", show(&hit));
+        assert_whole(&hit, &body);
+        assert_eq!(req_no(&hit), req_no(&first), "{path}");
+        assert_eq!(o.count(), n, "{path}");
+    }
+}

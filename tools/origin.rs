@@ -34,10 +34,15 @@
 //! | `/status/{code}` | that status (200–999), body `status {code}\n`; no body (and no content-length) for 204 and 304 |
 //! | `/slow/{ms}` | waits ms, then 200 `slow\n` |
 //! | `/slow-body/{ms}` | head with content-length 10 and `slow-` at once, waits ms, then `body\n` |
+//! | `/drip/{n}/{ms}` | head with content-length 10n and the first 10 pattern bytes at once, then the other n − 1 pieces of 10 bytes, ms apart |
 //! | `/chunked/{n}/{size}` | 200 `transfer-encoding: chunked`, n pattern bytes in chunks of size (last one shorter) |
 //! | `/close/{n}` | 200 with neither content-length nor chunking, `connection: close`, n pattern bytes, then close |
 //! | `/drop` | closes without answering once the head has arrived (the body is not read) |
 //! | `/drop-after-head` | head with content-length 100, 10 body bytes, then close (no `connection: close`) |
+//! | `/slow-cut/{ms}` | head with content-length 100 and 10 body bytes at once, waits ms, then closes (FIN) |
+//! | `/cut-once/{ms}` | the first request to it since the origin started: as `/slow-cut/{ms}`; every later one: 200 with content-length 100 and the 100 pattern bytes |
+//! | `/chunked-cut/{n}` | 200 `transfer-encoding: chunked`, n pattern bytes in chunks of 4096 (last one shorter), then closes (FIN) *without* the last chunk `0\r\n\r\n` |
+//! | `/reset-mid-body/{n}` | head with content-length 2n, n pattern bytes, then an abortive close (`SO_LINGER` 0: RST). Bytes not yet sent when the reset goes are lost, so keep n within the peer's receive window |
 //! | `/malformed/garbage` | writes `NOT HTTP\r\n\r\n`, closes |
 //! | `/malformed/cl-te` | 200 with `content-length: 5` and `transfer-encoding: chunked` (body `5\r\nhello\r\n0\r\n\r\n`), closes |
 //! | `/malformed/bad-chunk` | 200 chunked whose first size line is `zz`, closes |
@@ -49,6 +54,12 @@
 //! | `/ws` | WebSocket echo: a GET with `Upgrade: websocket`, `Connection: Upgrade` and `Sec-WebSocket-Key` gets 101 with the right `Sec-WebSocket-Accept`; then text/binary/continuation frames are echoed unmasked with the same FIN bit, opcode and payload, ping gets pong, close gets close (same payload) and the connection closes. Payloads over 64 KiB get close 1009. Without a valid upgrade: 400 |
 //! | `/count` | 200, body the number of counted requests so far (decimal, no newline) |
 //! | anything else | 404 `not found\n` |
+//!
+//! The cut-off routes (`/drop-after-head`, `/slow-cut`, `/cut-once`'s
+//! first answer, `/chunked-cut`, `/reset-mid-body`) do not announce the
+//! close (`connection: close` only if the request asked for it): the
+//! response looks like a keep-alive one until it stops short. To HEAD,
+//! all but `/drop-after-head` send the head only, then close the same way.
 //!
 //! # Requests
 //! Heads up to 64 KiB with up to 64 headers (larger: 431 and close; malformed:
@@ -66,7 +77,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -100,6 +111,10 @@ const WS_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 static PATTERN: [u8; CHUNK + 26] = pattern();
 /// Requests served by the process (see the module docs for what counts).
 static REQUESTS: AtomicU64 = AtomicU64::new(0);
+/// Set by the first `/cut-once` request.
+static CUT_ONCE_USED: AtomicBool = AtomicBool::new(false);
+/// Chunk size of `/chunked-cut`.
+const CUT_CHUNK: u64 = 4096;
 
 const fn pattern() -> [u8; CHUNK + 26] {
     let mut a = [0u8; CHUNK + 26];
@@ -467,10 +482,15 @@ enum Route {
     Status(u16),
     Slow(u64),
     SlowBody(u64),
+    Drip(u64, u64),
     Chunked(u64, u64),
     Close(u64),
     Drop,
     DropAfterHead,
+    SlowCut(u64),
+    CutOnce(u64),
+    ChunkedCut(u64),
+    ResetMidBody(u64),
     Malformed(Malformed),
     KeepaliveClose,
     IdleClose(u64),
@@ -522,6 +542,10 @@ fn route_of(path: &[u8]) -> Route {
             .map(|c| Route::Status(c as u16)),
         b"slow" => num().map(Route::Slow),
         b"slow-body" => num().map(Route::SlowBody),
+        b"drip" => match (num(), num()) {
+            (Some(n), Some(ms)) => Some(Route::Drip(n, ms)),
+            _ => None,
+        },
         b"chunked" => match (num(), num()) {
             (Some(n), Some(s)) if s > 0 => Some(Route::Chunked(n, s)),
             _ => None,
@@ -529,6 +553,10 @@ fn route_of(path: &[u8]) -> Route {
         b"close" => num().map(Route::Close),
         b"drop" => Some(Route::Drop),
         b"drop-after-head" => Some(Route::DropAfterHead),
+        b"slow-cut" => num().map(Route::SlowCut),
+        b"cut-once" => num().map(Route::CutOnce),
+        b"chunked-cut" => num().map(Route::ChunkedCut),
+        b"reset-mid-body" => num().map(Route::ResetMidBody),
         b"malformed" => match segs.next().unwrap_or(b"") {
             b"garbage" => Some(Route::Malformed(Malformed::Garbage)),
             b"cl-te" => Some(Route::Malformed(Malformed::ClTe)),
@@ -994,6 +1022,23 @@ impl Conn {
                     self.out.extend_from_slice(b"body\n");
                 }
             }
+            Route::Drip(n, ms) => {
+                self.head(
+                    200,
+                    Some(n.saturating_mul(10)),
+                    b"application/octet-stream",
+                    b"",
+                );
+                for i in 0..if head { 0 } else { n } {
+                    if i > 0 {
+                        if !self.flush().await {
+                            return Step::Dead;
+                        }
+                        monoio::time::sleep(Duration::from_millis(ms)).await;
+                    }
+                    self.out.extend_from_slice(pat(i.wrapping_mul(10), 10));
+                }
+            }
             Route::Chunked(n, size) => {
                 self.head(
                     200,
@@ -1016,6 +1061,41 @@ impl Conn {
                 self.head(200, Some(100), b"application/octet-stream", b"");
                 self.out.extend_from_slice(pat(0, 10));
                 return Step::Close;
+            }
+            Route::SlowCut(ms) => return self.slow_cut(ms, head).await,
+            Route::CutOnce(ms) => {
+                if !CUT_ONCE_USED.swap(true, Ordering::Relaxed) {
+                    return self.slow_cut(ms, head).await;
+                }
+                self.head(200, Some(100), b"application/octet-stream", b"");
+                if !head {
+                    self.out.extend_from_slice(pat(0, 100));
+                }
+            }
+            Route::ChunkedCut(n) => {
+                self.head(
+                    200,
+                    None,
+                    b"application/octet-stream",
+                    b"transfer-encoding: chunked\r\n",
+                );
+                if !head && !self.chunks(n, CUT_CHUNK).await {
+                    return Step::Dead;
+                }
+                return Step::Close;
+            }
+            Route::ResetMidBody(n) => {
+                self.head(
+                    200,
+                    Some(n.saturating_mul(2)),
+                    b"application/octet-stream",
+                    b"",
+                );
+                if (!head && !self.pattern(0, n).await) || !self.flush().await {
+                    return Step::Dead;
+                }
+                self.abortive_close();
+                return Step::Dead;
             }
             Route::Malformed(kind) => {
                 self.malformed(kind);
@@ -1151,6 +1231,42 @@ impl Conn {
     }
 
     async fn chunked_response(&mut self, n: u64, size: u64) -> bool {
+        if !self.chunks(n, size).await {
+            return false;
+        }
+        self.out.extend_from_slice(b"0\r\n\r\n");
+        true
+    }
+
+    /// Head and 10 of 100 body bytes at once, a pause of `ms`, then a
+    /// graceful close: a body cut off after a while.
+    async fn slow_cut(&mut self, ms: u64, head: bool) -> Step {
+        self.head(200, Some(100), b"application/octet-stream", b"");
+        if !head {
+            self.out.extend_from_slice(pat(0, 10));
+        }
+        if !self.flush().await {
+            return Step::Dead;
+        }
+        monoio::time::sleep(Duration::from_millis(ms)).await;
+        Step::Close
+    }
+
+    /// Makes the coming close abortive: `SO_LINGER` with a zero timeout, so
+    /// dropping the stream sends RST (and discards unsent bytes) instead of
+    /// FIN.
+    fn abortive_close(&self) {
+        // SAFETY: the descriptor belongs to `self.stream`, which is open and
+        // outlives this borrow.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.stream.as_raw_fd()) };
+        if let Err(e) = socket2::SockRef::from(&fd).set_linger(Some(Duration::ZERO)) {
+            eprintln!("ringgate-origin: SO_LINGER: {e}");
+        }
+    }
+
+    /// The data chunks of a chunked body (`n` pattern bytes in chunks of
+    /// `size`), without the last chunk.
+    async fn chunks(&mut self, n: u64, size: u64) -> bool {
         let mut off = 0;
         while off < n {
             let k = size.min(n - off);
@@ -1162,7 +1278,6 @@ impl Conn {
             self.out.extend_from_slice(b"\r\n");
             off += k;
         }
-        self.out.extend_from_slice(b"0\r\n\r\n");
         true
     }
 
