@@ -616,11 +616,30 @@ fn stalled_body_is_closed_after_header_read_timeout() {
         "{:?}",
         started.elapsed()
     );
+    // nginx's client_body_timeout answer: 408, then close.
     assert!(
-        !rest.starts_with(b"HTTP/1.1 201"),
+        rest.starts_with(b"HTTP/1.1 408"),
         "{:?}",
         String::from_utf8_lossy(&rest)
     );
+}
+
+/// A chunk whose declared size alone passes the body limit is refused at
+/// once (as nginx does), not after its bytes have been waited for.
+#[test]
+fn chunk_declared_over_the_limit_is_413_at_once() {
+    let srv = small_server(); // max_body_bytes = 1024
+    let mut c = srv.client();
+    let r = c.request(
+        "POST /prod/upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nfffff\r\nhello",
+    );
+    assert_eq!(r.status, 413, "{r:?}");
+    // Also when the size line comes in a later read.
+    let mut c = srv.client();
+    c.send("POST /prod/upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3f");
+    std::thread::sleep(Duration::from_millis(50));
+    let r = c.request("f0\r\nxx");
+    assert_eq!(r.status, 413, "{r:?}");
 }
 
 #[test]

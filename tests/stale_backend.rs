@@ -18,6 +18,12 @@
 //! (`tests/data/node-origin.js`; needs `node` on PATH, see
 //! [`NodeOrigin::start`]).
 //!
+//! A close that races the request (the backend reads the next head, then
+//! closes without answering) cannot be seen before writing; the gateway
+//! keeps what it sent (head and up to 64 KiB of body) and sends it again on
+//! a fresh connection for idempotent methods
+//! ([`a_close_racing_the_request_is_retried_from_the_kept_copy`]).
+//!
 //! **Interim responses** (RFC 9110 §15.2): a backend's `103 Early Hints` and
 //! an unsolicited `100 Continue` are forwarded to HTTP/1.1 clients, before
 //! the final response and as soon as they arrive, and never to HTTP/1.0
@@ -521,6 +527,112 @@ fn node_origin_keep_alive_timeout_never_yields_a_gateway_error() {
 }
 
 // --- 3. interim responses ------------------------------------------------------
+
+/// A backend that closes a reused connection right after reading the next
+/// request's head, without answering (as a backend does when its idle
+/// timer fires just as the request arrives: the close races the request,
+/// so no check before writing can see it). Later connections are served:
+/// each request's body is read whole and answered 201 with its length.
+struct ClosingBackend {
+    addr: SocketAddr,
+    /// Bodies received whole and answered.
+    bodies: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl ClosingBackend {
+    fn start() -> ClosingBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let bodies2 = bodies.clone();
+        std::thread::spawn(move || {
+            for (n, conn) in listener.incoming().enumerate() {
+                let Ok(mut conn) = conn else { continue };
+                let bodies = bodies2.clone();
+                std::thread::spawn(move || {
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    for request in 0.. {
+                        let end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            match conn.read(&mut chunk) {
+                                Ok(0) | Err(_) => return,
+                                Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                            }
+                        };
+                        if n == 0 && request == 1 {
+                            // The first connection's second request: close
+                            // without reading its body or answering.
+                            return;
+                        }
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        buf.drain(..end);
+                        let clen = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        while buf.len() < clen {
+                            match conn.read(&mut chunk) {
+                                Ok(0) | Err(_) => return,
+                                Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                            }
+                        }
+                        let body: Vec<u8> = buf.drain(..clen).collect();
+                        let answer = format!(
+                            "HTTP/1.1 201 Created\r\nContent-Length: {}\r\n\r\n{}",
+                            clen.to_string().len(),
+                            clen
+                        );
+                        bodies.lock().unwrap().push(body);
+                        if conn.write_all(answer.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        ClosingBackend { addr, bodies }
+    }
+}
+
+/// The close above races the request, so only a resend can save it: the
+/// gateway keeps the head and the body (up to 64 KiB) it sent until the
+/// backend answers, and sends them again on a fresh connection — here for
+/// idempotent methods whose body arrived after the head (read from the
+/// socket, so not in the gateway's read buffer any more).
+#[test]
+fn a_close_racing_the_request_is_retried_from_the_kept_copy() {
+    for method in ["PUT", "DELETE"] {
+        let backend = ClosingBackend::start();
+        let gw = gateway_to(backend.addr);
+        let mut c = gw.client();
+        send_shaped(
+            &mut c,
+            method,
+            "/prod/items/1",
+            &small_json(method),
+            Shape::OnePiece,
+        );
+        let r = c.read_response();
+        assert_eq!(r.status, 201, "{method} warm-up: {}", describe(&r));
+        let body = small_json(method);
+        send_shaped(&mut c, method, "/prod/items/1", &body, Shape::Split);
+        let r = c.read_response();
+        assert_eq!(r.status, 201, "{method}: {}", describe(&r));
+        assert_eq!(r.text(), body.len().to_string(), "{method}");
+        let bodies = backend.bodies.lock().unwrap().clone();
+        assert_eq!(
+            bodies.len(),
+            2,
+            "{method}: the backend answered twice in all"
+        );
+        assert_eq!(bodies[1], body, "{method}: the resent body arrived whole");
+    }
+}
 
 /// A backend whose answers are written by a closure on the connection, for
 /// what `StubBackend` cannot do (several heads, an answer held back). Each

@@ -688,6 +688,20 @@ fn other_value_checks() {
             "domain[0].mapping",
             "has no mappings",
         ),
+        // Found by tests/hostile_input.rs: a multi-byte character right
+        // after an IPv6 literal used to panic instead of failing.
+        (
+            "[[api]]\nname = \"a\"\nhosts = [\"[::1]\u{e9}\"]\n",
+            3,
+            "api[0].hosts[0]",
+            "invalid port",
+        ),
+        (
+            "[[domain]]\nhost = \"[::1]\u{e9}\"\n",
+            2,
+            "domain[0].host",
+            "invalid port",
+        ),
     ];
     for (text, line, key, problem) in cases {
         check(&bad(text), *line, key, problem);

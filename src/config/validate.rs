@@ -439,8 +439,11 @@ fn normalize_host(s: &str) -> std::result::Result<String, String> {
             None => (lower.clone(), ""),
         }
     };
-    if !port.is_empty() && port[1..].parse::<u16>().is_err() {
-        return Err("has an invalid port".to_string());
+    if let Some(after) = port.chars().next() {
+        // `port` is what follows the host: ":" and digits, or nothing.
+        if after != ':' || port[1..].parse::<u16>().is_err() {
+            return Err("has an invalid port".to_string());
+        }
     }
     if !host.starts_with('[') {
         let label_ok = |l: &str| {

@@ -103,6 +103,17 @@ impl ChunkedDecoder {
         }
     }
 
+    /// Data bytes the current chunk has declared and not yet delivered:
+    /// with the data seen so far, what the body will reach at least. A
+    /// caller enforcing a body limit checks both, so a chunk declared past
+    /// the limit is refused before its bytes are waited for.
+    pub fn pending(&self) -> u64 {
+        match self.state {
+            State::Extension | State::SizeLf | State::Data => self.size,
+            _ => 0,
+        }
+    }
+
     /// Whether the whole body has been decoded.
     pub fn is_done(&self) -> bool {
         self.state == State::Done

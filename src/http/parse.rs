@@ -184,9 +184,17 @@ pub fn parse_head<'h, 'b>(
         Ok(Status::Complete(n)) => n,
         Ok(Status::Partial) => return check_partial(buf, limits).map(|()| None),
         Err(e) => {
-            // A head too large is reported as such even when httparse failed
-            // on it for another reason first.
-            check_partial(buf, limits)?;
+            // A head too large, or a method too long, is reported as such
+            // even when httparse failed on it for another reason first;
+            // otherwise httparse's reason.
+            if let Err(
+                e @ (HeadError::UriTooLong
+                | HeadError::HeadersTooLarge
+                | HeadError::Bad(BadRequest::RequestLine)),
+            ) = check_partial(buf, limits)
+            {
+                return Err(e);
+            }
             return Err(match e {
                 httparse::Error::TooManyHeaders => HeadError::HeadersTooLarge,
                 httparse::Error::HeaderName => HeadError::Bad(BadRequest::HeaderName),
@@ -198,6 +206,9 @@ pub fn parse_head<'h, 'b>(
     };
     let method = req.method.unwrap_or("");
     let target = req.path.unwrap_or("");
+    if method.len() > MAX_METHOD {
+        return Err(HeadError::Bad(BadRequest::RequestLine));
+    }
     let version = match req.version {
         Some(0) => Version::Http10,
         _ => Version::Http11,
@@ -315,8 +326,17 @@ pub fn parse_head<'h, 'b>(
     }))
 }
 
-/// Limits on a head still arriving: the request line within the URL limit
-/// (plus room for method and version), the header bytes within theirs.
+/// Longest method token accepted (the longest registered method name has
+/// 17 bytes); a longer one is refused as a bad request line.
+const MAX_METHOD: usize = 32;
+/// `HTTP/1.1` and its line end.
+const MAX_VERSION_PART: usize = 10;
+
+/// Limits on a head still arriving, checked the way the complete head is:
+/// the method within [`MAX_METHOD`], the target within the URL limit, the
+/// version part within its length, the header bytes within theirs. So a
+/// client cannot make the buffer grow past the limits, and a head refused
+/// while arriving would have been refused whole.
 fn check_partial(buf: &[u8], limits: &HeadLimits) -> Result<(), HeadError> {
     // Leading blank lines are allowed before the request line (RFC 9112 §2.2).
     let start = buf
@@ -324,15 +344,27 @@ fn check_partial(buf: &[u8], limits: &HeadLimits) -> Result<(), HeadError> {
         .position(|&b| b != b'\r' && b != b'\n')
         .unwrap_or(buf.len());
     let rest = &buf[start..];
-    const LINE_SLACK: usize = 64; // method, spaces, version, CRLF
-    match rest.iter().position(|&b| b == b'\n') {
-        None if rest.len() > limits.max_url_bytes + LINE_SLACK => Err(HeadError::UriTooLong),
-        None => Ok(()),
-        Some(line) if line > limits.max_url_bytes + LINE_SLACK => Err(HeadError::UriTooLong),
-        Some(line) if rest.len() - line > limits.max_header_bytes + 16 => {
+    let line_end = rest.iter().position(|&b| b == b'\n');
+    let line = &rest[..line_end.unwrap_or(rest.len())];
+    let mut parts = line.splitn(3, |&b| b == b' ');
+    let method = parts.next().unwrap_or_default();
+    if method.len() > MAX_METHOD {
+        return Err(HeadError::Bad(BadRequest::RequestLine));
+    }
+    if parts
+        .next()
+        .is_some_and(|target| target.len() > limits.max_url_bytes)
+    {
+        return Err(HeadError::UriTooLong);
+    }
+    match (line_end, parts.next()) {
+        (None, Some(version)) if version.len() > MAX_VERSION_PART => {
+            Err(HeadError::Bad(BadRequest::Version))
+        }
+        (Some(line), _) if rest.len() - line > limits.max_header_bytes + 16 => {
             Err(HeadError::HeadersTooLarge)
         }
-        Some(_) => Ok(()),
+        _ => Ok(()),
     }
 }
 
@@ -376,36 +408,60 @@ fn split_target<'b>(
     }
 }
 
-/// Whether `v` can be a `Host` value: `uri-host [ ":" port ]` (RFC 3986
-/// reg-name, IPv4 or bracketed IP-literal), so non-empty and made only of
-/// unreserved, sub-delims, `%`, `:`, `[` and `]`. Whitespace, `/`, `@`,
-/// control and non-ASCII bytes are refused, as nginx refuses them.
+/// Whether `v` can be a `Host` value, `uri-host [ ":" port ]` (RFC 9112
+/// §3.2, RFC 3986 §3.2.2): a bracketed IP literal, or a non-empty reg-name
+/// or IPv4 address made of unreserved, sub-delims and `%` bytes; then
+/// optionally `:` and at most five digits. Whitespace, `/`, `@`, a second
+/// `:`, control and non-ASCII bytes are refused, as nginx refuses them.
 fn valid_host(v: &[u8]) -> bool {
-    !v.is_empty()
-        && v.iter().all(|&b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                        | b'%'
-                        | b':'
-                        | b'['
-                        | b']'
-                )
-        })
+    let (host_ok, port) = if v.first() == Some(&b'[') {
+        match v.iter().position(|&b| b == b']') {
+            Some(close) => {
+                let inner = &v[1..close];
+                let ok = !inner.is_empty()
+                    && inner.iter().all(|&b| {
+                        b.is_ascii_alphanumeric()
+                            || matches!(b, b':' | b'.' | b'%' | b'-' | b'_' | b'~')
+                    });
+                (ok, &v[close + 1..])
+            }
+            None => (false, &b""[..]),
+        }
+    } else {
+        let colon = v.iter().position(|&b| b == b':').unwrap_or(v.len());
+        let name = &v[..colon];
+        let ok = !name.is_empty() && name.iter().all(|&b| is_reg_name_byte(b));
+        (ok, &v[colon..])
+    };
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    host_ok && port_ok
+}
+
+/// A byte of a reg-name (or IPv4 address): unreserved, sub-delims or `%`.
+fn is_reg_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b'%'
+        )
 }
 
 /// `s` without `prefix`, compared ASCII-case-insensitively; `None` when
@@ -560,6 +616,14 @@ mod tests {
             (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", InvalidHost),
             (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", InvalidHost),
             (b"GET / HTTP/1.1\r\nHost: user@a\r\n\r\n", InvalidHost),
+            (b"GET / HTTP/1.1\r\nHost: t:80x\r\n\r\n", InvalidHost),
+            (b"GET / HTTP/1.1\r\nHost: t:80:81\r\n\r\n", InvalidHost),
+            (b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", InvalidHost),
+            (b"GET / HTTP/1.1\r\nHost: []\r\n\r\n", InvalidHost),
+            (b"GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n", InvalidHost),
+            (b"GET / HTTP/1.1\r\nHost: :80\r\n\r\n", InvalidHost),
+            (b"GET / HTTP/1.1\r\nHost: t:123456\r\n\r\n", InvalidHost),
+            (b"GET http://t:x/ HTTP/1.1\r\nHost: t\r\n\r\n", Target),
             (b"GET / HTTP/1.1\r\nHost: caf\xc3\xa9\r\n\r\n", InvalidHost),
             (b"GET abcdef\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n", Target),
             (b"GET \xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n", Target),
@@ -643,9 +707,43 @@ mod tests {
             "api.example.com:8080",
             "127.0.0.1:1",
             "[::1]:80",
+            "[::1]",
+            "[fe80::1%25eth0]:443",
+            "t:",
+            "xn--caf-dma.example",
         ] {
             assert!(valid_host(host.as_bytes()), "{host}");
         }
+    }
+
+    #[test]
+    fn a_head_refused_while_arriving_is_refused_whole() {
+        // A long method with a target at the URL limit: the whole head is
+        // judged by the same rules as its prefixes.
+        let head = format!(
+            "{} /{} HTTP/1.1\r\nHost: h\r\n\r\n",
+            "M".repeat(60),
+            "a".repeat(8191)
+        );
+        let whole = parse(head.as_bytes()).map(|h| h.is_some());
+        for cut in [10, 70, 4096, 8257, head.len() - 3] {
+            let part = parse(&head.as_bytes()[..cut]);
+            match (&part, &whole) {
+                (Ok(None), _) | (Err(_), Err(_)) => {}
+                _ => panic!("prefix {cut}: {part:?}, whole: {whole:?}"),
+            }
+        }
+        assert_eq!(whole.unwrap_err(), HeadError::Bad(BadRequest::RequestLine));
+        // A method of MAX_METHOD bytes and a target at the limit are fine.
+        let ok = format!(
+            "{} /{} HTTP/1.1\r\nHost: h\r\n\r\n",
+            "M".repeat(MAX_METHOD),
+            "a".repeat(8191)
+        );
+        for cut in [10, 4096, 8200, ok.len() - 1] {
+            assert_eq!(parse(&ok.as_bytes()[..cut]), Ok(None), "{cut}");
+        }
+        assert!(parse(ok.as_bytes()).unwrap().is_some());
     }
 
     #[test]

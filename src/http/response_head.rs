@@ -158,8 +158,11 @@ pub fn parse_response_head<'h, 'b>(
             None => ResponseFraming::Close,
         }
     };
+    // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty
+    // framing; it is read (as chunked) and the connection closed after it.
     let keep_alive = framing != ResponseFraming::Close
         && !close
+        && !(chunked && version == Version::Http10)
         && (version == Version::Http11 || keep_alive_token);
     Ok(Some(ResponseHead {
         status,
@@ -257,6 +260,15 @@ mod tests {
                 false
             ),
             Ok(Some((200, Length(1), true)))
+        );
+        // RFC 9112 §6.1: HTTP/1.0 with Transfer-Encoding is faulty framing:
+        // read it, then close the connection.
+        assert_eq!(
+            parse(
+                b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n",
+                false
+            ),
+            Ok(Some((200, Chunked, false)))
         );
         assert_eq!(
             parse(b"HTTP/1.1 200 OK\r\nContent-Le", false),

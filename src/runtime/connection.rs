@@ -523,6 +523,17 @@ enum BodyError {
     TooLarge,
     Framing(&'static str),
     Closed,
+    /// The body stalled past the read timeout: 408.
+    TimedOut,
+}
+
+/// Why no body bytes came from the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ClientStop {
+    /// It closed the connection, or it failed.
+    Gone,
+    /// Nothing arrived within the body read timeout (answered 408).
+    TimedOut,
 }
 
 /// Reads and discards the body of a request answered without a backend (a
@@ -555,6 +566,7 @@ pub(crate) async fn discard_body(
             Err(Some(GatewayError::PayloadTooLarge(w.limits.max_body_bytes)))
         }
         Err(BodyError::Framing(why)) => Err(Some(GatewayError::BadRequest(why))),
+        Err(BodyError::TimedOut) => Err(Some(GatewayError::RequestTimeout)),
         Err(BodyError::Closed) => Err(None),
     }
 }
@@ -592,7 +604,7 @@ async fn consume_body(
             // First what followed the head in the read buffer…
             let first = decoder.skim(after).map_err(framing)?;
             let mut total = first.data;
-            if total > limit {
+            if total + decoder.pending() > limit {
                 return Err(BodyError::TooLarge);
             }
             if first.done {
@@ -603,7 +615,7 @@ async fn consume_body(
                 let got = read_scratch(stream, w, slot, scratch).await?;
                 let s = decoder.skim(&scratch[..got]).map_err(framing)?;
                 total += s.data;
-                if total > limit {
+                if total + decoder.pending() > limit {
                     return Err(BodyError::TooLarge);
                 }
                 if s.done {
@@ -616,14 +628,19 @@ async fn consume_body(
 }
 
 /// Reads client bytes into `scratch` (replacing its contents) under the
-/// body read timeout; `None` if the client closed, failed or stalled.
+/// body read timeout.
 pub(crate) async fn read_client(
     stream: &mut TcpStream,
     w: &Worker,
     slot: u32,
     scratch: &mut Vec<u8>,
-) -> Option<usize> {
-    read_scratch(stream, w, slot, scratch).await.ok()
+) -> Result<usize, ClientStop> {
+    read_scratch(stream, w, slot, scratch)
+        .await
+        .map_err(|e| match e {
+            BodyError::TimedOut => ClientStop::TimedOut,
+            _ => ClientStop::Gone,
+        })
 }
 
 /// Reads into `scratch` (replacing its contents); returns the byte count.
@@ -648,6 +665,7 @@ async fn read_scratch(
     *scratch = buf;
     match res {
         Ok(n) if n > 0 && !expired => Ok(n),
+        _ if expired => Err(BodyError::TimedOut),
         _ => Err(BodyError::Closed),
     }
 }

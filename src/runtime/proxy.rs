@@ -204,7 +204,7 @@ enum ExchangeError {
     /// integration timeout.
     Timeout,
     /// The client went away or stalled while sending its body.
-    Client,
+    Client(super::connection::ClientStop),
     /// The client's body is over the limit.
     TooLarge,
     /// The client's chunked body is malformed.
@@ -297,7 +297,8 @@ pub(crate) async fn forward(
             body.seen = s.data;
             body.complete = s.done;
             let pos = s.consumed;
-            if body.seen > limit {
+            // A chunk declared past the limit is refused before its bytes.
+            if body.seen + body.decoder.pending() > limit {
                 let err = GatewayError::PayloadTooLarge(limit);
                 write_error(err, head, date.as_bytes(), rid, wbuf, true);
                 return Outcome::Close;
@@ -406,7 +407,12 @@ pub(crate) async fn forward(
                 registry.record_failure(route.group, target, now_ms());
                 return fail(GatewayError::IntegrationTimeout, &body, wbuf);
             }
-            Err(ExchangeError::Client) => return Outcome::Close,
+            Err(ExchangeError::Client(super::connection::ClientStop::TimedOut)) => {
+                let err = GatewayError::RequestTimeout;
+                write_error(err, head, date.as_bytes(), rid, wbuf, true);
+                return Outcome::Close;
+            }
+            Err(ExchangeError::Client(_)) => return Outcome::Close,
             Err(ExchangeError::TooLarge) => {
                 write_error(
                     GatewayError::PayloadTooLarge(limit),
@@ -779,7 +785,7 @@ async fn send_and_read_head(
     while !body.complete {
         let got = super::connection::read_client(client, w, slot, scratch)
             .await
-            .ok_or(ExchangeError::Client)?;
+            .map_err(ExchangeError::Client)?;
         if !body.copy_whole {
             ubuf.clear();
         }
@@ -821,7 +827,7 @@ async fn send_and_read_head(
             }
             BodyFraming::None => {}
         }
-        if body.seen > limit {
+        if body.seen + body.decoder.pending() > limit {
             return Err(ExchangeError::TooLarge);
         }
         match direct {
@@ -860,7 +866,7 @@ async fn send_and_read_head(
                         return Err(ExchangeError::Bad);
                     }
                     if !super::connection::flush_to(client, w, slot, wbuf).await {
-                        return Err(ExchangeError::Client);
+                        return Err(ExchangeError::Client(super::connection::ClientStop::Gone));
                     }
                 }
                 conn.rbuf.drain(..n);

@@ -242,7 +242,12 @@ async fn worker_main(
             "worker {id}: drain timeout reached with {} connection(s) open; closing them",
             worker.active.get()
         ));
+        // Their tasks end with the runtime without being dropped: shut the
+        // sockets down so the clients see the end.
+        worker.reaper.abort_all(&[]);
     }
+    // Idle backend connections close with the worker.
+    worker.pool.clear();
 }
 
 async fn accept_loop(listener: TcpListener, w: Rc<Worker>) {

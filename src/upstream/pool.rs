@@ -141,6 +141,12 @@ impl Pool {
         None
     }
 
+    /// Closes every idle connection (a worker that is stopping: its tasks,
+    /// which own the pool, are never dropped by monoio).
+    pub fn clear(&self) {
+        self.idle.borrow_mut().clear();
+    }
+
     /// Returns a connection for reuse, unless the target already has `max`
     /// idle ones (then it is closed).
     pub fn put(&self, mut conn: UpstreamConn, now: u64, max: usize) {
