@@ -428,10 +428,13 @@ fn valid_host(v: &[u8]) -> bool {
             None => (false, &b""[..]),
         }
     } else {
-        let colon = v.iter().position(|&b| b == b':').unwrap_or(v.len());
-        let name = &v[..colon];
-        let ok = !name.is_empty() && name.iter().all(|&b| is_reg_name_byte(b));
-        (ok, &v[colon..])
+        // One pass: reg-name bytes up to the first byte that is not one
+        // (a ':' there starts the port; anything else fails below).
+        let name_len = v
+            .iter()
+            .position(|&b| !REG_NAME_BYTE[usize::from(b)])
+            .unwrap_or(v.len());
+        (name_len > 0, &v[name_len..])
     };
     let port_ok = match port.split_first() {
         None => true,
@@ -441,28 +444,36 @@ fn valid_host(v: &[u8]) -> bool {
     host_ok && port_ok
 }
 
-/// A byte of a reg-name (or IPv4 address): unreserved, sub-delims or `%`.
-fn is_reg_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b'%'
-        )
-}
+/// The bytes of a reg-name (or IPv4 address): unreserved, sub-delims and
+/// `%` (RFC 3986 §3.2.2), as a table: the check runs on every request.
+static REG_NAME_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b'%'
+            );
+        b += 1;
+    }
+    t
+};
 
 /// `s` without `prefix`, compared ASCII-case-insensitively; `None` when
 /// `s` does not start with it. Never slices inside a multi-byte character.

@@ -71,14 +71,14 @@ impl Drop for LiveWorker<'_> {
 /// The request a connection is serving, for the panic log line.
 #[derive(Debug)]
 pub(crate) struct RequestTrace {
-    id: Cell<[u8; TRACE_ID_LEN]>,
+    id: RefCell<[u8; TRACE_ID_LEN]>,
     len: Cell<u8>,
 }
 
 impl RequestTrace {
     fn new() -> RequestTrace {
         RequestTrace {
-            id: Cell::new([0; TRACE_ID_LEN]),
+            id: RefCell::new([0; TRACE_ID_LEN]),
             len: Cell::new(0),
         }
     }
@@ -86,15 +86,14 @@ impl RequestTrace {
     /// Records the id of the request now being served.
     #[inline]
     pub fn note(&self, id: &[u8]) {
+        // Copied in place (no temporary): this runs on every request.
         let n = id.len().min(TRACE_ID_LEN);
-        let mut buf = [0u8; TRACE_ID_LEN];
-        buf[..n].copy_from_slice(&id[..n]);
-        self.id.set(buf);
+        self.id.borrow_mut()[..n].copy_from_slice(&id[..n]);
         self.len.set(n as u8);
     }
 
     fn id(&self) -> String {
-        let buf = self.id.get();
+        let buf = self.id.borrow();
         let n = usize::from(self.len.get());
         if n == 0 {
             "-".to_string()

@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# perf/instructions.sh — user-space instructions per request, counted by
+# callgrind, for ringgate and (with --baseline) an older ringgate binary.
+#
+# Wall-clock figures on a shared 2-vCPU host drift by 10-20 % between
+# minutes; instruction counts do not. This script runs each binary under
+# `valgrind --tool=callgrind` with one worker and the perf/ scenario config,
+# warms it up with wrk, zeroes the counters, runs wrk for a fixed time, dumps
+# the counters and divides the instructions (all threads) by wrk's request
+# count. Kernel work (the TCP send and receive) is not counted: it is the same
+# for both binaries and is what perf/run.sh's CPU figures add.
+#
+# usage: perf/instructions.sh [--bin PATH] [--baseline PATH]
+#                             [--scenario mock|proxy|cache|all] [--duration SECS]
+#                             [--top N]
+# Traffic goes to 127.0.0.1 only; every wrk run is bounded by --duration.
+# Output: one line per (scenario, binary) and, with --baseline, the ratio.
+# --top N also prints the N source files with the most instructions per
+# request for each run (from the callgrind dump's line table).
+set -euo pipefail
+
+REPO_DIR=$(cd "$(dirname "$0")/.." && pwd)
+BIN=$REPO_DIR/target/release/ringgate
+BASE=
+SCENARIO=all
+DURATION=6
+TOP=0
+
+die() { echo "instructions.sh: $*" >&2; exit 1; }
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --bin) BIN=$2; shift 2 ;;
+        --baseline) BASE=$2; shift 2 ;;
+        --scenario) SCENARIO=$2; shift 2 ;;
+        --duration) DURATION=$2; shift 2 ;;
+        --top) TOP=$2; shift 2 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        *) die "unknown option $1" ;;
+    esac
+done
+case $SCENARIO in
+    mock|proxy|cache) SCENARIOS=$SCENARIO ;;
+    all) SCENARIOS="mock proxy cache" ;;
+    *) die "--scenario must be mock, proxy, cache or all" ;;
+esac
+
+for tool in valgrind callgrind_control wrk curl python3; do
+    command -v $tool >/dev/null || die "$tool not found (apt-get install -y valgrind wrk curl python3)"
+done
+[[ -x $BIN ]] || die "binary not found: $BIN (cargo build --release)"
+[[ -z $BASE || -x $BASE ]] || die "baseline not found: $BASE"
+ORIGIN_BIN=$REPO_DIR/target/release/ringgate-origin
+
+WORK=$(mktemp -d /tmp/ringgate-instr.XXXXXX)
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do { kill -KILL "$p" && wait "$p"; } 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Per-file instructions per request from a callgrind dump (inlined code is
+# charged to the file it was written in, via the dump's fi=/fe= records).
+top_files() {
+    python3 - "$1" "$2" "$3" <<'EOF'
+import collections, re, sys
+path, reqs, top = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+names, per_file = {}, collections.Counter()
+def name(s):
+    m = re.match(r'\((\d+)\)(?: (.*))?', s)
+    if not m:
+        return s
+    if m.group(2):
+        names[m.group(1)] = m.group(2)
+    return names.get(m.group(1), s)
+fl = fi = None
+skip_next = False
+for line in open(path):
+    line = line.rstrip('\n')
+    if line.startswith('fl='):
+        fl, fi = name(line[3:]), None
+    elif line.startswith(('fi=', 'fe=')):
+        fi = name(line[3:])
+    elif line.startswith('fn='):
+        fi = None
+    elif line.startswith(('cfi=', 'cfl=')):
+        name(line[4:])
+    elif line.startswith('calls='):
+        skip_next = True
+    elif re.match(r'^([+-]?\d+|\*) \d+$', line):
+        if skip_next:
+            skip_next = False  # inclusive cost of a call: counted in the callee
+            continue
+        per_file[fi or fl] += int(line.split()[1])
+for f, c in per_file.most_common(top):
+    print(f"    {c / reqs:9.1f}  {f}")
+EOF
+}
+
+ORIGIN_PORT=
+start_origin() {
+    [[ -x $ORIGIN_BIN ]] || die "origin not found: $ORIGIN_BIN (cargo build --release --bin ringgate-origin)"
+    ORIGIN_PORT=$(free_port)
+    "$ORIGIN_BIN" --listen "127.0.0.1:$ORIGIN_PORT" --workers 1 >"$WORK/origin.log" 2>&1 &
+    PIDS+=($!)
+    local i
+    for i in $(seq 50); do
+        curl -sf -o /dev/null "http://127.0.0.1:$ORIGIN_PORT/hello" && return
+        sleep 0.1
+    done
+    die "origin did not start"
+}
+
+# count LABEL BINARY SCENARIO -> prints "scenario label requests Ir/req"
+count() {
+    local label=$1 bin=$2 scenario=$3 port path cfg vpid out reqs dump ir i
+    port=$(free_port)
+    cfg=$WORK/$scenario.toml
+    sed -e "s/@PORT@/$port/" -e 's/@WORKERS@/1/' -e "s/@ORIGIN_PORT@/${ORIGIN_PORT:-0}/" \
+        "$REPO_DIR/perf/ringgate-$scenario.toml.in" >"$cfg"
+    case $scenario in
+        cache) path=/perf/items/7 ;;
+        *) path=/perf/hello ;;
+    esac
+    valgrind --tool=callgrind --callgrind-out-file="$WORK/$label.%p.out" \
+        "$bin" --config "$cfg" >"$WORK/$label.log" 2>&1 &
+    vpid=$!
+    PIDS+=($vpid)
+    for i in $(seq 100); do
+        curl -sf -o /dev/null "http://127.0.0.1:$port$path" && break
+        kill -0 $vpid 2>/dev/null || { tail "$WORK/$label.log" >&2; die "$label did not start"; }
+        sleep 0.2
+    done
+    wrk -t1 -c8 -d2s "http://127.0.0.1:$port$path" >/dev/null
+    callgrind_control -z $vpid >/dev/null 2>&1
+    out=$(wrk -t1 -c8 -d"${DURATION}s" "http://127.0.0.1:$port$path")
+    callgrind_control -d $vpid >/dev/null 2>&1
+    kill -KILL $vpid 2>/dev/null || true
+    wait $vpid 2>/dev/null || true
+    if grep -q "Non-2xx" <<<"$out"; then
+        echo "$out" >&2
+        die "$label: non-2xx responses"
+    fi
+    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+    dump=$(ls -t "$WORK/$label.$vpid.out".* | head -1)
+    ir=$(awk '/^summary:/ {print $2}' "$dump")
+    [[ -n $reqs && $reqs -gt 0 && -n $ir ]] || die "$label: no count"
+    printf '%-6s %-14s requests %8d   instructions/request %7d\n' \
+        "$scenario" "$label" "$reqs" $((ir / reqs))
+    [[ $TOP -eq 0 ]] || top_files "$dump" "$reqs" "$TOP"
+    LAST=$((ir / reqs))
+}
+
+echo "instructions.sh: $(date -u '+%Y-%m-%d %H:%M UTC'), $(valgrind --version), bin $BIN${BASE:+, baseline $BASE}"
+for scenario in $SCENARIOS; do
+    if [[ $scenario != mock && -z $ORIGIN_PORT ]]; then start_origin; fi
+    count ringgate "$BIN" "$scenario"
+    new=$LAST
+    if [[ -n $BASE ]]; then
+        count ringgate-base "$BASE" "$scenario"
+        awk -v a="$new" -v b="$LAST" -v s="$scenario" \
+            'BEGIN { printf "%-6s ringgate/ringgate-base instructions/request %.3f\n", s, a / b }'
+    fi
+done
