@@ -8,35 +8,49 @@
 //! ## Architecture in a page
 //!
 //! ```text
-//! main (CLI) ─ config::load ─► Config ─► gateway::Snapshot::build ─► Arc<Snapshot>
-//!                                                                        │
-//! runtime::Server::start ─ binds SO_REUSEPORT listeners, one per worker ─┤
-//!   worker 0 (core 0): monoio io_uring runtime ─ accept ─ connection tasks
-//!   worker 1 (core 1): …                                   │
-//!                                                         ▼
-//!   connection: read → http::parse_head (stack headers, strict framing)
-//!              → body consumed (Content-Length / chunked, streaming, bounded)
-//!              → Snapshot::dispatch: host/base path → stage → router
-//!              → mock: response into the reused write buffer (one write per batch)
-//!              → stage cache (proxied routes): hit from shared bytes, or one fetch per key
-//!              → http_proxy: pooled backend connection, streamed both ways
-//! health thread: active upstream checks and DNS refresh (never on a worker)
+//! main (CLI) ─ config::load ─► Config ─► server::Server::start
+//!   ├─ gateway::Snapshot::build ─► Arc<Snapshot>   (immutable; shared by all workers)
+//!   ├─ runtime::Workers::start(Gateway)  one SO_REUSEPORT listener per worker
+//!   │    worker 0 (core 0): monoio io_uring runtime ─ accept ─ ClientConn ─┐
+//!   │    worker 1 (core 1): …                                              │
+//!   └─ upstream::health thread: active checks, DNS refresh (never a worker) │
+//!                                                                          ▼
+//!   gateway::connection: read → http::parse_head (stack headers, strict framing)
+//!   gateway::pipeline, per request:
+//!     resolve (host/base path → API → stage → route)
+//!     [authorize · throttle · quota: places for the next features]
+//!     cache (stage cache: hit from shared bytes, or one fetch per key)
+//!     integrate (mock into the reused write buffer; http_proxy:
+//!                upstream::forward over a pooled connection, streamed both ways)
+//!     respond (or a gateway error) · record (a typed Outcome, counted)
 //! ```
 //!
 //! - [`config`]: the TOML file → a validated [`config::Config`]; every error
-//!   names the file, line, key and fix. Cold path.
+//!   names the file, line, key and fix. Cold path; imports nothing else.
 //! - [`http`]: allocation-free HTTP/1.1 pieces without I/O: head parsing with
 //!   smuggling refusal, the chunked decoder, response writing, the Date cache.
 //! - [`router`]: the route table (literal > `{param}` > `{greedy+}` with
 //!   backtracking, ANY, `$default`); flat lookup cost as it grows.
-//! - [`gateway`]: the immutable [`gateway::Snapshot`] compiled from a config,
-//!   resolution of host/base path/stage, gateway error responses, request ids.
-//! - [`upstream`]: backend groups, balancing, passive/active health, and the
-//!   per-worker keep-alive pools.
-//! - [`cache`]: the stage cache store: byte-weighted, shared by all workers,
-//!   keys, entries, one backend fetch per key under a stampede.
-//! - [`runtime`]: workers, listeners, connection loop, the proxy forwarder,
-//!   graceful drain.
+//! - [`cache`]: the stage cache store (byte-weighted, shared by all workers,
+//!   one backend fetch per key under a stampede) and the RFC 9111 storage
+//!   rules ([`cache::policy`]).
+//! - [`runtime`]: workers, rings, listeners, accept, the reaper (timeouts),
+//!   drain, shutdown, panic containment and the supervisor, and the client
+//!   connection type ([`runtime::ClientConn`], generic over the stream so a
+//!   TLS stream can be served by the same code). Knows nothing of APIs,
+//!   caches or backends: it runs a [`runtime::Service`].
+//! - [`upstream`]: backend groups, balancing, passive/active health, the
+//!   per-worker keep-alive pools, forwarding a request
+//!   ([`upstream::forward`]) and the protocol-switch tunnel.
+//! - [`gateway`]: the compiled [`gateway::Snapshot`] and the request
+//!   pipeline: the HTTP/1.1 connection loop, the phases, the stage cache on
+//!   the request path, gateway errors, request ids, outcomes. It is the
+//!   [`runtime::Service`] the workers run.
+//! - [`server`]: the composition root that starts all of the above.
+//!
+//! Module dependencies run one way: `config`, `http`, `router` at the
+//! bottom; `cache` and `runtime` on them; `upstream` on `runtime` (the client
+//! connection it streams to); `gateway` on all of those; `server` on top.
 //!
 //! ## Threads and sharing
 //! Each worker owns its ring, its connections and their buffers, and its
@@ -44,10 +58,11 @@
 //! shared behind an `Arc`. What is shared mutably is small and lock-free on
 //! the request path: a stage cache (quick_cache's sharded table), whose
 //! fill wakes requests waiting for the same key on other workers; the
-//! upstream targets' atomics (in-flight counts, passive health); and the
-//! containment counters. Cross-thread wake-ups (shutdown, cache waiters) go
-//! through monoio's eventfd machinery, so no thread but its owner ever
-//! touches a worker's ring (io_uring SINGLE_ISSUER).
+//! upstream targets' atomics (in-flight counts, passive health); the
+//! outcome counters (one cache-line-padded row per worker, written only by
+//! it); and the containment counters. Cross-thread wake-ups (shutdown,
+//! cache waiters) go through monoio's eventfd machinery, so no thread but
+//! its owner ever touches a worker's ring (io_uring SINGLE_ISSUER).
 //!
 //! ## Failure containment
 //! A panic while serving one connection closes that connection only; it is
@@ -67,6 +82,7 @@
 // Every module forbids unsafe code but two, whose `unsafe` blocks each state
 // their invariant: runtime::reaper (shutdown(2) on connection and listener
 // fds) and upstream::pool (a non-blocking recv(MSG_PEEK) on a pooled socket).
+// Their parents (runtime, upstream) and this file deny it instead.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -76,4 +92,5 @@ pub mod gateway;
 pub mod http;
 pub mod router;
 pub mod runtime;
+pub mod server;
 pub mod upstream;

@@ -12,7 +12,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use ringgate::config;
-use ringgate::runtime::{Server, StartOptions};
+use ringgate::server::{Server, StartOptions};
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use mimalloc::MiMalloc;
-use ringgate::runtime::{Server, StartOptions};
+use ringgate::server::{Server, StartOptions};
 
 struct Counting;
 

@@ -12,7 +12,7 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use ringgate::runtime::{Server, StartOptions};
+use ringgate::server::{Server, StartOptions};
 use support::{Client, SERVER};
 
 const API: &str = r#"

@@ -2,8 +2,9 @@
 //!
 //! Owns the in-memory response cache of a REST stage: cache keys, cached
 //! entries, the byte-bounded shared store, stampede control and the cache
-//! counters. It knows nothing of HTTP parsing, configuration, monoio or
-//! timers: time is an input (`now_ms`, the caller's clock in milliseconds)
+//! counters, and the RFC 9111 rules for what an origin lets a shared cache
+//! store ([`policy`]). It knows nothing of configuration, connections,
+//! monoio or timers: time is an input (`now_ms`, the caller's clock in milliseconds)
 //! and waits are bounded by the caller.
 //!
 //! ## Key types
@@ -61,6 +62,7 @@
 
 mod entry;
 mod key;
+pub mod policy;
 mod store;
 
 pub use entry::{Entry, EntryError, ENTRY_OVERHEAD_BYTES, MAX_CACHEABLE_BODY};

@@ -16,16 +16,14 @@
 //! each poll of a connection, and a copy of the request id (at most
 //! [`TRACE_ID_LEN`] bytes) per request into [`RequestTrace`].
 //!
-//! In debug builds, with fault injection enabled
-//! ([`super::StartOptions::fault_injection`], or `RINGGATE_FAULT_INJECTION=1`
-//! for the binary), a request header `x-ringgate-fault: panic` panics on the
-//! request path and `x-ringgate-fault: kill-worker` panics in a worker task
-//! outside any connection: the tests use both. Release builds carry neither.
+//! The gateway's debug builds can inject both kinds of panic on request
+//! (`x-ringgate-fault`, see `crate::gateway`): the tests use them.
 
 #![forbid(unsafe_code)]
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::os::fd::AsRawFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::{pin, Pin};
 use std::rc::Rc;
@@ -35,7 +33,9 @@ use std::task::{Context, Poll};
 
 use monoio::net::TcpStream;
 
+use super::conn::ClientConn;
 use super::worker::{log, Worker};
+use super::LocalService;
 
 /// Bytes of a request id kept for the panic log line.
 pub(crate) const TRACE_ID_LEN: usize = 64;
@@ -70,13 +70,13 @@ impl Drop for LiveWorker<'_> {
 
 /// The request a connection is serving, for the panic log line.
 #[derive(Debug)]
-pub(crate) struct RequestTrace {
+pub struct RequestTrace {
     id: RefCell<[u8; TRACE_ID_LEN]>,
     len: Cell<u8>,
 }
 
 impl RequestTrace {
-    fn new() -> RequestTrace {
+    pub(crate) fn new() -> RequestTrace {
         RequestTrace {
             id: RefCell::new([0; TRACE_ID_LEN]),
             len: Cell::new(0),
@@ -168,23 +168,21 @@ impl<F: Future> Future for CatchUnwind<'_, F> {
     }
 }
 
-/// Serves one accepted connection ([`super::connection::serve`]) with its
+/// Serves one accepted connection ([`LocalService::serve`]) with its
 /// panics contained; always accounts for the connection's end.
-pub(crate) async fn serve(
+pub(crate) async fn serve<L: LocalService>(
+    local: Rc<L>,
     stream: TcpStream,
     peer: std::net::SocketAddr,
     local_port: u16,
     worker: Rc<Worker>,
 ) {
-    let trace = RequestTrace::new();
+    let _ = stream.set_nodelay(true);
+    let trace = Rc::new(RequestTrace::new());
     let outcome = {
-        let fut = pin!(super::connection::serve(
-            stream,
-            peer,
-            local_port,
-            worker.clone(),
-            &trace,
-        ));
+        let fd = stream.as_raw_fd();
+        let conn = ClientConn::new(stream, fd, worker.clone(), trace.clone());
+        let fut = pin!(local.serve(conn, peer, local_port));
         CatchUnwind { fut }.await
         // A panicked future is dropped here: its socket closes.
     };
@@ -200,24 +198,6 @@ pub(crate) async fn serve(
         ));
     }
     worker.connection_closed();
-}
-
-/// Fault injection for the containment tests (debug builds only): see the
-/// module docs.
-#[cfg(debug_assertions)]
-pub(crate) fn inject_fault(head: &crate::http::RequestHead<'_, '_>) {
-    let fault = head
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("x-ringgate-fault"))
-        .map(|h| h.value);
-    match fault {
-        Some(b"panic") => panic!("injected fault on the request path"),
-        Some(b"kill-worker") => {
-            monoio::spawn(async { panic!("injected fault in a worker task") });
-        }
-        _ => {}
-    }
 }
 
 #[cfg(test)]

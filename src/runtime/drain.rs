@@ -1,10 +1,14 @@
-//! Worker-local drain signal: idle keep-alive connections wait on it so a
-//! graceful shutdown can close them at once, while connections with a
-//! request in flight finish it first.
+//! Worker-local drain signal, set when a graceful shutdown starts.
+//!
+//! The accept loops wait on it ([`Drain::wait`]) to stop accepting.
+//! Connections do not wait on it: a connection idle between requests is
+//! closed by the reaper's drain sweep (its pending read ends at once), and
+//! one with a request in flight checks [`Drain::is_draining`] when it
+//! answers, so that response says `Connection: close`.
 //!
 //! Waiters live in a slot vector with a free list, so registering and
 //! deregistering allocate nothing once the vector has grown to the peak
-//! number of idle connections.
+//! number of waiters.
 
 #![forbid(unsafe_code)]
 

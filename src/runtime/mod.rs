@@ -1,78 +1,138 @@
 //! Workers: one monoio runtime per core, pinned, each with its own
-//! SO_REUSEPORT listener; the supervisor that keeps them running; signals
-//! and graceful drain.
+//! SO_REUSEPORT listener; the supervisor that keeps them running; the client
+//! connection type; timeouts, signals and graceful drain.
 //!
-//! [`Server::start`] compiles the configuration into a
-//! [`crate::gateway::Snapshot`], binds one listening socket per
-//! worker and address (`SO_REUSEPORT`, backlog 4096; a port of 0 is
-//! resolved by the first bind and reused by the others, so all workers share
-//! it), and starts the worker threads. It returns once every worker has its
-//! runtime up, with the bound addresses and the driver each worker runs.
+//! This module knows nothing of APIs, caches or backends. What a worker
+//! does with a connection is a [`Service`]'s business: [`Workers::start`]
+//! binds one listening socket per worker and address (`SO_REUSEPORT`,
+//! backlog 4096; a port of 0 is resolved by the first bind and reused by the
+//! others, so all workers share it), starts the worker threads, and on each
+//! one asks the service for its per-worker part ([`Service::local`]), which
+//! then serves every connection the worker accepts
+//! ([`LocalService::serve`]) as a [`ClientConn`]. It returns once every
+//! worker has its runtime up, with the bound addresses and the driver each
+//! worker runs.
 //!
 //! Failure containment: a panic while serving a connection closes that
 //! connection only (`contain`); a worker thread that ends anyway is started
 //! again by the supervisor thread with a fresh ring and listener, and if it
 //! cannot be kept running the server shuts down rather than run with fewer
-//! workers than configured (see `supervise`). [`Server::counters`] counts
+//! workers than configured (see `supervise`). [`Workers::counters`] counts
 //! both.
 //!
-//! Shutdown ([`Server::shutdown`], or SIGINT/SIGTERM in the binary): each
+//! Shutdown ([`Workers::shutdown`], or SIGINT/SIGTERM in the binary): each
 //! worker stops accepting, closes its idle keep-alive connections, lets
 //! requests in flight finish (their responses carry `Connection: close`),
 //! and exits when its last connection closes or `drain_timeout` passes.
 //!
-//! Modules: `worker` (runtime, accept loop, clock), `contain` (panics on a
-//! connection), `connection` (the per-connection HTTP/1.1 loop), `proxy`
-//! (the `http_proxy` forwarder and the upgrade tunnel), `cached` (the stage
-//! cache on the request path), `reaper` (timeouts without a timer per
-//! read), `drain` and `shutdown` (the signals). The server also runs the
-//! upstream health thread ([`crate::upstream::health`]) when backends are
-//! configured.
+//! Modules: `worker` (runtime, accept loop, clock), [`conn`] (the client
+//! connection), `contain` (panics on a connection), `reaper` (timeouts
+//! without a timer per read), `drain` and `shutdown` (the signals).
 
-mod cached;
-mod connection;
+pub mod conn;
 mod contain;
 mod drain;
-mod proxy;
 mod reaper;
 mod shutdown;
 mod worker;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use monoio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, Type};
 
+pub use conn::{ClientConn, ClientIo, ClientStop, ConnLimits, Fill, ReadBuf};
 pub use contain::Counters;
+pub use drain::Drain;
 pub use shutdown::Shutdown;
-pub use worker::DriverKind;
+pub use worker::{log, DriverKind, Worker};
 
-use crate::config::Config;
-use crate::gateway::{BuildError, Snapshot};
+use crate::config::{Config, IoDriver};
+
+/// What the workers serve. Shared by all worker threads.
+pub trait Service: Send + Sync + 'static {
+    /// The per-worker part, built on the worker's thread and used only
+    /// there.
+    type Local: LocalService;
+
+    /// Builds worker `worker.id`'s part.
+    fn local(&self, worker: &Rc<Worker>) -> Self::Local;
+}
+
+/// A service's per-worker part.
+pub trait LocalService: 'static {
+    /// Serves one accepted connection until it closes. `local_port` is the
+    /// listening port that accepted it.
+    fn serve(
+        self: Rc<Self>,
+        conn: ClientConn<TcpStream>,
+        peer: SocketAddr,
+        local_port: u16,
+    ) -> impl Future<Output = ()>;
+
+    /// The worker is about to end (after its drain): release what it holds.
+    fn stop(&self);
+}
+
+/// How the workers run: the `[server]` settings and the per-connection
+/// limits.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Addresses to listen on.
+    pub listen: Vec<SocketAddr>,
+    /// Worker threads.
+    pub workers: usize,
+    /// Pin worker i to core i (modulo the cores there are).
+    pub pin_workers: bool,
+    /// Which I/O driver to run.
+    pub io_driver: IoDriver,
+    /// io_uring submission queue entries.
+    pub ring_entries: u32,
+    /// How long a drain may take.
+    pub drain_timeout: Duration,
+    /// Limits on each client connection.
+    pub conn: ConnLimits,
+}
+
+impl Settings {
+    /// The settings a configuration asks for (`workers = "auto"`: one per
+    /// available CPU).
+    pub fn from_config(config: &Config) -> Settings {
+        let limits = &config.limits;
+        Settings {
+            listen: config.server.listen.clone(),
+            workers: config.server.workers.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            }),
+            pin_workers: config.server.pin_workers,
+            io_driver: config.server.io_driver,
+            ring_entries: config.server.ring_entries,
+            drain_timeout: config.server.drain_timeout,
+            conn: ConnLimits {
+                header_read_timeout: limits.header_read_timeout,
+                keepalive_timeout: limits.keepalive_timeout,
+                max_connections: limits.max_connections_per_worker,
+                max_read_buffer: (limits.max_url_bytes + limits.max_header_bytes + 1024)
+                    .next_power_of_two(),
+            },
+        }
+    }
+}
 
 /// A hook run on each worker thread as it starts (its argument is the
 /// worker index); tests use it to mark threads for allocation counting.
 pub type WorkerHook = Arc<dyn Fn(usize) + Send + Sync>;
 
-/// Options for [`Server::start`] beyond the configuration.
-#[derive(Default, Clone)]
-pub struct StartOptions {
-    /// Run on each worker thread before its runtime starts.
-    pub on_worker_start: Option<WorkerHook>,
-    /// Debug builds only: honour the `x-ringgate-fault` request header,
-    /// which panics on the request path (`panic`) or in a worker task
-    /// (`kill-worker`), to test containment and the supervisor.
-    #[cfg(debug_assertions)]
-    pub fault_injection: bool,
-}
-
-/// Why the server could not start.
+/// Why the workers could not start.
 #[derive(Debug)]
 pub enum StartError {
-    /// The configuration could not be compiled.
-    Build(BuildError),
     /// A listening socket could not be set up.
     Bind(SocketAddr, std::io::Error),
     /// A worker thread could not be spawned.
@@ -84,7 +144,6 @@ pub enum StartError {
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StartError::Build(e) => write!(f, "{e}"),
             StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             StartError::Spawn(e) => write!(f, "cannot start a worker thread: {e}"),
             StartError::Runtime(id) => write!(f, "worker {id} could not start its runtime"),
@@ -95,23 +154,21 @@ impl std::fmt::Display for StartError {
 impl std::error::Error for StartError {}
 
 /// State shared by all workers (read-only after start, but for the signal).
-pub(crate) struct Shared {
-    pub config: Config,
-    pub snapshot: Arc<Snapshot>,
-    pub shutdown: Shutdown,
+pub(crate) struct Shared<S> {
+    pub settings: Settings,
+    pub service: Arc<S>,
+    pub shutdown: Arc<Shutdown>,
     pub cores: Vec<core_affinity::CoreId>,
     pub on_worker_start: Option<WorkerHook>,
     /// The bound addresses (ports resolved), for a restarted worker's
     /// listeners.
     pub addrs: Vec<SocketAddr>,
     pub counters: Arc<Counters>,
-    #[cfg(debug_assertions)]
-    pub fault_injection: bool,
     started: Mutex<Vec<Option<Option<DriverKind>>>>,
     started_cv: Condvar,
 }
 
-impl Shared {
+impl<S> Shared<S> {
     fn report(&self, id: usize, outcome: Option<DriverKind>) {
         let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
         started[id] = Some(outcome);
@@ -127,37 +184,24 @@ impl Shared {
     }
 }
 
-/// A running gateway.
-pub struct Server {
-    shared: Arc<Shared>,
-    /// Active health checks and name refresh for the backends.
-    health: Option<crate::upstream::health::Checker>,
+/// The running worker threads.
+pub struct Workers<S: Service> {
+    shared: Arc<Shared<S>>,
     /// Owns the worker threads; returns once all have ended after shutdown.
     supervisor: Option<JoinHandle<()>>,
     drivers: Vec<DriverKind>,
 }
 
-/// A cloneable handle that can stop the server from another thread.
-#[derive(Clone)]
-pub struct ShutdownHandle(Arc<Shared>);
-
-impl ShutdownHandle {
-    /// Starts a graceful shutdown.
-    pub fn shutdown(&self) {
-        self.0.shutdown.trigger();
-    }
-}
-
-impl Server {
-    /// Compiles `config`, binds its listeners and starts the workers.
-    pub fn start(config: Config, options: StartOptions) -> Result<Server, StartError> {
-        let snapshot = Arc::new(Snapshot::build(&config).map_err(StartError::Build)?);
-        let workers = config.server.workers.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        });
-        let cores = if config.server.pin_workers {
+impl<S: Service> Workers<S> {
+    /// Binds the listeners and starts `settings.workers` workers serving
+    /// `service`; `on_worker_start` runs first on each worker thread.
+    pub fn start(
+        settings: Settings,
+        service: Arc<S>,
+        on_worker_start: Option<WorkerHook>,
+    ) -> Result<Workers<S>, StartError> {
+        let workers = settings.workers.max(1);
+        let cores = if settings.pin_workers {
             core_affinity::get_core_ids().unwrap_or_default()
         } else {
             Vec::new()
@@ -171,8 +215,8 @@ impl Server {
         // One socket per (worker, address); port 0 resolved by the first.
         let mut per_worker: Vec<Vec<std::net::TcpListener>> =
             (0..workers).map(|_| Vec::new()).collect();
-        let mut addrs = Vec::with_capacity(config.server.listen.len());
-        for &want in &config.server.listen {
+        let mut addrs = Vec::with_capacity(settings.listen.len());
+        for &want in &settings.listen {
             let mut addr = want;
             for listeners in per_worker.iter_mut() {
                 let l = bind(addr).map_err(|e| StartError::Bind(addr, e))?;
@@ -184,15 +228,13 @@ impl Server {
 
         contain::install_hook();
         let shared = Arc::new(Shared {
-            config,
-            snapshot,
-            shutdown: Shutdown::new(),
+            settings,
+            service,
+            shutdown: Arc::new(Shutdown::new()),
             cores,
-            on_worker_start: options.on_worker_start,
+            on_worker_start,
             addrs,
             counters: Arc::new(Counters::default()),
-            #[cfg(debug_assertions)]
-            fault_injection: options.fault_injection,
             started: Mutex::new(vec![None; workers]),
             started_cv: Condvar::new(),
         });
@@ -232,14 +274,6 @@ impl Server {
                 }
             }
         }
-        let health = if shared.snapshot.upstreams.targets.is_empty() {
-            None
-        } else {
-            Some(
-                crate::upstream::health::Checker::start(shared.snapshot.upstreams.clone())
-                    .map_err(StartError::Spawn)?,
-            )
-        };
         let supervisor = {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -247,15 +281,14 @@ impl Server {
                 .spawn(move || supervise(shared, threads, exits, exited))
                 .map_err(StartError::Spawn)?
         };
-        Ok(Server {
+        Ok(Workers {
             shared,
-            health,
             supervisor: Some(supervisor),
             drivers,
         })
     }
 
-    /// The bound addresses, in the order of `server.listen`.
+    /// The bound addresses, in the order of `settings.listen`.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.shared.addrs
     }
@@ -266,20 +299,14 @@ impl Server {
         self.shared.counters.clone()
     }
 
-    /// The configuration being served (stage caches, upstreams and their
-    /// counters are reachable from it).
-    pub fn snapshot(&self) -> &Arc<Snapshot> {
-        &self.shared.snapshot
-    }
-
     /// The driver each worker runs.
     pub fn drivers(&self) -> &[DriverKind] {
         &self.drivers
     }
 
-    /// A handle that can start the shutdown from another thread.
-    pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle(self.shared.clone())
+    /// The shutdown signal (triggering it starts the drain).
+    pub fn shutdown_signal(&self) -> Arc<Shutdown> {
+        self.shared.shutdown.clone()
     }
 
     /// Starts a graceful shutdown (see the module docs).
@@ -292,17 +319,14 @@ impl Server {
         if let Some(s) = self.supervisor.take() {
             let _ = s.join();
         }
-        if let Some(mut h) = self.health.take() {
-            h.stop();
-        }
     }
 }
 
 /// Starts worker `id`'s thread; `exits` hears of its end, however it ends.
-fn spawn_worker(
+fn spawn_worker<S: Service>(
     id: usize,
     listeners: Vec<std::net::TcpListener>,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<S>>,
     exits: crossbeam::channel::Sender<usize>,
 ) -> std::io::Result<JoinHandle<()>> {
     /// Sends the worker's id when dropped: at the thread's end, or while a
@@ -335,8 +359,8 @@ const RESTART_WINDOW: Duration = Duration::from_secs(10);
 /// worker cannot be kept running — it cannot bind, or it died
 /// [`MAX_QUICK_RESTARTS`] times within [`RESTART_WINDOW`] — the server shuts
 /// down instead of running with fewer workers than configured.
-fn supervise(
-    shared: Arc<Shared>,
+fn supervise<S: Service>(
+    shared: Arc<Shared<S>>,
     mut threads: Vec<Option<JoinHandle<()>>>,
     exits: crossbeam::channel::Sender<usize>,
     exited: crossbeam::channel::Receiver<usize>,

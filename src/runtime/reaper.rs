@@ -18,9 +18,9 @@
 //! in-flight io_uring read (liburing #1422): the read completes normally.
 //!
 //! Safety: `shutdown` is called on a raw fd. A slot is registered right
-//! after accept and removed by the connection's [`SlotGuard`], which is
-//! declared after the stream and so drops before it: the fd in a live slot
-//! is always the connection's open socket. All of it runs on one worker
+//! after accept and removed when the connection's `ClientIo` drops, whose
+//! slot field is declared before the stream and so drops before it: the fd
+//! in a live slot is always the connection's open socket. All of it runs on one worker
 //! thread, so no close can race a sweep.
 
 #![allow(unsafe_code)]
@@ -93,7 +93,8 @@ impl Reaper {
         }
     }
 
-    fn unregister(&self, i: u32) {
+    /// Frees slot `i` (the connection is closing).
+    pub fn unregister(&self, i: u32) {
         self.slots.borrow_mut()[i as usize].live = false;
         self.free.borrow_mut().push(i);
     }
@@ -176,19 +177,6 @@ impl Reaper {
     }
 }
 
-/// Unregisters a connection's slot when dropped. Declare it after the
-/// stream so it drops first.
-pub(crate) struct SlotGuard<'a> {
-    pub reaper: &'a Reaper,
-    pub slot: u32,
-}
-
-impl Drop for SlotGuard<'_> {
-    fn drop(&mut self) {
-        self.reaper.unregister(self.slot);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,9 +210,7 @@ mod tests {
         r.tick(t0 + Duration::from_secs(4), true);
         assert_eq!(s2.read(&mut buf).unwrap(), 0);
         assert!(r.disarm(b));
-        let _g = SlotGuard {
-            reaper: &r,
-            slot: a,
-        };
+        r.unregister(a);
+        r.unregister(b);
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! Driver choice (measured on the project's 2-core machine): io_uring with
 //! COOP_TASKRUN + SINGLE_ISSUER + DEFER_TASKRUN is the cheapest per request
-//! and the steadiest. PERF-NOTES.md found monoio's default ring (no flags)
-//! slower than its own epoll driver; ringgate's own A/B
+//! and the steadiest. Measured earlier on the same machine, monoio's default
+//! ring (no setup flags) was slower than its own epoll driver; ringgate's A/B
 //! (`perf/driver-ab.sh 5`, mock route, one worker on CPU 0, wrk on CPU 1,
 //! 5 alternating rounds, 2026-11-22) measured the tuned ring with 4096
 //! entries at a median 6.57 µs of CPU per request (6.46–6.70), 256 entries
@@ -24,53 +24,51 @@ use std::time::Duration;
 use monoio::net::TcpListener;
 use monoio::time::Instant;
 
+use super::conn::ConnLimits;
 use super::drain::Drain;
 use super::reaper::Reaper;
-use super::{contain, Shared};
-use crate::config::{IoDriver, Limits};
-use crate::gateway::request_id::{entropy_seed, IdGenerator, RequestId};
-use crate::gateway::Snapshot;
+use super::{contain, LocalService, Service, Shared};
+use crate::config::IoDriver;
 use crate::http::date::HttpDate;
-use crate::http::HeadLimits;
-use crate::upstream::pool::Pool;
 
-/// Per-worker state, shared by the worker's tasks (never across threads).
-pub(crate) struct Worker {
+/// What one worker thread keeps for its connections: shared by the
+/// worker's tasks (never across threads).
+pub struct Worker {
+    /// The worker's index (0-based).
     pub id: usize,
-    pub snapshot: Arc<Snapshot>,
-    pub limits: Limits,
-    pub head_limits: HeadLimits,
-    /// Largest the read buffer may grow to: the longest head allowed.
-    pub max_read_buffer: usize,
+    /// Limits on each client connection.
+    pub limits: ConnLimits,
+    /// The worker's drain signal (set when shutdown starts).
     pub drain: Drain,
-    pub reaper: Reaper,
-    /// Keep-alive connections to backends.
-    pub pool: Pool,
+    pub(crate) reaper: Reaper,
     /// What containment caught (shared by all workers).
     pub counters: Arc<super::contain::Counters>,
-    /// Debug builds: honour `x-ringgate-fault` (see `contain`).
-    #[cfg(debug_assertions)]
-    pub fault_injection: bool,
     /// The listening sockets, for [`block_on_worker`]'s last resort.
     listener_fds: RefCell<Vec<std::os::fd::RawFd>>,
     date: Cell<HttpDate>,
-    ids: RefCell<IdGenerator>,
     active: Cell<usize>,
 }
 
 impl Worker {
-    /// The cached `Date` value.
+    /// The cached `Date` value (refreshed at each second boundary).
+    #[inline]
     pub fn date(&self) -> HttpDate {
         self.date.get()
     }
 
-    /// The client's request id if sane, else a new one.
-    pub fn new_request_id<'a>(&self, client: Option<&'a [u8]>) -> RequestId<'a> {
-        self.ids.borrow_mut().from_client_or_new(client)
+    /// Whether the worker is draining (shutdown has started).
+    #[inline]
+    pub fn is_draining(&self) -> bool {
+        self.drain.is_draining()
+    }
+
+    /// Open client connections on this worker.
+    pub fn connections(&self) -> usize {
+        self.active.get()
     }
 
     /// Called by a connection task as it ends.
-    pub fn connection_closed(&self) {
+    pub(crate) fn connection_closed(&self) {
         self.active.set(self.active.get() - 1);
     }
 }
@@ -94,8 +92,12 @@ fn uring_builder() -> io_uring::Builder {
 }
 
 /// Runs worker `id` on the current thread until shutdown completes.
-pub(crate) fn run(id: usize, listeners: Vec<std::net::TcpListener>, shared: Arc<Shared>) {
-    let config = &shared.config;
+pub(crate) fn run<S: Service>(
+    id: usize,
+    listeners: Vec<std::net::TcpListener>,
+    shared: Arc<Shared<S>>,
+) {
+    let settings = &shared.settings;
     let core = shared.cores.get(id).copied();
     let pinned = match core {
         Some(c) => core_affinity::set_for_current(c),
@@ -104,7 +106,7 @@ pub(crate) fn run(id: usize, listeners: Vec<std::net::TcpListener>, shared: Arc<
     if let Some(hook) = &shared.on_worker_start {
         hook(id);
     }
-    let want = config.server.io_driver;
+    let want = settings.io_driver;
     let pin_note = if pinned {
         format!("pinned to core {}", core.map_or(0, |c| c.id))
     } else {
@@ -113,14 +115,14 @@ pub(crate) fn run(id: usize, listeners: Vec<std::net::TcpListener>, shared: Arc<
     if want != IoDriver::Epoll {
         let rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .uring_builder(uring_builder())
-            .with_entries(config.server.ring_entries)
+            .with_entries(settings.ring_entries)
             .enable_timer()
             .build();
         match rt {
             Ok(mut rt) => {
                 log(&format!(
                     "worker {id}: io_uring driver (coop_taskrun, single_issuer, defer_taskrun, {} entries), {pin_note}",
-                    config.server.ring_entries
+                    settings.ring_entries
                 ));
                 block_on_worker(&mut rt, DriverKind::IoUring, id, listeners, &shared);
                 return;
@@ -153,29 +155,15 @@ pub(crate) fn run(id: usize, listeners: Vec<std::net::TcpListener>, shared: Arc<
 }
 
 impl Worker {
-    fn new(id: usize, shared: &Shared) -> Worker {
-        let limits = shared.config.limits.clone();
-        let head_limits = HeadLimits {
-            max_header_bytes: limits.max_header_bytes,
-            max_headers: limits.max_headers,
-            max_url_bytes: limits.max_url_bytes,
-        };
+    fn new(id: usize, limits: ConnLimits, counters: Arc<super::contain::Counters>) -> Worker {
         Worker {
             id,
-            snapshot: shared.snapshot.clone(),
-            max_read_buffer: (limits.max_url_bytes + limits.max_header_bytes + 1024)
-                .next_power_of_two(),
             limits,
-            head_limits,
             drain: Drain::new(),
             reaper: Reaper::new(),
-            pool: Pool::new(),
-            counters: shared.counters.clone(),
-            #[cfg(debug_assertions)]
-            fault_injection: shared.fault_injection,
+            counters,
             listener_fds: RefCell::new(Vec::new()),
             date: Cell::new(HttpDate::now()),
-            ids: RefCell::new(IdGenerator::new(entropy_seed() ^ ((id as u64) << 56))),
             active: Cell::new(0),
         }
     }
@@ -189,14 +177,18 @@ impl Worker {
 /// panic unwinds, every connection and listener of the worker is shut down
 /// (their file descriptors stay allocated: a small leak per such death,
 /// which the supervisor logs).
-fn block_on_worker<D: monoio::Driver>(
+fn block_on_worker<D: monoio::Driver, S: Service>(
     rt: &mut monoio::Runtime<D>,
     kind: DriverKind,
     id: usize,
     listeners: Vec<std::net::TcpListener>,
-    shared: &Arc<Shared>,
+    shared: &Arc<Shared<S>>,
 ) {
-    let worker = Rc::new(Worker::new(id, shared));
+    let worker = Rc::new(Worker::new(
+        id,
+        shared.settings.conn.clone(),
+        shared.counters.clone(),
+    ));
     struct AbortOnUnwind(Rc<Worker>);
     impl Drop for AbortOnUnwind {
         fn drop(&mut self) {
@@ -212,17 +204,18 @@ fn block_on_worker<D: monoio::Driver>(
     rt.block_on(worker_main(worker, listeners, shared.clone()));
 }
 
-async fn worker_main(
+async fn worker_main<S: Service>(
     worker: Rc<Worker>,
     listeners: Vec<std::net::TcpListener>,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<S>>,
 ) {
     let id = worker.id;
+    let local = Rc::new(shared.service.local(&worker));
     for l in listeners {
         worker.listener_fds.borrow_mut().push(l.as_raw_fd());
         match TcpListener::from_std(l) {
             Ok(l) => {
-                monoio::spawn(accept_loop(l, worker.clone()));
+                monoio::spawn(accept_loop(l, worker.clone(), local.clone()));
             }
             Err(e) => log(&format!("worker {id}: cannot register listener: {e}")),
         }
@@ -233,7 +226,7 @@ async fn worker_main(
     worker.drain.start();
     // Idle keep-alive connections close now; busy ones finish their request.
     worker.reaper.tick(std::time::Instant::now(), true);
-    let deadline = Instant::now() + shared.config.server.drain_timeout;
+    let deadline = Instant::now() + shared.settings.drain_timeout;
     while worker.active.get() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -246,12 +239,12 @@ async fn worker_main(
         // sockets down so the clients see the end.
         worker.reaper.abort_all(&[]);
     }
-    // Idle backend connections close with the worker.
-    worker.pool.clear();
+    // What the service holds (idle backend connections) goes with the worker.
+    local.stop();
 }
 
-async fn accept_loop(listener: TcpListener, w: Rc<Worker>) {
-    let max = w.limits.max_connections_per_worker;
+async fn accept_loop<L: LocalService>(listener: TcpListener, w: Rc<Worker>, local: Rc<L>) {
+    let max = w.limits.max_connections;
     let local_port = listener.local_addr().map_or(0, |a| a.port());
     loop {
         while w.active.get() >= max && !w.drain.is_draining() {
@@ -265,7 +258,13 @@ async fn accept_loop(listener: TcpListener, w: Rc<Worker>) {
         match accepted {
             Ok((stream, peer)) => {
                 w.active.set(w.active.get() + 1);
-                monoio::spawn(contain::serve(stream, peer, local_port, w.clone()));
+                monoio::spawn(contain::serve(
+                    local.clone(),
+                    stream,
+                    peer,
+                    local_port,
+                    w.clone(),
+                ));
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly rather than spin.
@@ -291,6 +290,7 @@ async fn clock(w: Rc<Worker>) {
     }
 }
 
-pub(crate) fn log(msg: &str) {
+/// Writes one line to the log (stderr), prefixed `ringgate: `.
+pub fn log(msg: &str) {
     eprintln!("ringgate: {msg}");
 }

@@ -1,5 +1,6 @@
 //! Backends: named groups of targets, load balancing, passive and active
-//! health, and the per-worker connection pools.
+//! health, the per-worker connection pools, and forwarding a request to
+//! them ([`forward`]; after a protocol switch, [`tunnel`]).
 //!
 //! A [`Registry`] is built once per configuration from the `[[upstream]]`
 //! groups plus one implicit single-target group per literal `host:port` an
@@ -23,8 +24,10 @@
 //! with their buffers, LIFO, capped at `max_idle_per_target`, dropped after
 //! `idle_timeout`.
 
+pub mod forward;
 pub mod health;
 pub mod pool;
+pub mod tunnel;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};

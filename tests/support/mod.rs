@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ringgate::runtime::{Server, StartOptions};
+use ringgate::server::{Server, StartOptions};
 
 /// How long any single read waits before the test fails.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);

@@ -12,16 +12,20 @@
 //! client can take it: `Content-Length` as is, chunked passed through after
 //! validation, a close-delimited body re-chunked for HTTP/1.1 clients.
 //!
-//! Failures (SPEC §8.3), none of which takes down the worker or leaks a
-//! connection:
-//! - no response head within the route's integration timeout: 504
-//!   `{"message": "Endpoint request timed out"}`;
+//! Failures come back as a [`ForwardError`] for the caller to answer (the
+//! gateway answers them as API Gateway does); none takes down the worker or
+//! leaks a connection:
+//! - no response head within the route's integration timeout:
+//!   [`ForwardError::Timeout`];
 //! - connect refused or timed out, reset, closed without a response, or no
-//!   available target: 504 `{"message": "Network error communicating with
-//!   endpoint"}`, and the target's passive-health count goes up;
+//!   available target: [`ForwardError::Network`], and the target's
+//!   passive-health count goes up;
 //! - a response head that cannot be framed safely (both `Content-Length`
-//!   and `Transfer-Encoding`, bad chunking, garbage): 502
-//!   `{"message": "Internal server error"}`; that connection is discarded.
+//!   and `Transfer-Encoding`, bad chunking, garbage):
+//!   [`ForwardError::BadResponse`]; that connection is discarded;
+//! - the client's body over the limit, malformed, or stalled:
+//!   [`ForwardError::BodyTooLarge`], [`ForwardError::BodyFraming`],
+//!   [`ForwardError::BodyTimeout`].
 //!
 //! A pooled connection the backend closed while idle must not fail the
 //! client: when a reused connection fails before any response byte, the
@@ -34,7 +38,8 @@
 //!
 //! `Upgrade` requests on routes with `allow_upgrade` are forwarded with
 //! their `Upgrade`/`Connection` headers; a `101` answer hands both sockets
-//! to [`tunnel`], a two-way copy until either side closes or goes idle.
+//! back to the caller for [`super::tunnel`], a two-way copy until either
+//! side closes or goes idle.
 
 #![forbid(unsafe_code)]
 
@@ -43,20 +48,17 @@ use std::ops::Range;
 use std::time::Duration;
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
-use monoio::net::TcpStream;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
-use super::worker::Worker;
-use crate::gateway::{GatewayError, ProxyRoute};
+use super::pool::{connect, Pool, UpstreamConn};
+use super::{now_ms, Registry, Target};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::response::{write_common_headers, write_u64, ConnectionHeader};
 use crate::http::response_head::{
     is_hop_by_hop, named_by_connection, parse_response_head, ResponseFraming,
 };
 use crate::http::{header_array, BodyFraming, RequestHead, Version};
-use crate::router::Params;
-use crate::upstream::pool::{connect, UpstreamConn};
-use crate::upstream::{now_ms, Target};
+use crate::runtime::{ClientIo, ClientStop};
 
 /// Bytes read from a client or backend per read while streaming a body.
 const STREAM_CHUNK: usize = 16 * 1024;
@@ -66,7 +68,7 @@ const STREAM_CHUNK: usize = 16 * 1024;
 const RETRY_COPY_LIMIT: usize = 64 * 1024;
 
 /// What the client connection knows about itself.
-pub(crate) struct ClientInfo {
+pub struct ClientInfo {
     /// The peer's IP address, formatted once per connection.
     pub peer_ip: [u8; 46],
     /// Length of `peer_ip`.
@@ -96,7 +98,7 @@ impl ClientInfo {
 }
 
 /// The per-connection buffers the forwarder works in.
-pub(crate) struct Buffers<'a> {
+pub struct Buffers<'a> {
     /// Responses for the client.
     pub wbuf: &'a mut Vec<u8>,
     /// Client body bytes beyond the read buffer.
@@ -105,19 +107,48 @@ pub(crate) struct Buffers<'a> {
     pub ubuf: &'a mut Vec<u8>,
 }
 
-/// What the stage cache asks of one forwarded exchange: extra header lines
-/// for the client (`X-Cache-Status`, a `Warning`), and optionally a copy of
-/// the response to store.
-pub(crate) struct CacheIo<'a> {
-    /// Header lines (each ending in CRLF) added to the client's response.
+/// One request to forward: the client's request and what the route says
+/// about sending it.
+pub struct ForwardRequest<'a, 'h> {
+    /// The client's request head.
+    pub head: &'a RequestHead<'h, 'h>,
+    /// The bytes that followed the head in the read buffer (the start of
+    /// the body, perhaps the next pipelined request).
+    pub after: &'a [u8],
+    /// The request id, sent to the backend and the client.
+    pub request_id: &'a [u8],
+    /// The upstream group, an index into the [`Registry`].
+    pub group: usize,
+    /// Appends the backend request target (path and query).
+    pub target: &'a dyn Fn(&mut Vec<u8>),
+    /// Integration timeout.
+    pub timeout: Duration,
+    /// Send the client's `Host` instead of the target's authority.
+    pub preserve_host: bool,
+    /// Forward the client's `Upgrade` (the route allows it and the client
+    /// asked for it); a `101` answer is then accepted.
+    pub upgrading: bool,
+    /// Largest request body accepted.
+    pub max_body: u64,
+    /// The client's address and local port, for `X-Forwarded-*`.
+    pub client: &'a ClientInfo,
+    /// Header lines (each ending in CRLF) added to the client's response
+    /// (`X-Cache-Status`, a `Warning`).
     pub extra_headers: &'a [u8],
-    /// Where to copy the response, when it may be stored.
-    pub capture: Option<&'a mut Capture>,
+}
+
+/// The backends a worker forwards to.
+#[derive(Clone, Copy)]
+pub struct Backends<'a> {
+    /// Groups and targets (shared by all workers).
+    pub registry: &'a Registry,
+    /// This worker's idle keep-alive connections.
+    pub pool: &'a Pool,
 }
 
 /// A copy of a backend response, for the stage cache.
 #[derive(Debug, Default)]
-pub(crate) struct Capture {
+pub struct Capture {
     /// Status line and the headers to replay (no per-response headers, no
     /// framing headers).
     pub head: Vec<u8>,
@@ -136,7 +167,7 @@ pub(crate) struct Capture {
 
 impl Capture {
     /// Forgets the previous exchange.
-    fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.ok = false;
         self.eligible = false;
         self.status = 0;
@@ -145,25 +176,65 @@ impl Capture {
     }
 }
 
-/// How the exchange ended, for the connection loop.
-pub(crate) enum Outcome {
+/// Why a request could not be forwarded. Each has one client-facing
+/// answer, which the caller writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardError {
+    /// No target available, the connect failed, or the backend reset or
+    /// closed the connection before a response head.
+    Network,
+    /// No response head within the integration timeout (or the backend
+    /// stopped taking the request).
+    Timeout,
+    /// The backend's response head cannot be framed or parsed.
+    BadResponse,
+    /// The client's body is over the limit.
+    BodyTooLarge,
+    /// The client's chunked body is malformed; the text says how.
+    BodyFraming(&'static str),
+    /// The client stalled while sending its body.
+    BodyTimeout,
+}
+
+/// How a forwarded exchange ended, for the connection loop.
+pub enum Forwarded {
     /// The response is written (or in `wbuf`): `consumed` bytes of the read
     /// buffer after the head were the body, `leftover` bytes of `scratch`
     /// start the next request; `keep_client` says whether the client
     /// connection may carry another request.
     Done {
+        /// Bytes of `after` that were the body.
         consumed: usize,
+        /// Bytes of `scratch` that start the next request.
         leftover: Option<Range<usize>>,
+        /// Whether the client connection may carry another request.
         keep_client: bool,
-        /// The gateway answered with an error (504/502/500) instead of a
-        /// backend response.
-        failed: bool,
     },
-    /// Write what is in `wbuf`, then close the client connection.
-    Close,
+    /// Nothing of a response reached the client: the caller answers
+    /// `error`. `close`: the client's request was not read whole (or it
+    /// asked to close), so the connection cannot carry another request;
+    /// otherwise `consumed` and `leftover` are as in `Done`.
+    Failed {
+        /// What went wrong.
+        error: ForwardError,
+        /// Whether the client connection must close.
+        close: bool,
+        /// Bytes of `after` that were the body.
+        consumed: usize,
+        /// Bytes of `scratch` that start the next request.
+        leftover: Option<Range<usize>>,
+    },
+    /// The client went away, or the response was cut off after its head:
+    /// write what is in `wbuf` and close.
+    Closed,
     /// The backend switched protocols: tunnel the two connections.
     /// `consumed` bytes of the read buffer after the head were used.
-    Upgrade { conn: UpstreamConn, consumed: usize },
+    Upgrade {
+        /// The backend connection.
+        conn: UpstreamConn,
+        /// Bytes of `after` used.
+        consumed: usize,
+    },
 }
 
 /// The request body, as far as it has been read.
@@ -204,7 +275,7 @@ enum ExchangeError {
     /// integration timeout.
     Timeout,
     /// The client went away or stalled while sending its body.
-    Client(super::connection::ClientStop),
+    Client(ClientStop),
     /// The client's body is over the limit.
     TooLarge,
     /// The client's chunked body is malformed.
@@ -217,54 +288,29 @@ enum ExchangeError {
     Bad,
 }
 
-/// Writes out the collected response bytes plus a gateway error.
-fn write_error(
-    e: GatewayError,
-    head: &RequestHead<'_, '_>,
-    date: &[u8],
-    rid: &[u8],
-    wbuf: &mut Vec<u8>,
-    close: bool,
-) {
-    let conn = if close {
-        ConnectionHeader::Close
-    } else if head.version == Version::Http10 {
-        ConnectionHeader::KeepAlive
-    } else {
-        ConnectionHeader::Omit
-    };
-    e.write(wbuf, date, rid, conn, head.method == "HEAD");
-}
-
-/// Forwards one request; see the module docs.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn forward(
-    client: &mut TcpStream,
-    w: &Worker,
-    slot: u32,
-    head: &RequestHead<'_, '_>,
-    after: &[u8],
+/// Forwards one request; see the module docs. With a `capture`, a copy
+/// of the response is kept for the stage cache (its `ok` says whether it
+/// may be stored).
+pub async fn forward<S: AsyncReadRent + AsyncWriteRent>(
+    io: &mut ClientIo<S>,
+    req: &ForwardRequest<'_, '_>,
+    backends: Backends<'_>,
     bufs: Buffers<'_>,
-    route: &ProxyRoute,
-    params: &Params<'_, '_>,
-    rid: &[u8],
-    info: &ClientInfo,
-    mut cache: Option<CacheIo<'_>>,
-) -> Outcome {
+    mut capture: Option<&mut Capture>,
+) -> Forwarded {
     let Buffers {
         wbuf,
         scratch,
         ubuf,
     } = bufs;
-    let extra_headers = cache.as_ref().map_or(&b""[..], |c| c.extra_headers);
-    let mut capture = cache.as_mut().and_then(|c| c.capture.take());
     if let Some(c) = capture.as_deref_mut() {
         c.reset();
     }
-    let registry = &w.snapshot.upstreams;
-    let group = &registry.groups[route.group];
-    let date = w.date();
-    let limit = w.limits.max_body_bytes;
+    let head = req.head;
+    let after = req.after;
+    let Backends { registry, pool } = backends;
+    let group = &registry.groups[req.group];
+    let limit = req.max_body;
 
     // The part of the body that arrived with the head.
     let mut body = BodyState {
@@ -274,6 +320,14 @@ pub(crate) async fn forward(
         remaining: 0,
         complete: true,
         copy_whole: true,
+        leftover: None,
+    };
+    // Refused before anything is sent: the client's request is not read
+    // whole, so its connection closes.
+    let refuse = |error: ForwardError| Forwarded::Failed {
+        error,
+        close: true,
+        consumed: 0,
         leftover: None,
     };
     let in_after = match head.framing {
@@ -288,60 +342,42 @@ pub(crate) async fn forward(
         BodyFraming::Chunked => {
             let s = match body.decoder.skim(after) {
                 Ok(s) => s,
-                Err(e) => {
-                    let err = GatewayError::BadRequest(e.as_str());
-                    write_error(err, head, date.as_bytes(), rid, wbuf, true);
-                    return Outcome::Close;
-                }
+                Err(e) => return refuse(ForwardError::BodyFraming(e.as_str())),
             };
             body.seen = s.data;
             body.complete = s.done;
-            let pos = s.consumed;
             // A chunk declared past the limit is refused before its bytes.
             if body.seen + body.decoder.pending() > limit {
-                let err = GatewayError::PayloadTooLarge(limit);
-                write_error(err, head, date.as_bytes(), rid, wbuf, true);
-                return Outcome::Close;
+                return refuse(ForwardError::BodyTooLarge);
             }
-            pos
+            s.consumed
         }
     };
-    // Answers with a gateway error; the client connection survives when its
-    // request was read whole.
-    let fail = |e: GatewayError, body: &BodyState, wbuf: &mut Vec<u8>| {
-        let close = !body.complete || !head.keep_alive || w.drain.is_draining();
-        write_error(e, head, date.as_bytes(), rid, wbuf, close);
-        if close {
-            Outcome::Close
-        } else {
-            Outcome::Done {
-                consumed: in_after,
-                leftover: body.leftover.clone(),
-                keep_client: true,
-                failed: true,
-            }
-        }
+    // Fails the exchange; the client connection survives when its request
+    // was read whole.
+    let fail = |error: ForwardError, body: &BodyState, draining: bool| Forwarded::Failed {
+        error,
+        close: !body.complete || !head.keep_alive || draining,
+        consumed: in_after,
+        leftover: body.leftover.clone(),
     };
 
-    let upgrading =
-        route.allow_upgrade && head.upgrade && named_by_connection(head.headers, "upgrade");
-    let Some(target) = registry.pick(route.group, now_ms()) else {
-        return fail(GatewayError::IntegrationFailure, &body, wbuf);
+    let upgrading = req.upgrading;
+    let Some(target) = registry.pick(req.group, now_ms()) else {
+        return fail(ForwardError::Network, &body, io.worker().is_draining());
     };
     let _in_flight = InFlight::new(target);
 
     // Request head (and the body bytes already here) for the backend.
     ubuf.clear();
-    write_request_head(ubuf, head, route, params, rid, info, target, upgrading);
+    write_request_head(ubuf, req, target);
     if body.framing == BodyFraming::Chunked {
         // Re-encoded canonically (see `ChunkedDecoder::reencode`). A fresh
         // decoder over the same bytes ends in the state `body.decoder` is
         // in, and carries on from there.
         body.decoder = ChunkedDecoder::new();
         if let Err(e) = body.decoder.reencode(&after[..in_after], ubuf) {
-            let err = GatewayError::BadRequest(e.as_str());
-            write_error(err, head, date.as_bytes(), rid, wbuf, true);
-            return Outcome::Close;
+            return refuse(ForwardError::BodyFraming(e.as_str()));
         }
     } else {
         ubuf.extend_from_slice(&after[..in_after]);
@@ -349,13 +385,12 @@ pub(crate) async fn forward(
     // Expect: 100-continue is answered by the gateway, not the backend.
     if head.expect_continue && !body.complete {
         wbuf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-        if !super::connection::flush_to(client, w, slot, wbuf).await {
-            return Outcome::Close;
+        if !io.flush(wbuf).await {
+            return Forwarded::Closed;
         }
     }
 
     // A pooled connection if there is one; a stale one is retried once.
-    let pool = &w.pool;
     pool.requests.set(pool.requests.get() + 1);
     let mut attempt = 0;
     let mut conn = loop {
@@ -375,8 +410,8 @@ pub(crate) async fn forward(
                 // "network error" to the client and a failure for passive
                 // health (ConnectError keeps the cause for the metrics to come).
                 Err(_) => {
-                    registry.record_failure(route.group, target, now_ms());
-                    return fail(GatewayError::IntegrationFailure, &body, wbuf);
+                    registry.record_failure(req.group, target, now_ms());
+                    return fail(ForwardError::Network, &body, io.worker().is_draining());
                 }
             },
         };
@@ -385,9 +420,7 @@ pub(crate) async fn forward(
         }
         conn.requests += 1;
         let result = send_and_read_head(
-            client,
-            w,
-            slot,
+            io,
             head,
             &mut conn,
             Buffers {
@@ -396,46 +429,26 @@ pub(crate) async fn forward(
                 ubuf: &mut *ubuf,
             },
             &mut body,
-            limit,
-            route.timeout,
+            (limit, req.timeout),
         )
         .await;
+        let draining = io.worker().is_draining();
         match result {
             Ok(()) => break conn,
             Err(ExchangeError::Timeout) => {
                 // The connection is dropped with its in-flight operation.
-                registry.record_failure(route.group, target, now_ms());
-                return fail(GatewayError::IntegrationTimeout, &body, wbuf);
+                registry.record_failure(req.group, target, now_ms());
+                return fail(ForwardError::Timeout, &body, draining);
             }
-            Err(ExchangeError::Client(super::connection::ClientStop::TimedOut)) => {
-                let err = GatewayError::RequestTimeout;
-                write_error(err, head, date.as_bytes(), rid, wbuf, true);
-                return Outcome::Close;
+            Err(ExchangeError::Client(ClientStop::TimedOut)) => {
+                return refuse(ForwardError::BodyTimeout)
             }
-            Err(ExchangeError::Client(_)) => return Outcome::Close,
-            Err(ExchangeError::TooLarge) => {
-                write_error(
-                    GatewayError::PayloadTooLarge(limit),
-                    head,
-                    date.as_bytes(),
-                    rid,
-                    wbuf,
-                    true,
-                );
-                return Outcome::Close;
-            }
+            Err(ExchangeError::Client(ClientStop::Gone)) => return Forwarded::Closed,
+            Err(ExchangeError::TooLarge) => return refuse(ForwardError::BodyTooLarge),
             Err(ExchangeError::ClientFraming(why)) => {
-                write_error(
-                    GatewayError::BadRequest(why),
-                    head,
-                    date.as_bytes(),
-                    rid,
-                    wbuf,
-                    true,
-                );
-                return Outcome::Close;
+                return refuse(ForwardError::BodyFraming(why))
             }
-            Err(ExchangeError::Bad) => return fail(GatewayError::BadGateway, &body, wbuf),
+            Err(ExchangeError::Bad) => return fail(ForwardError::BadResponse, &body, draining),
             Err(ExchangeError::Backend {
                 wrote_all,
                 answered,
@@ -451,8 +464,8 @@ pub(crate) async fn forward(
                 if retry {
                     continue;
                 }
-                registry.record_failure(route.group, target, now_ms());
-                return fail(GatewayError::IntegrationFailure, &body, wbuf);
+                registry.record_failure(req.group, target, now_ms());
+                return fail(ForwardError::Network, &body, draining);
             }
         }
     };
@@ -460,14 +473,15 @@ pub(crate) async fn forward(
 
     // The response head, rewritten for the client (in a plain function, so
     // its header array never lives in this future's state).
+    let date = io.worker().date();
     let client_head = ClientHeadInput {
         head,
-        rid,
+        rid: req.request_id,
         date: date.as_bytes(),
         upgrading,
         body_complete: body.complete,
-        draining: w.drain.is_draining(),
-        extra_headers,
+        draining: io.worker().is_draining(),
+        extra_headers: req.extra_headers,
     };
     let Some(ClientHead {
         head_len,
@@ -477,28 +491,25 @@ pub(crate) async fn forward(
         switching,
     }) = write_client_head(&conn.rbuf, &client_head, wbuf, capture.as_deref_mut())
     else {
-        return fail(GatewayError::BadGateway, &body, wbuf);
+        return fail(ForwardError::BadResponse, &body, io.worker().is_draining());
     };
 
     if switching {
         // Bytes the backend sent after its 101 belong to the client.
         wbuf.extend_from_slice(&conn.rbuf[head_len..]);
         conn.rbuf.clear();
-        return Outcome::Upgrade {
+        return Forwarded::Upgrade {
             conn,
             consumed: in_after,
         };
     }
 
     let end = stream_body(
-        client,
-        w,
-        slot,
+        io,
         &mut conn,
-        head_len,
-        client_framing,
+        (head_len, client_framing),
         wbuf,
-        route.timeout,
+        req.timeout,
         capture
             .as_deref_mut()
             .filter(|c| c.eligible)
@@ -513,17 +524,16 @@ pub(crate) async fn forward(
         }
         // The head is out: a truncated body and a closed connection are the
         // only signal left.
-        BodyEnd::ClientGone | BodyEnd::BackendFailed => return Outcome::Close,
+        BodyEnd::ClientGone | BodyEnd::BackendFailed => return Forwarded::Closed,
     }
     if let Some(c) = capture {
         // Only here, after a clean end of the body as the backend framed it.
         c.ok = c.eligible && c.body.len() <= crate::cache::MAX_CACHEABLE_BODY;
     }
-    Outcome::Done {
+    Forwarded::Done {
         consumed: in_after,
         leftover: body.leftover.take(),
         keep_client,
-        failed: false,
     }
 }
 
@@ -762,17 +772,13 @@ impl Drop for InFlight<'_> {
 /// the backend's hands, as in API Gateway (a slow client upload is bounded
 /// by the body read timeout instead); each write to the backend is bounded
 /// by it too, so a backend that stops reading cannot hold the request.
-#[allow(clippy::too_many_arguments)]
-async fn send_and_read_head(
-    client: &mut TcpStream,
-    w: &Worker,
-    slot: u32,
+async fn send_and_read_head<S: AsyncReadRent + AsyncWriteRent>(
+    io: &mut ClientIo<S>,
     head: &RequestHead<'_, '_>,
     conn: &mut UpstreamConn,
     bufs: Buffers<'_>,
     body: &mut BodyState,
-    limit: u64,
-    timeout: Duration,
+    (limit, timeout): (u64, Duration),
 ) -> Result<(), ExchangeError> {
     let Buffers {
         wbuf,
@@ -783,9 +789,7 @@ async fn send_and_read_head(
     write_backend(conn, ubuf, 0, timeout).await?;
     // The rest of the body, streamed from the client.
     while !body.complete {
-        let got = super::connection::read_client(client, w, slot, scratch)
-            .await
-            .map_err(ExchangeError::Client)?;
+        let got = io.read_body(scratch).await.map_err(ExchangeError::Client)?;
         if !body.copy_whole {
             ubuf.clear();
         }
@@ -865,8 +869,8 @@ async fn send_and_read_head(
                     if !write_interim(interim, wbuf) {
                         return Err(ExchangeError::Bad);
                     }
-                    if !super::connection::flush_to(client, w, slot, wbuf).await {
-                        return Err(ExchangeError::Client(super::connection::ClientStop::Gone));
+                    if !io.flush(wbuf).await {
+                        return Err(ExchangeError::Client(ClientStop::Gone));
                     }
                 }
                 conn.rbuf.drain(..n);
@@ -981,14 +985,10 @@ enum BodyEnd {
 /// Relays the response body: first what is in `conn.rbuf` after the head,
 /// then reads from the backend, each buffer written to the client before
 /// the next read (back-pressure).
-#[allow(clippy::too_many_arguments)]
-async fn stream_body(
-    client: &mut TcpStream,
-    w: &Worker,
-    slot: u32,
+async fn stream_body<S: AsyncReadRent + AsyncWriteRent>(
+    io: &mut ClientIo<S>,
     conn: &mut UpstreamConn,
-    head_len: usize,
-    framing: ClientFraming,
+    (head_len, framing): (usize, ClientFraming),
     wbuf: &mut Vec<u8>,
     timeout: Duration,
     mut capture: Option<&mut Vec<u8>>,
@@ -1066,7 +1066,7 @@ async fn stream_body(
         }
         if !relay.is_empty() {
             if wbuf.is_empty() {
-                if !write_from_backend_buffer(client, w, slot, conn, relay).await {
+                if !write_from_backend_buffer(io, conn, relay).await {
                     return BodyEnd::ClientGone;
                 }
             } else {
@@ -1077,7 +1077,7 @@ async fn stream_body(
             return BodyEnd::Clean { reusable: !extra };
         }
         // More to come: hand the client what we have, then read on.
-        if !wbuf.is_empty() && !super::connection::flush_to(client, w, slot, wbuf).await {
+        if !wbuf.is_empty() && !io.flush(wbuf).await {
             return BodyEnd::ClientGone;
         }
         conn.rbuf.clear();
@@ -1097,20 +1097,15 @@ async fn stream_body(
 
 /// Writes `conn.rbuf[range]` to the client without copying it, under the
 /// write timeout. False: the client is gone or stalled.
-async fn write_from_backend_buffer(
-    client: &mut TcpStream,
-    w: &Worker,
-    slot: u32,
+async fn write_from_backend_buffer<S: AsyncReadRent + AsyncWriteRent>(
+    io: &mut ClientIo<S>,
     conn: &mut UpstreamConn,
     range: Range<usize>,
 ) -> bool {
     let buf = std::mem::take(&mut conn.rbuf);
-    let deadline = w.reaper.deadline(w.limits.keepalive_timeout);
-    w.reaper.arm(slot, deadline, super::reaper::Wait::Write);
-    let (res, slice) = client.write_all(buf.slice(range)).await;
-    let expired = w.reaper.disarm(slot);
+    let (ok, slice) = io.write(buf.slice(range)).await;
     conn.rbuf = slice.into_inner();
-    res.is_ok() && !expired
+    ok
 }
 
 fn hex_len(n: usize, buf: &mut [u8; 16]) -> &[u8] {
@@ -1128,23 +1123,20 @@ fn hex_len(n: usize, buf: &mut [u8; 16]) -> &[u8] {
     &buf[i..]
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_request_head(
-    out: &mut Vec<u8>,
-    head: &RequestHead<'_, '_>,
-    route: &ProxyRoute,
-    params: &Params<'_, '_>,
-    rid: &[u8],
-    info: &ClientInfo,
-    target: &Target,
-    upgrading: bool,
-) {
+/// Writes the request head for the backend: the route's target, `Host`,
+/// the client's end-to-end headers, `X-Forwarded-*`, the request id and the
+/// body's framing.
+fn write_request_head(out: &mut Vec<u8>, req: &ForwardRequest<'_, '_>, target: &Target) {
+    let head = req.head;
+    let info = req.client;
+    let rid = req.request_id;
+    let upgrading = req.upgrading;
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
-    route.write_target(params, head.query, out);
+    (req.target)(out);
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     match head.host {
-        Some(h) if route.preserve_host => out.extend_from_slice(h),
+        Some(h) if req.preserve_host => out.extend_from_slice(h),
         _ => out.extend_from_slice(target.authority.as_bytes()),
     }
     out.extend_from_slice(b"\r\n");
@@ -1212,55 +1204,6 @@ fn write_request_head(
         }
     }
     out.extend_from_slice(b"\r\n");
-}
-
-/// Copies bytes both ways between a client and a backend after a 101,
-/// until either side closes or neither sends for `idle`.
-pub(crate) async fn tunnel(
-    client: TcpStream,
-    backend: TcpStream,
-    to_backend: Vec<u8>,
-    idle: Duration,
-) {
-    let (mut cr, mut cw) = client.into_split();
-    let (mut br, mut bw) = backend.into_split();
-    if !to_backend.is_empty() {
-        let (res, _) = bw.write_all(to_backend).await;
-        if res.is_err() {
-            return;
-        }
-    }
-    let up = copy(&mut cr, &mut bw, idle);
-    let down = copy(&mut br, &mut cw, idle);
-    monoio::select! {
-        _ = up => {},
-        _ = down => {},
-    }
-}
-
-async fn copy<R: AsyncReadRent, W: monoio::io::AsyncWriteRent>(
-    r: &mut R,
-    w: &mut W,
-    idle: Duration,
-) {
-    let mut buf = Vec::with_capacity(STREAM_CHUNK);
-    loop {
-        buf.clear();
-        let (res, b) = match monoio::time::timeout(idle, r.read(buf)).await {
-            Ok(x) => x,
-            Err(_) => return,
-        };
-        buf = b;
-        match res {
-            Ok(n) if n > 0 => {}
-            _ => return,
-        }
-        let (res, b) = w.write_all(buf).await;
-        buf = b;
-        if res.is_err() {
-            return;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,450 @@
+//! The stage cache on the request path: key, lookup, one backend fetch per
+//! key under a stampede, fill, hit.
+//!
+//! [`serve`] runs for a proxied request whose route caches its method in a
+//! stage with a cache (API Gateway's stage cache):
+//! 1. The key is built in the connection's reused [`KeyBuilder`]: the route's
+//!    namespace, the method (HEAD is keyed as GET, so it is answered from the
+//!    GET entry), and the values of the route's key parameters (path,
+//!    query string, headers; or the whole query string).
+//! 2. A client `Cache-Control: max-age=0` asks for a refresh: when the stage
+//!    requires authorization and the client lacks it, the stage's strategy
+//!    decides (403; or ignore the header, with or without a `Warning`).
+//!    An allowed refresh skips the lookup, fetches, and replaces the entry;
+//!    it counts as a miss.
+//! 3. Otherwise [`StageCache::get_or_lead`](crate::cache::StageCache::get_or_lead),
+//!    bounded by the stage's `lock_timeout`: a fresh entry is a hit; else this
+//!    request leads the one backend fetch for the key while concurrent
+//!    requests for it wait. A wait past the bound bypasses the cache.
+//! 4. The leader forwards with a [`Capture`]: a response whose body is at
+//!    most 1 MiB — `Content-Length` or chunked (stored decoded, replayed
+//!    with a `Content-Length`) — and whose status the stage caches becomes
+//!    the new entry; anything else streams through uncached. When
+//!    the backend fails and the stage allows `stale_if_error`, a stale entry
+//!    is served instead of the error.
+//!
+//! The hit path allocates nothing: the entry is shared immutable bytes (the
+//! stored head and body); only `Date`, `Server`, the request id, `Age` and
+//! `X-Cache-Status` are formatted into the connection's buffer, and a body
+//! over 16 KiB is written straight from the shared bytes.
+//!
+//! With the stage's `respect_origin_cache_control`, the origin decides as a
+//! shared cache would (RFC 9111; the rules are [`crate::cache::policy`]).
+//!
+//! Not yet: caching close-delimited responses (they stream through),
+//! `Expires`/`Age` from the origin, the admin flush endpoint (the store has
+//! `flush`; the admin socket will expose it), canary caches.
+
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+
+use super::exchange::{
+    connection_header, forward, respond_forwarded, write_error, Exchange, Next, Request,
+};
+use super::outcome::Outcome;
+use super::response::GatewayError;
+use super::snapshot::{KeyParam, ProxyRoute, RouteCache, StageCacheState};
+use super::worker::GatewayWorker;
+use crate::cache::policy::{asks_refresh, origin_freshness};
+use crate::cache::{Entry, Fetch, KeyBuilder, ParamKind};
+use crate::config::{StageCacheConfig, UnauthorizedStrategy};
+use crate::http::response::{
+    status_has_no_body, write_common_headers, write_content_length, write_u64,
+};
+use crate::http::RequestHead;
+use crate::upstream::forward::{Capture, Forwarded};
+use crate::upstream::now_ms;
+
+/// Bodies up to this size are copied into the write buffer with the head;
+/// larger ones are written from the entry's shared bytes.
+const COPY_BODY_UP_TO: usize = 16 * 1024;
+
+/// `Warning` sent when an unauthorized invalidation is ignored, as API
+/// Gateway's `SUCCEED_WITH_RESPONSE_HEADER` strategy does.
+const WARNING_IGNORED: &[u8] = b"Warning: 199 - \"cache invalidation ignored: not authorized\"\r\n";
+
+/// A proxied route that caches, in a stage with a cache.
+pub(super) struct CachedRoute<'s> {
+    /// The route's integration.
+    pub route: &'s ProxyRoute,
+    /// How the route caches in this stage.
+    pub rc: &'s RouteCache,
+    /// The stage's cache.
+    pub cache: &'s StageCacheState,
+}
+
+/// Serves a cacheable proxied request; see the module docs.
+pub(super) async fn serve<S: AsyncReadRent + AsyncWriteRent>(
+    gw: &GatewayWorker,
+    x: &mut Exchange<'_, S>,
+    req: &Request<'_, '_, '_>,
+    cr: &CachedRoute<'_>,
+) -> (Next, Outcome) {
+    let head = req.head;
+    let settings = &cr.cache.settings;
+    let store = &cr.cache.store;
+    let now = now_ms();
+    let ttl_ms = cr
+        .rc
+        .ttl_for(head.method)
+        .map_or(0, |t| t.as_millis() as u64);
+    let show = settings.status_header;
+
+    build_key(&mut x.state.keys, cr.rc, req);
+    let key = x.state.keys.finish();
+
+    // Cache-Control: max-age=0 — a refresh, if allowed.
+    let mut warn = false;
+    let mut refresh = false;
+    let cache_control = head
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("cache-control"))
+        .map(|h| h.value);
+    if asks_refresh(cache_control) {
+        if authorized(head, settings) {
+            refresh = true;
+        } else {
+            match settings.unauthorized_strategy {
+                UnauthorizedStrategy::FailWith403 => {
+                    let close = head.framing != crate::http::BodyFraming::None || !head.keep_alive;
+                    let e = GatewayError::Forbidden;
+                    write_error(x, e, head, req.rid, close);
+                    let next = if close {
+                        Next::Close { linger: true }
+                    } else {
+                        Next::Continue {
+                            consumed: 0,
+                            leftover: None,
+                        }
+                    };
+                    return (next, Outcome::Error(e));
+                }
+                UnauthorizedStrategy::SucceedWithResponseHeader => warn = true,
+                UnauthorizedStrategy::SucceedWithoutResponseHeader => {}
+            }
+        }
+    }
+
+    if refresh {
+        store.count_refresh();
+        let lines = extra_lines(show, warn, Status::Refresh);
+        let fwd = forward(gw, x, req, cr.route, lines, true).await;
+        let state = &mut *x.state;
+        if let Some(entry) = make_entry(
+            &mut state.capture,
+            state.keys.bytes(),
+            now,
+            ttl_ms,
+            cr,
+            head,
+        ) {
+            store.insert(key, entry);
+        }
+        return respond_forwarded(gw, x, req, fwd, Outcome::CacheRefresh);
+    }
+
+    // A hit needs no timer: the synchronous probe first.
+    let entry = match store.get_fresh(&key, x.state.keys.bytes(), now) {
+        Some(entry) => entry,
+        None => {
+            let lookup = store.get_or_lead(&key, x.state.keys.bytes(), now);
+            match monoio::time::timeout(settings.lock_timeout, lookup).await {
+                Ok(Fetch::Fresh(entry)) => entry,
+                Ok(Fetch::Lead(leader)) => {
+                    let stale = leader.stale().cloned();
+                    let lines = extra_lines(show, warn, Status::Miss);
+                    let fwd = forward(gw, x, req, cr.route, lines, true).await;
+                    let now = now_ms();
+                    return match fwd {
+                        Forwarded::Failed {
+                            close,
+                            consumed,
+                            leftover,
+                            ..
+                        } if stale.as_ref().is_some_and(|e| e.is_stale(now)) => {
+                            // stale_if_error: the stale entry instead of the
+                            // error (forward has read the request body).
+                            drop(leader);
+                            let entry = stale.unwrap_or_else(|| unreachable!("checked above"));
+                            let lines = extra_lines(show, warn, Status::Stale);
+                            let keep = !close;
+                            if !write_hit(x, req, &entry, (now, show, lines), keep).await {
+                                return (Next::Close { linger: true }, Outcome::CacheStale);
+                            }
+                            let next = if keep {
+                                Next::Continue { consumed, leftover }
+                            } else {
+                                Next::Close { linger: true }
+                            };
+                            (next, Outcome::CacheStale)
+                        }
+                        other => {
+                            let state = &mut *x.state;
+                            match make_entry(
+                                &mut state.capture,
+                                state.keys.bytes(),
+                                now,
+                                ttl_ms,
+                                cr,
+                                head,
+                            ) {
+                                Some(entry) => {
+                                    leader.fill(entry);
+                                }
+                                None => drop(leader),
+                            }
+                            respond_forwarded(gw, x, req, other, Outcome::CacheMiss)
+                        }
+                    };
+                }
+                // Waited too long for another request's fetch: go around it.
+                Err(_) => {
+                    let lines = extra_lines(show, warn, Status::Bypass);
+                    let fwd = forward(gw, x, req, cr.route, lines, false).await;
+                    return respond_forwarded(gw, x, req, fwd, Outcome::CacheBypass);
+                }
+            }
+        }
+    };
+    // A hit: the request's own body (if any) is read and dropped first, so
+    // it cannot be taken for the next request.
+    let (consumed, leftover) = match super::body::discard(gw, x, req).await {
+        Ok(done) => done,
+        Err(answered) => return answered,
+    };
+    let keep = head.keep_alive && !x.io.worker().is_draining();
+    let lines = extra_lines(show, warn, Status::Hit);
+    if !write_hit(x, req, &entry, (now, show, lines), keep).await {
+        return (Next::Close { linger: true }, Outcome::CacheHit);
+    }
+    let next = if keep {
+        Next::Continue { consumed, leftover }
+    } else {
+        Next::Close { linger: true }
+    };
+    (next, Outcome::CacheHit)
+}
+
+/// `X-Cache-Status` values (as Kong names them; `Stale` for
+/// stale_if_error).
+#[derive(Clone, Copy)]
+enum Status {
+    Hit,
+    Miss,
+    Refresh,
+    Bypass,
+    Stale,
+}
+
+/// The extra header lines for a response: `X-Cache-Status` when the stage
+/// shows it, and the `Warning` of an ignored invalidation. Static bytes: no
+/// formatting per request.
+fn extra_lines(show: bool, warn: bool, status: Status) -> &'static [u8] {
+    macro_rules! pick {
+        ($name:literal) => {
+            match (show, warn) {
+                (true, true) => concat!(
+                    "X-Cache-Status: ",
+                    $name,
+                    "\r\nWarning: 199 - \"cache invalidation ignored: not authorized\"\r\n"
+                )
+                .as_bytes(),
+                (true, false) => concat!("X-Cache-Status: ", $name, "\r\n").as_bytes(),
+                (false, true) => WARNING_IGNORED,
+                (false, false) => b"",
+            }
+        };
+    }
+    match status {
+        Status::Hit => pick!("Hit"),
+        Status::Miss => pick!("Miss"),
+        Status::Refresh => pick!("Refresh"),
+        Status::Bypass => pick!("Bypass"),
+        Status::Stale => pick!("Stale"),
+    }
+}
+
+fn build_key(keys: &mut KeyBuilder, rc: &RouteCache, req: &Request<'_, '_, '_>) {
+    let head = req.head;
+    let params = req.params;
+    // HEAD is answered from the GET entry.
+    let method = if head.method == "HEAD" {
+        "GET"
+    } else {
+        head.method
+    };
+    keys.start(&rc.namespace, method);
+    for p in &rc.params {
+        match p {
+            KeyParam::Path(i, name) => {
+                let v = params.iter().nth(*i).map(|(_, v)| v.as_bytes());
+                keys.param(ParamKind::Path, name, v);
+            }
+            KeyParam::Query(name) => {
+                keys.param(ParamKind::Query, name, query_value(head.query, name))
+            }
+            KeyParam::Header(name) => {
+                let v = head
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .map(|h| crate::http::parse::trim(h.value));
+                keys.param(ParamKind::Header, name, v);
+            }
+        }
+    }
+    if rc.whole_query {
+        keys.param(ParamKind::WholeQuery, "", Some(head.query.as_bytes()));
+    }
+}
+
+/// The raw value of the first `name=value` pair named `name` in a query
+/// string (`Some(b"")` for a bare `name`).
+fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q [u8]> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v.as_bytes())
+    })
+}
+
+/// Whether the client may invalidate (API Gateway's "require
+/// authorization" for cache invalidation). Until API keys land,
+/// "authorized" means the stage's token header carries its token.
+fn authorized(head: &RequestHead<'_, '_>, settings: &StageCacheConfig) -> bool {
+    if !settings.require_authorization {
+        return true;
+    }
+    let (Some(name), Some(token)) = (
+        &settings.authorization_header,
+        &settings.authorization_token,
+    ) else {
+        return false;
+    };
+    head.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case(name) && crate::http::parse::trim(h.value) == token.as_bytes()
+    })
+}
+
+/// The entry a complete capture makes, if the stage stores it.
+fn make_entry(
+    capture: &mut Capture,
+    key: &[u8],
+    now: u64,
+    ttl_ms: u64,
+    cr: &CachedRoute<'_>,
+    request: &RequestHead<'_, '_>,
+) -> Option<Arc<Entry>> {
+    if !capture.ok || ttl_ms == 0 {
+        return None;
+    }
+    capture.ok = false;
+    let settings = &cr.cache.settings;
+    if let Some(allowed) = &settings.cache_statuses {
+        if !allowed.contains(&capture.status) {
+            return None;
+        }
+    }
+    let ttl_ms = if settings.respect_origin_cache_control {
+        let keyed = |name: &[u8]| {
+            cr.rc.params.iter().any(
+                |p| matches!(p, KeyParam::Header(h) if h.as_bytes().eq_ignore_ascii_case(name)),
+            )
+        };
+        let authorized_request = request
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("authorization"));
+        origin_freshness(&capture.head, ttl_ms, keyed, authorized_request)?
+    } else {
+        ttl_ms
+    };
+    let stale = settings.stale_if_error.as_millis() as u64;
+    Entry::new(
+        key.into(),
+        capture.status,
+        Bytes::copy_from_slice(&capture.head),
+        Bytes::copy_from_slice(&capture.body),
+        now,
+        now + ttl_ms,
+        now + ttl_ms + stale,
+    )
+    .ok()
+    .map(Arc::new)
+}
+
+/// Writes a response from a cache entry: the stored head, the per-response
+/// headers (`Age` when the stage shows the status, `lines`), the body
+/// (copied when small, else written from the shared bytes). Nothing is
+/// allocated. False: the client is gone.
+async fn write_hit<S: AsyncReadRent + AsyncWriteRent>(
+    x: &mut Exchange<'_, S>,
+    req: &Request<'_, '_, '_>,
+    entry: &Arc<Entry>,
+    (now, show, lines): (u64, bool, &[u8]),
+    keep_client: bool,
+) -> bool {
+    let wbuf = &mut *x.wbuf;
+    let date = x.io.worker().date();
+    wbuf.extend_from_slice(entry.head().as_ref());
+    write_common_headers(
+        wbuf,
+        date.as_bytes(),
+        req.rid,
+        connection_header(req.head, !keep_client),
+    );
+    if show {
+        wbuf.extend_from_slice(b"Age: ");
+        write_u64(wbuf, entry.age_secs(now));
+        wbuf.extend_from_slice(b"\r\n");
+    }
+    wbuf.extend_from_slice(lines);
+    let body = entry.body();
+    let has_body = !status_has_no_body(entry.status());
+    if has_body {
+        write_content_length(wbuf, body.len() as u64);
+    }
+    wbuf.extend_from_slice(b"\r\n");
+    if has_body && !req.head_only {
+        if body.len() <= COPY_BODY_UP_TO {
+            wbuf.extend_from_slice(body);
+        } else {
+            if !x.io.flush(wbuf).await {
+                return false;
+            }
+            let (ok, _) = x.io.write(body.clone()).await;
+            if !ok {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values() {
+        assert_eq!(query_value("a=1&lang=en&b", "lang"), Some(&b"en"[..]));
+        assert_eq!(query_value("a=1&b", "b"), Some(&b""[..]));
+        assert_eq!(query_value("a=1", "lang"), None);
+        assert_eq!(query_value("", "lang"), None);
+    }
+
+    #[test]
+    fn status_lines_are_static_and_well_formed() {
+        assert_eq!(
+            extra_lines(true, false, Status::Hit),
+            b"X-Cache-Status: Hit\r\n"
+        );
+        assert_eq!(extra_lines(false, false, Status::Miss), b"");
+        assert!(extra_lines(true, true, Status::Bypass).ends_with(b"not authorized\"\r\n"));
+        assert_eq!(extra_lines(false, true, Status::Hit), WARNING_IGNORED);
+    }
+}

@@ -1,0 +1,227 @@
+//! What one request may use of its connection, and what the phases share:
+//! the connection's pipeline buffers ([`ConnState`]), the lent parts of the
+//! client connection ([`Exchange`]), the request's context ([`Request`]),
+//! what the connection does next ([`Next`]); and the steps more than one
+//! phase takes: writing a gateway error, forwarding to the route's
+//! backends, and answering what the forward returned.
+
+#![forbid(unsafe_code)]
+
+use std::ops::Range;
+
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+
+use super::outcome::Outcome;
+use super::response::GatewayError;
+use super::snapshot::ProxyRoute;
+use super::worker::GatewayWorker;
+use crate::cache::KeyBuilder;
+use crate::http::response::ConnectionHeader;
+use crate::http::response_head::named_by_connection;
+use crate::http::{RequestHead, Version};
+use crate::router::Params;
+use crate::runtime::ClientIo;
+use crate::upstream::forward::{
+    self, Backends, Buffers, Capture, ClientInfo, ForwardError, ForwardRequest, Forwarded,
+};
+use crate::upstream::pool::UpstreamConn;
+
+/// What a connection keeps for the pipeline between requests: buffers
+/// that are empty until the first request that needs them.
+pub(super) struct ConnState {
+    /// The request head (and body start) for a backend; kept for a retry.
+    pub ubuf: Vec<u8>,
+    /// Cache key bytes.
+    pub keys: KeyBuilder,
+    /// The copy of a response being cached.
+    pub capture: Capture,
+    /// Peer address and local port, for `X-Forwarded-*`.
+    pub info: ClientInfo,
+}
+
+impl ConnState {
+    pub fn new(info: ClientInfo) -> ConnState {
+        ConnState {
+            ubuf: Vec::new(),
+            keys: KeyBuilder::default(),
+            capture: Capture::default(),
+            info,
+        }
+    }
+}
+
+/// What one request may use of its connection.
+pub(super) struct Exchange<'c, S> {
+    /// The client stream.
+    pub io: &'c mut ClientIo<S>,
+    /// Responses for the client.
+    pub wbuf: &'c mut Vec<u8>,
+    /// Client body bytes beyond the read buffer.
+    pub scratch: &'c mut Vec<u8>,
+    /// The connection's pipeline buffers.
+    pub state: &'c mut ConnState,
+}
+
+/// One request's context, shared by the phases.
+pub(super) struct Request<'r, 'h, 's> {
+    /// The parsed head.
+    pub head: &'r RequestHead<'h, 'h>,
+    /// The bytes that followed the head in the read buffer.
+    pub after: &'r [u8],
+    /// The request id (the client's, if sane, else a new one).
+    pub rid: &'r [u8],
+    /// The route's path parameters.
+    pub params: &'r Params<'s, 'h>,
+    /// A `HEAD` request: answered without a body.
+    pub head_only: bool,
+}
+
+/// What the connection does after a request has been answered.
+pub(super) enum Next {
+    /// Keep going: consumed this many bytes of the read buffer after the
+    /// head, and these bytes of `scratch` belong to the next request.
+    Continue {
+        consumed: usize,
+        leftover: Option<Range<usize>>,
+    },
+    /// Write what is pending and close; `linger`: the client may still be
+    /// sending (its request was not read whole).
+    Close { linger: bool },
+    /// Write what is pending, then tunnel to this backend connection;
+    /// `consumed` bytes after the head were used.
+    Upgrade { conn: UpstreamConn, consumed: usize },
+}
+
+/// The `Connection` header for a response: `close`, `keep-alive` for an
+/// HTTP/1.0 client that keeps the connection, else none.
+pub(super) fn connection_header(head: &RequestHead<'_, '_>, close: bool) -> ConnectionHeader {
+    if close {
+        ConnectionHeader::Close
+    } else if head.version == Version::Http10 {
+        ConnectionHeader::KeepAlive
+    } else {
+        ConnectionHeader::Omit
+    }
+}
+
+/// Writes a gateway error into the connection's write buffer.
+pub(super) fn write_error<S: AsyncReadRent + AsyncWriteRent>(
+    x: &mut Exchange<'_, S>,
+    e: GatewayError,
+    head: &RequestHead<'_, '_>,
+    rid: &[u8],
+    close: bool,
+) {
+    let date = x.io.worker().date();
+    e.write(
+        x.wbuf,
+        date.as_bytes(),
+        rid,
+        connection_header(head, close),
+        head.method == "HEAD",
+    );
+}
+
+/// The integration: forwards the request to the route's backends.
+/// `extra_headers` go into the client's response; with `capture`, a copy of
+/// the response is kept for the stage cache.
+pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
+    gw: &GatewayWorker,
+    x: &mut Exchange<'_, S>,
+    req: &Request<'_, '_, '_>,
+    route: &ProxyRoute,
+    extra_headers: &[u8],
+    capture: bool,
+) -> Forwarded {
+    let head = req.head;
+    let params = req.params;
+    let ConnState {
+        ubuf,
+        capture: copy,
+        info,
+        ..
+    } = &mut *x.state;
+    let fwd = ForwardRequest {
+        head,
+        after: req.after,
+        request_id: req.rid,
+        group: route.group,
+        target: &|out: &mut Vec<u8>| route.write_target(params, head.query, out),
+        timeout: route.timeout,
+        preserve_host: route.preserve_host,
+        upgrading: route.allow_upgrade
+            && head.upgrade
+            && named_by_connection(head.headers, "upgrade"),
+        max_body: gw.max_body,
+        client: info,
+        extra_headers,
+    };
+    forward::forward(
+        &mut *x.io,
+        &fwd,
+        Backends {
+            registry: &gw.snapshot.upstreams,
+            pool: &gw.pool,
+        },
+        Buffers {
+            wbuf: &mut *x.wbuf,
+            scratch: &mut *x.scratch,
+            ubuf,
+        },
+        capture.then_some(copy),
+    )
+    .await
+}
+
+/// The gateway error that answers a failed forward (as API Gateway
+/// answers it).
+pub(super) fn forward_error(e: ForwardError, max_body: u64) -> GatewayError {
+    match e {
+        ForwardError::Network => GatewayError::IntegrationFailure,
+        ForwardError::Timeout => GatewayError::IntegrationTimeout,
+        ForwardError::BadResponse => GatewayError::BadGateway,
+        ForwardError::BodyTooLarge => GatewayError::PayloadTooLarge(max_body),
+        ForwardError::BodyFraming(why) => GatewayError::BadRequest(why),
+        ForwardError::BodyTimeout => GatewayError::RequestTimeout,
+    }
+}
+
+/// respond: what the connection does after a forward, answering a failure
+/// with its gateway error. `served` is the outcome of a forward that got a
+/// response through.
+pub(super) fn respond_forwarded<S: AsyncReadRent + AsyncWriteRent>(
+    gw: &GatewayWorker,
+    x: &mut Exchange<'_, S>,
+    req: &Request<'_, '_, '_>,
+    fwd: Forwarded,
+    served: Outcome,
+) -> (Next, Outcome) {
+    match fwd {
+        Forwarded::Done {
+            consumed,
+            leftover,
+            keep_client: true,
+        } => (Next::Continue { consumed, leftover }, served),
+        Forwarded::Done { .. } => (Next::Close { linger: false }, served),
+        Forwarded::Failed {
+            error,
+            close,
+            consumed,
+            leftover,
+        } => {
+            let e = forward_error(error, gw.max_body);
+            write_error(x, e, req.head, req.rid, close);
+            let next = if close {
+                // Errors before the request was read whole among them.
+                Next::Close { linger: true }
+            } else {
+                Next::Continue { consumed, leftover }
+            };
+            (next, Outcome::Error(e))
+        }
+        Forwarded::Closed => (Next::Close { linger: true }, Outcome::Aborted),
+        Forwarded::Upgrade { conn, consumed } => {
+            (Next::Upgrade { conn, consumed }, Outcome::Upgraded)
+        }
+    }
+}

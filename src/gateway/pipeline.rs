@@ -1,0 +1,162 @@
+//! One request, phase by phase: resolve → authorize → throttle → quota →
+//! cache → integrate → respond → record (see the [module page](super)).
+//!
+//! [`handle`] runs for each request whose head is parsed. It builds the
+//! request's context ([`Request`]: the head, the bytes after it, the route's
+//! parameters, the request id) and [`answer`]s it; whatever happened, the
+//! last phase records the request's [`Outcome`]. The phases that do not
+//! exist yet (API keys, throttling, usage-plan quotas) have their place
+//! marked in [`answer`], between resolving the route and the cache.
+//!
+//! Errors are answered as API Gateway answers them
+//! ([`GatewayError`]); a request whose body was not read whole closes the
+//! connection after its answer, lingering.
+
+#![forbid(unsafe_code)]
+
+use std::ops::Range;
+
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+
+use super::exchange::{
+    connection_header, forward, respond_forwarded, write_error, Exchange, Next, Request,
+};
+use super::outcome::Outcome;
+use super::response::GatewayError;
+use super::snapshot::{Dispatch, ResponseContext};
+use super::worker::GatewayWorker;
+use crate::http::response::ConnectionHeader;
+use crate::http::{BodyFraming, RequestHead};
+use crate::router::Params;
+
+/// Answers one request whose head is parsed, and records how it ended.
+pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
+    gw: &GatewayWorker,
+    mut x: Exchange<'_, S>,
+    head: RequestHead<'_, '_>,
+    after: &[u8],
+) -> Next {
+    let rid = gw.new_request_id(head.request_id);
+    x.io.start_request(rid.as_bytes());
+    #[cfg(debug_assertions)]
+    if gw.fault_injection {
+        inject_fault(&head);
+    }
+    let (next, outcome) = answer(gw, &mut x, &head, after, rid.as_bytes()).await;
+    // record
+    gw.record(outcome);
+    next
+}
+
+/// The phases up to the response.
+async fn answer<S: AsyncReadRent + AsyncWriteRent>(
+    gw: &GatewayWorker,
+    x: &mut Exchange<'_, S>,
+    head: &RequestHead<'_, '_>,
+    after: &[u8],
+    rid: &[u8],
+) -> (Next, Outcome) {
+    let head_only = head.method == "HEAD";
+    // A declared body over the limit is refused before anything else.
+    if let BodyFraming::Length(n) = head.framing {
+        if n > gw.max_body {
+            let e = GatewayError::PayloadTooLarge(gw.max_body);
+            write_error(x, e, head, rid, true);
+            return (Next::Close { linger: true }, Outcome::Error(e));
+        }
+    }
+
+    // resolve: host and base path → API → stage → route.
+    let mut params = Params::new();
+    let dispatch = gw
+        .snapshot
+        .dispatch(head.method, head.host, head.path, &mut params);
+    let req = Request {
+        head,
+        after,
+        rid,
+        params: &params,
+        head_only,
+    };
+
+    // authorize, throttle, quota: API keys, token buckets and usage-plan
+    // quotas go here, between the route and the cache, as in API Gateway.
+
+    match dispatch {
+        Dispatch::Proxy(route, stage_cache) => {
+            // cache
+            if let (Some(cache), Some(rc)) = (stage_cache, &route.cache) {
+                if rc.ttl_for(head.method).is_some() {
+                    let cached = super::cached::CachedRoute { route, rc, cache };
+                    return super::cached::serve(gw, x, &req, &cached).await;
+                }
+            }
+            // integrate: http_proxy
+            let fwd = forward(gw, x, &req, route, b"", false).await;
+            respond_forwarded(gw, x, &req, fwd, Outcome::Proxied)
+        }
+        Dispatch::Mock(m) => {
+            let (consumed, leftover) = match super::body::discard(gw, x, &req).await {
+                Ok(done) => done,
+                Err(e) => return e,
+            };
+            let (connection, keep) = keep_after_body(x, &req);
+            let date = x.io.worker().date();
+            let ctx = ResponseContext {
+                date: date.as_bytes(),
+                request_id: rid,
+                connection,
+            };
+            m.write(&params, &ctx, x.wbuf, head_only);
+            (next_after_body(keep, consumed, leftover), Outcome::Mock)
+        }
+        Dispatch::Fail(e) => {
+            let (consumed, leftover) = match super::body::discard(gw, x, &req).await {
+                Ok(done) => done,
+                Err(e) => return e,
+            };
+            let (connection, keep) = keep_after_body(x, &req);
+            let date = x.io.worker().date();
+            e.write(x.wbuf, date.as_bytes(), rid, connection, head_only);
+            (next_after_body(keep, consumed, leftover), Outcome::Error(e))
+        }
+    }
+}
+
+/// Whether the connection stays open after a response written once the
+/// request's body was read whole (decided now: a drain may have started
+/// while the body arrived), and the `Connection` header that says so.
+fn keep_after_body<S: AsyncReadRent + AsyncWriteRent>(
+    x: &Exchange<'_, S>,
+    req: &Request<'_, '_, '_>,
+) -> (ConnectionHeader, bool) {
+    let keep = req.head.keep_alive && !x.io.worker().is_draining();
+    (connection_header(req.head, !keep), keep)
+}
+
+fn next_after_body(keep: bool, consumed: usize, leftover: Option<Range<usize>>) -> Next {
+    if keep {
+        Next::Continue { consumed, leftover }
+    } else {
+        Next::Close { linger: false }
+    }
+}
+
+/// Fault injection for the containment tests (debug builds only): a request
+/// header `x-ringgate-fault: panic` panics on the request path;
+/// `kill-worker` panics in a worker task outside any connection.
+#[cfg(debug_assertions)]
+fn inject_fault(head: &RequestHead<'_, '_>) {
+    let fault = head
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("x-ringgate-fault"))
+        .map(|h| h.value);
+    match fault {
+        Some(b"panic") => panic!("injected fault on the request path"),
+        Some(b"kill-worker") => {
+            monoio::spawn(async { panic!("injected fault in a worker task") });
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,829 @@
+//! The immutable [`Snapshot`] the request pipeline reads.
+//!
+//! A [`Snapshot`] is compiled once from a validated [`Config`]: for each API
+//! a [`RouteTable`], its stages with stage variables already substituted
+//! into every mock body and proxy URI ([`ProxyRoute`]), each stage's cache
+//! ([`StageCacheState`]) and each route's cache policy ([`RouteCache`]),
+//! the upstream [`Registry`], and the host + base-path mapping table.
+//! Workers share it behind an `Arc` and never lock it.
+//!
+//! How a request finds its API, stage and route ([`Snapshot::resolve`]):
+//! 1. A `[[domain]]` whose host equals the request's `Host` (port ignored,
+//!    case-insensitive), else the `*` domain: the mapping with the longest
+//!    base path that is a whole-segment prefix of the path wins (as API Gateway's custom domain names do);
+//!    the base path is stripped. No mapping matches: 403 `Forbidden`.
+//! 2. Otherwise the API whose `hosts` lists the host, else the API with no
+//!    `hosts`: the first path segment names the stage (`/{stage}/…`) and is
+//!    stripped. Unknown stage, or no API: 403 `Forbidden`.
+//! 3. The API's route table matches method and path; no
+//!    match gives 403 `Missing Authentication Token`, or 404 `Not Found`
+//!    where the API sets `unmatched_route = "not_found"`. A `HEAD` with no
+//!    route of its own is answered by the `GET` route, without a body.
+//! 4. [`Snapshot::dispatch`] returns what answers: a mock, a proxied route
+//!    (with the stage cache, if any), or a gateway error; a proxied route
+//!    whose stage lacks a stage variable its URI uses answers 500.
+//!
+//! Hot-path cost: a few string comparisons to find the stage, one route
+//! lookup, and for a mock the response copied into the connection's buffer
+//! with `{param}` values spliced in. Nothing is allocated.
+
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use crate::cache::StageCache;
+use crate::config::{
+    BodyPart, Config, Integration, KeyParameter, RouteKey, StageCacheConfig, UnmatchedRoute,
+};
+use crate::http::response::{
+    write_common_headers, write_content_length, write_status_line, ConnectionHeader,
+};
+use crate::router::{
+    Method, MethodSpec, Params, RouteError, RouteId, RouteTable, RouteTableBuilder,
+};
+use crate::upstream::Registry;
+
+use super::response::GatewayError;
+
+/// An error compiling a configuration into a [`Snapshot`].
+#[derive(Debug)]
+pub struct BuildError {
+    /// The configuration file.
+    pub file: String,
+    /// The line of the route (0 when unknown).
+    pub line: usize,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.message)
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// The compiled, immutable gateway definition that workers serve.
+#[derive(Debug)]
+pub struct Snapshot {
+    apis: Vec<Api>,
+    /// Exact-host domains, then the `*` domain if any.
+    domains: Vec<Domain>,
+    wildcard_domain: Option<Domain>,
+    /// (host, api index) for APIs that list hosts.
+    api_hosts: Vec<(String, usize)>,
+    /// The API with no `hosts`, answering any other host.
+    default_api: Option<usize>,
+    /// Backend groups and targets (shared with the health thread).
+    pub upstreams: Arc<Registry>,
+}
+
+#[derive(Debug)]
+struct Domain {
+    host: String,
+    /// Longest base path first.
+    mappings: Vec<BasePath>,
+}
+
+#[derive(Debug)]
+struct BasePath {
+    /// Without leading or trailing '/'; empty for the (none) mapping.
+    path: String,
+    api: usize,
+    stage: usize,
+}
+
+/// One API: its routes and stages.
+pub struct Api {
+    /// The API's name.
+    pub name: String,
+    table: RouteTable,
+    unmatched: UnmatchedRoute,
+    routes: Vec<Route>,
+    stages: Vec<Stage>,
+}
+
+#[derive(Debug)]
+struct Route {
+    display: String,
+}
+
+#[derive(Debug)]
+struct Stage {
+    name: String,
+    /// One per route, indexed by `RouteId`.
+    integrations: Vec<StageIntegration>,
+    /// The stage cache, when the stage enables one.
+    cache: Option<Arc<StageCacheState>>,
+}
+
+/// A stage's cache and its settings.
+#[derive(Debug)]
+pub struct StageCacheState {
+    /// The store, shared by every worker.
+    pub store: StageCache,
+    /// The stage's `[api.stage.cache]`.
+    pub settings: StageCacheConfig,
+}
+
+/// How one route caches in one stage.
+#[derive(Debug)]
+pub struct RouteCache {
+    /// TTL for GET (and HEAD, answered from the GET entry); `None`: not cached.
+    pub ttl_get: Option<std::time::Duration>,
+    /// TTL for the route's own method when it is not GET (`enabled = true`).
+    pub ttl_own: Option<(Method, std::time::Duration)>,
+    /// Routes naming the same namespace share entries.
+    pub namespace: String,
+    /// The parameters that vary the key, in order.
+    pub params: Vec<KeyParam>,
+    /// The whole query string varies the key.
+    pub whole_query: bool,
+}
+
+/// One key parameter, resolved against the route.
+#[derive(Debug)]
+pub enum KeyParam {
+    /// The route's path parameter at this index (and its name).
+    Path(usize, String),
+    /// A query-string parameter.
+    Query(String),
+    /// A request header (lowercase name).
+    Header(String),
+}
+
+impl RouteCache {
+    /// The TTL for a request with `method`, if such requests are cached.
+    pub fn ttl_for(&self, method: &str) -> Option<std::time::Duration> {
+        match method {
+            "GET" | "HEAD" => self.ttl_get,
+            m => self
+                .ttl_own
+                .filter(|(own, _)| own.as_str() == m)
+                .map(|(_, ttl)| ttl),
+        }
+    }
+}
+
+/// A route's integration as one stage sees it (its variables substituted).
+#[derive(Debug)]
+enum StageIntegration {
+    Mock(MockResponse),
+    Proxy(ProxyRoute),
+    /// The stage lacks a variable the integration uses: 500 at request time
+    /// (API Gateway's API_CONFIGURATION_ERROR).
+    Unresolved(String),
+}
+
+/// An `http_proxy` integration compiled for one stage.
+#[derive(Debug)]
+pub struct ProxyRoute {
+    /// The upstream group, an index into [`Snapshot::upstreams`].
+    pub group: usize,
+    /// The backend path, `{param}`s to splice in per request.
+    path: Vec<Piece>,
+    /// The template's query (without `?`); the client's query is appended.
+    query: Vec<Piece>,
+    /// Integration timeout.
+    pub timeout: std::time::Duration,
+    /// Send the client's Host.
+    pub preserve_host: bool,
+    /// Pass upgrades (WebSocket) through.
+    pub allow_upgrade: bool,
+    /// The route's caching in this stage, when the stage has a cache.
+    pub cache: Option<RouteCache>,
+}
+
+impl ProxyRoute {
+    /// Appends the backend request target (path and query) to `out`.
+    pub fn write_target(&self, params: &Params<'_, '_>, client_query: &str, out: &mut Vec<u8>) {
+        write_pieces(&self.path, params, out);
+        let has_template_query = !self.query.is_empty();
+        if has_template_query || !client_query.is_empty() {
+            out.push(b'?');
+            write_pieces(&self.query, params, out);
+            if has_template_query && !client_query.is_empty() {
+                out.push(b'&');
+            }
+            out.extend_from_slice(client_query.as_bytes());
+        }
+    }
+}
+
+fn write_pieces(pieces: &[Piece], params: &Params<'_, '_>, out: &mut Vec<u8>) {
+    for piece in pieces {
+        match piece {
+            Piece::Literal(bytes) => out.extend_from_slice(bytes),
+            Piece::Param(i) => {
+                if let Some((_, v)) = params.iter().nth(*i) {
+                    out.extend_from_slice(v.as_bytes());
+                }
+            }
+        }
+    }
+}
+
+/// The cache policy of a proxied route in a stage (`None`: not cached).
+fn route_cache(
+    route: &crate::config::RouteConfig,
+    stage: &crate::config::StageConfig,
+    params: &[String],
+) -> Option<RouteCache> {
+    stage.cache.as_ref().filter(|c| c.enabled)?;
+    let ttl_get = route.cache_ttl(stage, "GET");
+    let ttl_own = match &route.key {
+        RouteKey::Route {
+            method: Some(m), ..
+        } if m != "GET" => Method::from_bytes(m.as_bytes())
+            .and_then(|own| route.cache_ttl(stage, m).map(|ttl| (own, ttl))),
+        _ => None,
+    };
+    if ttl_get.is_none() && ttl_own.is_none() {
+        return None;
+    }
+    let rc = route.cache.as_ref();
+    let key_params = rc.map_or(&[][..], |c| &c.key_parameters[..]);
+    let resolved = key_params
+        .iter()
+        .filter_map(|p| match p {
+            KeyParameter::Path(name) => params
+                .iter()
+                .position(|n| n == name)
+                .map(|i| KeyParam::Path(i, name.clone())),
+            KeyParameter::Query(name) => Some(KeyParam::Query(name.clone())),
+            KeyParameter::Header(name) => Some(KeyParam::Header(name.to_ascii_lowercase())),
+        })
+        .collect();
+    Some(RouteCache {
+        ttl_get,
+        ttl_own,
+        namespace: rc
+            .and_then(|c| c.namespace.clone())
+            .unwrap_or_else(|| route.key.as_display()),
+        params: resolved,
+        whole_query: rc.is_some_and(|c| c.whole_query),
+    })
+}
+
+enum ProxyBuildError {
+    MissingVariable(String),
+    Authority(String),
+}
+
+fn proxy_route(
+    proxy: &crate::config::HttpProxyIntegration,
+    vars: &std::collections::BTreeMap<String, String>,
+    params: &[String],
+    registry: &mut Registry,
+) -> Result<ProxyRoute, ProxyBuildError> {
+    let mut authority = String::new();
+    for part in &proxy.authority {
+        match part {
+            BodyPart::Literal(s) => authority.push_str(s),
+            BodyPart::StageVariable(name) => authority.push_str(
+                vars.get(name)
+                    .ok_or_else(|| ProxyBuildError::MissingVariable(name.clone()))?,
+            ),
+            BodyPart::PathParam(_) => {
+                return Err(ProxyBuildError::Authority(
+                    "a path parameter cannot name the backend".into(),
+                ))
+            }
+        }
+    }
+    let group = registry
+        .group_for(&authority)
+        .map_err(ProxyBuildError::Authority)?;
+    let (path, _) = compile(&proxy.path, vars, params).map_err(ProxyBuildError::MissingVariable)?;
+    let (query, _) =
+        compile(&proxy.query, vars, params).map_err(ProxyBuildError::MissingVariable)?;
+    Ok(ProxyRoute {
+        group,
+        path,
+        query,
+        timeout: proxy.timeout,
+        preserve_host: proxy.preserve_host,
+        allow_upgrade: proxy.allow_upgrade,
+        cache: None,
+    })
+}
+
+/// Compiles a template for one stage: stage variables substituted,
+/// `{param}`s of the route kept as pieces, other `{text}` literal. Returns
+/// the pieces and the total literal length; `Err(name)` for a variable the
+/// stage lacks.
+fn compile(
+    parts: &[BodyPart],
+    vars: &std::collections::BTreeMap<String, String>,
+    params: &[String],
+) -> Result<(Vec<Piece>, usize), String> {
+    let mut pieces = Vec::new();
+    let mut literal = Vec::new();
+    let mut literal_len = 0;
+    for part in parts {
+        match part {
+            BodyPart::Literal(s) => literal.extend_from_slice(s.as_bytes()),
+            BodyPart::StageVariable(name) => {
+                literal.extend_from_slice(vars.get(name).ok_or_else(|| name.clone())?.as_bytes())
+            }
+            BodyPart::PathParam(name) => match params.iter().position(|p| p == name) {
+                Some(i) => {
+                    if !literal.is_empty() {
+                        literal_len += literal.len();
+                        pieces.push(Piece::Literal(std::mem::take(&mut literal).into()));
+                    }
+                    pieces.push(Piece::Param(i));
+                }
+                None => {
+                    literal.push(b'{');
+                    literal.extend_from_slice(name.as_bytes());
+                    literal.push(b'}');
+                }
+            },
+        }
+    }
+    if !literal.is_empty() {
+        literal_len += literal.len();
+        pieces.push(Piece::Literal(literal.into()));
+    }
+    Ok((pieces, literal_len))
+}
+
+/// A mock response with the stage's variables already substituted.
+#[derive(Debug)]
+pub struct MockResponse {
+    status: u16,
+    /// Status line.
+    status_line: Vec<u8>,
+    /// `name: value\r\n` for each configured header.
+    headers: Vec<u8>,
+    body: Vec<Piece>,
+    /// Sum of the literal pieces.
+    literal_len: usize,
+}
+
+#[derive(Debug)]
+enum Piece {
+    Literal(Box<[u8]>),
+    /// Index of the path parameter in the route's template.
+    Param(usize),
+}
+
+/// Where a request goes: an API, a stage and the path left for routing.
+#[derive(Debug)]
+pub struct Target<'s, 'p> {
+    /// The API.
+    pub api: &'s Api,
+    /// Index of the stage within the API.
+    pub stage: usize,
+    /// The path with the stage prefix or base path removed.
+    pub path: &'p str,
+}
+
+/// What the per-request handler needs besides the head.
+pub struct ResponseContext<'a> {
+    /// The current `Date` value.
+    pub date: &'a [u8],
+    /// The request id for this exchange.
+    pub request_id: &'a [u8],
+    /// What the `Connection` header says.
+    pub connection: ConnectionHeader,
+}
+
+impl Snapshot {
+    /// Compiles a validated configuration.
+    pub fn build(config: &Config) -> Result<Snapshot, BuildError> {
+        let mut registry = Registry::from_config(config);
+        let mut apis = Vec::with_capacity(config.apis.len());
+        let mut api_hosts = Vec::new();
+        let mut default_api = None;
+        for (ai, api) in config.apis.iter().enumerate() {
+            let mut builder = RouteTableBuilder::new();
+            let mut routes = Vec::with_capacity(api.routes.len());
+            let mut param_names: Vec<Vec<String>> = Vec::with_capacity(api.routes.len());
+            for (ri, route) in api.routes.iter().enumerate() {
+                let id = RouteId(ri as u32);
+                let err = |e: RouteError| BuildError {
+                    file: config.source.clone(),
+                    line: route.line,
+                    message: format!(
+                        "api {:?}, route {:?}: {e}",
+                        api.name,
+                        route.key.as_display()
+                    ),
+                };
+                match &route.key {
+                    RouteKey::Default => {
+                        builder.set_default(id).map_err(err)?;
+                        param_names.push(Vec::new());
+                    }
+                    RouteKey::Route { method, path } => {
+                        let spec = match method {
+                            None => MethodSpec::Any,
+                            Some(m) => MethodSpec::One(
+                                Method::from_bytes(m.as_bytes()).ok_or_else(|| BuildError {
+                                    file: config.source.clone(),
+                                    line: route.line,
+                                    message: format!("unknown method {m:?}"),
+                                })?,
+                            ),
+                        };
+                        builder.add(spec, path, id).map_err(err)?;
+                        param_names.push(template_params(path));
+                    }
+                }
+                routes.push(Route {
+                    display: route.key.as_display(),
+                });
+            }
+            let mut stages = Vec::with_capacity(api.stages.len());
+            for stage in &api.stages {
+                let mut integrations = Vec::with_capacity(api.routes.len());
+                for (ri, route) in api.routes.iter().enumerate() {
+                    let params = &param_names[ri];
+                    let vars = &stage.variables;
+                    let integration = match &route.integration {
+                        Integration::Mock(mock) => {
+                            let (body, literal_len) =
+                                compile(&mock.body, vars, params).map_err(|name| BuildError {
+                                    file: config.source.clone(),
+                                    line: route.line,
+                                    message: format!(
+                                        "stage {:?} has no variable {name:?} used by route {:?}",
+                                        stage.name,
+                                        route.key.as_display()
+                                    ),
+                                })?;
+                            let mut status_line = Vec::new();
+                            write_status_line(&mut status_line, mock.status);
+                            let mut headers = Vec::new();
+                            for (name, value) in &mock.headers {
+                                headers.extend_from_slice(name.as_bytes());
+                                headers.extend_from_slice(b": ");
+                                headers.extend_from_slice(value.as_bytes());
+                                headers.extend_from_slice(b"\r\n");
+                            }
+                            StageIntegration::Mock(MockResponse {
+                                status: mock.status,
+                                status_line,
+                                headers,
+                                body,
+                                literal_len,
+                            })
+                        }
+                        Integration::HttpProxy(proxy) => {
+                            match proxy_route(proxy, vars, params, &mut registry) {
+                                Ok(mut p) => {
+                                    p.cache = route_cache(route, stage, params);
+                                    StageIntegration::Proxy(p)
+                                }
+                                Err(ProxyBuildError::MissingVariable(name)) => {
+                                    StageIntegration::Unresolved(format!(
+                                        "stage {:?} has no variable {name:?} used by {:?}",
+                                        stage.name, proxy.uri
+                                    ))
+                                }
+                                Err(ProxyBuildError::Authority(why)) => {
+                                    return Err(BuildError {
+                                        file: config.source.clone(),
+                                        line: route.line,
+                                        message: format!("stage {:?}: {why}", stage.name),
+                                    })
+                                }
+                            }
+                        }
+                        #[allow(unreachable_patterns)]
+                        _ => {
+                            return Err(BuildError {
+                                file: config.source.clone(),
+                                line: route.line,
+                                message: "integration kind not supported by this build".into(),
+                            })
+                        }
+                    };
+                    integrations.push(integration);
+                }
+                let cache = stage.cache.as_ref().filter(|c| c.enabled).map(|c| {
+                    Arc::new(StageCacheState {
+                        store: StageCache::new(c.capacity_bytes),
+                        settings: c.clone(),
+                    })
+                });
+                stages.push(Stage {
+                    name: stage.name.clone(),
+                    integrations,
+                    cache,
+                });
+            }
+            if api.hosts.is_empty() {
+                default_api = Some(ai);
+            }
+            for host in &api.hosts {
+                api_hosts.push((host.to_ascii_lowercase(), ai));
+            }
+            apis.push(Api {
+                name: api.name.clone(),
+                table: builder.build(),
+                unmatched: api.unmatched_route,
+                routes,
+                stages,
+            });
+        }
+
+        let mut domains = Vec::new();
+        let mut wildcard_domain = None;
+        for d in &config.domains {
+            let mut mappings = Vec::with_capacity(d.mappings.len());
+            for m in &d.mappings {
+                let api = apis.iter().position(|a| a.name == m.api);
+                let stage = api.and_then(|a| apis[a].stages.iter().position(|s| s.name == m.stage));
+                let (Some(api), Some(stage)) = (api, stage) else {
+                    return Err(BuildError {
+                        file: config.source.clone(),
+                        line: 0,
+                        message: format!(
+                            "domain {:?}: no stage {:?} in api {:?}",
+                            d.host, m.stage, m.api
+                        ),
+                    });
+                };
+                mappings.push(BasePath {
+                    path: m.base_path.trim_matches('/').to_string(),
+                    api,
+                    stage,
+                });
+            }
+            mappings.sort_by_key(|m| std::cmp::Reverse(m.path.len()));
+            let domain = Domain {
+                host: d.host.to_ascii_lowercase(),
+                mappings,
+            };
+            if domain.host == "*" {
+                wildcard_domain = Some(domain);
+            } else {
+                domains.push(domain);
+            }
+        }
+        Ok(Snapshot {
+            upstreams: Arc::new(registry),
+            apis,
+            domains,
+            wildcard_domain,
+            api_hosts,
+            default_api,
+        })
+    }
+
+    /// Routes some stage cannot serve (a stage variable their integration
+    /// uses is missing): each answers 500 until the variable is set.
+    pub fn problems(&self) -> impl Iterator<Item = (&str, &str, &str)> {
+        self.apis.iter().flat_map(|api| {
+            api.stages.iter().flat_map(move |stage| {
+                stage
+                    .integrations
+                    .iter()
+                    .zip(&api.routes)
+                    .filter_map(move |(i, r)| match i {
+                        StageIntegration::Unresolved(why) => {
+                            Some((api.name.as_str(), r.display.as_str(), why.as_str()))
+                        }
+                        _ => None,
+                    })
+            })
+        })
+    }
+
+    /// The cache of a stage, if it has one (for flushing and statistics).
+    pub fn stage_cache(&self, api: &str, stage: &str) -> Option<&StageCacheState> {
+        let api = self.apis.iter().find(|a| a.name == api)?;
+        api.stages
+            .iter()
+            .find(|s| s.name == stage)?
+            .cache
+            .as_deref()
+    }
+
+    /// The APIs, in configuration order.
+    pub fn apis(&self) -> impl Iterator<Item = &Api> {
+        self.apis.iter()
+    }
+
+    /// Finds the API, stage and remaining path for a request.
+    pub fn resolve<'s, 'p>(
+        &'s self,
+        host: Option<&[u8]>,
+        path: &'p str,
+    ) -> Result<Target<'s, 'p>, GatewayError> {
+        let host = host.map(strip_port).unwrap_or(b"");
+        if !self.domains.is_empty() || self.wildcard_domain.is_some() {
+            let domain = self
+                .domains
+                .iter()
+                .find(|d| d.host.as_bytes().eq_ignore_ascii_case(host))
+                .or(self.wildcard_domain.as_ref());
+            if let Some(domain) = domain {
+                return self.resolve_mapping(domain, path);
+            }
+        }
+        let api = self
+            .api_hosts
+            .iter()
+            .find(|(h, _)| h.as_bytes().eq_ignore_ascii_case(host))
+            .map(|&(_, a)| a)
+            .or(self.default_api)
+            .ok_or(GatewayError::Forbidden)?;
+        let api = &self.apis[api];
+        // "/{stage}/rest": the stage is the first segment.
+        let after = path.strip_prefix('/').ok_or(GatewayError::Forbidden)?;
+        let (stage_name, rest) = match crate::http::find_byte(after, b'/') {
+            Some(i) => (&after[..i], &after[i..]),
+            None => (after, "/"),
+        };
+        let stage = api
+            .stages
+            .iter()
+            .position(|s| s.name == stage_name)
+            .ok_or(GatewayError::Forbidden)?;
+        Ok(Target {
+            api,
+            stage,
+            path: rest,
+        })
+    }
+
+    fn resolve_mapping<'s, 'p>(
+        &'s self,
+        domain: &'s Domain,
+        path: &'p str,
+    ) -> Result<Target<'s, 'p>, GatewayError> {
+        let after = path.strip_prefix('/').unwrap_or(path);
+        for m in &domain.mappings {
+            let rest = if m.path.is_empty() {
+                Some(path)
+            } else if let Some(tail) = after.strip_prefix(m.path.as_str()) {
+                if tail.is_empty() {
+                    Some("/")
+                } else if tail.starts_with('/') {
+                    Some(tail)
+                } else {
+                    None
+                }
+            } else {
+                None
+            };
+            if let Some(rest) = rest {
+                return Ok(Target {
+                    api: &self.apis[m.api],
+                    stage: m.stage,
+                    path: rest,
+                });
+            }
+        }
+        Err(GatewayError::Forbidden)
+    }
+
+    /// Resolves and routes a request: what should answer it. Path
+    /// parameters are left in `params`.
+    pub fn dispatch<'s, 'p>(
+        &'s self,
+        method: &str,
+        host: Option<&[u8]>,
+        path: &'p str,
+        params: &mut Params<'s, 'p>,
+    ) -> Dispatch<'s> {
+        let target = match self.resolve(host, path) {
+            Ok(t) => t,
+            Err(e) => return Dispatch::Fail(e),
+        };
+        let api = target.api;
+        let route = Method::from_bytes(method.as_bytes()).and_then(|m| {
+            api.table.lookup(m, target.path, params).or_else(|| {
+                if m == Method::Head {
+                    params.clear();
+                    api.table.lookup(Method::Get, target.path, params)
+                } else {
+                    None
+                }
+            })
+        });
+        let Some(RouteId(route)) = route else {
+            return Dispatch::Fail(match api.unmatched {
+                UnmatchedRoute::MissingAuthenticationToken => {
+                    GatewayError::MissingAuthenticationToken
+                }
+                UnmatchedRoute::NotFound => GatewayError::NotFound,
+            });
+        };
+        match &api.stages[target.stage].integrations[route as usize] {
+            StageIntegration::Mock(m) => Dispatch::Mock(m),
+            StageIntegration::Proxy(p) => {
+                Dispatch::Proxy(p, api.stages[target.stage].cache.as_deref())
+            }
+            StageIntegration::Unresolved(_) => Dispatch::Fail(GatewayError::ApiConfiguration),
+        }
+    }
+}
+
+/// What answers a request.
+#[derive(Debug)]
+pub enum Dispatch<'s> {
+    /// A mock integration.
+    Mock(&'s MockResponse),
+    /// An `http_proxy` integration, with the stage's cache if it has one.
+    Proxy(&'s ProxyRoute, Option<&'s StageCacheState>),
+    /// A gateway error.
+    Fail(GatewayError),
+}
+
+impl MockResponse {
+    /// Writes the response into `out`; returns its status.
+    pub fn write(
+        &self,
+        params: &Params<'_, '_>,
+        ctx: &ResponseContext<'_>,
+        out: &mut Vec<u8>,
+        head_only: bool,
+    ) -> u16 {
+        out.extend_from_slice(&self.status_line);
+        write_common_headers(out, ctx.date, ctx.request_id, ctx.connection);
+        out.extend_from_slice(&self.headers);
+        if crate::http::response::status_has_no_body(self.status) {
+            out.extend_from_slice(b"\r\n");
+            return self.status;
+        }
+        let mut len = self.literal_len;
+        for piece in &self.body {
+            if let Piece::Param(i) = piece {
+                len += params.iter().nth(*i).map_or(0, |(_, v)| v.len());
+            }
+        }
+        write_content_length(out, len as u64);
+        out.extend_from_slice(b"\r\n");
+        if !head_only {
+            write_pieces(&self.body, params, out);
+        }
+        self.status
+    }
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("name", &self.name)
+            .field("routes", &self.routes)
+            .field("stages", &self.stages)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Api {
+    /// Stage names, in configuration order.
+    pub fn stage_names(&self) -> impl Iterator<Item = &str> {
+        self.stages.iter().map(|s| s.name.as_str())
+    }
+
+    /// Route keys as written (`GET /pets/{id}`, `$default`).
+    pub fn route_names(&self) -> impl Iterator<Item = &str> {
+        self.routes.iter().map(|r| r.display.as_str())
+    }
+}
+
+/// `example.com:8080` -> `example.com`; `[::1]:80` -> `[::1]`.
+fn strip_port(host: &[u8]) -> &[u8] {
+    if host.first() == Some(&b'[') {
+        if let Some(end) = host.iter().position(|&b| b == b']') {
+            return &host[..end + 1];
+        }
+    }
+    match host.iter().rposition(|&b| b == b':') {
+        Some(i) if host[i + 1..].iter().all(u8::is_ascii_digit) => &host[..i],
+        _ => host,
+    }
+}
+
+/// Parameter names of a template, in order (`{proxy+}` gives `proxy`).
+fn template_params(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| name.trim_end_matches('+').to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_ports() {
+        assert_eq!(strip_port(b"example.com:8080"), b"example.com");
+        assert_eq!(strip_port(b"example.com"), b"example.com");
+        assert_eq!(strip_port(b"[::1]:80"), b"[::1]");
+        assert_eq!(strip_port(b"[::1]"), b"[::1]");
+    }
+
+    #[test]
+    fn template_param_order() {
+        assert_eq!(template_params("/a/{x}/b/{rest+}"), ["x", "rest"]);
+    }
+}

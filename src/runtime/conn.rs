@@ -1,0 +1,350 @@
+//! The client connection: its stream, its reaper slot and its reused
+//! buffers, with every read and write under the connection's deadlines.
+//!
+//! [`ClientConn`] is what a worker hands the service for each accepted
+//! connection. It is generic over the stream (monoio's completion-based
+//! [`AsyncReadRent`] + [`AsyncWriteRent`]), so a TLS stream can be served by
+//! the same code as a plain TCP one; the reaper only needs the socket's fd,
+//! taken before any wrapping.
+//!
+//! It comes in two parts so that a request head parsed from the read buffer
+//! (which borrows it) can stay alive while the connection reads and writes:
+//! [`ClientIo`] owns the stream and the slot and does the I/O; the buffers
+//! are separate fields, lent to `ClientIo`'s methods one at a time.
+//!
+//! - `rbuf` ([`ReadBuf`]) holds incoming bytes: it starts at
+//!   [`INITIAL_READ`] and grows only for a head that needs it, up to
+//!   [`ConnLimits::max_read_buffer`].
+//! - `wbuf` collects responses; [`ClientIo::flush`] writes it out.
+//! - `scratch` receives body bytes that do not fit in `rbuf`
+//!   ([`ClientIo::read_body`], [`SCRATCH`] bytes a read).
+//!
+//! Timeouts, enforced by the worker's reaper with one-second granularity:
+//! waiting for the first byte of a request, `keepalive_timeout`
+//! (`header_read_timeout` for the first request); once part of a head has
+//! arrived, the whole head by `header_read_timeout` (slowloris); each body
+//! read, `header_read_timeout`; each write the client does not drain,
+//! `keepalive_timeout`. On drain, a connection idle between requests is
+//! closed at once.
+
+#![forbid(unsafe_code)]
+
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+
+use super::contain::RequestTrace;
+use super::reaper::Wait;
+use super::worker::Worker;
+
+/// Initial read buffer; grows (rarely) up to the head limits.
+pub const INITIAL_READ: usize = 4096;
+/// Initial write buffer.
+const INITIAL_WRITE: usize = 4096;
+/// Body bytes read per call when a body does not fit in the read buffer.
+pub const SCRATCH: usize = 16 * 1024;
+/// Lingering close: how long, and how many bytes, the client's unread input
+/// is read and discarded (see [`ClientIo::linger`]).
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// The limits a worker applies to every client connection.
+#[derive(Clone, Debug)]
+pub struct ConnLimits {
+    /// Time allowed for a request head, and for each body read.
+    pub header_read_timeout: Duration,
+    /// Idle time allowed between requests, and for each write.
+    pub keepalive_timeout: Duration,
+    /// Most open connections per worker.
+    pub max_connections: usize,
+    /// Largest the read buffer may grow to: the longest head allowed.
+    pub max_read_buffer: usize,
+}
+
+/// A client connection (see the module docs).
+pub struct ClientConn<S> {
+    /// The stream and its deadlines.
+    pub io: ClientIo<S>,
+    /// Incoming bytes.
+    pub rbuf: ReadBuf,
+    /// Outgoing responses.
+    pub wbuf: Vec<u8>,
+    /// Body bytes beyond `rbuf`.
+    pub scratch: Vec<u8>,
+}
+
+/// The read buffer: bytes from the client, of which `start..` are not yet
+/// consumed.
+#[derive(Debug)]
+pub struct ReadBuf {
+    /// The bytes read.
+    pub buf: Vec<u8>,
+    /// Start of unconsumed bytes.
+    pub start: usize,
+}
+
+impl ReadBuf {
+    /// The unconsumed bytes.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Whether every byte read has been consumed.
+    pub fn is_drained(&self) -> bool {
+        self.start == self.buf.len()
+    }
+
+    /// Marks `n` more bytes consumed; forgets everything once all are.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.buf.len());
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Replaces the contents with `bytes` (the start of the next request,
+    /// read past a body into the scratch buffer).
+    pub fn replace_with(&mut self, bytes: &[u8]) {
+        self.buf.clear();
+        self.start = 0;
+        self.buf.extend_from_slice(bytes);
+    }
+}
+
+/// What [`ClientIo::fill`] produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fill {
+    /// More bytes are in the buffer.
+    Data,
+    /// The client closed, failed, or stayed idle past its timeout.
+    Closed,
+    /// A partial head did not complete within `header_read_timeout`.
+    HeadTimeout,
+}
+
+/// Why no body bytes came from the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientStop {
+    /// It closed the connection, or it failed.
+    Gone,
+    /// Nothing arrived within the body read timeout.
+    TimedOut,
+}
+
+/// A connection's registration with the worker's reaper; unregisters when
+/// dropped. [`ClientIo`] declares it before the stream, so it drops first:
+/// the fd in a live slot is always the connection's open socket.
+struct Slot {
+    worker: Rc<Worker>,
+    index: u32,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.worker.reaper.unregister(self.index);
+    }
+}
+
+/// The stream of a client connection, with its reaper slot: reads and
+/// writes under the connection's deadlines.
+pub struct ClientIo<S> {
+    // Field order matters: the slot unregisters before the stream closes.
+    slot: Slot,
+    stream: S,
+    /// Set once part of a head has arrived and more must be read.
+    head_deadline: Option<u64>,
+    /// Requests answered on this connection.
+    served: u64,
+    /// The request being served, for the log line of a contained panic.
+    trace: Rc<RequestTrace>,
+}
+
+impl<S: AsyncReadRent + AsyncWriteRent> ClientConn<S> {
+    /// Wraps an accepted stream whose socket is `fd`, registering it with
+    /// `worker`'s reaper.
+    pub fn new(stream: S, fd: RawFd, worker: Rc<Worker>, trace: Rc<RequestTrace>) -> Self {
+        let index = worker.reaper.register(fd);
+        ClientConn {
+            io: ClientIo {
+                slot: Slot { worker, index },
+                stream,
+                head_deadline: None,
+                served: 0,
+                trace,
+            },
+            rbuf: ReadBuf {
+                buf: Vec::with_capacity(INITIAL_READ),
+                start: 0,
+            },
+            wbuf: Vec::with_capacity(INITIAL_WRITE),
+            scratch: Vec::new(),
+        }
+    }
+}
+
+impl<S: AsyncReadRent + AsyncWriteRent> ClientIo<S> {
+    /// The worker serving this connection.
+    #[inline]
+    pub fn worker(&self) -> &Worker {
+        &self.slot.worker
+    }
+
+    /// Records the id of the request now being served (for a panic's log
+    /// line) and counts it.
+    #[inline]
+    pub fn start_request(&mut self, id: &[u8]) {
+        self.head_deadline = None;
+        self.served += 1;
+        self.trace.note(id);
+    }
+
+    /// Whether this connection has answered a request before.
+    pub fn served(&self) -> u64 {
+        self.served
+    }
+
+    /// Reads more bytes into `rbuf` after what is there. `idle`: nothing of
+    /// the next request has arrived yet (the keep-alive timeout applies, and
+    /// a drain closes the connection), else the head timeout.
+    pub async fn fill(&mut self, rbuf: &mut ReadBuf, idle: bool) -> Fill {
+        let limits = &self.slot.worker.limits;
+        // Move the unconsumed tail to the front.
+        if rbuf.start > 0 {
+            rbuf.buf.copy_within(rbuf.start.., 0);
+            rbuf.buf.truncate(rbuf.buf.len() - rbuf.start);
+            rbuf.start = 0;
+        }
+        if rbuf.buf.len() == rbuf.buf.capacity() {
+            // The head parser refuses heads over the limits before the
+            // buffer could grow past them, so this growth is bounded.
+            let grow = rbuf
+                .buf
+                .capacity()
+                .min(limits.max_read_buffer.saturating_sub(rbuf.buf.capacity()));
+            if grow == 0 {
+                return Fill::Closed;
+            }
+            rbuf.buf.reserve_exact(grow);
+        }
+        let reaper = &self.slot.worker.reaper;
+        let (deadline, wait) = if idle {
+            let timeout = if self.served == 0 {
+                limits.header_read_timeout
+            } else {
+                limits.keepalive_timeout
+            };
+            (reaper.deadline(timeout), Wait::Idle)
+        } else {
+            let d = *self
+                .head_deadline
+                .get_or_insert_with(|| reaper.deadline(limits.header_read_timeout));
+            (d, Wait::Read)
+        };
+        let buf = std::mem::take(&mut rbuf.buf);
+        let len = buf.len();
+        let cap = buf.capacity();
+        reaper.arm(self.slot.index, deadline, wait);
+        let (res, slice) = self.stream.read(buf.slice_mut(len..cap)).await;
+        let expired = reaper.disarm(self.slot.index);
+        rbuf.buf = slice.into_inner();
+        match res {
+            Ok(0) | Err(_) if expired && !idle => Fill::HeadTimeout,
+            Ok(0) | Err(_) => Fill::Closed,
+            Ok(_) if expired => Fill::Closed,
+            Ok(_) => Fill::Data,
+        }
+    }
+
+    /// Reads client bytes into `scratch` (replacing its contents) under the
+    /// body read timeout; returns how many arrived.
+    pub async fn read_body(&mut self, scratch: &mut Vec<u8>) -> Result<usize, ClientStop> {
+        let w = &self.slot.worker;
+        let mut buf = std::mem::take(scratch);
+        buf.clear();
+        if buf.capacity() < SCRATCH {
+            buf.reserve_exact(SCRATCH);
+        }
+        w.reaper.arm(
+            self.slot.index,
+            w.reaper.deadline(w.limits.header_read_timeout),
+            Wait::Read,
+        );
+        let (res, buf) = self.stream.read(buf).await;
+        let expired = w.reaper.disarm(self.slot.index);
+        *scratch = buf;
+        match res {
+            Ok(n) if n > 0 && !expired => Ok(n),
+            _ if expired => Err(ClientStop::TimedOut),
+            _ => Err(ClientStop::Gone),
+        }
+    }
+
+    /// Writes out `wbuf` (leaving it empty) under the write timeout. False:
+    /// the connection failed.
+    pub async fn flush(&mut self, wbuf: &mut Vec<u8>) -> bool {
+        if wbuf.is_empty() {
+            return true;
+        }
+        let (ok, mut buf) = self.write(std::mem::take(wbuf)).await;
+        buf.clear();
+        *wbuf = buf;
+        ok
+    }
+
+    /// Writes all of `buf` (shared bytes, a slice of another buffer) under
+    /// the write timeout and hands it back. False: the connection failed.
+    pub async fn write<B: IoBuf>(&mut self, buf: B) -> (bool, B) {
+        let w = &self.slot.worker;
+        w.reaper.arm(
+            self.slot.index,
+            w.reaper.deadline(w.limits.keepalive_timeout),
+            Wait::Write,
+        );
+        let (res, buf) = self.stream.write_all(buf).await;
+        let expired = w.reaper.disarm(self.slot.index);
+        (res.is_ok() && !expired, buf)
+    }
+
+    /// Closes lingering, as nginx's `lingering_close` does: after an error
+    /// answered before the client's request was read whole, closing at once
+    /// with its bytes unread makes the kernel send a reset, which can
+    /// destroy the response before the client has read it. So: shut down
+    /// the write side (the client sees the end of the response), then read
+    /// and discard for at most [`LINGER_TIME`] and [`LINGER_BYTES`], until
+    /// the client closes.
+    pub async fn linger(&mut self, scratch: &mut Vec<u8>) {
+        if self.stream.shutdown().await.is_err() {
+            return;
+        }
+        let w = &self.slot.worker;
+        let deadline = w.reaper.deadline(LINGER_TIME);
+        let mut discarded = 0;
+        while discarded < LINGER_BYTES {
+            let mut buf = std::mem::take(scratch);
+            buf.clear();
+            if buf.capacity() < SCRATCH {
+                buf.reserve_exact(SCRATCH);
+            }
+            w.reaper.arm(self.slot.index, deadline, Wait::Read);
+            let (res, buf) = self.stream.read(buf).await;
+            let expired = w.reaper.disarm(self.slot.index);
+            *scratch = buf;
+            match res {
+                Ok(n) if n > 0 && !expired => discarded += n,
+                _ => return,
+            }
+        }
+    }
+
+    /// The stream, out of the reaper's hands (for a protocol switch, whose
+    /// tunnel keeps its own idle timeout).
+    pub fn into_stream(self) -> S {
+        let ClientIo { slot, stream, .. } = self;
+        drop(slot);
+        stream
+    }
+}
