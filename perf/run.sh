@@ -353,12 +353,21 @@ render() { # render TEMPLATE OUT KEY=VALUE...
 }
 
 start_server_nginx() {
-    local port=$1 dir workers=1
+    local port=$1 dir workers=1 cache
     dir=$(mktemp -d "$WORK/nginx.XXXX")
     chmod 755 "$dir"
     [[ $MODE == wide ]] && workers=auto
+    # cache: a fresh cache directory per run (a cold cache), on tmpfs when
+    # nginx_cache_setup made NGINX_CACHE_ROOT; removed when nginx stops.
+    cache=$dir/cache
+    if [[ $SCENARIO == cache && -n $NGINX_CACHE_ROOT ]]; then
+        SERVER_CACHE_DIR=$(mktemp -d "$NGINX_CACHE_ROOT/nginx.XXXX")
+        chmod 755 "$SERVER_CACHE_DIR" # nginx's workers (nobody under root) write below
+        cache=$SERVER_CACHE_DIR/cache
+    fi
     render "$PERF_DIR/nginx-$SCENARIO.conf.in" "$dir/nginx.conf" \
-        PORT="$port" WORKERS="$workers" TMP="$dir" ORIGIN_PORT="${ORIGIN_PORT:-0}"
+        PORT="$port" WORKERS="$workers" TMP="$dir" ORIGIN_PORT="${ORIGIN_PORT:-0}" \
+        CACHE="$cache" NOFILE="$NGINX_NOFILE" OFC_MAX="$NGINX_OFC_MAX"
     "$NGINX" -t -q -p "$dir" -c "$dir/nginx.conf" >"$dir/configtest.log" 2>&1 ||
         { cat "$dir/configtest.log" >&2; die "nginx config test failed"; }
     SERVER_LOG=$dir/stdout.log
@@ -492,6 +501,21 @@ stop_server() { # stop_server PID
     STARTED_PIDS=(${left[@]+"${left[@]}"})
 }
 
+# cache: nginx's proxy_cache directory root on tmpfs (nginx_cache_setup):
+# a private /dev/shm/ringgate-perf-cache.XXXXXX made by this run, or "".
+NGINX_CACHE_ROOT="" SERVER_CACHE_DIR=""
+SHM_PREFIX=/dev/shm/ringgate-perf-cache.
+# remove_shm_dir DIR: rm -rf DIR, only if it is NGINX_CACHE_ROOT (made by
+# mktemp in this run) or below it; nothing else in /dev/shm is touched.
+remove_shm_dir() {
+    local d=$1
+    [[ -n $d && -n $NGINX_CACHE_ROOT && $NGINX_CACHE_ROOT == "$SHM_PREFIX"?????? ]] || return 0
+    [[ $d == "$NGINX_CACHE_ROOT" || $d == "$NGINX_CACHE_ROOT"/nginx.* ]] || return 0
+    [[ $d != *..* ]] || return 0
+    rm -rf --one-file-system -- "$d" 2>/dev/null || true
+    [[ ! -e $d ]] || log "WARNING: could not remove $d"
+}
+
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ringgate-perf.XXXXXX")
 chmod 755 "$WORK"
 cleanup() {
@@ -499,6 +523,12 @@ cleanup() {
     for pid in ${STARTED_PIDS[@]+"${STARTED_PIDS[@]}"}; do stop_server "$pid"; done
     if declare -F "scenario_teardown_$SCENARIO" >/dev/null; then
         "scenario_teardown_$SCENARIO" || true
+    fi
+    # The tmpfs cache holds only cache files (RAM): removed on every exit,
+    # after the servers writing to it are stopped.
+    if [[ -n $NGINX_CACHE_ROOT ]]; then
+        remove_shm_dir "$NGINX_CACHE_ROOT"
+        [[ -e $NGINX_CACHE_ROOT ]] || NGINX_CACHE_ROOT=""
     fi
     if ((rc == 0)); then
         rm -rf "$WORK"
@@ -508,6 +538,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+trap 'exit 129' HUP
 
 # --------------------------------------------------------------------------
 # Network helpers (loopback only).
@@ -617,7 +648,53 @@ scenario_setup_proxy() {
     log "origin: PID $ORIGIN_PID on 127.0.0.1:$ORIGIN_PORT, $workers worker(s)${LOAD_AFFINITY[*]:+, ${LOAD_AFFINITY[*]}}"
 }
 
-scenario_setup_cache() { scenario_setup_proxy; }
+scenario_setup_cache() {
+    scenario_setup_proxy
+    if [[ " ${SERVERS[*]} " == *" nginx "* ]]; then nginx_cache_setup; fi
+}
+
+# nginx_cache_setup (cache, with nginx): nginx is tuned as a RAM cache, so
+# its proxy_cache files go to tmpfs: NGINX_CACHE_ROOT, a private directory
+# made here under /dev/shm (each nginx run gets a fresh nginx.XXXX below it,
+# removed when that nginx stops; cleanup removes the root on every exit).
+# If /dev/shm is missing, not tmpfs, short of space or not writable, the
+# cache stays in the run's temp dir and NGINX_CACHE_WARN says why (header).
+# Also sizes open_file_cache to the open-file limit: NGINX_NOFILE (nginx's
+# worker_rlimit_nofile: the hard limit, at most 65536) less the client,
+# upstream and other descriptors, at most 20000 (NGINX_OFC_MAX).
+NGINX_CACHE_WARN="" NGINX_NOFILE=1024 NGINX_OFC_MAX=20000 NGINX_OFC_WARN=""
+SHM_NEED_MIB=128 # 10,000 entries take ~40 MiB of tmpfs pages
+nginx_cache_setup() {
+    local fs="" avail=0 hard
+    if [[ -d /dev/shm ]]; then
+        fs=$(stat -f -c %T /dev/shm 2>/dev/null || true)
+        avail=$(df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 { print int($4 / 1024) }' || true)
+        [[ $avail =~ ^[0-9]+$ ]] || avail=0
+    fi
+    if [[ ! -d /dev/shm ]]; then
+        NGINX_CACHE_WARN="/dev/shm is missing"
+    elif [[ $fs != tmpfs ]]; then
+        NGINX_CACHE_WARN="/dev/shm is not tmpfs (${fs:-unknown})"
+    elif ((avail < SHM_NEED_MIB)); then
+        NGINX_CACHE_WARN="/dev/shm has only $avail MiB free (need $SHM_NEED_MIB)"
+    elif ! NGINX_CACHE_ROOT=$(mktemp -d "${SHM_PREFIX}XXXXXX" 2>/dev/null); then
+        NGINX_CACHE_ROOT=""
+        NGINX_CACHE_WARN="could not create a directory in /dev/shm"
+    else
+        chmod 755 "$NGINX_CACHE_ROOT"
+        log "nginx cache on tmpfs: $NGINX_CACHE_ROOT ($avail MiB free)"
+    fi
+    hard=$(ulimit -Hn)
+    [[ $hard == unlimited ]] && hard=1048576
+    NGINX_NOFILE=$((hard < 65536 ? hard : 65536))
+    NGINX_OFC_MAX=$((NGINX_NOFILE - CONNECTIONS - 512 - 64))
+    ((NGINX_OFC_MAX <= 20000)) || NGINX_OFC_MAX=20000
+    ((NGINX_OFC_MAX >= 16)) || NGINX_OFC_MAX=16
+    if ((NGINX_OFC_MAX < ZIPF_N)); then
+        NGINX_OFC_WARN="open-file limit $NGINX_NOFILE: nginx's open_file_cache holds $NGINX_OFC_MAX descriptors, fewer than the $ZIPF_N zipf cache files (the rest are opened per hit)"
+    fi
+    return 0
+}
 
 # start_origin_nginx: the neutral origin (--origin nginx): a separate nginx
 # instance from perf/nginx-origin.conf.in with its own prefix, pid file and
@@ -785,9 +862,19 @@ if [[ $SCENARIO == cache ]]; then
     say "  hot:    GET /perf/items/1 only (the check fills it; warm-up and run are hits)"
     say "  zipf:   GET /perf/items/{1..$ZIPF_N}, Zipf(s=$ZIPF_S), seed $ZIPF_SEED (perf/zipf.lua); all $ZIPF_N URLs walked once with curl before the warm-up"
     say "  caches: ringgate stage cache 256MiB, ttl 3600s, key path.id, status_header = false;"
-    say "          nginx proxy_cache (files in the run's temp dir), key \$uri, valid 200 1h;"
+    if [[ " ${SERVERS[*]} " == *" nginx "* ]]; then
+        if [[ -n $NGINX_CACHE_ROOT ]]; then
+            say "          nginx proxy_cache on tmpfs ($NGINX_CACHE_ROOT, a fresh dir per run), key \$uri, valid 200 1h,"
+        else
+            say "          nginx proxy_cache in the run's temp dir ($(stat -f -c %T "$WORK" 2>/dev/null || echo unknown)), key \$uri, valid 200 1h,"
+        fi
+        say "          open_file_cache max=$NGINX_OFC_MAX (worker_rlimit_nofile $NGINX_NOFILE), sendfile + tcp_nopush, access_log off;"
+    fi
     say "          varnish malloc,256M, hash on URL, beresp.ttl = 1h, cookies ignored"
     ((WITH_MOCK)) && say "  ringgate-mock: the mock scenario's ringgate config, GET /perf/hello (13-byte body; cache bodies are 1024 bytes)"
+    [[ -n $NGINX_CACHE_WARN ]] &&
+        say "WARNING:  $NGINX_CACHE_WARN: nginx's proxy_cache files are in the run's temp dir ($WORK), not on tmpfs"
+    [[ -n $NGINX_OFC_WARN ]] && say "WARNING:  $NGINX_OFC_WARN"
 fi
 for s in "${SERVERS[@]}"; do
     case $s in
@@ -842,7 +929,7 @@ run_one() { # run_one ROUND WORKLOAD SERVER
     port=$(free_port)
     base="http://127.0.0.1:$port"
     url="$base$path"
-    SERVER_PID=""
+    SERVER_PID="" SERVER_CACHE_DIR=""
     "start_server_$s" "$port"
     pid=$SERVER_PID
     STARTED_PIDS+=("$pid")
@@ -886,6 +973,8 @@ run_one() { # run_one ROUND WORKLOAD SERVER
         origin_count; c1=$ORIGIN_COUNT
     fi
     stop_server "$pid"
+    # nginx's tmpfs cache of this run (RAM): not needed once nginx is gone.
+    [[ -n $SERVER_CACHE_DIR ]] && remove_shm_dir "$SERVER_CACHE_DIR"
 
     check_wrk_errors "$out.run" "$s ($wl, round $round)"
     read -r rps req p99 non2xx serr < <(parse_wrk "$out.run")
