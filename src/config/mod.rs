@@ -779,6 +779,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Parses a size in bytes: plain digits, or digits and a unit `B`, `KiB`,
 /// `MiB`, `GiB` or `TiB` (`"100B"`, `"512KiB"`, `"10MiB"`). `None` if
 /// malformed or too large for a `u64`.
+///
+/// Hand-written on purpose: the size-parsing crates (parse-size, bytesize,
+/// humanize-rs, bytefmt) all also take decimal `MB`, most of them in any
+/// case, and a `10MB` meaning 10,000,000 where the rest of the file means
+/// 10 MiB is the surprise this format refuses (see `body_size`'s fix).
 pub fn parse_size(s: &str) -> Option<u64> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     if split == 0 {
