@@ -1,13 +1,30 @@
-//! The stage cache end to end (SPEC §5): ringgate in front of
-//! `ringgate-origin`, whose `/count` tells how many requests reached it and
-//! whose `x-origin-request` header numbers each response, so a replayed
-//! entry shows which backend response it is.
+//! The stage cache end to end: ringgate, modelled on API Gateway's stage
+//! cache, in front of `ringgate-origin`, whose `/count` tells how many
+//! requests reached it and whose `x-origin-request` header numbers each
+//! response, so a replayed entry shows which backend response it is.
 //!
-//! Not tested because `src/runtime/cached.rs` lists them as not yet
-//! implemented: `respect_origin_cache_control`, caching chunked or
-//! close-delimited responses, the admin flush endpoint. The running
-//! [`ringgate::runtime::Server`] does not expose its snapshot, so flush and
-//! the counters are tested on a [`Snapshot`] built here, at the store level.
+//! Covered: hit after miss with `Age`, TTL expiry, TTL 0 and the route
+//! override, POST (cached only with an override), the 1 MiB size cap,
+//! chunked responses up to 1 MiB (stored decoded, replayed with a
+//! `Content-Length`), key parameters, HEAD from the GET entry,
+//! `Cache-Control: max-age=0` with and without authorization, stampedes
+//! (one origin request, also across two workers), `stale_if_error`,
+//! `cache_statuses`, a small cache under churn, and cut-off responses, which
+//! are never stored: a body shorter than its `Content-Length`, a chunked
+//! body without its last chunk, a backend reset, a client leaving mid-body,
+//! a cut-off refresh, and the waiters on a cut-off fetch.
+//!
+//! Not covered here:
+//! - `respect_origin_cache_control`: implemented, and its rules are unit
+//!   tested on response heads in `src/runtime/cached.rs`
+//!   (`origin_freshness_follows_shared_cache_rules`), but `ringgate-origin`
+//!   cannot send `Cache-Control` or `Vary`, so there is no end-to-end test.
+//! - Close-delimited responses: not cached (they stream through, as
+//!   `src/runtime/cached.rs` says); no test here asserts it.
+//! - The admin flush endpoint: not implemented (no admin socket yet).
+//!   Flush and the counters are tested at the store level, on a
+//!   [`Snapshot`] built here, since [`TestServer`] does not hand out the
+//!   running server's (`ringgate::runtime::Server::snapshot`).
 
 mod support;
 

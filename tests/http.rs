@@ -1,7 +1,8 @@
 //! HTTP/1.1 behaviour of the gateway seen from a raw socket: keep-alive,
-//! pipelining, HEAD, 100-continue, chunked bodies, HTTP/1.0, framing
-//! refusals, limits, the slowloris timeout, common headers, curl, and stage
-//! variables.
+//! pipelining, HEAD, 100-continue, chunked bodies, HTTP/1.0, two workers and
+//! the epoll driver, framing refusals, limits, the slowloris timeout, common
+//! headers, curl, stage variables, and the lingering close that keeps an
+//! early error response from being destroyed by a reset.
 
 mod support;
 

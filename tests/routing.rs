@@ -1,6 +1,7 @@
-//! Route selection end to end: the HTTP API precedence table (SPEC §7.2),
-//! REST precedence with backtracking (§7.1), custom-domain base paths with
-//! longest-prefix matching (§7.3), unmatched-route answers, and HEAD.
+//! Route selection end to end, by API Gateway's rules: HTTP API precedence
+//! (the routing example from API Gateway's HTTP API documentation, and what
+//! its rules imply), REST precedence with backtracking, custom-domain base
+//! paths with longest-prefix matching, unmatched-route answers, and HEAD.
 
 mod support;
 
@@ -28,7 +29,7 @@ fn route(key: &str, params: &str) -> String {
     route_with_body(key, &format!("{label}{params}"))
 }
 
-// --- SPEC §7.2: HTTP API precedence ------------------------------------------
+// --- HTTP API precedence ------------------------------------------------------
 
 fn http_api_server() -> TestServer {
     let mut toml = format!(
@@ -47,11 +48,12 @@ fn http_api_precedence_table() {
     let srv = http_api_server();
     let mut c = srv.client();
     let table = [
+        // The routing example in API Gateway's HTTP API documentation:
         ("GET", "/s/pets/dog/1", "GET /pets/dog/1"),
         ("GET", "/s/pets/dog/2", "GET /pets/dog/<id>|id=2"),
         ("GET", "/s/pets/cat/1", "GET /pets/<proxy+>|proxy=cat/1"),
         ("POST", "/s/test/5", "ANY /<proxy+>|proxy=test/5"),
-        // Not in the table, but implied by it:
+        // Not in that example, but implied by its rules:
         ("POST", "/s/pets/dog/1", "ANY /<proxy+>|proxy=pets/dog/1"),
         ("GET", "/s/pets/dog/2/", "GET /pets/dog/<id>|id=2"),
         ("GET", "/s/pets/dog/2?x=1", "GET /pets/dog/<id>|id=2"),
@@ -87,7 +89,7 @@ fn http_api_without_fallback_answers_404() {
     assert_eq!(c.get("/s/pets/dog/1").text(), "GET /pets/dog/1");
 }
 
-// --- SPEC §7.1: REST precedence -----------------------------------------------
+// --- REST API precedence ------------------------------------------------------
 
 fn rest_server() -> TestServer {
     let mut toml = format!("{SERVER}[[api]]\nname = \"rest\"\n  [[api.stage]]\n  name = \"v1\"\n");
@@ -205,7 +207,7 @@ fn head_to_unmatched_route_gets_error_headers_only() {
     );
 }
 
-// --- SPEC §7.3: custom domains -------------------------------------------------
+// --- custom domains and base path mappings -----------------------------------
 
 fn domain_server() -> TestServer {
     let mut toml = SERVER.to_string();

@@ -81,10 +81,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use clap::Parser;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::{TcpListener, TcpStream};
+use sha1::{Digest, Sha1};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -780,86 +783,19 @@ fn reason(code: u16) -> &'static str {
     ringgate::http::response::reason(code)
 }
 
-fn sha1(data: &[u8]) -> [u8; 20] {
-    let mut h: [u32; 5] = [
-        0x6745_2301,
-        0xEFCD_AB89,
-        0x98BA_DCFE,
-        0x1032_5476,
-        0xC3D2_E1F0,
-    ];
-    let mut msg = data.to_vec();
-    msg.push(0x80);
-    while msg.len() % 64 != 56 {
-        msg.push(0);
-    }
-    msg.extend_from_slice(&((data.len() as u64).wrapping_mul(8)).to_be_bytes());
-    for block in msg.chunks_exact(64) {
-        let mut w = [0u32; 80];
-        for (wi, c) in w.iter_mut().zip(block.chunks_exact(4)) {
-            *wi = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
-        }
-        for i in 16..80 {
-            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
-        }
-        let [mut a, mut b, mut c, mut d, mut e] = h;
-        for (i, wi) in w.iter().enumerate() {
-            let (f, k) = match i {
-                0..=19 => ((b & c) | (!b & d), 0x5A82_7999),
-                20..=39 => (b ^ c ^ d, 0x6ED9_EBA1),
-                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC),
-                _ => (b ^ c ^ d, 0xCA62_C1D6),
-            };
-            let t = a
-                .rotate_left(5)
-                .wrapping_add(f)
-                .wrapping_add(e)
-                .wrapping_add(k)
-                .wrapping_add(*wi);
-            e = d;
-            d = c;
-            c = b.rotate_left(30);
-            b = a;
-            a = t;
-        }
-        for (hv, v) in h.iter_mut().zip([a, b, c, d, e]) {
-            *hv = hv.wrapping_add(v);
-        }
-    }
-    let mut out = [0u8; 20];
-    for (o, v) in out.chunks_exact_mut(4).zip(h) {
-        o.copy_from_slice(&v.to_be_bytes());
-    }
-    out
-}
-
-/// Standard base64 with padding; `out.len()` must be `4 * ceil(data.len() / 3)`.
-fn base64(data: &[u8], out: &mut [u8]) {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for (c, o) in data.chunks(3).zip(out.chunks_mut(4)) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        o[0] = A[(n >> 18) as usize & 63];
-        o[1] = A[(n >> 12) as usize & 63];
-        o[2] = if c.len() > 1 {
-            A[(n >> 6) as usize & 63]
-        } else {
-            b'='
-        };
-        o[3] = if c.len() > 2 {
-            A[n as usize & 63]
-        } else {
-            b'='
-        };
-    }
-}
-
+/// `Sec-WebSocket-Accept` for `key` (RFC 6455 §4.2.2): base64 of the SHA-1 of
+/// the key followed by the GUID. Hashed in place, encoded into a fixed array:
+/// no allocation.
 fn ws_accept_key(key: &[u8]) -> [u8; 28] {
-    let mut k = key.to_vec();
-    k.extend_from_slice(WS_GUID);
+    let digest = Sha1::new()
+        .chain_update(key)
+        .chain_update(WS_GUID)
+        .finalize();
     let mut out = [0u8; 28];
-    base64(&sha1(&k), &mut out);
+    let n = STANDARD
+        .encode_slice(digest, &mut out)
+        .expect("base64 of 20 bytes is 28 bytes");
+    debug_assert_eq!(n, out.len());
     out
 }
 
@@ -1518,4 +1454,16 @@ fn fmt_u64(b: &mut [u8; 20], mut n: u64) -> &[u8] {
         }
     }
     &b[i..]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ws_accept_key_matches_the_rfc_6455_example() {
+        // RFC 6455 §1.3.
+        assert_eq!(
+            &super::ws_accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
 }

@@ -273,21 +273,82 @@ fn missing_sections_take_defaults() {
 
 #[test]
 fn durations_and_sizes() {
-    assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-    assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
-    assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-    assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-    for s in [
-        "",
-        "10",
-        "s",
-        "1.5s",
-        "10 s",
-        "-1s",
-        "10sec",
-        "99999999999999999999h",
+    let ms = Duration::from_millis;
+    let secs = Duration::from_secs;
+    for (s, d) in [
+        ("500ms", ms(500)),
+        ("10s", secs(10)),
+        ("2m", secs(120)),
+        ("1h", secs(3600)),
+        ("0s", Duration::ZERO),
+        ("0ms", Duration::ZERO),
+        // humantime's forms: compound, spaced, spelled out, fractional.
+        ("1m30s", secs(90)),
+        ("1h 30m", secs(5400)),
+        ("250ms", ms(250)),
+        ("10 s", secs(10)),
+        ("60 sec", secs(60)),
+        ("60 seconds", secs(60)),
+        ("2 minutes", secs(120)),
+        ("1hour", secs(3600)),
+        ("1.5s", ms(1500)),
+        ("0.25s", ms(250)),
+        ("1000000ns", ms(1)),
+        (" 1s ", secs(1)),
+        // Parts add up in any order, even repeated.
+        ("1s 1m", secs(61)),
+        ("1h1h", secs(7200)),
+        // Fixed-length long units parse; the keys' ranges (at most 1h) then
+        // refuse them with the key, the line and the range.
+        ("2d", secs(2 * 86400)),
+        ("1w", secs(7 * 86400)),
+        // The largest humantime takes; the ranges refuse it too.
+        ("18446744073709551615s", secs(u64::MAX)),
     ] {
-        assert_eq!(parse_duration(s), None, "{s:?}");
+        assert_eq!(parse_duration(s), Ok(d), "{s:?}");
+    }
+    for (s, why) in [
+        ("", "it is empty"),
+        ("   ", "it is empty"),
+        ("10", "a number needs a unit"),
+        ("1.5", "a number needs a unit"),
+        ("1m 30", "a number needs a unit"),
+        ("0", "a number needs a unit (zero is \"0s\")"),
+        ("s", "expected a number at \"s\""),
+        ("-1s", "expected a number at \"-1s\""),
+        ("+1s", "expected a number at \"+1s\""),
+        ("sixty seconds", "expected a number at \"sixty seconds\""),
+        ("1_000ms", "unexpected \"_000ms\""),
+        ("1.s", "unexpected \".s\""),
+        ("10sex", "unknown unit \"sex\""),
+        ("10S", "unknown unit \"S\""),
+        ("1e3ms", "unknown unit \"e\""),
+        ("99999999999999999999h", "the number is too large"),
+        ("18446744073709551616s", "the number is too large"),
+        ("600000000000y", "the number is too large"),
+        // Refused here although humantime takes them.
+        (
+            "5M",
+            "\"M\" is a calendar unit with no fixed length (minutes are \"m\")",
+        ),
+        ("1 month", "\"month\" is a calendar unit"),
+        ("1y", "\"y\" is a calendar unit"),
+        ("2 years", "\"years\" is a calendar unit"),
+        ("1us", "it is finer than a millisecond"),
+        ("500ns", "it is finer than a millisecond"),
+        ("0.0005s", "it is finer than a millisecond"),
+        ("1.0001s", "it is finer than a millisecond"),
+        ("1 0s", "a space inside a number"),
+        ("1 000ms", "a space inside a number"),
+        ("1. 5s", "a space inside a number"),
+    ] {
+        match parse_duration(s) {
+            Ok(d) => panic!("{s:?} parsed as {d:?}"),
+            Err(e) => assert!(
+                e.starts_with(why),
+                "{s:?}: {e:?} does not start with {why:?}"
+            ),
+        }
     }
     assert_eq!(parse_size("100B"), Some(100));
     assert_eq!(parse_size("100"), Some(100));
@@ -357,14 +418,56 @@ fn unknown_keys_elsewhere() {
 
 #[test]
 fn bad_duration() {
-    let e = bad("[limits]\nkeepalive_timeout = \"60 sec\"\n");
+    let e = bad("[limits]\nkeepalive_timeout = \"sixty seconds\"\n");
     check(
         &e,
         2,
         "limits.keepalive_timeout",
-        "invalid duration \"60 sec\"",
+        "invalid duration \"sixty seconds\": expected a number at \"sixty seconds\"",
     );
     assert_eq!(e.column, 21);
+    assert!(e.fix.contains("\"1m30s\""), "{e}");
+    // A bare number, even 0, is refused: the message says a unit is needed.
+    for v in ["60", "0"] {
+        let e = bad(&format!("[limits]\nkeepalive_timeout = \"{v}\"\n"));
+        check(
+            &e,
+            2,
+            "limits.keepalive_timeout",
+            &format!("invalid duration \"{v}\": a number needs a unit"),
+        );
+    }
+    // "5M" is five months to humantime: refused before any range check.
+    let e = bad("[limits]\nkeepalive_timeout = \"5M\"\n");
+    check(
+        &e,
+        2,
+        "limits.keepalive_timeout",
+        "invalid duration \"5M\": \"M\" is a calendar unit with no fixed length (minutes are \"m\")",
+    );
+    // Sub-millisecond values are refused even where 0s is allowed.
+    let e = bad("[server]\ndrain_timeout = \"1us\"\n");
+    check(
+        &e,
+        2,
+        "server.drain_timeout",
+        "invalid duration \"1us\": it is finer than a millisecond",
+    );
+    // Days parse, and the key's range refuses them.
+    let e = bad("[limits]\nkeepalive_timeout = \"2d\"\n");
+    check(
+        &e,
+        2,
+        "limits.keepalive_timeout",
+        "between 1s and 1h, found 48h",
+    );
+    // humantime's compound and fractional forms are taken.
+    let c = ok(&format!(
+        "[server]\ndrain_timeout = \"1m30s\"\n[limits]\nkeepalive_timeout = \"1h 0m\"\nheader_read_timeout = \"2.5s\"\n{API}"
+    ));
+    assert_eq!(c.server.drain_timeout, Duration::from_secs(90));
+    assert_eq!(c.limits.keepalive_timeout, Duration::from_secs(3600));
+    assert_eq!(c.limits.header_read_timeout, Duration::from_millis(2500));
     let e = bad("[server]\ndrain_timeout = 10\n");
     check(&e, 2, "server.drain_timeout", "found integer 10");
     let e = bad("[limits]\nheader_read_timeout = \"50ms\"\n");

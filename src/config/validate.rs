@@ -124,12 +124,12 @@ fn duration(
 ) -> Result<Duration> {
     let span = v.span();
     let d = match v.get_ref() {
-        Value::String(s) => parse_duration(s).ok_or_else(|| {
+        Value::String(s) => parse_duration(s).map_err(|why| {
             src.error(
                 &span,
                 key,
-                format!("invalid duration {s:?}"),
-                "write a whole number followed by ms, s, m or h, e.g. \"500ms\", \"10s\", \"2m\", \"1h\"",
+                format!("invalid duration {s:?}: {why}"),
+                "write a number and a unit ms, s, m or h, parts adding up, e.g. \"500ms\", \"10s\", \"1m30s\", \"1h\"",
             )
         })?,
         other => {
