@@ -16,15 +16,15 @@
 //!
 //! Not covered here:
 //! - `respect_origin_cache_control`: implemented, and its rules are unit
-//!   tested on response heads in `src/runtime/cached.rs`
+//!   tested on response heads in `src/cache/policy.rs`
 //!   (`origin_freshness_follows_shared_cache_rules`), but `ringgate-origin`
 //!   cannot send `Cache-Control` or `Vary`, so there is no end-to-end test.
 //! - Close-delimited responses: not cached (they stream through, as
-//!   `src/runtime/cached.rs` says); no test here asserts it.
+//!   `src/gateway/cached.rs` says); no test here asserts it.
 //! - The admin flush endpoint: not implemented (no admin socket yet).
 //!   Flush and the counters are tested at the store level, on a
 //!   [`Snapshot`] built here, since [`TestServer`] does not hand out the
-//!   running server's (`ringgate::runtime::Server::snapshot`).
+//!   running server's (`ringgate::server::Server::snapshot`).
 
 mod support;
 
@@ -290,7 +290,7 @@ fn post_is_cached_only_with_an_override() {
     assert_eq!(o.count(), 4);
 }
 
-/// A cache hit must consume the request body. Observed (src/runtime/cached.rs,
+/// A cache hit must consume the request body. Observed (src/gateway/cached.rs,
 /// `write_hit` returns `consumed: 0`): the body stays in the read buffer and
 /// is parsed as the next request, so a body that is a request is executed.
 #[test]

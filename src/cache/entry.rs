@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 
-/// Largest response body the cache stores (SPEC §5.1: 1,048,576 bytes);
+/// Largest response body the cache stores (API Gateway's limit: 1,048,576 bytes);
 /// larger responses are served but not cached.
 pub const MAX_CACHEABLE_BODY: usize = 1_048_576;
 

@@ -117,7 +117,7 @@ impl Hasher for PassThroughHasher {
     }
 }
 
-/// Where a cache key parameter comes from (`cacheKeyParameters`, SPEC §5.2).
+/// Where a cache key parameter comes from (`cacheKeyParameters`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParamKind {
     /// `method.request.path.X`.

@@ -1,4 +1,4 @@
-//! # cache: the stage response cache (SPEC §5)
+//! # cache: the stage response cache
 //!
 //! Owns the in-memory response cache of a REST stage: cache keys, cached
 //! entries, the byte-bounded shared store, stampede control and the cache

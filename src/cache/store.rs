@@ -237,7 +237,7 @@ pub struct CacheStats {
 
 /// One stage's response cache, shared by all workers (`Arc<StageCache>`).
 ///
-/// Counting rule (SPEC §5.5): [`lookup`](Self::lookup) and
+/// Counting rule (as API Gateway counts CacheHitCount and CacheMissCount): [`lookup`](Self::lookup) and
 /// [`get_or_lead`](Self::get_or_lead) each count one hit (fresh entry) or
 /// one miss (anything else) per call, so call exactly one of them per
 /// request. A `Cache-Control: max-age=0` refresh skips both, calls
@@ -245,7 +245,7 @@ pub struct CacheStats {
 /// [`insert`](Self::insert). Methods with caching disabled touch nothing.
 ///
 /// Resizing (changing `cacheClusterSize`) builds a new `StageCache` and
-/// drops the old one, which empties it as in AWS (SPEC §5.1). Leaders still
+/// drops the old one, which empties it as in AWS. Leaders still
 /// holding the old cache finish harmlessly.
 pub struct StageCache {
     inner: Table,
@@ -420,7 +420,7 @@ impl StageCache {
         self.inner.clear();
     }
 
-    /// Counts a `Cache-Control: max-age=0` refresh: a miss (SPEC §5.5).
+    /// Counts a `Cache-Control: max-age=0` refresh: a miss, as API Gateway counts it.
     pub fn count_refresh(&self) {
         self.counters.misses.fetch_add(1, Relaxed);
     }

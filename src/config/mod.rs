@@ -121,7 +121,7 @@
 //!
 //! # Stage cache
 //!
-//! API Gateway's stage cache (SPEC §5). `[api.stage.cache]` turns caching
+//! API Gateway's stage cache. `[api.stage.cache]` turns caching
 //! on for a stage ([`StageCacheConfig`]); without it nothing is cached.
 //! [`RouteConfig::cache_ttl`] says whether a request is cached and for how
 //! long: GET routes are cached by default, routes with another method only
@@ -136,7 +136,7 @@
 //! `{proxy+}`), `querystring.NAME`, `header.NAME`, or `"querystring.*"`,
 //! the whole query string (not combined with `querystring.NAME`).
 //!
-//! **The trap** (as in API Gateway, SPEC §5.2, GH tf-856): parameters not
+//! **The trap** (as in API Gateway, see terraform-provider-aws issue 856): parameters not
 //! listed do not vary the key, and that includes path parameters. With the
 //! default empty list, `GET /items/1` and `GET /items/2` share one entry:
 //! list `"path.id"`. The one exception: when a cache-enabled stage of the

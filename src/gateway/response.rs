@@ -1,5 +1,5 @@
 //! Gateway-generated responses: the errors the gateway itself answers with,
-//! as API Gateway shapes them (SPEC §9): status, `x-amzn-ErrorType`, and a
+//! as API Gateway shapes them: status, `x-amzn-ErrorType`, and a
 //! JSON body (`Content-Type: application/json`), except the 413, whose
 //! observed body is plain text.
 
@@ -56,7 +56,7 @@ impl GatewayError {
         }
     }
 
-    /// The gateway response type (SPEC §9), used in logs and metrics.
+    /// The gateway response type, used in logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             GatewayError::BadRequest(_) => "BAD_REQUEST",
