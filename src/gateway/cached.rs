@@ -160,30 +160,32 @@ pub(super) async fn serve<S: AsyncReadRent + AsyncWriteRent>(
                     let lines = extra_lines(show, warn, Status::Miss);
                     let fwd = forward(gw, x, req, cr.route, lines, true).await;
                     let now = now_ms();
-                    return match fwd {
-                        Forwarded::Failed {
-                            close,
-                            consumed,
-                            leftover,
-                            ..
-                        } if stale.as_ref().is_some_and(|e| e.is_stale(now)) => {
+                    let stale = stale.filter(|e| e.is_stale(now));
+                    return match (fwd, stale) {
+                        (
+                            Forwarded::Failed {
+                                close,
+                                consumed,
+                                leftover,
+                                ..
+                            },
+                            Some(entry),
+                        ) => {
                             // stale_if_error: the stale entry instead of the
                             // error (forward has read the request body).
                             drop(leader);
-                            let entry = stale.unwrap_or_else(|| unreachable!("checked above"));
                             let lines = extra_lines(show, warn, Status::Stale);
-                            let keep = !close;
-                            if !write_hit(x, req, &entry, (now, show, lines), keep).await {
-                                return (Next::Close { linger: true }, Outcome::CacheStale);
-                            }
-                            let next = if keep {
-                                Next::Continue { consumed, leftover }
-                            } else {
-                                Next::Close { linger: true }
-                            };
+                            let next = write_hit(
+                                x,
+                                req,
+                                &entry,
+                                (now, show, lines),
+                                (!close, consumed, leftover),
+                            )
+                            .await;
                             (next, Outcome::CacheStale)
                         }
-                        other => {
+                        (other, _) => {
                             let state = &mut *x.state;
                             match make_entry(
                                 &mut state.capture,
@@ -219,14 +221,14 @@ pub(super) async fn serve<S: AsyncReadRent + AsyncWriteRent>(
     };
     let keep = head.keep_alive && !x.io.worker().is_draining();
     let lines = extra_lines(show, warn, Status::Hit);
-    if !write_hit(x, req, &entry, (now, show, lines), keep).await {
-        return (Next::Close { linger: true }, Outcome::CacheHit);
-    }
-    let next = if keep {
-        Next::Continue { consumed, leftover }
-    } else {
-        Next::Close { linger: true }
-    };
+    let next = write_hit(
+        x,
+        req,
+        &entry,
+        (now, show, lines),
+        (keep, consumed, leftover),
+    )
+    .await;
     (next, Outcome::CacheHit)
 }
 
@@ -380,14 +382,16 @@ fn make_entry(
 /// Writes a response from a cache entry: the stored head, the per-response
 /// headers (`Age` when the stage shows the status, `lines`), the body
 /// (copied when small, else written from the shared bytes). Nothing is
-/// allocated. False: the client is gone.
+/// allocated. Returns what the connection does next: `keep_client`, and
+/// the request body's `consumed` and `leftover` bytes, as in
+/// [`Next::Continue`], unless the client is gone.
 async fn write_hit<S: AsyncReadRent + AsyncWriteRent>(
     x: &mut Exchange<'_, S>,
     req: &Request<'_, '_, '_>,
     entry: &Arc<Entry>,
     (now, show, lines): (u64, bool, &[u8]),
-    keep_client: bool,
-) -> bool {
+    (keep_client, consumed, leftover): (bool, usize, Option<std::ops::Range<usize>>),
+) -> Next {
     let wbuf = &mut *x.wbuf;
     let date = x.io.worker().date();
     wbuf.extend_from_slice(entry.head().as_ref());
@@ -414,15 +418,19 @@ async fn write_hit<S: AsyncReadRent + AsyncWriteRent>(
             wbuf.extend_from_slice(body);
         } else {
             if !x.io.flush(wbuf).await {
-                return false;
+                return Next::Close { linger: true };
             }
             let (ok, _) = x.io.write(body.clone()).await;
             if !ok {
-                return false;
+                return Next::Close { linger: true };
             }
         }
     }
-    true
+    if keep_client {
+        Next::Continue { consumed, leftover }
+    } else {
+        Next::Close { linger: true }
+    }
 }
 
 #[cfg(test)]

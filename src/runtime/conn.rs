@@ -263,11 +263,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientIo<S> {
     /// body read timeout; returns how many arrived.
     pub async fn read_body(&mut self, scratch: &mut Vec<u8>) -> Result<usize, ClientStop> {
         let w = &self.slot.worker;
-        let mut buf = std::mem::take(scratch);
-        buf.clear();
-        if buf.capacity() < SCRATCH {
-            buf.reserve_exact(SCRATCH);
-        }
+        let buf = take_scratch(scratch);
         w.reaper.arm(
             self.slot.index,
             w.reaper.deadline(w.limits.header_read_timeout),
@@ -324,11 +320,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientIo<S> {
         let deadline = w.reaper.deadline(LINGER_TIME);
         let mut discarded = 0;
         while discarded < LINGER_BYTES {
-            let mut buf = std::mem::take(scratch);
-            buf.clear();
-            if buf.capacity() < SCRATCH {
-                buf.reserve_exact(SCRATCH);
-            }
+            let buf = take_scratch(scratch);
             w.reaper.arm(self.slot.index, deadline, Wait::Read);
             let (res, buf) = self.stream.read(buf).await;
             let expired = w.reaper.disarm(self.slot.index);
@@ -347,4 +339,15 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientIo<S> {
         drop(slot);
         stream
     }
+}
+
+/// The scratch buffer, emptied and at least [`SCRATCH`] bytes, taken out
+/// for a read (the read hands it back).
+fn take_scratch(scratch: &mut Vec<u8>) -> Vec<u8> {
+    let mut buf = std::mem::take(scratch);
+    buf.clear();
+    if buf.capacity() < SCRATCH {
+        buf.reserve_exact(SCRATCH);
+    }
+    buf
 }

@@ -52,7 +52,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
 use super::pool::{connect, Pool, UpstreamConn};
 use super::{now_ms, Registry, Target};
-use crate::http::chunked::ChunkedDecoder;
+use crate::http::chunked::{write_chunk_size, ChunkedDecoder};
 use crate::http::response::{write_common_headers, write_u64, ConnectionHeader};
 use crate::http::response_head::{
     is_hop_by_hop, named_by_connection, parse_response_head, ResponseFraming,
@@ -1055,9 +1055,7 @@ async fn stream_body<S: AsyncReadRent + AsyncWriteRent>(
             }
             ClientFraming::Rechunk => {
                 if !data.is_empty() {
-                    let mut hex = [0u8; 16];
-                    wbuf.extend_from_slice(hex_len(data.len(), &mut hex));
-                    wbuf.extend_from_slice(b"\r\n");
+                    write_chunk_size(wbuf, data.len());
                     wbuf.extend_from_slice(data);
                     wbuf.extend_from_slice(b"\r\n");
                 }
@@ -1106,21 +1104,6 @@ async fn write_from_backend_buffer<S: AsyncReadRent + AsyncWriteRent>(
     let (ok, slice) = io.write(buf.slice(range)).await;
     conn.rbuf = slice.into_inner();
     ok
-}
-
-fn hex_len(n: usize, buf: &mut [u8; 16]) -> &[u8] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut i = buf.len();
-    let mut v = n;
-    loop {
-        i -= 1;
-        buf[i] = HEX[v & 15];
-        v >>= 4;
-        if v == 0 {
-            break;
-        }
-    }
-    &buf[i..]
 }
 
 /// Writes the request head for the backend: the route's target, `Host`,
