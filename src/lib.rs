@@ -71,17 +71,27 @@
 //! the server never keeps running with fewer workers than configured.
 //!
 //! ## What a request costs
-//! Once a connection is warm, serving a mock route allocates nothing: the
-//! head is parsed into an uninitialised stack array, path parameters are
-//! slices of the read buffer, the response is written into the connection's
-//! reused buffer, and the `Date` header is formatted once a second per
-//! worker. A proxied request on a warm pool allocates nothing either: the
-//! backend connection and its buffer come from the worker's pool.
+//! Once a worker's pools are warm, serving a mock route allocates nothing:
+//! the head is parsed into an uninitialised stack array, path parameters
+//! are slices of the read buffer, the response is written into a pooled
+//! buffer, and the `Date` header is formatted once a second per worker. A
+//! proxied request on a warm pool allocates nothing either: the backend
+//! connection and its buffer come from the worker's pool.
 //! `tests/alloc.rs` asserts both.
+//!
+//! ## What a connection costs
+//! Memory follows busy connections, not open ones. An idle keep-alive
+//! connection waits for readiness holding no buffer and only a small
+//! future; its read and write buffers come from the worker's bounded pool
+//! ([`runtime::buffers`]) and the state of serving a request lives in a
+//! pooled block ([`runtime::slab`]) only while it has bytes to answer.
+//! `tests/idle_memory.rs` bounds the resident memory of an idle connection.
 
-// Every module forbids unsafe code but two, whose `unsafe` blocks each state
-// their invariant: runtime::reaper (shutdown(2) on connection and listener
-// fds) and upstream::pool (a non-blocking recv(MSG_PEEK) on a pooled socket).
+// Every module forbids unsafe code but these, whose `unsafe` blocks each
+// state their invariant: runtime::reaper (shutdown(2) on connection and
+// listener fds), runtime::slab (futures placed in pooled blocks),
+// upstream::pool (a non-blocking recv(MSG_PEEK) on a pooled socket), and
+// one prctl(2) call in runtime (transparent huge pages off).
 // Their parents (runtime, upstream) and this file deny it instead.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use ringgate::config;
@@ -48,6 +48,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before anything is allocated: see the function's docs for why.
+    if let Err(e) = ringgate::runtime::disable_transparent_huge_pages() {
+        eprintln!("ringgate: warning: cannot turn transparent huge pages off: {e}");
+    }
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check { config }) => check(&config),
@@ -163,7 +167,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
         );
     }
     // Signals are routed to this thread before any worker exists.
-    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGUSR1]) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ringgate: cannot install signal handlers: {e}");
@@ -203,6 +207,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
     }
     let (events, next) = std::sync::mpsc::channel();
     let handle = server.shutdown_handle();
+    let loads = server.loads();
     {
         let events = events.clone();
         std::thread::spawn(move || {
@@ -212,6 +217,21 @@ fn serve(path: &std::path::Path) -> ExitCode {
     }
     std::thread::spawn(move || {
         for signal in signals.forever() {
+            if signal == SIGUSR1 {
+                // A status line per worker, on demand.
+                for (id, l) in loads.read().iter().enumerate() {
+                    eprintln!(
+                        "ringgate: status: worker {id}: {} connections open, \
+                         {} pooled buffers ({} allocated), {} free blocks ({} allocated)",
+                        l.connections,
+                        l.pooled_buffers,
+                        l.buffers_allocated,
+                        l.free_blocks,
+                        l.blocks_allocated
+                    );
+                }
+                continue;
+            }
             if events.send(Event::Signal(signal)).is_err() {
                 return;
             }

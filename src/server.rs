@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::gateway::{BuildError, Gateway, GatewayOptions, OutcomeCounts, Snapshot};
-use crate::runtime::{self, Counters, DriverKind, Settings, Shutdown, WorkerHook, Workers};
+use crate::runtime::{self, Counters, DriverKind, Loads, Settings, Shutdown, WorkerHook, Workers};
 use crate::upstream::health::Checker;
 
 /// Options for [`Server::start`] beyond the configuration.
@@ -132,6 +132,12 @@ impl Server {
     /// The driver each worker runs.
     pub fn drivers(&self) -> &[DriverKind] {
         self.workers.drivers()
+    }
+
+    /// Each worker's load (open connections, pooled buffers and blocks),
+    /// readable from any thread.
+    pub fn loads(&self) -> Loads {
+        self.workers.loads()
     }
 
     /// A handle that can start the shutdown from another thread.

@@ -173,6 +173,11 @@ impl KeyBuilder {
         Self::default()
     }
 
+    /// The builder's buffer, for a pool to lend or take back its memory.
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
     /// Starts a new key for `namespace` (the cache namespace, by default the
     /// resource id) and the HTTP `method`, discarding the previous key.
     pub fn start(&mut self, namespace: &str, method: &str) {

@@ -94,6 +94,7 @@ pub(super) async fn serve<S: AsyncReadRent + AsyncWriteRent>(
         .map_or(0, |t| t.as_millis() as u64);
     let show = settings.status_header;
 
+    x.io.buffers().ensure_small(x.state.keys.buffer());
     build_key(&mut x.state.keys, cr.rc, req);
     let key = x.state.keys.finish();
 

@@ -1,10 +1,14 @@
 //! One client connection, HTTP/1.1: read heads, answer each request
 //! through the pipeline, repeat; or switch protocols.
 //!
-//! Pipelined requests already in the read buffer are answered in order into
-//! the write buffer, which is written out when no complete request is left
-//! to answer (or [`FLUSH_AT`] bytes are waiting), so a pipelined batch costs
-//! one write. A `101` from a backend ends the HTTP loop and hands the
+//! Between requests the connection holds no buffer and waits for readiness;
+//! the state of serving requests lives in a pooled block only while the
+//! connection is busy (see [`serve`]). Pipelined requests already in the
+//! read buffer are answered in order into the write buffer, which is
+//! written out when no complete request is left to answer (or [`FLUSH_AT`]
+//! bytes are waiting), so a pipelined batch costs one write; after
+//! [`TURN`] requests in a row the connection writes out and lets the
+//! worker's other connections run. A `101` from a backend ends the HTTP loop and hands the
 //! socket to the upgrade tunnel ([`crate::upstream::tunnel`]).
 //!
 //! Failure: a malformed head gets its 4xx with `Connection: close`, and the
@@ -16,7 +20,8 @@
 
 #![forbid(unsafe_code)]
 
-use std::net::SocketAddr;
+use std::future::Future;
+use std::rc::Rc;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
 
@@ -27,55 +32,135 @@ use super::response::GatewayError;
 use super::worker::GatewayWorker;
 use crate::http::response::ConnectionHeader;
 use crate::http::{header_array, parse_head, HeadError};
-use crate::runtime::{ClientConn, Fill};
+use crate::runtime::{ClientConn, Fill, Readiness};
 use crate::upstream::forward::ClientInfo;
 use crate::upstream::pool::UpstreamConn;
 
 /// Responses are written out once this many bytes are waiting.
 const FLUSH_AT: usize = 64 * 1024;
 
-/// How a connection's HTTP life ended.
+/// Requests answered in a row without waiting, after which the connection
+/// writes out and lets the worker's other connections run: one client
+/// pipelining as fast as it can does not starve the others.
+const TURN: u32 = 32;
+
+/// How a busy period of a connection ended.
 enum RunEnd {
-    /// To be closed; `linger`: the client may still be sending (an error
-    /// answered before its request was read whole), so close lingering.
-    Closed { linger: bool },
+    /// Every request read has been answered and written: wait for more.
+    Idle,
+    /// Closed (lingering first where the client may still be sending).
+    Closed,
     /// Switched protocols: tunnel to this backend connection, sending it
-    /// these client bytes first.
-    Upgrade(UpstreamConn, Vec<u8>),
+    /// these client bytes first (boxed: rare, and it would otherwise
+    /// widen every connection's idle state).
+    Upgrade(Box<(UpstreamConn, Vec<u8>)>),
 }
 
 /// Serves one accepted connection until it closes.
-pub(super) async fn serve<S>(
-    gw: &GatewayWorker,
+///
+/// Idle, the connection is this future alone, holding no buffer: it waits
+/// for readiness. Once the client sends, it takes buffers from the worker's
+/// pool and serves requests in a block of the worker's slab
+/// ([`crate::runtime::slab`]) until nothing read is left unanswered; then
+/// buffers and block go back.
+///
+/// Written as a function returning an `async move` block, not as an
+/// `async fn`: an `async fn` keeps its arguments apart from its locals, so
+/// the connection would be stored twice in every idle connection's state.
+#[allow(clippy::manual_async_fn)]
+pub(super) fn serve<S>(
+    gw: Rc<GatewayWorker>,
     mut conn: ClientConn<S>,
-    peer: SocketAddr,
-    local_port: u16,
-) where
-    S: AsyncReadRent + AsyncWriteRent + Split,
+    info: ClientInfo,
+) -> impl Future<Output = ()>
+where
+    S: AsyncReadRent + AsyncWriteRent + Split + Readiness,
 {
-    let mut state = ConnState::new(ClientInfo::new(peer, local_port));
-    match run(gw, &mut conn, &mut state).await {
-        RunEnd::Closed { linger: true } => conn.io.linger(&mut conn.scratch).await,
-        RunEnd::Closed { linger: false } => {}
-        RunEnd::Upgrade(backend, pending) => {
-            let idle = conn.io.worker().limits.keepalive_timeout;
-            crate::upstream::tunnel::tunnel(conn.io.into_stream(), backend.stream, pending, idle)
-                .await;
+    async move {
+        let worker = conn.io.worker_rc();
+        let end = loop {
+            if !conn.io.wait_readable().await {
+                break RunEnd::Closed;
+            }
+            conn.take_buffers();
+            // Built straight into the slab's block, in a statement of its
+            // own: the busy future must never be a value of this future,
+            // which would then be as large (its size is fixed once, for
+            // every state).
+            let in_slab = worker.slab.put_with(|| busy(&gw, &mut conn, &info));
+            let end = in_slab.await;
+            conn.give_buffers();
+            if !matches!(end, RunEnd::Idle) {
+                break end;
+            }
+        };
+        if let RunEnd::Upgrade(upgrade) = end {
+            let (backend, pending) = *upgrade;
+            let idle = worker.limits.keepalive_timeout;
+            let stream = conn.io.into_stream();
+            // Boxed: the tunnel's state is needed by upgraded connections
+            // only, so it is not part of every connection's future.
+            Box::pin(crate::upstream::tunnel::tunnel(
+                stream,
+                backend.stream,
+                pending,
+                idle,
+            ))
+            .await;
         }
     }
 }
 
-async fn run<S: AsyncReadRent + AsyncWriteRent>(
+/// Serves what the client sends until every request read has been
+/// answered (or the connection ends); closes lingering where needed. The
+/// pipeline's buffers live here, for the busy period only.
+async fn busy<S: AsyncReadRent + AsyncWriteRent>(
+    gw: &GatewayWorker,
+    conn: &mut ClientConn<S>,
+    info: &ClientInfo,
+) -> RunEnd {
+    let mut state = ConnState::new(*info);
+    let end = match requests(gw, conn, &mut state).await {
+        Ended::Idle => RunEnd::Idle,
+        Ended::Closed { linger } => {
+            if linger {
+                conn.io.linger(&mut conn.scratch).await;
+            }
+            RunEnd::Closed
+        }
+        Ended::Upgrade(backend, pending) => RunEnd::Upgrade(Box::new((backend, pending))),
+    };
+    state.give_buffers(conn.io.buffers());
+    end
+}
+
+/// How [`requests`] ended.
+enum Ended {
+    Idle,
+    /// To be closed; `linger`: the client may still be sending (an error
+    /// answered before its request was read whole), so close lingering.
+    Closed {
+        linger: bool,
+    },
+    Upgrade(UpstreamConn, Vec<u8>),
+}
+
+async fn requests<S: AsyncReadRent + AsyncWriteRent>(
     gw: &GatewayWorker,
     conn: &mut ClientConn<S>,
     state: &mut ConnState,
-) -> RunEnd {
+) -> Ended {
     let ClientConn {
         io,
         rbuf,
         wbuf,
         scratch,
     } = conn;
+    // The connection was readable: read what is there.
+    if io.fill(rbuf).await != Fill::Data {
+        return Ended::Closed { linger: false };
+    }
+    let mut answered: u32 = 0;
     loop {
         let mut headers = header_array();
         let parsed = parse_head(rbuf.pending(), &mut headers, &gw.head_limits);
@@ -97,41 +182,47 @@ async fn run<S: AsyncReadRent + AsyncWriteRent>(
                             debug_assert!(rbuf.is_drained());
                             rbuf.replace_with(&scratch[range]);
                         }
-                        if wbuf.len() >= FLUSH_AT && !io.flush(wbuf).await {
-                            return RunEnd::Closed { linger: false };
+                        answered += 1;
+                        if wbuf.len() >= FLUSH_AT || answered % TURN == 0 {
+                            if !io.flush(wbuf).await {
+                                return Ended::Closed { linger: false };
+                            }
+                            if answered % TURN == 0 {
+                                io.worker().yield_now().await;
+                            }
                         }
                     }
                     Next::Close { linger } => {
                         let flushed = io.flush(wbuf).await;
-                        return RunEnd::Closed {
+                        return Ended::Closed {
                             linger: linger && flushed,
                         };
                     }
                     Next::Upgrade { conn, consumed } => {
                         if !io.flush(wbuf).await {
-                            return RunEnd::Closed { linger: false };
+                            return Ended::Closed { linger: false };
                         }
                         let pending = rbuf.pending();
                         let from = (head_len + consumed).min(pending.len());
-                        return RunEnd::Upgrade(conn, pending[from..].to_vec());
+                        return Ended::Upgrade(conn, pending[from..].to_vec());
                     }
                 }
             }
             Ok(None) => {
                 if !wbuf.is_empty() && !io.flush(wbuf).await {
-                    return RunEnd::Closed { linger: false };
+                    return Ended::Closed { linger: false };
                 }
-                let idle = rbuf.is_drained();
-                if idle && io.worker().is_draining() {
-                    return RunEnd::Closed { linger: false };
+                if rbuf.is_drained() {
+                    // Everything read is answered and written out.
+                    return Ended::Idle;
                 }
-                match io.fill(rbuf, idle).await {
+                match io.fill(rbuf).await {
                     Fill::Data => {}
-                    Fill::Closed => return RunEnd::Closed { linger: false },
+                    Fill::Closed => return Ended::Closed { linger: false },
                     Fill::HeadTimeout => {
                         answer_unparsed(gw, io.worker().date(), GatewayError::RequestTimeout, wbuf);
                         io.flush(wbuf).await;
-                        return RunEnd::Closed { linger: false };
+                        return Ended::Closed { linger: false };
                     }
                 }
             }
@@ -144,7 +235,7 @@ async fn run<S: AsyncReadRent + AsyncWriteRent>(
                 answer_unparsed(gw, io.worker().date(), err, wbuf);
                 // The rest of the head and any body are unread.
                 let linger = io.flush(wbuf).await;
-                return RunEnd::Closed { linger };
+                return Ended::Closed { linger };
             }
         }
     }

@@ -20,7 +20,7 @@ use crate::http::response::ConnectionHeader;
 use crate::http::response_head::named_by_connection;
 use crate::http::{RequestHead, Version};
 use crate::router::Params;
-use crate::runtime::ClientIo;
+use crate::runtime::{BufPool, ClientIo};
 use crate::upstream::forward::{
     self, Backends, Buffers, Capture, ClientInfo, ForwardError, ForwardRequest, Forwarded,
 };
@@ -47,6 +47,14 @@ impl ConnState {
             capture: Capture::default(),
             info,
         }
+    }
+
+    /// Gives the buffers back to the worker's pool (the connection goes
+    /// idle or closes); a copy being captured is freed.
+    pub fn give_buffers(&mut self, pool: &BufPool) {
+        pool.give(&mut self.ubuf);
+        pool.give(self.keys.buffer());
+        self.capture = Capture::default();
     }
 }
 
@@ -141,6 +149,7 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
         info,
         ..
     } = &mut *x.state;
+    x.io.buffers().ensure_small(ubuf);
     let fwd = ForwardRequest {
         head,
         after: req.after,

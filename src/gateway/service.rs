@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use super::worker::GatewayWorker;
 use crate::config::Limits;
 use crate::http::HeadLimits;
 use crate::runtime::{ClientConn, LocalService, Service, Worker};
+use crate::upstream::forward::ClientInfo;
 
 /// Options for the gateway beyond its configuration.
 #[derive(Clone, Debug, Default)]
@@ -36,6 +38,7 @@ pub struct Gateway {
     head_limits: HeadLimits,
     max_body: u64,
     outcomes: Arc<OutcomeTable>,
+    #[cfg_attr(not(debug_assertions), allow(dead_code))]
     options: GatewayOptions,
 }
 
@@ -87,8 +90,14 @@ impl Service for Gateway {
 }
 
 impl LocalService for GatewayWorker {
-    async fn serve(self: Rc<Self>, conn: ClientConn<TcpStream>, peer: SocketAddr, local_port: u16) {
-        super::connection::serve(&self, conn, peer, local_port).await;
+    fn serve(
+        self: Rc<Self>,
+        conn: ClientConn<TcpStream>,
+        peer: SocketAddr,
+        local_port: u16,
+    ) -> impl Future<Output = ()> {
+        // Not an async fn: that would store the connection twice.
+        super::connection::serve(self, conn, ClientInfo::new(peer, local_port))
     }
 
     fn stop(&self) {

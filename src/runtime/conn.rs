@@ -12,12 +12,21 @@
 //! [`ClientIo`] owns the stream and the slot and does the I/O; the buffers
 //! are separate fields, lent to `ClientIo`'s methods one at a time.
 //!
-//! - `rbuf` ([`ReadBuf`]) holds incoming bytes: it starts at
-//!   [`INITIAL_READ`] and grows only for a head that needs it, up to
-//!   [`ConnLimits::max_read_buffer`].
+//! - `rbuf` ([`ReadBuf`]) holds incoming bytes: a [`SMALL`](super::buffers::SMALL) buffer that
+//!   grows only for a head that needs it, up to
+//!   [`ConnLimits::max_read_buffer`] (and is freed, not pooled, once grown).
 //! - `wbuf` collects responses; [`ClientIo::flush`] writes it out.
 //! - `scratch` receives body bytes that do not fit in `rbuf`
-//!   ([`ClientIo::read_body`], [`SCRATCH`] bytes a read).
+//!   ([`ClientIo::read_body`], a [`LARGE`] buffer taken only when a body
+//!   streams).
+//!
+//! Idle connections hold no buffer. Between requests a connection waits
+//! for readiness ([`ClientIo::wait_readable`]: an io_uring poll, or epoll
+//! readiness), not in a read: a read in flight would pin its buffer for as
+//! long as the client stays silent. The buffers come from the worker's
+//! [`BufPool`] once bytes are there ([`ClientConn::take_buffers`]) and go
+//! back when every request read has been answered
+//! ([`ClientConn::give_buffers`]).
 //!
 //! Timeouts, enforced by the worker's reaper with one-second granularity:
 //! waiting for the first byte of a request, `keepalive_timeout`
@@ -33,19 +42,33 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
+use std::future::Future;
+use std::io;
+
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
 
+use super::buffers::{BufPool, LARGE};
 use super::contain::RequestTrace;
 use super::reaper::Wait;
 use super::worker::Worker;
 
-/// Initial read buffer; grows (rarely) up to the head limits.
-pub const INITIAL_READ: usize = 4096;
-/// Initial write buffer.
-const INITIAL_WRITE: usize = 4096;
-/// Body bytes read per call when a body does not fit in the read buffer.
-pub const SCRATCH: usize = 16 * 1024;
+/// A client stream that can wait for input without lending a buffer.
+pub trait Readiness {
+    /// Resolves once a read would not wait: bytes, the end of the stream or
+    /// an error are there. May resolve spuriously (the read then waits).
+    fn wait_readable(&self) -> impl Future<Output = io::Result<()>>;
+}
+
+impl Readiness for TcpStream {
+    #[inline]
+    fn wait_readable(&self) -> impl Future<Output = io::Result<()>> {
+        // Not relaxed: on the epoll driver a stale readiness is checked
+        // with poll(2) rather than trusted.
+        self.readable(false)
+    }
+}
 /// Lingering close: how long, and how many bytes, the client's unread input
 /// is read and discarded (see [`ClientIo::linger`]).
 const LINGER_TIME: Duration = Duration::from_secs(5);
@@ -165,7 +188,7 @@ pub struct ClientIo<S> {
 
 impl<S: AsyncReadRent + AsyncWriteRent> ClientConn<S> {
     /// Wraps an accepted stream whose socket is `fd`, registering it with
-    /// `worker`'s reaper.
+    /// `worker`'s reaper. It holds no buffer yet.
     pub fn new(stream: S, fd: RawFd, worker: Rc<Worker>, trace: Rc<RequestTrace>) -> Self {
         let index = worker.reaper.register(fd);
         ClientConn {
@@ -177,12 +200,32 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConn<S> {
                 trace,
             },
             rbuf: ReadBuf {
-                buf: Vec::with_capacity(INITIAL_READ),
+                buf: Vec::new(),
                 start: 0,
             },
-            wbuf: Vec::with_capacity(INITIAL_WRITE),
+            wbuf: Vec::new(),
             scratch: Vec::new(),
         }
+    }
+
+    /// Takes the read and write buffers from the worker's pool (the
+    /// connection has bytes to read).
+    #[inline]
+    pub fn take_buffers(&mut self) {
+        let pool = self.io.buffers();
+        pool.ensure_small(&mut self.rbuf.buf);
+        pool.ensure_small(&mut self.wbuf);
+    }
+
+    /// Gives every buffer back to the worker's pool: the connection is idle
+    /// (nothing unread, nothing unwritten) or closing.
+    #[inline]
+    pub fn give_buffers(&mut self) {
+        let pool = &self.io.slot.worker.buffers;
+        self.rbuf.start = 0;
+        pool.give(&mut self.rbuf.buf);
+        pool.give(&mut self.wbuf);
+        pool.give(&mut self.scratch);
     }
 }
 
@@ -191,6 +234,11 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientIo<S> {
     #[inline]
     pub fn worker(&self) -> &Worker {
         &self.slot.worker
+    }
+
+    /// The worker serving this connection, to keep.
+    pub fn worker_rc(&self) -> Rc<Worker> {
+        self.slot.worker.clone()
     }
 
     /// Records the id of the request now being served (for a panic's log
@@ -207,10 +255,16 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientIo<S> {
         self.served
     }
 
-    /// Reads more bytes into `rbuf` after what is there. `idle`: nothing of
-    /// the next request has arrived yet (the keep-alive timeout applies, and
-    /// a drain closes the connection), else the head timeout.
-    pub async fn fill(&mut self, rbuf: &mut ReadBuf, idle: bool) -> Fill {
+    /// The worker's buffer pool.
+    #[inline]
+    pub fn buffers(&self) -> &BufPool {
+        &self.slot.worker.buffers
+    }
+
+    /// Reads more bytes into `rbuf` (which must have memory, see
+    /// [`ClientConn::take_buffers`]) after what is there, under the head
+    /// timeout: the connection was readable, or part of a head has arrived.
+    pub async fn fill(&mut self, rbuf: &mut ReadBuf) -> Fill {
         let limits = &self.slot.worker.limits;
         // Move the unconsumed tail to the front.
         if rbuf.start > 0 {
@@ -231,28 +285,19 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientIo<S> {
             rbuf.buf.reserve_exact(grow);
         }
         let reaper = &self.slot.worker.reaper;
-        let (deadline, wait) = if idle {
-            let timeout = if self.served == 0 {
-                limits.header_read_timeout
-            } else {
-                limits.keepalive_timeout
-            };
-            (reaper.deadline(timeout), Wait::Idle)
-        } else {
-            let d = *self
-                .head_deadline
-                .get_or_insert_with(|| reaper.deadline(limits.header_read_timeout));
-            (d, Wait::Read)
-        };
+        let deadline = *self
+            .head_deadline
+            .get_or_insert_with(|| reaper.deadline(limits.header_read_timeout));
+        let partial = !rbuf.buf.is_empty();
         let buf = std::mem::take(&mut rbuf.buf);
         let len = buf.len();
         let cap = buf.capacity();
-        reaper.arm(self.slot.index, deadline, wait);
+        reaper.arm(self.slot.index, deadline, Wait::Read);
         let (res, slice) = self.stream.read(buf.slice_mut(len..cap)).await;
         let expired = reaper.disarm(self.slot.index);
         rbuf.buf = slice.into_inner();
         match res {
-            Ok(0) | Err(_) if expired && !idle => Fill::HeadTimeout,
+            Ok(0) | Err(_) if expired && partial => Fill::HeadTimeout,
             Ok(0) | Err(_) => Fill::Closed,
             Ok(_) if expired => Fill::Closed,
             Ok(_) => Fill::Data,
@@ -263,7 +308,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientIo<S> {
     /// body read timeout; returns how many arrived.
     pub async fn read_body(&mut self, scratch: &mut Vec<u8>) -> Result<usize, ClientStop> {
         let w = &self.slot.worker;
-        let buf = take_scratch(scratch);
+        let buf = take_scratch(&w.buffers, scratch);
         w.reaper.arm(
             self.slot.index,
             w.reaper.deadline(w.limits.header_read_timeout),
@@ -320,7 +365,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientIo<S> {
         let deadline = w.reaper.deadline(LINGER_TIME);
         let mut discarded = 0;
         while discarded < LINGER_BYTES {
-            let buf = take_scratch(scratch);
+            let buf = take_scratch(&w.buffers, scratch);
             w.reaper.arm(self.slot.index, deadline, Wait::Read);
             let (res, buf) = self.stream.read(buf).await;
             let expired = w.reaper.disarm(self.slot.index);
@@ -341,13 +386,37 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientIo<S> {
     }
 }
 
-/// The scratch buffer, emptied and at least [`SCRATCH`] bytes, taken out
-/// for a read (the read hands it back).
-fn take_scratch(scratch: &mut Vec<u8>) -> Vec<u8> {
+impl<S: Readiness> ClientIo<S> {
+    /// Waits, holding no buffer, until the client sends the first bytes of
+    /// its next request (or closes). False: it stayed idle past
+    /// `keepalive_timeout` (`header_read_timeout` before its first
+    /// request), the worker is draining, or the socket failed; close it.
+    pub async fn wait_readable(&mut self) -> bool {
+        let w = &self.slot.worker;
+        if w.is_draining() {
+            return false;
+        }
+        let timeout = if self.served == 0 {
+            w.limits.header_read_timeout
+        } else {
+            w.limits.keepalive_timeout
+        };
+        w.reaper
+            .arm(self.slot.index, w.reaper.deadline(timeout), Wait::Idle);
+        let res = self.stream.wait_readable().await;
+        let expired = w.reaper.disarm(self.slot.index);
+        res.is_ok() && !expired
+    }
+}
+
+/// The scratch buffer, emptied and at least [`LARGE`] bytes (from the
+/// pool), taken out for a read (the read hands it back).
+fn take_scratch(pool: &BufPool, scratch: &mut Vec<u8>) -> Vec<u8> {
     let mut buf = std::mem::take(scratch);
     buf.clear();
-    if buf.capacity() < SCRATCH {
-        buf.reserve_exact(SCRATCH);
+    if buf.capacity() < LARGE {
+        pool.give(&mut buf);
+        buf = pool.large();
     }
     buf
 }

@@ -4,7 +4,7 @@
 //! monoio polls tasks without catching panics, so a panic anywhere on a
 //! request path would unwind through the runtime and end the worker thread
 //! with its listener and every connection on it. [`serve`] runs each
-//! connection inside [`CatchUnwind`]: a panic unwinds only the connection's
+//! connection inside [`Contained`]: a panic unwinds only the connection's
 //! own future (its socket closes, its buffers and pooled backend connection
 //! are dropped), is counted in [`Counters::connection_panics`], and is
 //! logged once — message, location, peer and the id of the request being
@@ -25,7 +25,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::os::fd::AsRawFd;
 use std::panic::{self, AssertUnwindSafe};
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Once;
@@ -142,62 +142,95 @@ fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Polls a future, turning a panic in it into `Err(description)`.
-struct CatchUnwind<'a, F> {
-    fut: Pin<&'a mut F>,
-}
-
-impl<F: Future> Future for CatchUnwind<'_, F> {
-    type Output = Result<F::Output, String>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let fut = self.fut.as_mut();
-        let outer = CONTAINED.with(|c| c.replace(true));
-        let polled = panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx)));
-        CONTAINED.with(|c| c.set(outer));
-        match polled {
-            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(payload) => {
-                let what = LAST_PANIC
-                    .with(|p| p.borrow_mut().take())
-                    .unwrap_or_else(|| payload_text(payload.as_ref()));
-                Poll::Ready(Err(what))
-            }
+/// Polls `fut` with its panics contained: a panic becomes
+/// `Err(description)`.
+fn poll_contained<F: Future>(
+    fut: Pin<&mut F>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<F::Output, String>> {
+    let outer = CONTAINED.with(|c| c.replace(true));
+    let polled = panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx)));
+    CONTAINED.with(|c| c.set(outer));
+    match polled {
+        Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+        Ok(Poll::Pending) => Poll::Pending,
+        Err(payload) => {
+            let what = LAST_PANIC
+                .with(|p| p.borrow_mut().take())
+                .unwrap_or_else(|| payload_text(payload.as_ref()));
+            Poll::Ready(Err(what))
         }
     }
 }
 
-/// Serves one accepted connection ([`LocalService::serve`]) with its
-/// panics contained; always accounts for the connection's end.
-pub(crate) async fn serve<L: LocalService>(
-    local: Rc<L>,
+pin_project_lite::pin_project! {
+    /// One connection's future ([`LocalService::serve`]) with its panics
+    /// contained; accounts for the connection's end however it ends.
+    ///
+    /// A hand-written future rather than an `async fn`: an `async fn`
+    /// would hold the connection's future as well as the values it was
+    /// built from (its arguments are stored apart from its locals), and
+    /// every idle connection would pay for both.
+    pub(crate) struct Contained<F> {
+        #[pin]
+        fut: Option<F>,
+        trace: Rc<RequestTrace>,
+        worker: Rc<Worker>,
+        peer: std::net::SocketAddr,
+    }
+}
+
+/// Wraps an accepted connection for [`LocalService::serve`], its panics
+/// contained.
+pub(crate) fn serve<L: LocalService>(
+    local: &Rc<L>,
     stream: TcpStream,
     peer: std::net::SocketAddr,
     local_port: u16,
-    worker: Rc<Worker>,
-) {
+    worker: &Rc<Worker>,
+) -> Contained<impl Future<Output = ()>> {
     let _ = stream.set_nodelay(true);
     let trace = Rc::new(RequestTrace::new());
-    let outcome = {
-        let fd = stream.as_raw_fd();
-        let conn = ClientConn::new(stream, fd, worker.clone(), trace.clone());
-        let fut = pin!(local.serve(conn, peer, local_port));
-        CatchUnwind { fut }.await
-        // A panicked future is dropped here: its socket closes.
-    };
-    if let Err(what) = outcome {
-        worker
-            .counters
-            .connection_panics
-            .fetch_add(1, Ordering::Relaxed);
-        log(&format!(
-            "worker {}: panic while serving {peer} (request {}): {what}; connection closed",
-            worker.id,
-            trace.id()
-        ));
+    let fd = stream.as_raw_fd();
+    let conn = ClientConn::new(stream, fd, worker.clone(), trace.clone());
+    Contained {
+        fut: Some(local.clone().serve(conn, peer, local_port)),
+        trace,
+        worker: worker.clone(),
+        peer,
     }
-    worker.connection_closed();
+}
+
+impl<F: Future<Output = ()>> Future for Contained<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        let Some(fut) = this.fut.as_mut().as_pin_mut() else {
+            return Poll::Ready(());
+        };
+        let outcome = match poll_contained(fut, cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(outcome) => outcome,
+        };
+        // Dropped now, panicked or not: its socket closes.
+        this.fut.set(None);
+        let worker = &**this.worker;
+        if let Err(what) = outcome {
+            worker
+                .counters
+                .connection_panics
+                .fetch_add(1, Ordering::Relaxed);
+            log(&format!(
+                "worker {}: panic while serving {} (request {}): {what}; connection closed",
+                worker.id,
+                this.peer,
+                this.trace.id()
+            ));
+        }
+        worker.connection_closed();
+        Poll::Ready(())
+    }
 }
 
 #[cfg(test)]
@@ -214,6 +247,8 @@ mod tests {
         assert_eq!(t.id().len(), TRACE_ID_LEN);
     }
 
+    use std::pin::pin;
+
     #[test]
     fn catch_unwind_turns_a_panic_into_an_error() {
         install_hook();
@@ -221,20 +256,20 @@ mod tests {
             .build()
             .unwrap();
         let out = rt.block_on(async {
-            let fut = pin!(async {
+            let mut fut = pin!(async {
                 if CONTAINED.with(Cell::get) {
                     panic!("boom");
                 }
                 1
             });
-            CatchUnwind { fut }.await
+            std::future::poll_fn(|cx| poll_contained(fut.as_mut(), cx)).await
         });
         let err = out.unwrap_err();
         assert!(err.starts_with("boom at "), "{err}");
         assert!(!CONTAINED.with(Cell::get));
         let ok = rt.block_on(async {
-            let fut = pin!(async { 2 });
-            CatchUnwind { fut }.await
+            let mut fut = pin!(async { 2 });
+            std::future::poll_fn(|cx| poll_contained(fut.as_mut(), cx)).await
         });
         assert_eq!(ok, Ok(2));
     }

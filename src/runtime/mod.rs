@@ -25,15 +25,27 @@
 //! requests in flight finish (their responses carry `Connection: close`),
 //! and exits when its last connection closes or `drain_timeout` passes.
 //!
+//! Memory follows busy connections, not open ones: an idle keep-alive
+//! connection waits for readiness holding no buffer ([`conn`]); buffers
+//! come from the worker's bounded pool ([`buffers`]) and the large state
+//! of serving a request lives in a pooled block only while a request is
+//! served ([`slab`]). [`Workers::loads`] shows each worker's open
+//! connections and pools; at `max_connections_per_worker` a worker stops
+//! accepting (the kernel's backlog holds new connections) until one of its
+//! connections closes.
+//!
 //! Modules: `worker` (runtime, accept loop, clock), [`conn`] (the client
-//! connection), `contain` (panics on a connection), `reaper` (timeouts
-//! without a timer per read), `drain` and `shutdown` (the signals).
+//! connection), [`buffers`] and [`slab`] (the pools), `contain` (panics on
+//! a connection), `reaper` (timeouts without a timer per read), `drain` and
+//! `shutdown` (the signals).
 
+pub mod buffers;
 pub mod conn;
 mod contain;
 mod drain;
 mod reaper;
 mod shutdown;
+pub mod slab;
 mod worker;
 
 use std::future::Future;
@@ -46,13 +58,36 @@ use std::time::Duration;
 use monoio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, Type};
 
-pub use conn::{ClientConn, ClientIo, ClientStop, ConnLimits, Fill, ReadBuf};
+pub use buffers::BufPool;
+pub use conn::{ClientConn, ClientIo, ClientStop, ConnLimits, Fill, ReadBuf, Readiness};
 pub use contain::Counters;
 pub use drain::Drain;
 pub use shutdown::Shutdown;
-pub use worker::{log, DriverKind, Worker};
+pub use worker::{log, DriverKind, Load, Worker};
 
 use crate::config::{Config, IoDriver};
+
+/// Turns transparent huge pages off for this process (`prctl(2)`
+/// `PR_SET_THP_DISABLE`); for the binary to call first thing.
+///
+/// mimalloc asks for huge pages (`madvise(MADV_HUGEPAGE)`) on the arenas it
+/// reserves, so on a kernel with THP in `madvise` mode (the common default)
+/// a worker's memory grows in 2 MiB pages: a connection's few hundred bytes
+/// make a whole huge page resident. Measured with 10,000 idle keep-alive
+/// connections on one worker: 1,887 bytes of RSS per connection with huge
+/// pages, 847 without; the process starts at 5.6 MB instead of 12.5 MB.
+/// nginx (glibc malloc, no madvise) does not use them either.
+#[allow(unsafe_code)]
+pub fn disable_transparent_huge_pages() -> std::io::Result<()> {
+    // SAFETY: prctl with PR_SET_THP_DISABLE takes plain integer arguments
+    // and touches no memory of ours.
+    let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
 
 /// What the workers serve. Shared by all worker threads.
 pub trait Service: Send + Sync + 'static {
@@ -164,6 +199,8 @@ pub(crate) struct Shared<S> {
     /// listeners.
     pub addrs: Vec<SocketAddr>,
     pub counters: Arc<Counters>,
+    /// Each worker's published load.
+    pub gauges: Vec<Arc<worker::Gauge>>,
     started: Mutex<Vec<Option<Option<DriverKind>>>>,
     started_cv: Condvar,
 }
@@ -181,6 +218,18 @@ impl<S> Shared<S> {
 
     pub(crate) fn report_driver_failed(&self, id: usize) {
         self.report(id, None);
+    }
+}
+
+/// A handle on the workers' published load, for any thread.
+#[derive(Clone, Debug)]
+pub struct Loads(Vec<Arc<worker::Gauge>>);
+
+impl Loads {
+    /// Each worker's load now: open connections, pooled buffers and
+    /// serving-state blocks (see [`Load`]).
+    pub fn read(&self) -> Vec<Load> {
+        self.0.iter().map(|g| g.read()).collect()
     }
 }
 
@@ -235,6 +284,7 @@ impl<S: Service> Workers<S> {
             on_worker_start,
             addrs,
             counters: Arc::new(Counters::default()),
+            gauges: (0..workers).map(|_| Arc::default()).collect(),
             started: Mutex::new(vec![None; workers]),
             started_cv: Condvar::new(),
         });
@@ -297,6 +347,11 @@ impl<S: Service> Workers<S> {
     /// restarted, workers running now.
     pub fn counters(&self) -> Arc<Counters> {
         self.shared.counters.clone()
+    }
+
+    /// Each worker's load, readable from any thread (see [`Loads`]).
+    pub fn loads(&self) -> Loads {
+        Loads(self.shared.gauges.clone())
     }
 
     /// The driver each worker runs.

@@ -16,17 +16,22 @@
 #![forbid(unsafe_code)]
 
 use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use monoio::net::TcpListener;
 use monoio::time::Instant;
 
+use super::buffers::BufPool;
 use super::conn::ConnLimits;
 use super::drain::Drain;
 use super::reaper::Reaper;
+use super::slab::FutureSlab;
 use super::{contain, LocalService, Service, Shared};
 use crate::config::IoDriver;
 use crate::http::date::HttpDate;
@@ -43,10 +48,66 @@ pub struct Worker {
     pub(crate) reaper: Reaper,
     /// What containment caught (shared by all workers).
     pub counters: Arc<super::contain::Counters>,
+    /// I/O buffers, lent to busy connections only.
+    pub buffers: BufPool,
+    /// Blocks for busy connections' serving state (see [`super::slab`]).
+    pub slab: FutureSlab,
+    /// What other threads see of this worker's load.
+    gauge: Arc<Gauge>,
     /// The listening sockets, for [`block_on_worker`]'s last resort.
     listener_fds: RefCell<Vec<std::os::fd::RawFd>>,
     date: Cell<HttpDate>,
     active: Cell<usize>,
+    /// Accept loops waiting for the connection count to drop below the cap.
+    room_waiters: RefCell<Vec<Waker>>,
+    /// Tasks that yielded (see [`Worker::yield_now`]), and the waker of the
+    /// task that wakes them.
+    yielded: RefCell<Vec<Waker>>,
+    yield_pump: RefCell<Option<Waker>>,
+}
+
+/// Most free serving-state blocks a worker keeps.
+const MAX_FREE_BLOCKS: usize = 1024;
+
+/// A worker's load as other threads see it: written by the worker, read
+/// by anyone (status lines, tests, metrics later).
+#[derive(Debug, Default)]
+pub(crate) struct Gauge {
+    connections: AtomicUsize,
+    pooled_buffers: AtomicUsize,
+    buffers_allocated: AtomicU64,
+    free_blocks: AtomicUsize,
+    blocks_allocated: AtomicU64,
+}
+
+/// One worker's load (see [`super::Workers::load`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Load {
+    /// Open client connections, now.
+    pub connections: usize,
+    /// I/O buffers waiting in the worker's pool (refreshed each second).
+    pub pooled_buffers: usize,
+    /// I/O buffers allocated since the worker started because its pool was
+    /// empty (refreshed each second): flat once the pool is warm.
+    pub buffers_allocated: u64,
+    /// Free serving-state blocks (refreshed each second).
+    pub free_blocks: usize,
+    /// Serving-state blocks allocated since the worker started (refreshed
+    /// each second): grows only with the number of connections busy at
+    /// once.
+    pub blocks_allocated: u64,
+}
+
+impl Gauge {
+    pub(crate) fn read(&self) -> Load {
+        Load {
+            connections: self.connections.load(Ordering::Relaxed),
+            pooled_buffers: self.pooled_buffers.load(Ordering::Relaxed),
+            buffers_allocated: self.buffers_allocated.load(Ordering::Relaxed),
+            free_blocks: self.free_blocks.load(Ordering::Relaxed),
+            blocks_allocated: self.blocks_allocated.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl Worker {
@@ -67,9 +128,75 @@ impl Worker {
         self.active.get()
     }
 
+    /// Called as a connection is accepted.
+    fn connection_opened(&self) {
+        let n = self.active.get() + 1;
+        self.active.set(n);
+        self.gauge.connections.store(n, Ordering::Relaxed);
+    }
+
     /// Called by a connection task as it ends.
     pub(crate) fn connection_closed(&self) {
-        self.active.set(self.active.get() - 1);
+        let n = self.active.get() - 1;
+        self.active.set(n);
+        self.gauge.connections.store(n, Ordering::Relaxed);
+        if n + 1 == self.limits.max_connections {
+            for w in self.room_waiters.borrow_mut().drain(..) {
+                w.wake();
+            }
+        }
+    }
+
+    /// Resolves once the worker has room for another connection: at once
+    /// below the cap, else when a connection closes (no polling).
+    fn room(&self) -> impl Future<Output = ()> + '_ {
+        poll_fn(move |cx| {
+            if self.active.get() < self.limits.max_connections {
+                Poll::Ready(())
+            } else {
+                self.room_waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    }
+
+    /// Lets the worker's other tasks run before this one goes on: what a
+    /// connection does after a run of requests that needed no waiting (on
+    /// the epoll driver, reads and writes that can complete at once never
+    /// yield by themselves).
+    ///
+    /// A task that wakes itself while being polled is run again at once by
+    /// monoio (it goes to the front of the queue), so this does not: the
+    /// task's waker is kept, and the worker's yield pump task, woken now and
+    /// so queued behind every task already waiting, wakes it when it runs.
+    pub fn yield_now(&self) -> impl Future<Output = ()> + '_ {
+        let mut yielded = false;
+        poll_fn(move |cx| {
+            if yielded {
+                return Poll::Ready(());
+            }
+            yielded = true;
+            let mut list = self.yielded.borrow_mut();
+            list.push(cx.waker().clone());
+            if list.len() == 1 {
+                if let Some(pump) = self.yield_pump.borrow_mut().take() {
+                    pump.wake();
+                }
+            }
+            Poll::Pending
+        })
+    }
+
+    /// Publishes the pool figures for other threads.
+    fn publish(&self) {
+        let b = self.buffers.stats();
+        let g = &self.gauge;
+        g.pooled_buffers.store(b.small + b.large, Ordering::Relaxed);
+        g.buffers_allocated.store(b.allocated, Ordering::Relaxed);
+        g.free_blocks
+            .store(self.slab.free_blocks(), Ordering::Relaxed);
+        g.blocks_allocated
+            .store(self.slab.allocated(), Ordering::Relaxed);
     }
 }
 
@@ -155,16 +282,29 @@ pub(crate) fn run<S: Service>(
 }
 
 impl Worker {
-    fn new(id: usize, limits: ConnLimits, counters: Arc<super::contain::Counters>) -> Worker {
+    fn new(
+        id: usize,
+        limits: ConnLimits,
+        counters: Arc<super::contain::Counters>,
+        gauge: Arc<Gauge>,
+    ) -> Worker {
+        // A restarted worker starts from nothing.
+        gauge.connections.store(0, Ordering::Relaxed);
         Worker {
             id,
             limits,
             drain: Drain::new(),
             reaper: Reaper::new(),
             counters,
+            buffers: BufPool::new(),
+            slab: FutureSlab::new(MAX_FREE_BLOCKS),
+            gauge,
             listener_fds: RefCell::new(Vec::new()),
             date: Cell::new(HttpDate::now()),
             active: Cell::new(0),
+            room_waiters: RefCell::new(Vec::new()),
+            yielded: RefCell::new(Vec::new()),
+            yield_pump: RefCell::new(None),
         }
     }
 }
@@ -188,6 +328,7 @@ fn block_on_worker<D: monoio::Driver, S: Service>(
         id,
         shared.settings.conn.clone(),
         shared.counters.clone(),
+        shared.gauges[id].clone(),
     ));
     struct AbortOnUnwind(Rc<Worker>);
     impl Drop for AbortOnUnwind {
@@ -221,6 +362,7 @@ async fn worker_main<S: Service>(
         }
     }
     monoio::spawn(clock(worker.clone()));
+    monoio::spawn(yield_pump(worker.clone()));
 
     shared.shutdown.wait().await;
     worker.drain.start();
@@ -247,9 +389,13 @@ async fn accept_loop<L: LocalService>(listener: TcpListener, w: Rc<Worker>, loca
     let max = w.limits.max_connections;
     let local_port = listener.local_addr().map_or(0, |a| a.port());
     loop {
-        while w.active.get() >= max && !w.drain.is_draining() {
-            // At the cap: leave new connections in the kernel's backlog.
-            monoio::time::sleep(Duration::from_millis(10)).await;
+        if w.active.get() >= max {
+            // At the cap: new connections wait in the kernel's backlog
+            // until one of ours closes (woken then, no polling).
+            monoio::select! {
+                _ = w.room() => {},
+                _ = w.drain.wait() => return,
+            }
         }
         let accepted = monoio::select! {
             r = listener.accept() => r,
@@ -257,14 +403,8 @@ async fn accept_loop<L: LocalService>(listener: TcpListener, w: Rc<Worker>, loca
         };
         match accepted {
             Ok((stream, peer)) => {
-                w.active.set(w.active.get() + 1);
-                monoio::spawn(contain::serve(
-                    local.clone(),
-                    stream,
-                    peer,
-                    local_port,
-                    w.clone(),
-                ));
+                w.connection_opened();
+                monoio::spawn(contain::serve(&local, stream, peer, local_port, &w));
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly rather than spin.
@@ -273,6 +413,21 @@ async fn accept_loop<L: LocalService>(listener: TcpListener, w: Rc<Worker>, loca
             }
         }
     }
+}
+
+/// Wakes the tasks that yielded ([`Worker::yield_now`]) each time it is
+/// woken, from behind the tasks that were queued before it.
+async fn yield_pump(w: Rc<Worker>) {
+    let mut woken = Vec::new();
+    poll_fn(move |cx| {
+        std::mem::swap(&mut woken, &mut *w.yielded.borrow_mut());
+        for waker in woken.drain(..) {
+            waker.wake();
+        }
+        *w.yield_pump.borrow_mut() = Some(cx.waker().clone());
+        Poll::<()>::Pending
+    })
+    .await;
 }
 
 /// At each second boundary: refresh the `Date` value and run the reaper
@@ -285,6 +440,7 @@ async fn clock(w: Rc<Worker>) {
         let to_next = Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos()));
         monoio::time::sleep(to_next).await;
         w.date.set(HttpDate::now());
+        w.publish();
         w.reaper
             .tick(std::time::Instant::now(), w.drain.is_draining());
     }

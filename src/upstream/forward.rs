@@ -68,6 +68,7 @@ const STREAM_CHUNK: usize = 16 * 1024;
 const RETRY_COPY_LIMIT: usize = 64 * 1024;
 
 /// What the client connection knows about itself.
+#[derive(Clone, Copy, Debug)]
 pub struct ClientInfo {
     /// The peer's IP address, formatted once per connection.
     pub peer_ip: [u8; 46],

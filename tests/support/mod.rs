@@ -63,6 +63,11 @@ impl TestServer {
     pub fn client(&self) -> Client {
         Client::connect(self.addr)
     }
+
+    /// The running server.
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("server running")
+    }
 }
 
 impl Drop for TestServer {
@@ -89,9 +94,12 @@ pub fn temp_path(stem: &str) -> PathBuf {
     ))
 }
 
-/// The `ringgate` binary built for these tests.
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_ringgate")
+/// The `ringgate` binary built for these tests, or the one named by
+/// `RINGGATE_TEST_BIN` (e.g. a release build, for figures that differ
+/// between debug and release builds).
+pub fn binary() -> String {
+    std::env::var("RINGGATE_TEST_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_ringgate").to_string())
 }
 
 /// A path relative to the crate root.
@@ -192,13 +200,18 @@ impl BinaryServer {
 
     /// Sends SIGTERM to the child.
     pub fn sigterm(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Sends `signal` to the child.
+    pub fn signal(&self, signal: libc::c_int) {
         let pid = libc::pid_t::try_from(self.pid()).expect("pid fits pid_t");
         // SAFETY: kill(2) with a valid signal on our own child's pid.
-        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        let rc = unsafe { libc::kill(pid, signal) };
         assert_eq!(
             rc,
             0,
-            "kill(SIGTERM) failed: {}",
+            "kill({signal}) failed: {}",
             std::io::Error::last_os_error()
         );
     }
