@@ -222,12 +222,14 @@ fn serve(path: &std::path::Path) -> ExitCode {
                 for (id, l) in loads.read().iter().enumerate() {
                     eprintln!(
                         "ringgate: status: worker {id}: {} connections open, \
-                         {} pooled buffers ({} allocated), {} free blocks ({} allocated)",
+                         {} pooled buffers ({} allocated), {} free blocks ({} allocated), \
+                         {} parks",
                         l.connections,
                         l.pooled_buffers,
                         l.buffers_allocated,
                         l.free_blocks,
-                        l.blocks_allocated
+                        l.blocks_allocated,
+                        l.parked
                     );
                 }
                 continue;

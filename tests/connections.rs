@@ -236,3 +236,40 @@ fn sigusr1_prints_each_workers_open_connections() {
     // The gateway keeps serving after the signal.
     assert_eq!(clients[0].get("/prod/hello").status, 200);
 }
+
+/// A keep-alive connection that stays silent after an answer parks (its
+/// read is cancelled, its buffers and serving block go back to the pools)
+/// and serves its next request as before; on io_uring and on epoll, whose
+/// cancellation paths differ.
+fn parked_connection_serves_again(io_driver: &str) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = TestServer::start(&config(&format!("io_driver = \"{io_driver}\"\n"), ""));
+    let mut c = server.client();
+    for round in 0..3 {
+        assert_eq!(c.get("/prod/hello").status, 200);
+        // The worker counts parks (published once a second).
+        let until = Instant::now() + Duration::from_secs(6);
+        while server.server().loads().read()[0].parked < round + 1 {
+            assert!(
+                Instant::now() < until,
+                "round {round}: the connection never parked"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let load = server.server().loads().read()[0];
+        assert_eq!(load.connections, 1);
+        assert_eq!(load.parked, round + 1);
+        assert!(load.free_blocks >= 1, "the serving block went back");
+    }
+    assert_eq!(c.get("/prod/hello").status, 200);
+}
+
+#[test]
+fn a_parked_connection_serves_its_next_request_on_io_uring() {
+    parked_connection_serves_again("auto");
+}
+
+#[test]
+fn a_parked_connection_serves_its_next_request_on_epoll() {
+    parked_connection_serves_again("epoll");
+}

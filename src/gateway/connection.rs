@@ -1,15 +1,16 @@
 //! One client connection, HTTP/1.1: read heads, answer each request
 //! through the pipeline, repeat; or switch protocols.
 //!
-//! Between requests the connection holds no buffer and waits for readiness;
-//! the state of serving requests lives in a pooled block only while the
-//! connection is busy (see [`serve`]). Pipelined requests already in the
-//! read buffer are answered in order into the write buffer, which is
-//! written out when no complete request is left to answer (or [`FLUSH_AT`]
-//! bytes are waiting), so a pipelined batch costs one write; after
-//! [`TURN`] requests in a row the connection writes out and lets the
-//! worker's other connections run. A `101` from a backend ends the HTTP loop and hands the
-//! socket to the upgrade tunnel ([`crate::upstream::tunnel`]).
+//! A connection silent for about a second after an answer parks: it holds
+//! no buffer and waits for readiness; buffers and the state of serving
+//! requests (a pooled block) are its only while it is busy (see [`serve`]).
+//! Pipelined requests already in the read buffer are answered in order into
+//! the write buffer, which is written out when no complete request is left
+//! to answer (or [`FLUSH_AT`] bytes are waiting), so a pipelined batch costs
+//! one write; after [`TURN`] requests in a row the connection writes out
+//! and lets the worker's other connections run. A `101` from a backend ends
+//! the HTTP loop and hands the socket to the upgrade tunnel
+//! ([`crate::upstream::tunnel`]).
 //!
 //! Failure: a malformed head gets its 4xx with `Connection: close`, and the
 //! connection closes lingering (its unread bytes are drained for a while so
@@ -23,7 +24,7 @@
 use std::future::Future;
 use std::rc::Rc;
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, CancelableAsyncReadRent, Split};
 
 use super::exchange::{ConnState, Exchange, Next};
 use super::outcome::Outcome;
@@ -32,7 +33,7 @@ use super::response::GatewayError;
 use super::worker::GatewayWorker;
 use crate::http::response::ConnectionHeader;
 use crate::http::{header_array, parse_head, HeadError};
-use crate::runtime::{ClientConn, Fill, Readiness};
+use crate::runtime::{ClientConn, Fill, NextRequest, Readiness};
 use crate::upstream::forward::ClientInfo;
 use crate::upstream::pool::UpstreamConn;
 
@@ -58,11 +59,13 @@ enum RunEnd {
 
 /// Serves one accepted connection until it closes.
 ///
-/// Idle, the connection is this future alone, holding no buffer: it waits
-/// for readiness. Once the client sends, it takes buffers from the worker's
-/// pool and serves requests in a block of the worker's slab
-/// ([`crate::runtime::slab`]) until nothing read is left unanswered; then
-/// buffers and block go back.
+/// Parked, the connection is this future alone, holding no buffer: it
+/// waits for readiness. Once the client sends, it takes buffers from the
+/// worker's pool and serves requests in a block of the worker's slab
+/// ([`crate::runtime::slab`]), reading each next request right after the
+/// last answer, until the client stays silent for about a second (the
+/// reaper cancels that read: [`NextRequest::Park`]); then buffers and block
+/// go back.
 ///
 /// Written as a function returning an `async move` block, not as an
 /// `async fn`: an `async fn` keeps its arguments apart from its locals, so
@@ -74,7 +77,7 @@ pub(super) fn serve<S>(
     info: ClientInfo,
 ) -> impl Future<Output = ()>
 where
-    S: AsyncReadRent + AsyncWriteRent + Split + Readiness,
+    S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent + Split + Readiness,
 {
     async move {
         let worker = conn.io.worker_rc();
@@ -114,7 +117,7 @@ where
 /// Serves what the client sends until every request read has been
 /// answered (or the connection ends); closes lingering where needed. The
 /// pipeline's buffers live here, for the busy period only.
-async fn busy<S: AsyncReadRent + AsyncWriteRent>(
+async fn busy<S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent>(
     gw: &GatewayWorker,
     conn: &mut ClientConn<S>,
     info: &ClientInfo,
@@ -145,7 +148,7 @@ enum Ended {
     Upgrade(UpstreamConn, Vec<u8>),
 }
 
-async fn requests<S: AsyncReadRent + AsyncWriteRent>(
+async fn requests<S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent>(
     gw: &GatewayWorker,
     conn: &mut ClientConn<S>,
     state: &mut ConnState,
@@ -213,8 +216,13 @@ async fn requests<S: AsyncReadRent + AsyncWriteRent>(
                     return Ended::Closed { linger: false };
                 }
                 if rbuf.is_drained() {
-                    // Everything read is answered and written out.
-                    return Ended::Idle;
+                    // Everything read is answered and written out: the
+                    // next request, or park.
+                    match io.read_next(rbuf).await {
+                        NextRequest::Data => continue,
+                        NextRequest::Park => return Ended::Idle,
+                        NextRequest::Closed => return Ended::Closed { linger: false },
+                    }
                 }
                 match io.fill(rbuf).await {
                     Fill::Data => {}

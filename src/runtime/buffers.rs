@@ -12,8 +12,10 @@
 //! is allocated, and a buffer given back to a full pool is freed. A buffer
 //! that grew past its class (a read buffer for a long head, a response
 //! buffer for a large body) is freed rather than kept: the pool shrinks
-//! back to its classes by itself. So with the pool warm, a request on an
-//! existing connection allocates nothing, and nothing is ever leaked.
+//! back to its classes by itself, and [`BufPool::trim`] (once a second)
+//! lets a pool swollen by a burst shrink back. So with the pool warm, a
+//! request on an existing connection allocates nothing, and nothing is ever
+//! leaked.
 
 #![forbid(unsafe_code)]
 
@@ -97,6 +99,19 @@ impl BufPool {
         }
     }
 
+    /// Frees half of what each class holds above `floor` buffers: run once
+    /// a second, a pool swollen by a burst (many connections parking at
+    /// once) shrinks back within seconds, while one in steady use keeps
+    /// what it lends.
+    pub fn trim(&self, floor: usize) {
+        for list in [&self.small, &self.large] {
+            let mut list = list.borrow_mut();
+            let excess = list.len().saturating_sub(floor);
+            let keep = list.len() - excess.div_ceil(2);
+            list.truncate(keep);
+        }
+    }
+
     /// What the pool holds now.
     pub fn stats(&self) -> PoolStats {
         PoolStats {
@@ -155,5 +170,12 @@ mod tests {
         let mut empty = Vec::new();
         pool.give(&mut empty);
         assert_eq!(pool.stats().small, MAX_SMALL);
+        // Trimming halves what is above the floor.
+        pool.trim(24);
+        assert_eq!(pool.stats().small, 24 + (MAX_SMALL - 24) / 2);
+        for _ in 0..20 {
+            pool.trim(24);
+        }
+        assert_eq!(pool.stats().small, 24);
     }
 }

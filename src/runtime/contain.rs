@@ -71,13 +71,17 @@ impl Drop for LiveWorker<'_> {
 /// The request a connection is serving, for the panic log line.
 #[derive(Debug)]
 pub struct RequestTrace {
+    /// The client (kept here, in a small allocation, rather than in every
+    /// connection's task).
+    peer: std::net::SocketAddr,
     id: RefCell<[u8; TRACE_ID_LEN]>,
     len: Cell<u8>,
 }
 
 impl RequestTrace {
-    pub(crate) fn new() -> RequestTrace {
+    pub(crate) fn new(peer: std::net::SocketAddr) -> RequestTrace {
         RequestTrace {
+            peer,
             id: RefCell::new([0; TRACE_ID_LEN]),
             len: Cell::new(0),
         }
@@ -176,7 +180,6 @@ pin_project_lite::pin_project! {
         fut: Option<F>,
         trace: Rc<RequestTrace>,
         worker: Rc<Worker>,
-        peer: std::net::SocketAddr,
     }
 }
 
@@ -190,14 +193,13 @@ pub(crate) fn serve<L: LocalService>(
     worker: &Rc<Worker>,
 ) -> Contained<impl Future<Output = ()>> {
     let _ = stream.set_nodelay(true);
-    let trace = Rc::new(RequestTrace::new());
+    let trace = Rc::new(RequestTrace::new(peer));
     let fd = stream.as_raw_fd();
     let conn = ClientConn::new(stream, fd, worker.clone(), trace.clone());
     Contained {
         fut: Some(local.clone().serve(conn, peer, local_port)),
         trace,
         worker: worker.clone(),
-        peer,
     }
 }
 
@@ -224,7 +226,7 @@ impl<F: Future<Output = ()>> Future for Contained<F> {
             log(&format!(
                 "worker {}: panic while serving {} (request {}): {what}; connection closed",
                 worker.id,
-                this.peer,
+                this.trace.peer,
                 this.trace.id()
             ));
         }
@@ -239,7 +241,7 @@ mod tests {
 
     #[test]
     fn trace_keeps_a_bounded_copy() {
-        let t = RequestTrace::new();
+        let t = RequestTrace::new(([127, 0, 0, 1], 1).into());
         assert_eq!(t.id(), "-");
         t.note(b"abc");
         assert_eq!(t.id(), "abc");

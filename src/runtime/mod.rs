@@ -59,7 +59,9 @@ use monoio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, Type};
 
 pub use buffers::BufPool;
-pub use conn::{ClientConn, ClientIo, ClientStop, ConnLimits, Fill, ReadBuf, Readiness};
+pub use conn::{
+    ClientConn, ClientIo, ClientStop, ConnLimits, Fill, NextRequest, ReadBuf, Readiness,
+};
 pub use contain::Counters;
 pub use drain::Drain;
 pub use shutdown::Shutdown;

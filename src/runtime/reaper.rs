@@ -17,6 +17,15 @@
 //! Cancelling a read by shutting its socket down also avoids dropping an
 //! in-flight io_uring read (liburing #1422): the read completes normally.
 //!
+//! Parking: a connection that has just answered a request reads for the
+//! next one with its buffer (`Wait::Hot`: the cheapest way when the next
+//! request comes at once, as it does on a busy keep-alive connection). If
+//! nothing has come [`PARK_AFTER`] later, a sweep cancels that read through
+//! the slot's monoio `Canceller`: the read completes, with
+//! `ECANCELED` or with the bytes that raced the cancel, and hands its buffer
+//! back, never dropping data; the connection then gives its buffers back
+//! and waits for readiness holding none.
+//!
 //! Safety: `shutdown` is called on a raw fd. A slot is registered right
 //! after accept and removed when the connection's `ClientIo` drops, whose
 //! slot field is declared before the stream and so drops before it: the fd
@@ -29,12 +38,22 @@ use std::cell::{Cell, RefCell};
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
+use monoio::io::{CancelHandle, Canceller};
+
+/// How long a connection may wait for its next request holding its
+/// buffers before a sweep parks it (plus up to a second: sweeps run once a
+/// second).
+pub(crate) const PARK_AFTER: Duration = Duration::from_secs(1);
+
 /// What a sweep does to an expired slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Wait {
     /// Waiting for the first byte of a request: expire with SHUT_RD; drain
     /// closes it at once.
     Idle,
+    /// As `Idle`, in a read that holds the connection's buffers: parked
+    /// (the read cancelled) after [`PARK_AFTER`].
+    Hot,
     /// Waiting for the rest of a head or body: expire with SHUT_RD.
     Read,
     /// Waiting for a write to complete: expire with SHUT_RDWR.
@@ -49,17 +68,28 @@ struct Slot {
     wait: Wait,
     expired: bool,
     live: bool,
+    /// Coarse-clock milliseconds when armed.
+    since: u64,
+    /// A park was asked for since it was armed.
+    parking: bool,
 }
 
 /// The slots of one worker.
-#[derive(Debug)]
 pub(crate) struct Reaper {
     start: Instant,
     /// Milliseconds since `start`, advanced by [`Reaper::tick`].
     now_ms: Cell<u64>,
     slots: RefCell<Vec<Slot>>,
     free: RefCell<Vec<u32>>,
+    /// Per slot: what cancels its `Wait::Hot` read (while it has one).
+    cancellers: RefCell<Vec<Option<Canceller>>>,
+    /// Unused cancellers, so that a parked connection holds none and one
+    /// coming back allocates none.
+    spare: RefCell<Vec<Canceller>>,
 }
+
+/// Most spare cancellers kept.
+const MAX_SPARE: usize = 256;
 
 impl Reaper {
     pub fn new() -> Reaper {
@@ -68,6 +98,8 @@ impl Reaper {
             now_ms: Cell::new(1),
             slots: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
+            cancellers: RefCell::new(Vec::new()),
+            spare: RefCell::new(Vec::new()),
         }
     }
 
@@ -79,6 +111,8 @@ impl Reaper {
             wait: Wait::Idle,
             expired: false,
             live: true,
+            since: 0,
+            parking: false,
         };
         let mut slots = self.slots.borrow_mut();
         match self.free.borrow_mut().pop() {
@@ -96,7 +130,32 @@ impl Reaper {
     /// Frees slot `i` (the connection is closing).
     pub fn unregister(&self, i: u32) {
         self.slots.borrow_mut()[i as usize].live = false;
+        if let Some(c) = self.cancellers.borrow_mut().get_mut(i as usize) {
+            if let Some(c) = c.take() {
+                self.keep_spare(c);
+            }
+        }
         self.free.borrow_mut().push(i);
+    }
+
+    /// What lets a sweep cancel slot `i`'s `Wait::Hot` read.
+    #[inline]
+    pub fn cancel_handle(&self, i: u32) -> CancelHandle {
+        let mut cancellers = self.cancellers.borrow_mut();
+        let i = i as usize;
+        if cancellers.len() <= i {
+            cancellers.resize_with(i + 1, || None);
+        }
+        cancellers[i]
+            .get_or_insert_with(|| self.spare.borrow_mut().pop().unwrap_or_default())
+            .handle()
+    }
+
+    fn keep_spare(&self, c: Canceller) {
+        let mut spare = self.spare.borrow_mut();
+        if spare.len() < MAX_SPARE {
+            spare.push(c);
+        }
     }
 
     /// The deadline `after` from now, on the coarse clock.
@@ -111,6 +170,8 @@ impl Reaper {
         let s = &mut slots[i as usize];
         s.deadline = deadline;
         s.wait = wait;
+        s.since = self.now_ms.get();
+        s.parking = false;
     }
 
     /// Disarms slot `i`; true if the reaper expired it meanwhile.
@@ -122,20 +183,34 @@ impl Reaper {
         s.expired
     }
 
-    /// Advances the clock to `now` and expires what is due; with `drain`,
-    /// also every idle connection.
+    /// Advances the clock to `now` and expires what is due (with `drain`,
+    /// also every idle connection); parks hot reads idle for
+    /// [`PARK_AFTER`].
     pub fn tick(&self, now: Instant, drain: bool) {
         let now_ms = now.duration_since(self.start).as_millis() as u64 + 1;
         self.now_ms.set(now_ms);
-        for s in self.slots.borrow_mut().iter_mut() {
+        let park_after = PARK_AFTER.as_millis() as u64;
+        let mut cancellers = self.cancellers.borrow_mut();
+        for (i, s) in self.slots.borrow_mut().iter_mut().enumerate() {
             if !s.live || s.deadline == 0 || s.expired {
                 continue;
             }
-            let due = s.deadline <= now_ms || (drain && s.wait == Wait::Idle);
+            let idle = matches!(s.wait, Wait::Idle | Wait::Hot);
+            let due = s.deadline <= now_ms || (drain && idle);
+            if !due && s.wait == Wait::Hot && !s.parking && now_ms - s.since >= park_after {
+                if let Some(c) = cancellers.get_mut(i).and_then(Option::take) {
+                    // The read completes (cancelled, or with what raced the
+                    // cancel) and its connection parks, holding no
+                    // canceller; the fresh one cancel() returns is kept.
+                    self.keep_spare(c.cancel());
+                    s.parking = true;
+                }
+                continue;
+            }
             if due {
                 s.expired = true;
                 let how = match s.wait {
-                    Wait::Idle | Wait::Read => libc::SHUT_RD,
+                    Wait::Idle | Wait::Hot | Wait::Read => libc::SHUT_RD,
                     Wait::Write => libc::SHUT_RDWR,
                 };
                 // SAFETY: see the module docs — a live slot's fd is the

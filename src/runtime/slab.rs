@@ -77,21 +77,50 @@ impl FutureSlab {
     /// lives across an `.await`).
     #[inline]
     pub fn put_with<F: Future>(&self, make: impl FnOnce() -> F) -> InSlab<'_, F> {
-        let fut = make();
         let layout = Layout::new::<F>();
         let ptr = if layout.size() == 0 {
             NonNull::<F>::dangling()
         } else {
             self.block(layout).cast::<F>()
         };
+        // Gives the block back should `make` panic.
+        struct Unwind<'s>(&'s FutureSlab, NonNull<u8>, Layout);
+        impl Drop for Unwind<'_> {
+            fn drop(&mut self) {
+                if self.2.size() != 0 {
+                    self.0.give(self.1, self.2);
+                }
+            }
+        }
+        let unwind = Unwind(self, ptr.cast(), layout);
         // SAFETY: `ptr` is valid for writes of an `F` (a block of `F`'s
         // size and alignment, or dangling and well aligned for a zero-sized
-        // `F`) and holds no value yet.
-        unsafe { ptr.as_ptr().write(fut) };
+        // `F`) and holds no value yet. `make()` is written in the same
+        // expression so the compiler can build the future in the block
+        // (an async fn's future is as large as its largest state, kilobytes;
+        // building it elsewhere and moving it costs a copy of all of it).
+        unsafe { ptr.as_ptr().write(make()) };
+        std::mem::forget(unwind);
         InSlab {
             ptr,
             slab: self,
             _owns: PhantomData,
+        }
+    }
+
+    /// Frees half of the free blocks above `floor` (see
+    /// [`super::buffers::BufPool::trim`]).
+    pub fn trim(&self, floor: usize) {
+        let Some(layout) = self.layout.get() else {
+            return;
+        };
+        let mut free = self.free.borrow_mut();
+        let excess = free.len().saturating_sub(floor);
+        let keep = free.len() - excess.div_ceil(2);
+        for p in free.drain(keep..) {
+            // SAFETY: free blocks were allocated with the slab's layout and
+            // hold no future.
+            unsafe { dealloc(p.as_ptr(), layout) };
         }
     }
 
@@ -218,6 +247,8 @@ mod tests {
         assert_eq!(dropped.get(), 2);
         assert_eq!(slab.free_blocks(), 1);
         assert_eq!(slab.allocated(), 1);
+        slab.trim(0);
+        assert_eq!(slab.free_blocks(), 0);
     }
 
     #[test]

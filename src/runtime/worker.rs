@@ -64,10 +64,15 @@ pub struct Worker {
     /// task that wakes them.
     yielded: RefCell<Vec<Waker>>,
     yield_pump: RefCell<Option<Waker>>,
+    /// Connections parked so far.
+    pub(crate) parked: Cell<u64>,
 }
 
 /// Most free serving-state blocks a worker keeps.
 const MAX_FREE_BLOCKS: usize = 1024;
+/// What the pools keep through their once-a-second trim (see
+/// [`BufPool::trim`]).
+const POOL_FLOOR: usize = 32;
 
 /// A worker's load as other threads see it: written by the worker, read
 /// by anyone (status lines, tests, metrics later).
@@ -78,6 +83,7 @@ pub(crate) struct Gauge {
     buffers_allocated: AtomicU64,
     free_blocks: AtomicUsize,
     blocks_allocated: AtomicU64,
+    parked: AtomicU64,
 }
 
 /// One worker's load (see [`super::Workers::load`]).
@@ -96,6 +102,9 @@ pub struct Load {
     /// each second): grows only with the number of connections busy at
     /// once.
     pub blocks_allocated: u64,
+    /// Times a connection parked (gave its buffers back after staying
+    /// silent) since the worker started (refreshed each second).
+    pub parked: u64,
 }
 
 impl Gauge {
@@ -106,6 +115,7 @@ impl Gauge {
             buffers_allocated: self.buffers_allocated.load(Ordering::Relaxed),
             free_blocks: self.free_blocks.load(Ordering::Relaxed),
             blocks_allocated: self.blocks_allocated.load(Ordering::Relaxed),
+            parked: self.parked.load(Ordering::Relaxed),
         }
     }
 }
@@ -197,6 +207,7 @@ impl Worker {
             .store(self.slab.free_blocks(), Ordering::Relaxed);
         g.blocks_allocated
             .store(self.slab.allocated(), Ordering::Relaxed);
+        g.parked.store(self.parked.get(), Ordering::Relaxed);
     }
 }
 
@@ -305,6 +316,7 @@ impl Worker {
             room_waiters: RefCell::new(Vec::new()),
             yielded: RefCell::new(Vec::new()),
             yield_pump: RefCell::new(None),
+            parked: Cell::new(0),
         }
     }
 }
@@ -440,6 +452,8 @@ async fn clock(w: Rc<Worker>) {
         let to_next = Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos()));
         monoio::time::sleep(to_next).await;
         w.date.set(HttpDate::now());
+        w.buffers.trim(POOL_FLOOR);
+        w.slab.trim(POOL_FLOOR);
         w.publish();
         w.reaper
             .tick(std::time::Instant::now(), w.drain.is_draining());
