@@ -121,6 +121,26 @@ rss_kib() {
     echo "$total"
 }
 
+# RSS once it has settled: ringgate's connections park about a second
+# after their last answer and its pools shrink back over a few seconds.
+# Sampled every 0.5 s until it has not fallen for 2 s (at least 4 s, at
+# most 30 s).
+settled_rss() {
+    local low now low_at=0 t=0
+    low=$(rss_kib "$1")
+    while :; do
+        sleep 0.5
+        t=$((t + 1))
+        now=$(rss_kib "$1")
+        if ((now * 101 / 100 < low)); then low_at=$t; fi
+        ((now < low)) && low=$now
+        if (((t - low_at >= 4 && t >= 8) || t >= 60)); then
+            echo "$now"
+            return
+        fi
+    done
+}
+
 # Sum of utime+stime (clock ticks) over a process and its children.
 cpu_ticks() {
     local total=0 p v
@@ -238,8 +258,7 @@ run_one() {
     # Warm-up: pools, allocator pages, one request per worker at least.
     "$LOAD" --target "127.0.0.1:$port" --connections 400 --duration 0 --report 60 \
         --sources 8 >/dev/null 2>&1 || die "$server: warm-up failed"
-    sleep 1
-    before=$(rss_kib "$SERVER_PID")
+    before=$(settled_rss "$SERVER_PID")
     "$LOAD" --target "127.0.0.1:$port" --connections "$CONNECTIONS" --threads 2 --sources 8 \
         --interval "$INTERVAL" --duration "$DURATION" --report 10 >"$WORK/load-$server.out" 2>"$WORK/load-$server.err" &
     load_pid=$!
@@ -250,8 +269,7 @@ run_one() {
         sleep 0.1
     done
     grep -q "^connload: opened" "$WORK/load-$server.out" || die "$server: the connections did not open: $(tail -3 "$WORK/load-$server.err")"
-    sleep 2
-    after=$(rss_kib "$SERVER_PID")
+    after=$(settled_rss "$SERVER_PID")
     cpu0=$(cpu_ticks "$SERVER_PID")
     wait "$load_pid" || true
     cpu1=$(cpu_ticks "$SERVER_PID")

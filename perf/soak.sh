@@ -14,10 +14,11 @@
 # buffers and buffers/blocks allocated so far.
 #
 # The check at the end: after warm-up (the first quarter of the run, at
-# least 60 s) no figure may grow: RSS may not end more than 5 % (and 4 MB)
-# above its warm-up maximum, descriptors, backend connections and the
-# buffers and blocks allocated not above theirs (plus a slack of 64 fds
-# for churn in flight). Exit status 1 if one did.
+# least 60 s) nothing may grow: RSS may not end more than 5 % (and 4 MB)
+# above its warm-up maximum, descriptors and backend connections not above
+# theirs (plus a slack of 64 fds for churn in flight). Exit status 1 if one
+# did. Buffers and blocks allocated are shown, not judged: the pools give
+# back what they do not need each second, so churn allocates anew.
 #
 # Output in perf/results/: soak-DATE.csv (the samples), soak-DATE.txt (a
 # table and the verdict) and soak-DATE.svg (the plot).
@@ -181,8 +182,6 @@ VERDICT=$(awk -F, -v warm="$WARM" '
         if (m[2] > w[2] * 1.05 && m[2] - w[2] > 4096) { printf "FAIL: RSS grew from %d to %d kB\n", w[2], m[2]; bad = 1 }
         if (m[3] > w[3] + 64) { printf "FAIL: open fds grew from %d to %d\n", w[3], m[3]; bad = 1 }
         if (m[4] > w[4]) { printf "FAIL: backend connections grew from %d to %d\n", w[4], m[4]; bad = 1 }
-        if (m[7] > w[7]) { printf "FAIL: buffers allocated grew from %d to %d\n", w[7], m[7]; bad = 1 }
-        if (m[8] > w[8]) { printf "FAIL: blocks allocated grew from %d to %d\n", w[8], m[8]; bad = 1 }
         printf "%s: after warm-up (%d s) max RSS %d kB (warm-up max %d), fds %d (%d), backend conns %d (%d), buffers allocated %d (%d), blocks allocated %d (%d)\n",
             bad ? "GREW" : "PASS", warm, m[2], w[2], m[3], w[3], m[4], w[4], m[7], w[7], m[8], w[8]
     }' "$CSV")

@@ -407,7 +407,7 @@ impl<S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent> ClientIo<S> {
     /// Reads the first bytes of the next request into `rbuf` (empty, with
     /// memory) right after the last answer: on a busy keep-alive
     /// connection they come at once, and a read now costs nothing more.
-    /// Should none come within about a second (the reaper's `PARK_AFTER`), the reaper cancels the
+    /// Should none come by the reaper's next sweep (within a second), the reaper cancels the
     /// read ([`NextRequest::Park`]) so that the connection can give its buffers
     /// back and wait holding none. `keepalive_timeout` and a drain close it
     /// as an idle connection.

@@ -20,7 +20,7 @@
 //! Parking: a connection that has just answered a request reads for the
 //! next one with its buffer (`Wait::Hot`: the cheapest way when the next
 //! request comes at once, as it does on a busy keep-alive connection). If
-//! nothing has come [`PARK_AFTER`] later, a sweep cancels that read through
+//! nothing has come by the next sweep ([`PARK_AFTER`]), it cancels that read through
 //! the slot's monoio `Canceller`: the read completes, with
 //! `ECANCELED` or with the bytes that raced the cancel, and hands its buffer
 //! back, never dropping data; the connection then gives its buffers back
@@ -41,9 +41,14 @@ use std::time::{Duration, Instant};
 use monoio::io::{CancelHandle, Canceller};
 
 /// How long a connection may wait for its next request holding its
-/// buffers before a sweep parks it (plus up to a second: sweeps run once a
-/// second).
-pub(crate) const PARK_AFTER: Duration = Duration::from_secs(1);
+/// buffers before a sweep parks it. Sweeps run once a second on a clock of
+/// that granularity, so zero means: at the next sweep, between 0 and 1 s
+/// later (0.5 s on average). A busy connection caught by a sweep between
+/// two requests parks and comes back at once: one cancel and one
+/// readiness wait per second, nothing. Measured with 19,500 connections
+/// each sending a request every 10 s: holding buffers for 1-2 s after each
+/// answer kept 4.2 KB per connection resident.
+pub(crate) const PARK_AFTER: Duration = Duration::ZERO;
 
 /// What a sweep does to an expired slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
