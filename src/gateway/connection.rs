@@ -1,7 +1,7 @@
 //! One client connection, HTTP/1.1: read heads, answer each request
 //! through the pipeline, repeat; or switch protocols.
 //!
-//! A connection silent until the next once-a-second sweep after an answer parks: it holds
+//! A connection silent for 1 to 2 s after an answer parks: it holds
 //! no buffer and waits for readiness; buffers and the state of serving
 //! requests (a pooled block) are its only while it is busy (see [`serve`]).
 //! Pipelined requests already in the read buffer are answered in order into
@@ -63,7 +63,7 @@ enum RunEnd {
 /// waits for readiness. Once the client sends, it takes buffers from the
 /// worker's pool and serves requests in a block of the worker's slab
 /// ([`crate::runtime::slab`]), reading each next request right after the
-/// last answer, until the client stays silent through a once-a-second sweep (the
+/// last answer, until the client stays silent for 1 to 2 s (the
 /// reaper cancels that read: [`NextRequest::Park`]); then buffers and block
 /// go back.
 ///

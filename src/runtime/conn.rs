@@ -23,8 +23,9 @@
 //! Idle connections hold no buffer. Right after an answer a connection
 //! reads for the next request with its buffer ([`ClientIo::read_next`]):
 //! on a busy keep-alive connection the next request comes at once, and
-//! this is the cheapest way to take it. If nothing comes for about
-//! a second (the reaper's `PARK_AFTER`) the reaper cancels that read and the connection *parks*:
+//! this is the cheapest way to take it. If nothing comes through a whole
+//! sweep interval of the reaper (1 to 2 s), the reaper
+//! cancels that read and the connection *parks*:
 //! it gives its buffers back ([`ClientConn::give_buffers`]) and waits for
 //! readiness ([`ClientIo::wait_readable`]: an io_uring poll, or epoll
 //! readiness) holding none, since a read in flight would pin its buffer for
@@ -407,7 +408,7 @@ impl<S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent> ClientIo<S> {
     /// Reads the first bytes of the next request into `rbuf` (empty, with
     /// memory) right after the last answer: on a busy keep-alive
     /// connection they come at once, and a read now costs nothing more.
-    /// Should none come by the reaper's next sweep (within a second), the reaper cancels the
+    /// Should none come within 1 to 2 s (a whole sweep interval), the reaper cancels the
     /// read ([`NextRequest::Park`]) so that the connection can give its buffers
     /// back and wait holding none. `keepalive_timeout` and a drain close it
     /// as an idle connection.

@@ -20,11 +20,18 @@
 //! Parking: a connection that has just answered a request reads for the
 //! next one with its buffer (`Wait::Hot`: the cheapest way when the next
 //! request comes at once, as it does on a busy keep-alive connection). If
-//! nothing has come by the next sweep ([`PARK_AFTER`]), it cancels that read through
-//! the slot's monoio `Canceller`: the read completes, with
-//! `ECANCELED` or with the bytes that raced the cancel, and hands its buffer
-//! back, never dropping data; the connection then gives its buffers back
-//! and waits for readiness holding none.
+//! it has waited through a whole sweep interval (1 to 2 s after its
+//! answer), a sweep cancels that read through the slot's monoio
+//! `Canceller`: the read completes, with `ECANCELED` or with the bytes that
+//! raced the cancel, and hands its buffer back, never dropping data; the
+//! connection then gives its buffers back and waits for readiness holding
+//! none. Not at the first sweep: that would also park busy connections
+//! caught between two requests, once a second each, and a park allocates
+//! (monoio's `Canceller::cancel` makes a new one), which would break "a warm
+//! request allocates nothing" for connections that never go quiet. The
+//! cost: with 19,500 connections each sending a request every 10 s, about
+//! 4 KB per connection stays resident (those inside their window hold
+//! buffers and a serving block).
 //!
 //! Safety: `shutdown` is called on a raw fd. A slot is registered right
 //! after accept and removed when the connection's `ClientIo` drops, whose
@@ -40,16 +47,6 @@ use std::time::{Duration, Instant};
 
 use monoio::io::{CancelHandle, Canceller};
 
-/// How long a connection may wait for its next request holding its
-/// buffers before a sweep parks it. Sweeps run once a second on a clock of
-/// that granularity, so zero means: at the next sweep, between 0 and 1 s
-/// later (0.5 s on average). A busy connection caught by a sweep between
-/// two requests parks and comes back at once: one cancel and one
-/// readiness wait per second, nothing. Measured with 19,500 connections
-/// each sending a request every 10 s: holding buffers for 1-2 s after each
-/// answer kept 4.2 KB per connection resident.
-pub(crate) const PARK_AFTER: Duration = Duration::ZERO;
-
 /// What a sweep does to an expired slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Wait {
@@ -57,7 +54,7 @@ pub(crate) enum Wait {
     /// closes it at once.
     Idle,
     /// As `Idle`, in a read that holds the connection's buffers: parked
-    /// (the read cancelled) after [`PARK_AFTER`].
+    /// (the read cancelled) after a whole sweep interval.
     Hot,
     /// Waiting for the rest of a head or body: expire with SHUT_RD.
     Read,
@@ -189,12 +186,12 @@ impl Reaper {
     }
 
     /// Advances the clock to `now` and expires what is due (with `drain`,
-    /// also every idle connection); parks hot reads idle for
-    /// [`PARK_AFTER`].
+    /// also every idle connection); parks hot reads armed before the
+    /// previous sweep.
     pub fn tick(&self, now: Instant, drain: bool) {
         let now_ms = now.duration_since(self.start).as_millis() as u64 + 1;
-        self.now_ms.set(now_ms);
-        let park_after = PARK_AFTER.as_millis() as u64;
+        // Slots armed before the previous sweep have `since` below this.
+        let previous = self.now_ms.replace(now_ms);
         let mut cancellers = self.cancellers.borrow_mut();
         for (i, s) in self.slots.borrow_mut().iter_mut().enumerate() {
             if !s.live || s.deadline == 0 || s.expired {
@@ -202,7 +199,7 @@ impl Reaper {
             }
             let idle = matches!(s.wait, Wait::Idle | Wait::Hot);
             let due = s.deadline <= now_ms || (drain && idle);
-            if !due && s.wait == Wait::Hot && !s.parking && now_ms - s.since >= park_after {
+            if !due && s.wait == Wait::Hot && !s.parking && s.since < previous {
                 if let Some(c) = cancellers.get_mut(i).and_then(Option::take) {
                     // The read completes (cancelled, or with what raced the
                     // cancel) and its connection parks, holding no
