@@ -80,12 +80,14 @@
 //! `tests/alloc.rs` asserts both.
 //!
 //! ## What a connection costs
-//! Memory follows busy connections, not open ones. An idle keep-alive
-//! connection waits for readiness holding no buffer and only a small
-//! future; its read and write buffers come from the worker's bounded pool
-//! ([`runtime::buffers`]) and the state of serving a request lives in a
-//! pooled block ([`runtime::slab`]) only while it has bytes to answer.
-//! `tests/idle_memory.rs` bounds the resident memory of an idle connection.
+//! Memory follows busy connections, not open ones. A keep-alive
+//! connection that stays silent for 1 to 2 s after an answer *parks*: its
+//! pending read is cancelled, its read and write buffers go back to the
+//! worker's bounded pool ([`runtime::buffers`]), the state of serving
+//! requests goes back with its pooled block ([`runtime::slab`]), and it
+//! waits for readiness as a task of under 500 bytes.
+//! `tests/idle_memory.rs` bounds the resident memory of an idle connection
+//! (about 800 bytes; nginx's is about 500).
 
 // Every module forbids unsafe code but these, whose `unsafe` blocks each
 // state their invariant: runtime::reaper (shutdown(2) on connection and

@@ -1,10 +1,10 @@
 //! A worker's pool of I/O buffers: what lets an idle connection hold none.
 //!
-//! A keep-alive connection waiting for its next request owns no buffer: it
-//! waits for readiness (see [`super::conn`]), and takes buffers from its
-//! worker's [`BufPool`] only once bytes are there; they go back when the
-//! request is answered and nothing else is pipelined. So the memory of
-//! buffers follows the number of *busy* connections, not of open ones.
+//! A parked keep-alive connection (silent for 1 to 2 s after an answer)
+//! owns no buffer: it waits for readiness (see [`super::conn`]), and takes
+//! buffers from its worker's [`BufPool`] only once bytes are there; they go
+//! back when it parks again. So the memory of buffers follows the number
+//! of *busy* connections, not of open ones.
 //!
 //! Two classes: [`SMALL`] (read buffers, response buffers, request heads
 //! for a backend) and [`LARGE`] (body streaming). The pool is bounded

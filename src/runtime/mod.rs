@@ -25,11 +25,11 @@
 //! requests in flight finish (their responses carry `Connection: close`),
 //! and exits when its last connection closes or `drain_timeout` passes.
 //!
-//! Memory follows busy connections, not open ones: an idle keep-alive
-//! connection waits for readiness holding no buffer ([`conn`]); buffers
-//! come from the worker's bounded pool ([`buffers`]) and the large state
-//! of serving a request lives in a pooled block only while a request is
-//! served ([`slab`]). [`Workers::loads`] shows each worker's open
+//! Memory follows busy connections, not open ones: a keep-alive connection
+//! silent for 1 to 2 s parks and waits for readiness holding no buffer
+//! ([`conn`], `reaper`); buffers come from the worker's bounded pool
+//! ([`buffers`]) and the large state of serving requests lives in a pooled
+//! block only while the connection is busy ([`slab`]). [`Workers::loads`] shows each worker's open
 //! connections and pools; at `max_connections_per_worker` a worker stops
 //! accepting (the kernel's backlog holds new connections) until one of its
 //! connections closes.
