@@ -16,8 +16,9 @@
 # The check at the end: after warm-up (the first quarter of the run, at
 # least 60 s) nothing may grow: RSS may not end more than 5 % (and 4 MB)
 # above its warm-up maximum, descriptors and backend connections not above
-# theirs (plus a slack of 64 fds for churn in flight). Exit status 1 if one
-# did. Buffers and blocks allocated are shown, not judged: the pools give
+# theirs plus a slack (64 fds for churn in flight; 8 backend connections,
+# since the pool follows bursts of concurrency and a leak grows without
+# bound). Exit status 1 if one did. Buffers and blocks allocated are shown, not judged: the pools give
 # back what they do not need each second, so churn allocates anew.
 #
 # Output in perf/results/: soak-DATE.csv (the samples), soak-DATE.txt (a
@@ -181,7 +182,7 @@ VERDICT=$(awk -F, -v warm="$WARM" '
         # RSS: 5 % and 4 MB over the warm-up maximum.
         if (m[2] > w[2] * 1.05 && m[2] - w[2] > 4096) { printf "FAIL: RSS grew from %d to %d kB\n", w[2], m[2]; bad = 1 }
         if (m[3] > w[3] + 64) { printf "FAIL: open fds grew from %d to %d\n", w[3], m[3]; bad = 1 }
-        if (m[4] > w[4]) { printf "FAIL: backend connections grew from %d to %d\n", w[4], m[4]; bad = 1 }
+        if (m[4] > w[4] + 8) { printf "FAIL: backend connections grew from %d to %d\n", w[4], m[4]; bad = 1 }
         printf "%s: after warm-up (%d s) max RSS %d kB (warm-up max %d), fds %d (%d), backend conns %d (%d), buffers allocated %d (%d), blocks allocated %d (%d)\n",
             bad ? "GREW" : "PASS", warm, m[2], w[2], m[3], w[3], m[4], w[4], m[7], w[7], m[8], w[8]
     }' "$CSV")
