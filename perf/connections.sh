@@ -61,23 +61,13 @@ while (($#)); do
 done
 [[ $SCENARIO == mock || $SCENARIO == proxy ]] || { echo "connections.sh: --scenario mock|proxy" >&2; exit 2; }
 
-log() { echo "connections.sh: $*" >&2; }
-die() { log "$*"; exit 1; }
-
-WORK=$(mktemp -d /tmp/ringgate-connections.XXXXXX)
-PIDS=()
-cleanup() {
-    local p
-    for p in ${PIDS[@]+"${PIDS[@]}"}; do kill "$p" 2>/dev/null || true; done
-    for p in ${PIDS[@]+"${PIDS[@]}"}; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=perf/common.sh
+. "$PERF_DIR/common.sh"
+common_setup connections
 
 # --- limits ---------------------------------------------------------------
-hard=$(ulimit -Hn)
-[[ $hard == unlimited ]] && hard=1048576
-ulimit -n "$hard"
+raise_nofile
+hard=$HARD_NOFILE
 fit=$((hard - 500))
 if ((CONNECTIONS > fit)); then
     log "the open-file limit is $hard per process: $CONNECTIONS connections do not fit; running $fit"
@@ -155,11 +145,7 @@ ORIGIN_PORT=""
 if [[ $SCENARIO == proxy ]]; then
     "target/release/ringgate-origin" --listen 127.0.0.1:0 --workers 1 >"$WORK/origin.out" 2>&1 &
     PIDS+=($!)
-    for _ in $(seq 100); do
-        ORIGIN_PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/origin.out" | head -1)
-        [[ -n $ORIGIN_PORT ]] && break
-        sleep 0.05
-    done
+    ORIGIN_PORT=$(listening_port "$WORK/origin.out")
     [[ -n $ORIGIN_PORT ]] || die "the origin did not start"
 fi
 

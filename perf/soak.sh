@@ -44,18 +44,9 @@ while (($#)); do
     esac
 done
 
-log() { echo "soak.sh: $*" >&2; }
-die() { log "$*"; exit 1; }
-
-WORK=$(mktemp -d /tmp/ringgate-soak.XXXXXX)
-PIDS=()
-cleanup() {
-    local p
-    for p in ${PIDS[@]+"${PIDS[@]}"}; do kill "$p" 2>/dev/null || true; done
-    for p in ${PIDS[@]+"${PIDS[@]}"}; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=perf/common.sh
+. "$PERF_DIR/common.sh"
+common_setup soak
 
 cd "$REPO_DIR"
 if [[ -z $BIN || ! -x target/release/ringgate-connload ]]; then
@@ -68,18 +59,11 @@ command -v wrk >/dev/null || {
     DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >&2
 }
-hard=$(ulimit -Hn)
-[[ $hard == unlimited ]] && hard=1048576
-ulimit -n "$hard"
+raise_nofile
 
 target/release/ringgate-origin --listen 127.0.0.1:0 --workers 1 >"$WORK/origin.out" 2>&1 &
 PIDS+=($!)
-ORIGIN_PORT=""
-for _ in $(seq 100); do
-    ORIGIN_PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/origin.out" | head -1)
-    [[ -n $ORIGIN_PORT ]] && break
-    sleep 0.05
-done
+ORIGIN_PORT=$(listening_port "$WORK/origin.out")
 [[ -n $ORIGIN_PORT ]] || die "the origin did not start"
 
 cat >"$WORK/ringgate.toml" <<EOF
@@ -120,12 +104,7 @@ EOF
 "$BIN" serve --config "$WORK/ringgate.toml" >"$WORK/ringgate.out" 2>"$WORK/ringgate.err" &
 GW=$!
 PIDS+=("$GW")
-PORT=""
-for _ in $(seq 200); do
-    PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/ringgate.out" | head -1)
-    [[ -n $PORT ]] && break
-    sleep 0.05
-done
+PORT=$(listening_port "$WORK/ringgate.out")
 [[ -n $PORT ]] || die "ringgate did not start: $(cat "$WORK/ringgate.err")"
 log "ringgate on :$PORT (pid $GW), origin on :$ORIGIN_PORT; $DURATION s"
 
