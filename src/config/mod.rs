@@ -173,8 +173,10 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 mod error;
 mod raw;
@@ -204,6 +206,32 @@ pub struct Config {
     /// Problems that do not stop the configuration from loading (see
     /// "Warnings" above), in file order. The caller should print them.
     pub warnings: Vec<ConfigWarning>,
+    /// `[state]`: where the durable control-plane state lives.
+    pub state: StateConfig,
+    /// `[admin]`: the admin socket and the optional loopback TCP listener.
+    pub admin: AdminConfig,
+}
+
+/// `[state]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StateConfig {
+    /// `dir` as written; `None`: `state` next to the configuration file.
+    /// A relative path is relative to the file's directory
+    /// ([`Config::state_dir`]).
+    pub dir: Option<PathBuf>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AdminConfig {
+    /// `socket` as written; `None`: `admin.sock` in the state directory
+    /// ([`Config::admin_socket`]).
+    pub socket: Option<PathBuf>,
+    /// `listen`: a loopback address for the TCP admin listener, which then
+    /// requires `Authorization: Bearer <token>`.
+    pub listen: Option<SocketAddr>,
+    /// `token_file`: the file holding that token (required with `listen`).
+    pub token_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -212,6 +240,42 @@ impl Config {
     /// `:` is a `host:port` for [`TargetAddr::parse`].
     pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
         self.upstreams.iter().find(|u| u.name == name)
+    }
+
+    /// The directory relative paths in the file are relative to: the
+    /// file's own directory.
+    fn base_dir(&self) -> PathBuf {
+        Path::new(&self.source)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir().join(p)
+        }
+    }
+
+    /// The state directory: `[state] dir`, else `state` next to the file.
+    pub fn state_dir(&self) -> PathBuf {
+        self.resolve(self.state.dir.as_deref().unwrap_or(Path::new("state")))
+    }
+
+    /// The admin socket: `[admin] socket`, else `admin.sock` in the state
+    /// directory.
+    pub fn admin_socket(&self) -> PathBuf {
+        match &self.admin.socket {
+            Some(p) => self.resolve(p),
+            None => self.state_dir().join("admin.sock"),
+        }
+    }
+
+    /// `[admin] token_file`, resolved.
+    pub fn admin_token_file(&self) -> Option<PathBuf> {
+        self.admin.token_file.as_deref().map(|p| self.resolve(p))
     }
 }
 
@@ -343,7 +407,7 @@ impl ApiConfig {
 }
 
 /// `api.unmatched_route`: the answer when no route matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UnmatchedRoute {
     /// 403 `{"message":"Missing Authentication Token"}` (REST API style).
     MissingAuthenticationToken,
@@ -356,6 +420,12 @@ pub enum UnmatchedRoute {
 pub struct StageConfig {
     /// Name, unique within the API, `[A-Za-z0-9_-]{1,128}`.
     pub name: String,
+    /// `auto_deploy` (default true): the stage serves the file's current
+    /// definition of the API, and a reload applies its edits. `false`: the
+    /// stage serves the deployment it points at in the state store, with
+    /// the variables and cache settings stored there; the file's only seed
+    /// them the first time the stage is seen.
+    pub auto_deploy: bool,
     /// Stage variables (at most 100).
     pub variables: BTreeMap<String, String>,
     /// `[api.stage.cache]`; `None` when the table is absent (no caching).
@@ -382,7 +452,7 @@ const fn class_bytes(tenths_of_gb: u64) -> u64 {
 }
 
 /// `[api.stage.cache]`: the stage cache (see "Stage cache" above).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageCacheConfig {
     /// `enabled`; default true when the table is present.
     pub enabled: bool,
@@ -425,7 +495,7 @@ pub struct StageCacheConfig {
 
 /// `cache.unauthorized_strategy` (API Gateway's
 /// `unauthorizedCacheControlHeaderStrategy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UnauthorizedStrategy {
     /// `FAIL_WITH_403`: reject the request with 403.
     FailWith403,
@@ -440,7 +510,7 @@ pub enum UnauthorizedStrategy {
 /// `[api.route.cache]`: per-route cache settings. Also present, with only
 /// `whole_query` set, on a route without the table when a stage of its api
 /// has `respect_origin_cache_control = true`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteCacheConfig {
     /// `enabled` as written; `None`: the default (see
     /// [`RouteConfig::cache_ttl`]).
@@ -462,7 +532,7 @@ pub struct RouteCacheConfig {
 }
 
 /// One `cache.key_parameters` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeyParameter {
     /// `path.NAME`: the route's path parameter `NAME` (`proxy` for
     /// `{proxy+}`).
@@ -474,7 +544,7 @@ pub enum KeyParameter {
 }
 
 /// `[[api.route]]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteConfig {
     /// The route key.
     pub key: RouteKey,
@@ -514,7 +584,7 @@ impl RouteConfig {
 }
 
 /// A validated route key, as written.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RouteKey {
     /// `$default`: matches what no other route matches.
     Default,
@@ -540,7 +610,7 @@ impl RouteKey {
 }
 
 /// What answers a route. More kinds may be added.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Integration {
     /// `[api.route.mock]`: a fixed response.
@@ -552,7 +622,7 @@ pub enum Integration {
 /// `[api.route.http_proxy]`: the request is forwarded to the backend the
 /// URI template names. Adjacent literals are merged, so an authority with
 /// no stage variable is a single [`BodyPart::Literal`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpProxyIntegration {
     /// The authority template: [`BodyPart::Literal`] and
     /// [`BodyPart::StageVariable`] only. Once substituted, text without `:`
@@ -659,7 +729,7 @@ pub struct HealthCheck {
 }
 
 /// `[api.route.mock]`: a fixed response, its body templated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MockIntegration {
     /// Status code, 200..=599.
     pub status: u16,
@@ -671,7 +741,7 @@ pub struct MockIntegration {
 }
 
 /// A piece of a mock body or proxy URI template.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BodyPart {
     /// Text copied as is.
     Literal(String),

@@ -28,6 +28,24 @@ pub(super) struct RawConfig {
     pub domain: Vec<RawDomain>,
     #[serde(default)]
     pub upstream: Vec<RawUpstream>,
+    pub state: Option<RawState>,
+    pub admin: Option<RawAdmin>,
+}
+
+/// `[state]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawState {
+    pub dir: Option<Spanned<String>>,
+}
+
+/// `[admin]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub socket: Option<Spanned<String>>,
+    pub listen: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<String>>,
 }
 
 /// `[server]`
@@ -73,6 +91,7 @@ pub(super) struct RawApi {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStage {
     pub name: Spanned<String>,
+    pub auto_deploy: Option<bool>,
     pub variables: Option<OrderedMap>,
     pub cache: Option<RawStageCache>,
 }

@@ -14,15 +14,15 @@ use toml::{Spanned, Value};
 
 use super::error::{key_segment, ConfigError, Source};
 use super::raw::{
-    OrderedMap, RawApi, RawConfig, RawDomain, RawHealthCheck, RawHttpProxy, RawLimits, RawMock,
-    RawPassiveHealth, RawRoute, RawServer, RawStage, RawStageCache, RawUpstream,
+    OrderedMap, RawAdmin, RawApi, RawConfig, RawDomain, RawHealthCheck, RawHttpProxy, RawLimits, RawMock,
+    RawPassiveHealth, RawRoute, RawServer, RawStage, RawStageCache, RawState, RawUpstream,
 };
 use super::template::{self, ParsedRoute, Problem};
 use super::{
-    parse_duration, parse_size, ApiConfig, Balance, BodyPart, Config, ConfigWarning, DomainConfig,
+    parse_duration, parse_size, AdminConfig, ApiConfig, Balance, BodyPart, Config, ConfigWarning, DomainConfig,
     HealthCheck, HttpProxyIntegration, Integration, IoDriver, KeyParameter, Limits, Mapping,
     MockIntegration, PassiveHealth, RouteCacheConfig, RouteConfig, RouteKey, ServerConfig,
-    StageCacheConfig, StageConfig, TargetAddr, UnauthorizedStrategy, UnmatchedRoute,
+    StageCacheConfig, StageConfig, StateConfig, TargetAddr, UnauthorizedStrategy, UnmatchedRoute,
     UpstreamConfig, CAPACITY_CLASSES,
 };
 
@@ -52,6 +52,8 @@ pub(super) fn build(raw: RawConfig, src: &Source<'_>) -> Result<Config> {
     let mut warnings = Vec::new();
     let apis = apis(&raw.api, &upstreams, &mut warnings, src)?;
     let domains = domains(&raw.domain, &raw.api, &apis, src)?;
+    let state = state(raw.state.as_ref(), src)?;
+    let admin = admin(raw.admin.as_ref(), src)?;
     Ok(Config {
         server,
         limits,
@@ -60,6 +62,83 @@ pub(super) fn build(raw: RawConfig, src: &Source<'_>) -> Result<Config> {
         source: src.file.to_string(),
         upstreams,
         warnings,
+        state,
+        admin,
+    })
+}
+
+// --- [state] and [admin] -----------------------------------------------------
+
+fn path_value(v: &Spanned<String>, key: &str, src: &Source<'_>) -> Result<std::path::PathBuf> {
+    let s = v.get_ref();
+    if s.is_empty() || s.contains('\0') {
+        return Err(src.error(
+            &v.span(),
+            key,
+            format!("{key} {s:?} is not a usable path"),
+            "write a path, absolute or relative to the configuration file's directory",
+        ));
+    }
+    Ok(std::path::PathBuf::from(s))
+}
+
+fn state(raw: Option<&RawState>, src: &Source<'_>) -> Result<StateConfig> {
+    let dir = match raw.and_then(|r| r.dir.as_ref()) {
+        Some(d) => Some(path_value(d, "state.dir", src)?),
+        None => None,
+    };
+    Ok(StateConfig { dir })
+}
+
+fn admin(raw: Option<&RawAdmin>, src: &Source<'_>) -> Result<AdminConfig> {
+    let Some(raw) = raw else {
+        return Ok(AdminConfig::default());
+    };
+    let socket = match &raw.socket {
+        Some(s) => Some(path_value(s, "admin.socket", src)?),
+        None => None,
+    };
+    let token_file = match &raw.token_file {
+        Some(s) => Some(path_value(s, "admin.token_file", src)?),
+        None => None,
+    };
+    let listen = match &raw.listen {
+        Some(l) => {
+            let addr = parse_listen(l.get_ref())
+                .map_err(|p| problem_at(src, &l.span(), "admin.listen", p))?;
+            if !addr.ip().is_loopback() {
+                return Err(src.error(
+                    &l.span(),
+                    "admin.listen",
+                    format!("admin listen address {addr} is not a loopback address"),
+                    "the TCP admin listener only listens on loopback: use 127.0.0.1 or [::1] \
+                     (reach it from elsewhere through an SSH tunnel)",
+                ));
+            }
+            if token_file.is_none() {
+                return Err(src.error(
+                    &l.span(),
+                    "admin.listen",
+                    "admin.listen needs admin.token_file: the TCP listener requires a bearer token",
+                    "add token_file = \"admin.token\" (a file holding the token) under [admin]",
+                ));
+            }
+            Some(addr)
+        }
+        None => None,
+    };
+    if let (Some(t), None) = (&raw.token_file, &listen) {
+        return Err(src.error(
+            &t.span(),
+            "admin.token_file",
+            "admin.token_file is only used by the TCP listener, and admin.listen is not set",
+            "add listen = \"127.0.0.1:9901\" under [admin], or remove token_file",
+        ));
+    }
+    Ok(AdminConfig {
+        socket,
+        listen,
+        token_file,
     })
 }
 
@@ -675,6 +754,7 @@ fn stage(s: &RawStage, p: &str, src: &Source<'_>) -> Result<StageConfig> {
     };
     Ok(StageConfig {
         name: s.name.get_ref().clone(),
+        auto_deploy: s.auto_deploy.unwrap_or(true),
         variables,
         cache,
     })
