@@ -105,4 +105,5 @@ pub mod http;
 pub mod router;
 pub mod runtime;
 pub mod server;
+pub mod state;
 pub mod upstream;

@@ -399,7 +399,25 @@ pub struct ApiConfig {
     pub routes: Vec<RouteConfig>,
 }
 
+/// The part of an [`ApiConfig`] a deployment freezes: which routes there
+/// are and what answers them. Hosts, stages and domains stay with the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiDefinition {
+    /// What to answer when no route matches.
+    pub unmatched_route: UnmatchedRoute,
+    /// Routes, in file order.
+    pub routes: Vec<RouteConfig>,
+}
+
 impl ApiConfig {
+    /// The API's current definition, as a deployment would freeze it.
+    pub fn definition(&self) -> ApiDefinition {
+        ApiDefinition {
+            unmatched_route: self.unmatched_route,
+            routes: self.routes.clone(),
+        }
+    }
+
     /// The stage with this name.
     pub fn stage(&self, name: &str) -> Option<&StageConfig> {
         self.stages.iter().find(|s| s.name == name)

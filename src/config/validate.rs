@@ -14,14 +14,14 @@ use toml::{Spanned, Value};
 
 use super::error::{key_segment, ConfigError, Source};
 use super::raw::{
-    OrderedMap, RawAdmin, RawApi, RawConfig, RawDomain, RawHealthCheck, RawHttpProxy, RawLimits, RawMock,
-    RawPassiveHealth, RawRoute, RawServer, RawStage, RawStageCache, RawState, RawUpstream,
+    OrderedMap, RawAdmin, RawApi, RawConfig, RawDomain, RawHealthCheck, RawHttpProxy, RawLimits,
+    RawMock, RawPassiveHealth, RawRoute, RawServer, RawStage, RawStageCache, RawState, RawUpstream,
 };
 use super::template::{self, ParsedRoute, Problem};
 use super::{
-    parse_duration, parse_size, AdminConfig, ApiConfig, Balance, BodyPart, Config, ConfigWarning, DomainConfig,
-    HealthCheck, HttpProxyIntegration, Integration, IoDriver, KeyParameter, Limits, Mapping,
-    MockIntegration, PassiveHealth, RouteCacheConfig, RouteConfig, RouteKey, ServerConfig,
+    parse_duration, parse_size, AdminConfig, ApiConfig, Balance, BodyPart, Config, ConfigWarning,
+    DomainConfig, HealthCheck, HttpProxyIntegration, Integration, IoDriver, KeyParameter, Limits,
+    Mapping, MockIntegration, PassiveHealth, RouteCacheConfig, RouteConfig, RouteKey, ServerConfig,
     StageCacheConfig, StageConfig, StateConfig, TargetAddr, UnauthorizedStrategy, UnmatchedRoute,
     UpstreamConfig, CAPACITY_CLASSES,
 };
