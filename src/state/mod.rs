@@ -181,7 +181,7 @@ impl State {
                 Write::Stage { api, stage, record } => {
                     let key = (api.clone(), stage.clone());
                     match record {
-                        Some(r) => self.stages.insert(key, r.clone()),
+                        Some(r) => self.stages.insert(key, (**r).clone()),
                         None => self.stages.remove(&key),
                     };
                 }
@@ -202,7 +202,7 @@ pub enum Write {
         /// The stage.
         stage: String,
         /// The new record.
-        record: Option<StageRecord>,
+        record: Option<Box<StageRecord>>,
     },
 }
 

@@ -63,7 +63,7 @@ fn writes_survive_reopening() {
                     Write::Stage {
                         api: "shop".into(),
                         stage: "prod".into(),
-                        record: Some(record(2)),
+                        record: Some(Box::new(record(2))),
                     },
                 ],
             )
@@ -109,7 +109,7 @@ fn a_failed_transaction_changes_nothing() {
                 Write::Stage {
                     api: "shop".into(),
                     stage: "prod".into(),
-                    record: Some(record(1)),
+                    record: Some(Box::new(record(1))),
                 },
                 Write::Deployment(deployment("shop", 1)),
             ],
@@ -128,7 +128,9 @@ fn removing_a_stage_record() {
         stage: "prod".into(),
         record: r,
     };
-    store.apply(&mut state, vec![set(Some(record(1)))]).unwrap();
+    store
+        .apply(&mut state, vec![set(Some(Box::new(record(1))))])
+        .unwrap();
     store.apply(&mut state, vec![set(None)]).unwrap();
     assert_eq!(state.stage("shop", "prod"), None);
     assert_eq!(store.read().unwrap().stage("shop", "prod"), None);
