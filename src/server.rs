@@ -123,9 +123,9 @@ impl Server {
         self.gateway.outcomes()
     }
 
-    /// The configuration being served (stage caches, upstreams and their
+    /// The snapshot being served now (stage caches, upstreams and their
     /// counters are reachable from it).
-    pub fn snapshot(&self) -> &Arc<Snapshot> {
+    pub fn snapshot(&self) -> Arc<Snapshot> {
         self.gateway.snapshot()
     }
 

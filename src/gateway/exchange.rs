@@ -25,6 +25,7 @@ use crate::upstream::forward::{
     self, Backends, Buffers, Capture, ClientInfo, ForwardError, ForwardRequest, Forwarded,
 };
 use crate::upstream::pool::UpstreamConn;
+use crate::upstream::Registry;
 
 /// What a connection keeps for the pipeline between requests: buffers
 /// that are empty until the first request that needs them.
@@ -82,6 +83,11 @@ pub(super) struct Request<'r, 'h, 's> {
     pub params: &'r Params<'s, 'h>,
     /// A `HEAD` request: answered without a body.
     pub head_only: bool,
+    /// The backends of the snapshot the request started on.
+    pub upstreams: &'s Registry,
+    /// The stage's canary answers it (for what records the request).
+    #[allow(dead_code)]
+    pub is_canary: bool,
 }
 
 /// What the connection does after a request has been answered.
@@ -169,7 +175,7 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
         &mut *x.io,
         &fwd,
         Backends {
-            registry: &gw.snapshot.upstreams,
+            registry: req.upstreams,
             pool: &gw.pool,
         },
         Buffers {

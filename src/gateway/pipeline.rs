@@ -66,17 +66,21 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent>(
         }
     }
 
-    // resolve: host and base path → API → stage → route.
+    // resolve: host and base path → API → stage (or its canary) → route,
+    // on the snapshot current now; a change published while the request
+    // runs does not touch it.
+    let snapshot = gw.snapshot();
     let mut params = Params::new();
-    let dispatch = gw
-        .snapshot
-        .dispatch(head.method, head.host, head.path, &mut params);
+    let (dispatch, is_canary) =
+        snapshot.dispatch(head.method, head.host, head.path, &mut params, || gw.roll());
     let req = Request {
         head,
         after,
         rid,
         params: &params,
         head_only,
+        upstreams: &snapshot.upstreams,
+        is_canary,
     };
 
     // authorize, throttle, quota: API keys, token buckets and usage-plan

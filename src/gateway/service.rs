@@ -10,7 +10,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use monoio::net::TcpStream;
 
@@ -32,9 +33,52 @@ pub struct GatewayOptions {
     pub fault_injection: bool,
 }
 
+/// The snapshot being served, published by the control side and picked up
+/// by each worker at its next request. A request in flight keeps the
+/// snapshot it started on until it ends.
+#[derive(Debug)]
+pub struct Published {
+    generation: AtomicU64,
+    current: Mutex<Arc<Snapshot>>,
+}
+
+impl Published {
+    /// Starts with `snapshot`.
+    pub fn new(snapshot: Arc<Snapshot>) -> Published {
+        Published {
+            generation: AtomicU64::new(0),
+            current: Mutex::new(snapshot),
+        }
+    }
+
+    /// Bumped by every publish.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The generation and the snapshot current now (the generation is read
+    /// first: a publish in between only makes the reader look again).
+    pub fn load(&self) -> (u64, Arc<Snapshot>) {
+        let generation = self.generation();
+        let s = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        (generation, s)
+    }
+
+    /// Makes `snapshot` the one new requests start on.
+    pub fn publish(&self, snapshot: Arc<Snapshot>) {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+}
+
 /// The gateway service: what every worker serves.
 pub struct Gateway {
-    snapshot: Arc<Snapshot>,
+    published: Arc<Published>,
     head_limits: HeadLimits,
     max_body: u64,
     outcomes: Arc<OutcomeTable>,
@@ -51,7 +95,7 @@ impl Gateway {
         options: GatewayOptions,
     ) -> Gateway {
         Gateway {
-            snapshot,
+            published: Arc::new(Published::new(snapshot)),
             head_limits: HeadLimits {
                 max_header_bytes: limits.max_header_bytes,
                 max_headers: limits.max_headers,
@@ -63,9 +107,14 @@ impl Gateway {
         }
     }
 
-    /// The configuration being served.
-    pub fn snapshot(&self) -> &Arc<Snapshot> {
-        &self.snapshot
+    /// The snapshot being served now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.published.load().1
+    }
+
+    /// Where new snapshots are published.
+    pub fn published(&self) -> &Arc<Published> {
+        &self.published
     }
 
     /// Requests answered so far, by outcome, over all workers.
@@ -80,7 +129,7 @@ impl Service for Gateway {
     fn local(&self, worker: &Rc<Worker>) -> GatewayWorker {
         GatewayWorker::new(
             worker.id,
-            self.snapshot.clone(),
+            self.published.clone(),
             (self.head_limits, self.max_body),
             self.outcomes.clone(),
             #[cfg(debug_assertions)]

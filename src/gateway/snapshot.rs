@@ -33,7 +33,8 @@ use std::sync::Arc;
 
 use crate::cache::StageCache;
 use crate::config::{
-    BodyPart, Config, Integration, KeyParameter, RouteKey, StageCacheConfig, UnmatchedRoute,
+    BodyPart, Config, Integration, KeyParameter, RouteKey, StageCacheConfig, StageConfig,
+    UnmatchedRoute,
 };
 use crate::http::response::{
     write_common_headers, write_content_length, write_status_line, ConnectionHeader,
@@ -41,6 +42,7 @@ use crate::http::response::{
 use crate::router::{
     Method, MethodSpec, Params, RouteError, RouteId, RouteTable, RouteTableBuilder,
 };
+use crate::state::Deployment;
 use crate::upstream::Registry;
 
 use super::response::GatewayError;
@@ -94,14 +96,33 @@ struct BasePath {
     stage: usize,
 }
 
-/// One API: its routes and stages.
+/// One API: its stages, each with the definition it serves.
 pub struct Api {
     /// The API's name.
     pub name: String,
+    /// The file's current definition (what `auto_deploy` stages serve).
+    file: Arc<Definition>,
+    stages: Vec<Stage>,
+}
+
+/// One definition of an API compiled: the file's, or a deployment's.
+struct Definition {
+    /// `None`: the file's current definition.
+    deployment: Option<u64>,
     table: RouteTable,
     unmatched: UnmatchedRoute,
     routes: Vec<Route>,
-    stages: Vec<Stage>,
+    /// Each route's path parameter names, in template order.
+    params: Vec<Vec<String>>,
+}
+
+impl std::fmt::Debug for Definition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Definition")
+            .field("deployment", &self.deployment)
+            .field("routes", &self.routes)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -112,17 +133,277 @@ struct Route {
 #[derive(Debug)]
 struct Stage {
     name: String,
-    /// One per route, indexed by `RouteId`.
+    /// What production traffic is routed by.
+    def: Arc<Definition>,
+    /// One per route of `def`, indexed by `RouteId`.
     integrations: Vec<StageIntegration>,
     /// The stage cache, when the stage enables one.
     cache: Option<Arc<StageCacheState>>,
+    /// The canary, when the stage has one.
+    canary: Option<Box<Canary>>,
+}
+
+/// A stage's canary: a share of requests served by another deployment.
+#[derive(Debug)]
+struct Canary {
+    /// A request whose 32-bit roll is below this goes to the canary
+    /// (`percent / 100 × 2^32`; 2^32 for 100 %).
+    threshold: u64,
+    def: Arc<Definition>,
+    integrations: Vec<StageIntegration>,
+    /// The stage's cache when the canary uses it (its keys apart).
+    cache: Option<Arc<StageCacheState>>,
+}
+
+/// What one stage serves ([`Api::served`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Served<'a> {
+    /// The stage's name.
+    pub stage: &'a str,
+    /// Its deployment; `None`: the file's current definition.
+    pub deployment: Option<u64>,
+    /// Its canary's deployment and share of requests (percent), if any.
+    pub canary: Option<(Option<u64>, f64)>,
+}
+
+/// How each stage is built: an entry per stage of each API, in the
+/// configuration's order ([`Plan::from_file`] for the file alone).
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// `apis[i][j]`: stage `j` of `config.apis[i]`.
+    pub apis: Vec<Vec<StagePlan>>,
+}
+
+/// How one stage is built.
+#[derive(Debug, Clone)]
+pub struct StagePlan {
+    /// The stage as served: its name, variables and cache settings.
+    pub stage: StageConfig,
+    /// The deployment it serves; `None`: the file's current definition.
+    pub deployment: Option<Arc<Deployment>>,
+    /// Its canary.
+    pub canary: Option<CanaryPlan>,
+}
+
+/// A stage's canary, as built.
+#[derive(Debug, Clone)]
+pub struct CanaryPlan {
+    /// The deployment canary requests get.
+    pub deployment: Arc<Deployment>,
+    /// Share of requests, 0.0..=100.0.
+    pub percent: f64,
+    /// The stage variables canary requests see (overrides applied).
+    pub variables: std::collections::BTreeMap<String, String>,
+    /// Canary requests use the stage cache, keys apart.
+    pub use_stage_cache: bool,
+}
+
+impl Plan {
+    /// Every stage from the file, as `auto_deploy` stages are built.
+    pub fn from_file(config: &Config) -> Plan {
+        Plan {
+            apis: config
+                .apis
+                .iter()
+                .map(|api| {
+                    api.stages
+                        .iter()
+                        .map(|s| StagePlan {
+                            stage: s.clone(),
+                            deployment: None,
+                            canary: None,
+                        })
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The roll threshold for `percent` (clamped to 0..=100).
+fn canary_threshold(percent: f64) -> u64 {
+    let p = if percent.is_nan() {
+        0.0
+    } else {
+        percent.clamp(0.0, 100.0)
+    };
+    ((p / 100.0) * (1u64 << 32) as f64).round() as u64
+}
+
+/// Compiles one definition's route table.
+fn compile_definition(
+    file: &str,
+    api: &str,
+    unmatched: UnmatchedRoute,
+    routes: &[crate::config::RouteConfig],
+    deployment: Option<u64>,
+) -> Result<Definition, BuildError> {
+    let mut builder = RouteTableBuilder::new();
+    let mut compiled = Vec::with_capacity(routes.len());
+    let mut params: Vec<Vec<String>> = Vec::with_capacity(routes.len());
+    let origin = deployment.map_or_else(String::new, |id| format!(" (deployment {id})"));
+    for (ri, route) in routes.iter().enumerate() {
+        let id = RouteId(ri as u32);
+        let err = |e: RouteError| BuildError {
+            file: file.to_string(),
+            line: route.line,
+            message: format!(
+                "api {api:?}{origin}, route {:?}: {e}",
+                route.key.as_display()
+            ),
+        };
+        match &route.key {
+            RouteKey::Default => {
+                builder.set_default(id).map_err(err)?;
+                params.push(Vec::new());
+            }
+            RouteKey::Route { method, path } => {
+                let spec = match method {
+                    None => MethodSpec::Any,
+                    Some(m) => {
+                        MethodSpec::One(Method::from_bytes(m.as_bytes()).ok_or_else(|| {
+                            BuildError {
+                                file: file.to_string(),
+                                line: route.line,
+                                message: format!("api {api:?}{origin}: unknown method {m:?}"),
+                            }
+                        })?)
+                    }
+                };
+                builder.add(spec, path, id).map_err(err)?;
+                params.push(template_params(path));
+            }
+        }
+        compiled.push(Route {
+            display: route.key.as_display(),
+        });
+    }
+    Ok(Definition {
+        deployment,
+        table: builder.build(),
+        unmatched,
+        routes: compiled,
+        params,
+    })
+}
+
+/// The compiled definition of deployment `d`, compiled once per API.
+fn deployment_definition(
+    defs: &mut Vec<Arc<Definition>>,
+    config: &Config,
+    d: &Deployment,
+) -> Result<Arc<Definition>, BuildError> {
+    if let Some(def) = defs.iter().find(|x| x.deployment == Some(d.id)) {
+        return Ok(def.clone());
+    }
+    let def = Arc::new(compile_definition(
+        &config.source,
+        &d.api,
+        d.definition.unmatched_route,
+        &d.definition.routes,
+        Some(d.id),
+    )?);
+    defs.push(def.clone());
+    Ok(def)
+}
+
+/// Each route's integration as `stage` serves it. `prefix` goes before
+/// every cache namespace (deployments and canaries keep their entries
+/// apart). `lenient`: a backend the running configuration cannot name (a
+/// deployment's upstream since removed from the file) makes the route
+/// answer 500 instead of failing the build.
+fn stage_integrations(
+    config: &Config,
+    routes: &[crate::config::RouteConfig],
+    def: &Definition,
+    stage: &StageConfig,
+    registry: &mut Registry,
+    prefix: &str,
+    lenient: bool,
+) -> Result<Vec<StageIntegration>, BuildError> {
+    let mut integrations = Vec::with_capacity(routes.len());
+    for (ri, route) in routes.iter().enumerate() {
+        let params = &def.params[ri];
+        let vars = &stage.variables;
+        let integration = match &route.integration {
+            Integration::Mock(mock) => match compile(&mock.body, vars, params) {
+                Ok((body, literal_len)) => {
+                    let mut status_line = Vec::new();
+                    write_status_line(&mut status_line, mock.status);
+                    let mut headers = Vec::new();
+                    for (name, value) in &mock.headers {
+                        headers.extend_from_slice(name.as_bytes());
+                        headers.extend_from_slice(b": ");
+                        headers.extend_from_slice(value.as_bytes());
+                        headers.extend_from_slice(b"\r\n");
+                    }
+                    StageIntegration::Mock(MockResponse {
+                        status: mock.status,
+                        status_line,
+                        headers,
+                        body,
+                        literal_len,
+                    })
+                }
+                Err(name) if lenient => StageIntegration::Unresolved(format!(
+                    "stage {:?} has no variable {name:?} used by the mock of route {:?}",
+                    stage.name,
+                    route.key.as_display()
+                )),
+                Err(name) => {
+                    return Err(BuildError {
+                        file: config.source.clone(),
+                        line: route.line,
+                        message: format!(
+                            "stage {:?} has no variable {name:?} used by route {:?}",
+                            stage.name,
+                            route.key.as_display()
+                        ),
+                    })
+                }
+            },
+            Integration::HttpProxy(proxy) => match proxy_route(proxy, vars, params, registry) {
+                Ok(mut p) => {
+                    p.cache = route_cache(route, stage, params, prefix);
+                    StageIntegration::Proxy(p)
+                }
+                Err(ProxyBuildError::MissingVariable(name)) => {
+                    StageIntegration::Unresolved(format!(
+                        "stage {:?} has no variable {name:?} used by {:?}",
+                        stage.name, proxy.uri
+                    ))
+                }
+                Err(ProxyBuildError::Authority(why)) if lenient => {
+                    StageIntegration::Unresolved(format!("stage {:?}: {why}", stage.name))
+                }
+                Err(ProxyBuildError::Authority(why)) => {
+                    return Err(BuildError {
+                        file: config.source.clone(),
+                        line: route.line,
+                        message: format!("stage {:?}: {why}", stage.name),
+                    })
+                }
+            },
+            #[allow(unreachable_patterns)]
+            _ => {
+                return Err(BuildError {
+                    file: config.source.clone(),
+                    line: route.line,
+                    message: "integration kind not supported by this build".into(),
+                })
+            }
+        };
+        integrations.push(integration);
+    }
+    Ok(integrations)
 }
 
 /// A stage's cache and its settings.
 #[derive(Debug)]
 pub struct StageCacheState {
-    /// The store, shared by every worker.
-    pub store: StageCache,
+    /// The store, shared by every worker (and kept across reloads that do
+    /// not change its capacity).
+    pub store: Arc<StageCache>,
     /// The stage's `[api.stage.cache]`.
     pub settings: StageCacheConfig,
 }
@@ -229,6 +510,7 @@ fn route_cache(
     route: &crate::config::RouteConfig,
     stage: &crate::config::StageConfig,
     params: &[String],
+    prefix: &str,
 ) -> Option<RouteCache> {
     stage.cache.as_ref().filter(|c| c.enabled)?;
     let ttl_get = route.cache_ttl(stage, "GET");
@@ -258,9 +540,11 @@ fn route_cache(
     Some(RouteCache {
         ttl_get,
         ttl_own,
-        namespace: rc
-            .and_then(|c| c.namespace.clone())
-            .unwrap_or_else(|| route.key.as_display()),
+        namespace: format!(
+            "{prefix}{}",
+            rc.and_then(|c| c.namespace.as_deref())
+                .map_or_else(|| route.key.as_display(), str::to_string)
+        ),
         params: resolved,
         whole_query: rc.is_some_and(|c| c.whole_query),
     })
@@ -392,128 +676,101 @@ pub struct ResponseContext<'a> {
 }
 
 impl Snapshot {
-    /// Compiles a validated configuration.
+    /// Compiles a validated configuration, every stage following the file.
     pub fn build(config: &Config) -> Result<Snapshot, BuildError> {
-        let mut registry = Registry::from_config(config);
+        Self::build_with(config, &Plan::from_file(config), None)
+    }
+
+    /// Compiles a configuration with each stage built as `plan` says (from
+    /// the file, or from a deployment, with a canary). Stage caches of
+    /// `previous` whose capacity is unchanged are kept, entries and all.
+    pub fn build_with(
+        config: &Config,
+        plan: &Plan,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, BuildError> {
+        let mut registry = Registry::from_config_reusing(config, previous.map(|p| &*p.upstreams));
         let mut apis = Vec::with_capacity(config.apis.len());
         let mut api_hosts = Vec::new();
         let mut default_api = None;
         for (ai, api) in config.apis.iter().enumerate() {
-            let mut builder = RouteTableBuilder::new();
-            let mut routes = Vec::with_capacity(api.routes.len());
-            let mut param_names: Vec<Vec<String>> = Vec::with_capacity(api.routes.len());
-            for (ri, route) in api.routes.iter().enumerate() {
-                let id = RouteId(ri as u32);
-                let err = |e: RouteError| BuildError {
-                    file: config.source.clone(),
-                    line: route.line,
-                    message: format!(
-                        "api {:?}, route {:?}: {e}",
-                        api.name,
-                        route.key.as_display()
-                    ),
-                };
-                match &route.key {
-                    RouteKey::Default => {
-                        builder.set_default(id).map_err(err)?;
-                        param_names.push(Vec::new());
-                    }
-                    RouteKey::Route { method, path } => {
-                        let spec = match method {
-                            None => MethodSpec::Any,
-                            Some(m) => MethodSpec::One(
-                                Method::from_bytes(m.as_bytes()).ok_or_else(|| BuildError {
-                                    file: config.source.clone(),
-                                    line: route.line,
-                                    message: format!("unknown method {m:?}"),
-                                })?,
-                            ),
-                        };
-                        builder.add(spec, path, id).map_err(err)?;
-                        param_names.push(template_params(path));
-                    }
-                }
-                routes.push(Route {
-                    display: route.key.as_display(),
-                });
-            }
+            let file_def = Arc::new(compile_definition(
+                &config.source,
+                &api.name,
+                api.unmatched_route,
+                &api.routes,
+                None,
+            )?);
+            let mut defs: Vec<Arc<Definition>> = Vec::new();
             let mut stages = Vec::with_capacity(api.stages.len());
-            for stage in &api.stages {
-                let mut integrations = Vec::with_capacity(api.routes.len());
-                for (ri, route) in api.routes.iter().enumerate() {
-                    let params = &param_names[ri];
-                    let vars = &stage.variables;
-                    let integration = match &route.integration {
-                        Integration::Mock(mock) => {
-                            let (body, literal_len) =
-                                compile(&mock.body, vars, params).map_err(|name| BuildError {
-                                    file: config.source.clone(),
-                                    line: route.line,
-                                    message: format!(
-                                        "stage {:?} has no variable {name:?} used by route {:?}",
-                                        stage.name,
-                                        route.key.as_display()
-                                    ),
-                                })?;
-                            let mut status_line = Vec::new();
-                            write_status_line(&mut status_line, mock.status);
-                            let mut headers = Vec::new();
-                            for (name, value) in &mock.headers {
-                                headers.extend_from_slice(name.as_bytes());
-                                headers.extend_from_slice(b": ");
-                                headers.extend_from_slice(value.as_bytes());
-                                headers.extend_from_slice(b"\r\n");
-                            }
-                            StageIntegration::Mock(MockResponse {
-                                status: mock.status,
-                                status_line,
-                                headers,
-                                body,
-                                literal_len,
-                            })
-                        }
-                        Integration::HttpProxy(proxy) => {
-                            match proxy_route(proxy, vars, params, &mut registry) {
-                                Ok(mut p) => {
-                                    p.cache = route_cache(route, stage, params);
-                                    StageIntegration::Proxy(p)
-                                }
-                                Err(ProxyBuildError::MissingVariable(name)) => {
-                                    StageIntegration::Unresolved(format!(
-                                        "stage {:?} has no variable {name:?} used by {:?}",
-                                        stage.name, proxy.uri
-                                    ))
-                                }
-                                Err(ProxyBuildError::Authority(why)) => {
-                                    return Err(BuildError {
-                                        file: config.source.clone(),
-                                        line: route.line,
-                                        message: format!("stage {:?}: {why}", stage.name),
-                                    })
-                                }
-                            }
-                        }
-                        #[allow(unreachable_patterns)]
-                        _ => {
-                            return Err(BuildError {
-                                file: config.source.clone(),
-                                line: route.line,
-                                message: "integration kind not supported by this build".into(),
-                            })
-                        }
-                    };
-                    integrations.push(integration);
-                }
-                let cache = stage.cache.as_ref().filter(|c| c.enabled).map(|c| {
+            let stage_plans = plan.apis.get(ai).map_or(&[][..], |p| &p[..]);
+            for sp in stage_plans {
+                let def = match &sp.deployment {
+                    None => file_def.clone(),
+                    Some(d) => deployment_definition(&mut defs, config, d)?,
+                };
+                let routes = sp
+                    .deployment
+                    .as_ref()
+                    .map_or(&api.routes[..], |d| &d.definition.routes[..]);
+                let cache = sp.stage.cache.as_ref().filter(|c| c.enabled).map(|c| {
+                    let store = previous
+                        .and_then(|p| p.stage_cache(&api.name, &sp.stage.name))
+                        .filter(|prev| prev.store.capacity() == c.capacity_bytes)
+                        .map_or_else(
+                            || Arc::new(StageCache::new(c.capacity_bytes)),
+                            |prev| prev.store.clone(),
+                        );
                     Arc::new(StageCacheState {
-                        store: StageCache::new(c.capacity_bytes),
+                        store,
                         settings: c.clone(),
                     })
                 });
+                let prefix = sp
+                    .deployment
+                    .as_ref()
+                    .map_or_else(String::new, |d| format!("d{}/", d.id));
+                let integrations = stage_integrations(
+                    config,
+                    routes,
+                    &def,
+                    &sp.stage,
+                    &mut registry,
+                    &prefix,
+                    sp.deployment.is_some(),
+                )?;
+                let canary = match &sp.canary {
+                    None => None,
+                    Some(c) => {
+                        let cdef = deployment_definition(&mut defs, config, &c.deployment)?;
+                        let mut cstage = sp.stage.clone();
+                        cstage.variables = c.variables.clone();
+                        if !c.use_stage_cache {
+                            cstage.cache = None;
+                        }
+                        let integrations = stage_integrations(
+                            config,
+                            &c.deployment.definition.routes,
+                            &cdef,
+                            &cstage,
+                            &mut registry,
+                            &format!("canary/d{}/", c.deployment.id),
+                            true,
+                        )?;
+                        Some(Box::new(Canary {
+                            threshold: canary_threshold(c.percent),
+                            def: cdef,
+                            integrations,
+                            cache: cache.clone().filter(|_| c.use_stage_cache),
+                        }))
+                    }
+                };
                 stages.push(Stage {
-                    name: stage.name.clone(),
+                    name: sp.stage.name.clone(),
+                    def,
                     integrations,
                     cache,
+                    canary,
                 });
             }
             if api.hosts.is_empty() {
@@ -524,9 +781,7 @@ impl Snapshot {
             }
             apis.push(Api {
                 name: api.name.clone(),
-                table: builder.build(),
-                unmatched: api.unmatched_route,
-                routes,
+                file: file_def,
                 stages,
             });
         }
@@ -565,6 +820,7 @@ impl Snapshot {
                 domains.push(domain);
             }
         }
+        registry.finish();
         Ok(Snapshot {
             upstreams: Arc::new(registry),
             apis,
@@ -575,15 +831,21 @@ impl Snapshot {
         })
     }
 
-    /// Routes some stage cannot serve (a stage variable their integration
-    /// uses is missing): each answers 500 until the variable is set.
+    /// Routes some stage (or canary) cannot serve (a stage variable their
+    /// integration uses is missing, a deployment names a backend the file
+    /// no longer has): each answers 500 until fixed. (api, route, why).
     pub fn problems(&self) -> impl Iterator<Item = (&str, &str, &str)> {
         self.apis.iter().flat_map(|api| {
             api.stages.iter().flat_map(move |stage| {
+                let canary = stage
+                    .canary
+                    .iter()
+                    .flat_map(|c| c.integrations.iter().zip(&c.def.routes));
                 stage
                     .integrations
                     .iter()
-                    .zip(&api.routes)
+                    .zip(&stage.def.routes)
+                    .chain(canary)
                     .filter_map(move |(i, r)| match i {
                         StageIntegration::Unresolved(why) => {
                             Some((api.name.as_str(), r.display.as_str(), why.as_str()))
@@ -683,45 +945,59 @@ impl Snapshot {
         Err(GatewayError::Forbidden)
     }
 
-    /// Resolves and routes a request: what should answer it. Path
-    /// parameters are left in `params`.
+    /// Resolves and routes a request: what should answer it, and whether
+    /// the stage's canary does. `roll` is asked for a uniform random `u32`
+    /// only when the stage has a canary. Path parameters are left in
+    /// `params`.
     pub fn dispatch<'s, 'p>(
         &'s self,
         method: &str,
         host: Option<&[u8]>,
         path: &'p str,
         params: &mut Params<'s, 'p>,
-    ) -> Dispatch<'s> {
+        roll: impl FnOnce() -> u32,
+    ) -> (Dispatch<'s>, bool) {
         let target = match self.resolve(host, path) {
             Ok(t) => t,
-            Err(e) => return Dispatch::Fail(e),
+            Err(e) => return (Dispatch::Fail(e), false),
         };
-        let api = target.api;
+        let stage = &target.api.stages[target.stage];
+        let (def, integrations, cache, is_canary) = match &stage.canary {
+            Some(c) if u64::from(roll()) < c.threshold => {
+                (&*c.def, &c.integrations, c.cache.as_deref(), true)
+            }
+            _ => (
+                &*stage.def,
+                &stage.integrations,
+                stage.cache.as_deref(),
+                false,
+            ),
+        };
         let route = Method::from_bytes(method.as_bytes()).and_then(|m| {
-            api.table.lookup(m, target.path, params).or_else(|| {
+            def.table.lookup(m, target.path, params).or_else(|| {
                 if m == Method::Head {
                     params.clear();
-                    api.table.lookup(Method::Get, target.path, params)
+                    def.table.lookup(Method::Get, target.path, params)
                 } else {
                     None
                 }
             })
         });
         let Some(RouteId(route)) = route else {
-            return Dispatch::Fail(match api.unmatched {
+            let e = match def.unmatched {
                 UnmatchedRoute::MissingAuthenticationToken => {
                     GatewayError::MissingAuthenticationToken
                 }
                 UnmatchedRoute::NotFound => GatewayError::NotFound,
-            });
+            };
+            return (Dispatch::Fail(e), is_canary);
         };
-        match &api.stages[target.stage].integrations[route as usize] {
+        let d = match &integrations[route as usize] {
             StageIntegration::Mock(m) => Dispatch::Mock(m),
-            StageIntegration::Proxy(p) => {
-                Dispatch::Proxy(p, api.stages[target.stage].cache.as_deref())
-            }
+            StageIntegration::Proxy(p) => Dispatch::Proxy(p, cache),
             StageIntegration::Unresolved(_) => Dispatch::Fail(GatewayError::ApiConfiguration),
-        }
+        };
+        (d, is_canary)
     }
 }
 
@@ -771,7 +1047,7 @@ impl std::fmt::Debug for Api {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Api")
             .field("name", &self.name)
-            .field("routes", &self.routes)
+            .field("file", &self.file)
             .field("stages", &self.stages)
             .finish_non_exhaustive()
     }
@@ -783,9 +1059,24 @@ impl Api {
         self.stages.iter().map(|s| s.name.as_str())
     }
 
-    /// Route keys as written (`GET /pets/{id}`, `$default`).
+    /// Route keys of the file's definition, as written (`GET /pets/{id}`,
+    /// `$default`).
     pub fn route_names(&self) -> impl Iterator<Item = &str> {
-        self.routes.iter().map(|r| r.display.as_str())
+        self.file.routes.iter().map(|r| r.display.as_str())
+    }
+
+    /// What each stage serves, in configuration order.
+    pub fn served(&self) -> impl Iterator<Item = Served<'_>> {
+        self.stages.iter().map(|s| Served {
+            stage: &s.name,
+            deployment: s.def.deployment,
+            canary: s.canary.as_ref().map(|c| {
+                (
+                    c.def.deployment,
+                    c.threshold as f64 * 100.0 / (1u64 << 32) as f64,
+                )
+            }),
+        })
     }
 }
 

@@ -5,11 +5,13 @@
 
 #![forbid(unsafe_code)]
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use super::outcome::{Outcome, OutcomeTable};
 use super::request_id::{entropy_seed, IdGenerator, RequestId};
+use super::service::Published;
 use super::snapshot::Snapshot;
 use crate::http::HeadLimits;
 use crate::upstream::pool::Pool;
@@ -17,8 +19,16 @@ use crate::upstream::pool::Pool;
 /// One worker's gateway state, shared by the worker's connections.
 pub struct GatewayWorker {
     id: usize,
-    /// The configuration being served.
-    pub(super) snapshot: Arc<Snapshot>,
+    /// Where the control side publishes new snapshots.
+    published: Arc<Published>,
+    /// The snapshot new requests start on, and its generation. A request
+    /// holds its own `Rc`: a non-atomic count, where cloning the `Arc` would
+    /// make every worker write the snapshot's shared count per request.
+    #[allow(clippy::redundant_allocation)]
+    current: RefCell<Rc<Arc<Snapshot>>>,
+    generation: Cell<u64>,
+    /// xorshift64* state for canary rolls.
+    rng: Cell<u64>,
     /// Limits on a request head.
     pub(super) head_limits: HeadLimits,
     /// Largest request body accepted.
@@ -33,6 +43,29 @@ pub struct GatewayWorker {
 }
 
 impl GatewayWorker {
+    /// The snapshot a request starting now runs on: the last published
+    /// one. Costs one atomic load when nothing changed.
+    #[inline]
+    #[allow(clippy::redundant_allocation)]
+    pub(super) fn snapshot(&self) -> Rc<Arc<Snapshot>> {
+        if self.published.generation() != self.generation.get() {
+            let (generation, snapshot) = self.published.load();
+            self.generation.set(generation);
+            *self.current.borrow_mut() = Rc::new(snapshot);
+        }
+        self.current.borrow().clone()
+    }
+
+    /// A uniform random `u32` (xorshift64*), for canary selection.
+    pub(super) fn roll(&self) -> u32 {
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
+    }
+
     /// The client's request id if sane, else a new one.
     #[inline]
     pub(super) fn new_request_id<'a>(&self, client: Option<&'a [u8]>) -> RequestId<'a> {
@@ -51,14 +84,18 @@ impl GatewayWorker {
     /// body accepted.
     pub(super) fn new(
         id: usize,
-        snapshot: Arc<Snapshot>,
+        published: Arc<Published>,
         (head_limits, max_body): (HeadLimits, u64),
         outcomes: Arc<OutcomeTable>,
         #[cfg(debug_assertions)] fault_injection: bool,
     ) -> GatewayWorker {
+        let (generation, snapshot) = published.load();
         GatewayWorker {
             id,
-            snapshot,
+            published,
+            current: RefCell::new(Rc::new(snapshot)),
+            generation: Cell::new(generation),
+            rng: Cell::new(entropy_seed() | 1),
             head_limits,
             max_body,
             pool: Pool::new(),

@@ -399,7 +399,7 @@ pub async fn forward<S: AsyncReadRent + AsyncWriteRent>(
         // A retry goes to a fresh connection: another pooled one may be
         // just as stale.
         let pooled = if attempt == 1 {
-            pool.take(target.id, now_ms(), group.idle_timeout)
+            pool.take(target, now_ms(), group.idle_timeout)
         } else {
             None
         };
@@ -520,7 +520,7 @@ pub async fn forward<S: AsyncReadRent + AsyncWriteRent>(
     match end {
         BodyEnd::Clean { reusable } => {
             if reusable && backend_keep_alive && group.max_idle > 0 {
-                pool.put(conn, now_ms(), group.max_idle);
+                pool.put(conn, target, now_ms(), group.max_idle);
             }
         }
         // The head is out: a truncated body and a closed connection are the

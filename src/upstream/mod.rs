@@ -140,19 +140,32 @@ pub struct Registry {
     pub groups: Vec<Group>,
     /// Every target, by id.
     pub targets: Vec<Arc<Target>>,
+    /// While building: the previous registry's targets, reused (health and
+    /// ejection state, resolved address) where the same id has the same
+    /// authority.
+    reuse: Vec<Arc<Target>>,
 }
 
 impl Registry {
     /// The `[[upstream]]` groups of `config` (implicit ones are added by
     /// [`Registry::group_for`]).
     pub fn from_config(config: &Config) -> Registry {
-        let mut r = Registry::default();
+        Self::from_config_reusing(config, None)
+    }
+
+    /// [`Registry::from_config`], keeping the targets of `previous` whose
+    /// id and authority are unchanged (call [`Registry::finish`] once
+    /// built). Per-worker pools check a target's identity, so their
+    /// connections to kept targets survive a reload.
+    pub fn from_config_reusing(config: &Config, previous: Option<&Registry>) -> Registry {
+        let mut r = Registry {
+            reuse: previous.map_or_else(Vec::new, |p| p.targets.clone()),
+            ..Registry::default()
+        };
         for u in &config.upstreams {
             let mut ids = Vec::with_capacity(u.targets.len());
             for t in &u.targets {
-                let id = r.targets.len();
-                r.targets.push(Arc::new(Target::new(id, t)));
-                ids.push(id);
+                ids.push(r.add_target(t));
             }
             r.groups.push(Group {
                 name: u.name.clone(),
@@ -179,8 +192,7 @@ impl Registry {
         let t = TargetAddr::parse(authority).map_err(|why| {
             format!("{authority:?} is neither an [[upstream]] name nor a host:port: it {why}")
         })?;
-        let id = self.targets.len();
-        self.targets.push(Arc::new(Target::new(id, &t)));
+        let id = self.add_target(&t);
         self.groups.push(Group {
             name: authority.to_string(),
             targets: vec![id],
@@ -193,6 +205,21 @@ impl Registry {
             cursor: AtomicUsize::new(0),
         });
         Ok(self.groups.len() - 1)
+    }
+
+    fn add_target(&mut self, t: &TargetAddr) -> usize {
+        let id = self.targets.len();
+        let target = match self.reuse.get(id) {
+            Some(prev) if prev.authority == t.text => prev.clone(),
+            _ => Arc::new(Target::new(id, t)),
+        };
+        self.targets.push(target);
+        id
+    }
+
+    /// Ends the build: drops the previous registry's targets.
+    pub fn finish(&mut self) {
+        self.reuse = Vec::new();
     }
 
     /// Picks a target of `group` for one request, or `None` when every

@@ -20,6 +20,7 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use monoio::net::TcpStream;
@@ -103,10 +104,14 @@ pub async fn connect(target: &Target, timeout: Duration) -> Result<UpstreamConn,
     })
 }
 
+/// A target's idle connections, with the target they belong to.
+type Stack = (Option<Arc<Target>>, Vec<UpstreamConn>);
+
 /// One worker's idle connections, by target id.
 #[derive(Debug, Default)]
 pub struct Pool {
-    idle: RefCell<Vec<Vec<UpstreamConn>>>,
+    /// By target id: the target the stack belongs to, and its stack.
+    idle: RefCell<Vec<Stack>>,
     /// Requests sent to backends by this worker.
     pub requests: Cell<u64>,
     /// Of those, how many went over a reused (pooled) connection.
@@ -124,9 +129,21 @@ impl Pool {
     /// The most recently returned idle connection to `target` that is
     /// younger than `idle_timeout` and still open at the backend's end;
     /// the others met on the way are closed.
-    pub fn take(&self, target: usize, now: u64, idle_timeout: Duration) -> Option<UpstreamConn> {
+    ///
+    /// Ids are indexes into one snapshot's targets: after a reload the same
+    /// id may be another backend, so each stack remembers its target and
+    /// only a request for that very target gets its connections.
+    pub fn take(
+        &self,
+        target: &Arc<Target>,
+        now: u64,
+        idle_timeout: Duration,
+    ) -> Option<UpstreamConn> {
         let mut idle = self.idle.borrow_mut();
-        let stack = idle.get_mut(target)?;
+        let (owner, stack) = idle.get_mut(target.id)?;
+        if !owner.as_ref().is_some_and(|o| Arc::ptr_eq(o, target)) {
+            return None;
+        }
         let limit = idle_timeout.as_millis() as u64;
         while let Some(conn) = stack.pop() {
             if now.saturating_sub(conn.idle_since) >= limit {
@@ -149,12 +166,18 @@ impl Pool {
 
     /// Returns a connection for reuse, unless the target already has `max`
     /// idle ones (then it is closed).
-    pub fn put(&self, mut conn: UpstreamConn, now: u64, max: usize) {
+    /// A connection to another target than the stack's (a request that
+    /// started before a reload renumbered the targets) replaces the stack.
+    pub fn put(&self, mut conn: UpstreamConn, target: &Arc<Target>, now: u64, max: usize) {
         let mut idle = self.idle.borrow_mut();
         if idle.len() <= conn.target {
-            idle.resize_with(conn.target + 1, Vec::new);
+            idle.resize_with(conn.target + 1, || (None, Vec::new()));
         }
-        let stack = &mut idle[conn.target];
+        let (owner, stack) = &mut idle[conn.target];
+        if !owner.as_ref().is_some_and(|o| Arc::ptr_eq(o, target)) {
+            *owner = Some(target.clone());
+            stack.clear();
+        }
         if stack.len() < max {
             conn.idle_since = now;
             conn.rbuf.clear();
