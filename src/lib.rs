@@ -100,6 +100,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod control;
 pub mod gateway;
 pub mod http;
 pub mod router;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use ringgate::config;
@@ -167,7 +167,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
         );
     }
     // Signals are routed to this thread before any worker exists.
-    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGUSR1]) {
+    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ringgate: cannot install signal handlers: {e}");
@@ -176,7 +176,11 @@ fn serve(path: &std::path::Path) -> ExitCode {
     };
     let drain = cfg.server.drain_timeout;
     #[allow(unused_mut)]
-    let mut options = StartOptions::default();
+    let mut options = StartOptions {
+        config_path: Some(path.to_path_buf()),
+        durable_state: true,
+        ..StartOptions::default()
+    };
     #[cfg(debug_assertions)]
     {
         // Debug builds only, for the containment tests.
@@ -208,6 +212,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
     let (events, next) = std::sync::mpsc::channel();
     let handle = server.shutdown_handle();
     let loads = server.loads();
+    let control = server.control().clone();
     {
         let events = events.clone();
         std::thread::spawn(move || {
@@ -217,6 +222,29 @@ fn serve(path: &std::path::Path) -> ExitCode {
     }
     std::thread::spawn(move || {
         for signal in signals.forever() {
+            if signal == SIGHUP {
+                // Reload, as `ringgate admin reload` does.
+                match control.reload() {
+                    Ok(report) => {
+                        for w in &report.warnings {
+                            eprintln!("{w}");
+                        }
+                        for r in &report.restart_required {
+                            eprintln!(
+                                "ringgate: reload: {r} changed; it applies at the next start"
+                            );
+                        }
+                        for p in &report.pinned_differences {
+                            eprintln!("ringgate: reload: {p}");
+                        }
+                        eprintln!("ringgate: reloaded");
+                    }
+                    Err(e) => {
+                        eprintln!("ringgate: reload refused, the running configuration stays: {e}")
+                    }
+                }
+                continue;
+            }
             if signal == SIGUSR1 {
                 // A status line per worker, on demand.
                 for (id, l) in loads.read().iter().enumerate() {

@@ -11,12 +11,14 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::gateway::{BuildError, Gateway, GatewayOptions, OutcomeCounts, Snapshot};
+use crate::control::{Control, ControlError};
+use crate::gateway::{Gateway, GatewayOptions, OutcomeCounts, Snapshot};
 use crate::runtime::{self, Counters, DriverKind, Loads, Settings, Shutdown, WorkerHook, Workers};
-use crate::upstream::health::Checker;
+use crate::state::{StateError, Store};
 
 /// Options for [`Server::start`] beyond the configuration.
 #[derive(Default, Clone)]
@@ -28,25 +30,31 @@ pub struct StartOptions {
     /// (`kill-worker`), to test containment and the supervisor.
     #[cfg(debug_assertions)]
     pub fault_injection: bool,
+    /// The file the configuration came from: what a reload reads.
+    pub config_path: Option<PathBuf>,
+    /// Keep the control-plane state in the state directory
+    /// ([`Config::state_dir`]); otherwise in memory, for this process only.
+    pub durable_state: bool,
 }
 
 /// Why the server could not start.
 #[derive(Debug)]
 pub enum StartError {
-    /// The configuration could not be compiled.
-    Build(BuildError),
+    /// The state store could not be opened.
+    State(StateError),
+    /// The configuration (with the state) could not be compiled, or the
+    /// health thread could not start.
+    Control(ControlError),
     /// The workers could not start.
     Runtime(runtime::StartError),
-    /// The health thread could not be spawned.
-    Health(std::io::Error),
 }
 
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StartError::Build(e) => write!(f, "{e}"),
+            StartError::State(e) => write!(f, "{e}"),
+            StartError::Control(e) => write!(f, "{e}"),
             StartError::Runtime(e) => write!(f, "{e}"),
-            StartError::Health(e) => write!(f, "cannot start the health thread: {e}"),
         }
     }
 }
@@ -57,8 +65,8 @@ impl std::error::Error for StartError {}
 pub struct Server {
     workers: Workers<Gateway>,
     gateway: Arc<Gateway>,
-    /// Active health checks and name refresh for the backends.
-    health: Option<Checker>,
+    /// Deployments, stages, reloads; owns the health thread.
+    control: Arc<Control>,
 }
 
 /// A cloneable handle that can stop the server from another thread.
@@ -73,13 +81,23 @@ impl ShutdownHandle {
 }
 
 impl Server {
-    /// Compiles `config`, binds its listeners and starts the workers.
+    /// Opens the state, compiles `config` with it, binds the listeners and
+    /// starts the workers.
     pub fn start(config: Config, options: StartOptions) -> Result<Server, StartError> {
-        let snapshot = Arc::new(Snapshot::build(&config).map_err(StartError::Build)?);
+        let (store, state) = if options.durable_state {
+            Store::open(&config.state_dir())
+        } else {
+            Store::in_memory()
+        }
+        .map_err(StartError::State)?;
         let settings = Settings::from_config(&config);
+        let limits = config.limits.clone();
+        let (control, _) = Control::start(config, options.config_path.clone(), store, state)
+            .map_err(StartError::Control)?;
+        let control = Arc::new(control);
         let gateway = Arc::new(Gateway::new(
-            snapshot.clone(),
-            &config.limits,
+            control.published().clone(),
+            &limits,
             settings.workers,
             GatewayOptions {
                 #[cfg(debug_assertions)]
@@ -88,23 +106,16 @@ impl Server {
         ));
         let workers = Workers::start(settings, gateway.clone(), options.on_worker_start)
             .map_err(StartError::Runtime)?;
-        let health = if snapshot.upstreams.targets.is_empty() {
-            None
-        } else {
-            match Checker::start(snapshot.upstreams.clone()) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    workers.shutdown();
-                    workers.join();
-                    return Err(StartError::Health(e));
-                }
-            }
-        };
         Ok(Server {
             workers,
             gateway,
-            health,
+            control,
         })
+    }
+
+    /// The control side: deployments, stages, canaries, reloads.
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
     }
 
     /// The bound addresses, in the order of `server.listen`.
@@ -152,12 +163,9 @@ impl Server {
         self.workers.shutdown();
     }
 
-    /// Waits for every worker to finish, then stops the health thread.
-    pub fn join(mut self) {
-        let health = self.health.take();
+    /// Waits for every worker to finish (the health thread stops when the
+    /// last holder of the control side lets it go).
+    pub fn join(self) {
         self.workers.join();
-        if let Some(mut h) = health {
-            h.stop();
-        }
     }
 }

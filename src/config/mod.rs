@@ -792,6 +792,52 @@ pub struct Mapping {
     pub stage: String,
 }
 
+/// Checks a stage variable as the file's validator does (for values set
+/// through the admin socket): `Err` says what is wrong.
+pub fn check_stage_variable(name: &str, value: &str) -> Result<(), String> {
+    if !template::variable_name_ok(name) {
+        return Err(format!(
+            "stage variable name {name:?} is not valid: use 1 to 64 letters, digits or '_'"
+        ));
+    }
+    validate::variable_value_problem(value).map_or(Ok(()), |p| {
+        Err(format!("value of stage variable {name:?} {p}"))
+    })
+}
+
+/// A stage cache capacity written as `[api.stage.cache] capacity` takes it,
+/// from a string: a capacity class in GB (`"0.5"` … `"237"`) or a size from
+/// `"1MiB"` to `"1GiB"`. Returns the bytes and the class, if one.
+pub fn parse_capacity(s: &str) -> Result<(u64, Option<String>), String> {
+    if let Some((class, bytes)) = CAPACITY_CLASSES
+        .iter()
+        .find(|(c, _)| s.parse::<f64>().ok() == c.parse::<f64>().ok() && s.parse::<f64>().is_ok())
+    {
+        return Ok((*bytes, Some(class.to_string())));
+    }
+    match parse_size(s) {
+        Some(n) if (validate::MIN_CACHE_SIZE..=validate::MAX_CACHE_SIZE).contains(&n) => {
+            Ok((n, None))
+        }
+        _ => Err(format!(
+            "capacity {s:?} is neither a capacity class ({}) nor a size from \"1MiB\" to \"1GiB\"",
+            CAPACITY_CLASSES.map(|(c, _)| c).join(", ")
+        )),
+    }
+}
+
+/// The settings of a stage cache written as `cache = { enabled = true }`:
+/// what a cache enabled through the admin socket starts with.
+pub fn default_stage_cache() -> StageCacheConfig {
+    const DOC: &str = "[[api]]\nname = \"a\"\n[[api.stage]]\nname = \"s\"\n\
+                       cache = { enabled = true }\n[[api.route]]\nroute = \"$default\"\nmock = {}\n";
+    let cfg = parse(DOC, "(defaults)").expect("the default stage cache validates");
+    cfg.apis[0].stages[0]
+        .cache
+        .clone()
+        .expect("the default stage has a cache")
+}
+
 /// Reads and validates the configuration file at `path`. A file that
 /// cannot be read gives a [`ConfigError`] with line 0.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {

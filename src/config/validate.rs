@@ -705,6 +705,20 @@ fn apis(
     Ok(out)
 }
 
+/// What is wrong with a stage variable's value, if anything.
+pub(super) fn variable_value_problem(value: &str) -> Option<String> {
+    let bad = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-._~:/?#&=,".contains(*c)));
+    if value.is_empty() {
+        Some("is empty".to_string())
+    } else if value.chars().count() > 512 {
+        Some("is longer than 512 characters".to_string())
+    } else {
+        bad.map(|c| format!("contains {c:?}, which is not allowed"))
+    }
+}
+
 fn stage(s: &RawStage, p: &str, src: &Source<'_>) -> Result<StageConfig> {
     check_name(&s.name, 128, &format!("{p}.name"), "stage name", src)?;
     let mut variables = BTreeMap::new();
@@ -728,17 +742,7 @@ fn stage(s: &RawStage, p: &str, src: &Source<'_>) -> Result<StageConfig> {
             ));
         }
         let value = v.get_ref();
-        let bad = value
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || "-._~:/?#&=,".contains(*c)));
-        let problem = if value.is_empty() {
-            Some("is empty".to_string())
-        } else if value.chars().count() > 512 {
-            Some("is longer than 512 characters".to_string())
-        } else {
-            bad.map(|c| format!("contains {c:?}, which is not allowed"))
-        };
-        if let Some(problem) = problem {
+        if let Some(problem) = variable_value_problem(value) {
             return Err(src.error(
                 &v.span(),
                 key,
@@ -946,8 +950,8 @@ fn class_list() -> String {
 }
 
 /// The smallest and largest explicit cache size.
-const MIN_CACHE_SIZE: u64 = 1 << 20;
-const MAX_CACHE_SIZE: u64 = 1 << 30;
+pub(super) const MIN_CACHE_SIZE: u64 = 1 << 20;
+pub(super) const MAX_CACHE_SIZE: u64 = 1 << 30;
 
 /// `cache.capacity`: a class (number or numeric string) or a size string.
 fn capacity(v: &Spanned<Value>, key: &str, src: &Source<'_>) -> Result<(u64, Option<String>)> {

@@ -49,5 +49,5 @@ mod worker;
 
 pub use outcome::{Outcome, OutcomeCounts};
 pub use response::GatewayError;
-pub use service::{Gateway, GatewayOptions};
+pub use service::{Gateway, GatewayOptions, Published};
 pub use snapshot::*;

@@ -87,15 +87,16 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Serves `snapshot` under `limits` on `workers` workers.
+    /// Serves what is published in `published` under `limits` on
+    /// `workers` workers.
     pub fn new(
-        snapshot: Arc<Snapshot>,
+        published: Arc<Published>,
         limits: &Limits,
         workers: usize,
         options: GatewayOptions,
     ) -> Gateway {
         Gateway {
-            published: Arc::new(Published::new(snapshot)),
+            published,
             head_limits: HeadLimits {
                 max_header_bytes: limits.max_header_bytes,
                 max_headers: limits.max_headers,

@@ -171,7 +171,10 @@ impl State {
         self.next_id.max(1)
     }
 
-    fn apply(&mut self, writes: &[Write]) {
+    /// Applies `writes` to this in-memory copy only (what [`Store::apply`]
+    /// does after its commit; the control side also uses it to try a change
+    /// before committing it).
+    pub(crate) fn apply(&mut self, writes: &[Write]) {
         for w in writes {
             match w {
                 Write::Deployment(d) => {

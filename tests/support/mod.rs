@@ -121,8 +121,19 @@ pub struct BinaryServer {
 impl BinaryServer {
     /// Writes `toml` to a temp file, starts the binary and waits for its
     /// `listening on ADDR` line.
+    ///
+    /// Unless `toml` has a `[state]` table, one is added naming a state
+    /// directory of this server's own (the default, `state` next to the
+    /// file, would be shared by every test's temp file); it is removed on
+    /// drop.
     pub fn start(toml: &str) -> BinaryServer {
         let config = temp_path("serve");
+        let state = config.with_extension("state");
+        let toml = if toml.contains("[state]") {
+            toml.to_string()
+        } else {
+            format!("{toml}\n[state]\ndir = {:?}\n", state.display().to_string())
+        };
         std::fs::write(&config, toml).expect("write temp config");
         let mut child = Command::new(binary())
             .arg("serve")
@@ -251,6 +262,7 @@ impl Drop for BinaryServer {
             let _ = self.child.wait();
         }
         let _ = std::fs::remove_file(&self.config);
+        let _ = std::fs::remove_dir_all(self.config.with_extension("state"));
     }
 }
 
