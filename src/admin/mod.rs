@@ -48,4 +48,5 @@
 //!   the same instant on the same path can both succeed, the later one
 //!   owning the path.
 
+pub mod client;
 pub mod http;
