@@ -23,8 +23,8 @@ use serde_json::{json, Value};
 
 // --- set-up ------------------------------------------------------------------
 
-/// Echoes the request as JSON; `/panic` panics, `/created` answers 201 with
-/// a Location, `/empty` answers 204.
+/// Echoes the request as JSON; `/panic` panics, `/interim` answers 101,
+/// `/created` answers 201 with a Location, `/empty` answers 204.
 struct Echo;
 
 impl Handler for Echo {
@@ -35,6 +35,7 @@ impl Handler for Echo {
                 AdminResponse::json(201, &json!({"ok": true})).with_header("Location", "/x/1")
             }
             "/empty" => AdminResponse::empty(204),
+            "/interim" => AdminResponse::empty(101),
             _ => AdminResponse::json(
                 200,
                 &json!({
@@ -331,10 +332,9 @@ fn http_1_0_closes_unless_asked_to_keep_alive() {
     let mut buf = Vec::new();
     s.write_all(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
         .unwrap();
-    assert_eq!(
-        read_response(&mut s, &mut buf).unwrap().json()["path"],
-        "/a"
-    );
+    let r = read_response(&mut s, &mut buf).unwrap();
+    assert_eq!(r.json()["path"], "/a");
+    assert_eq!(r.header("connection"), Some("keep-alive"));
     s.write_all(b"GET /b HTTP/1.0\r\n\r\n").unwrap();
     assert_eq!(
         read_response(&mut s, &mut buf).unwrap().json()["path"],
@@ -607,6 +607,15 @@ fn a_handler_panic_is_a_500_and_the_server_goes_on() {
     );
     let r = exchange_closing(&server, b"GET /next HTTP/1.1\r\nConnection: close\r\n\r\n");
     assert_eq!(r.json()["path"], "/next");
+    // A status that is not a final one is the handler's bug too.
+    let r = exchange_closing(
+        &server,
+        b"GET /interim HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (500, Some("internal"))
+    );
     server.stop();
 }
 

@@ -262,6 +262,9 @@ pub struct Parsed {
     /// Whether the connection stays open after the answer: HTTP/1.1 unless
     /// `Connection: close`, HTTP/1.0 only with `Connection: keep-alive`.
     pub keep_alive: bool,
+    /// The request was HTTP/1.0 (so a kept-alive answer must say
+    /// `Connection: keep-alive`).
+    pub http10: bool,
     /// The `Authorization` header's value, raw. Not passed to handlers.
     pub authorization: Option<Vec<u8>>,
 }
@@ -382,6 +385,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Parse {
         },
         consumed: total,
         keep_alive,
+        http10: version == 0,
         authorization,
     })
 }
@@ -484,6 +488,11 @@ fn hex_value(b: u8) -> Option<u8> {
 /// the extra headers, `Connection: close` when `close`, then the body
 /// (none for 1xx, 204 and 304).
 pub fn encode_response(resp: &AdminResponse, close: bool) -> Vec<u8> {
+    encode(resp, close.then_some("close"))
+}
+
+/// The response's bytes with `Connection: {connection}` when `Some`.
+fn encode(resp: &AdminResponse, connection: Option<&str>) -> Vec<u8> {
     let status = resp.status;
     let no_body = matches!(status, 100..=199 | 204 | 304);
     let body: &[u8] = if no_body { &[] } else { &resp.body };
@@ -515,8 +524,8 @@ pub fn encode_response(resp: &AdminResponse, close: bool) -> Vec<u8> {
         }
         out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
     }
-    if close {
-        out.extend_from_slice(b"Connection: close\r\n");
+    if let Some(connection) = connection {
+        out.extend_from_slice(format!("Connection: {connection}\r\n").as_bytes());
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
@@ -784,7 +793,8 @@ impl AdminServer {
     /// Stops accepting, waits for the threads, removes the socket file.
     ///
     /// Idle connections are closed at once; a request being handled is
-    /// answered first (with `Connection: close`).
+    /// answered first (with `Connection: close`). Not to be called from a
+    /// handler: it waits for every connection thread, the caller's too.
     pub fn stop(mut self) {
         self.shutdown();
     }
@@ -1180,7 +1190,12 @@ fn serve(mut conn: Conn, shared: &Shared, token: Option<&str>) {
                         _ => dispatch(&*shared.handler, &parsed.request),
                     };
                     close |= shared.stopping.load(Ordering::SeqCst);
-                    if conn.write_all(&encode_response(&resp, close)).is_err() || close {
+                    let connection = if close {
+                        Some("close")
+                    } else {
+                        parsed.http10.then_some("keep-alive")
+                    };
+                    if conn.write_all(&encode(&resp, connection)).is_err() || close {
                         return;
                     }
                     continue;
@@ -1272,7 +1287,20 @@ fn unauthorized(had_header: bool) -> AdminResponse {
 /// Calls the handler, turning a panic into a 500.
 fn dispatch(handler: &dyn Handler, req: &AdminRequest) -> AdminResponse {
     match panic::catch_unwind(AssertUnwindSafe(|| handler.handle(req))) {
-        Ok(resp) => resp,
+        Ok(resp) if (200..=999).contains(&resp.status) => resp,
+        Ok(resp) => {
+            eprintln!(
+                "ringgate: admin: the handler answered {} {} with status {}, \
+                 which is not a final HTTP status",
+                req.method, req.path, resp.status
+            );
+            AdminResponse::error(
+                500,
+                "internal",
+                "internal error while handling the request; the server's log has the details",
+                None,
+            )
+        }
         Err(payload) => {
             let what = payload
                 .downcast_ref::<&str>()
