@@ -432,6 +432,12 @@ fn each_bad_request_gets_its_json_error_and_the_connection_closes() {
             "bad_request",
         ),
         (
+            "bad query encoding, refused before the body",
+            b"PUT /a?x=%G1 HTTP/1.1\r\nContent-Length: 100\r\n\r\n".to_vec(),
+            400,
+            "bad_request",
+        ),
+        (
             "non-UTF-8 path",
             b"GET /a%FF HTTP/1.1\r\n\r\n".to_vec(),
             400,

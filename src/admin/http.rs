@@ -365,16 +365,19 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Parse {
     }
     // max_body fits in usize, so body_len does too.
     let total = head_len + body_len as usize;
+    // The target is checked before waiting for the body, so a bad one is
+    // refused at once (a head is parsed at most twice: when it is complete
+    // and when the body is).
+    let (path, segments, query) = match parse_target(target) {
+        Ok(t) => t,
+        Err(e) => return Parse::Invalid(e),
+    };
     if buf.len() < total {
         return Parse::Incomplete {
             needed: Some(total),
             expect_continue,
         };
     }
-    let (path, segments, query) = match parse_target(target) {
-        Ok(t) => t,
-        Err(e) => return Parse::Invalid(e),
-    };
     Parse::Complete(Parsed {
         request: AdminRequest {
             method: method.to_string(),
