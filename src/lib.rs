@@ -47,6 +47,9 @@
 //!   the request path, gateway errors, request ids, outcomes. It is the
 //!   [`runtime::Service`] the workers run.
 //! - [`server`]: the composition root that starts all of the above.
+//! - [`admin`]: the control plane's transport: HTTP/1.1 + JSON over a Unix
+//!   socket (and optionally loopback TCP with a bearer token), served by
+//!   threads of its own with blocking std I/O, never by the workers.
 //!
 //! Module dependencies run one way: `config`, `http`, `router` at the
 //! bottom; `cache` and `runtime` on them; `upstream` on `runtime` (the client
@@ -98,6 +101,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod cache;
 pub mod config;
 pub mod control;
