@@ -179,6 +179,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
     let mut options = StartOptions {
         config_path: Some(path.to_path_buf()),
         durable_state: true,
+        admin: true,
         ..StartOptions::default()
     };
     #[cfg(debug_assertions)]
@@ -199,6 +200,12 @@ fn serve(path: &std::path::Path) -> ExitCode {
             env!("CARGO_PKG_VERSION"),
             server.drivers().len()
         );
+    }
+    if let Some(socket) = server.admin_socket() {
+        println!("ringgate: admin socket {}", socket.display());
+    }
+    if let Some(addr) = server.admin_tcp_addr() {
+        println!("ringgate: admin listener {addr} (bearer token required)");
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();

@@ -14,6 +14,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::admin::api::AdminApi;
+use crate::admin::http::AdminServer;
 use crate::config::Config;
 use crate::control::{Control, ControlError};
 use crate::gateway::{Gateway, GatewayOptions, OutcomeCounts, Snapshot};
@@ -35,6 +37,9 @@ pub struct StartOptions {
     /// Keep the control-plane state in the state directory
     /// ([`Config::state_dir`]); otherwise in memory, for this process only.
     pub durable_state: bool,
+    /// Serve the admin API on [`Config::admin_socket`] (and `[admin]
+    /// listen`, if set).
+    pub admin: bool,
 }
 
 /// Why the server could not start.
@@ -47,6 +52,8 @@ pub enum StartError {
     Control(ControlError),
     /// The workers could not start.
     Runtime(runtime::StartError),
+    /// The admin socket could not be served.
+    Admin(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -55,11 +62,40 @@ impl std::fmt::Display for StartError {
             StartError::State(e) => write!(f, "{e}"),
             StartError::Control(e) => write!(f, "{e}"),
             StartError::Runtime(e) => write!(f, "{e}"),
+            StartError::Admin(e) => write!(f, "{e}"),
         }
     }
 }
 
 impl std::error::Error for StartError {}
+
+/// The admin socket and the TCP listener with its token.
+type AdminEndpoints = (PathBuf, Option<(SocketAddr, String)>);
+
+fn admin_endpoints(config: &Config) -> Result<AdminEndpoints, StartError> {
+    let tcp = match (config.admin.listen, config.admin_token_file()) {
+        (Some(addr), Some(file)) => {
+            let token = std::fs::read_to_string(&file).map_err(|e| {
+                StartError::Admin(format!(
+                    "cannot read the admin token file {}: {e}",
+                    file.display()
+                ))
+            })?;
+            let token = token.trim().to_string();
+            if token.len() < 16 {
+                return Err(StartError::Admin(format!(
+                    "the admin token in {} is shorter than 16 characters: write a long \
+                     random one, e.g. `head -c 32 /dev/urandom | base64 > {}`",
+                    file.display(),
+                    file.display()
+                )));
+            }
+            Some((addr, token))
+        }
+        _ => None,
+    };
+    Ok((config.admin_socket(), tcp))
+}
 
 /// A running gateway.
 pub struct Server {
@@ -67,6 +103,8 @@ pub struct Server {
     gateway: Arc<Gateway>,
     /// Deployments, stages, reloads; owns the health thread.
     control: Arc<Control>,
+    /// The admin API's listeners.
+    admin: Option<AdminServer>,
 }
 
 /// A cloneable handle that can stop the server from another thread.
@@ -92,6 +130,10 @@ impl Server {
         .map_err(StartError::State)?;
         let settings = Settings::from_config(&config);
         let limits = config.limits.clone();
+        let admin_at = options
+            .admin
+            .then(|| admin_endpoints(&config))
+            .transpose()?;
         let (control, _) = Control::start(config, options.config_path.clone(), store, state)
             .map_err(StartError::Control)?;
         let control = Arc::new(control);
@@ -106,11 +148,39 @@ impl Server {
         ));
         let workers = Workers::start(settings, gateway.clone(), options.on_worker_start)
             .map_err(StartError::Runtime)?;
+        let admin = match admin_at {
+            None => None,
+            Some((socket, tcp)) => {
+                let api = AdminApi::new(control.clone(), Some(workers.loads()));
+                match AdminServer::start(&socket, tcp, Arc::new(api)) {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        workers.shutdown();
+                        workers.join();
+                        return Err(StartError::Admin(format!(
+                            "cannot serve the admin socket {}: {e}",
+                            socket.display()
+                        )));
+                    }
+                }
+            }
+        };
         Ok(Server {
             workers,
             gateway,
             control,
+            admin,
         })
+    }
+
+    /// The admin socket's path, when the admin API is served.
+    pub fn admin_socket(&self) -> Option<&std::path::Path> {
+        self.admin.as_ref().map(|a| a.socket_path())
+    }
+
+    /// The TCP admin listener's address, when one is configured.
+    pub fn admin_tcp_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|a| a.tcp_addr())
     }
 
     /// The control side: deployments, stages, canaries, reloads.
@@ -167,5 +237,8 @@ impl Server {
     /// last holder of the control side lets it go).
     pub fn join(self) {
         self.workers.join();
+        if let Some(a) = self.admin {
+            a.stop();
+        }
     }
 }

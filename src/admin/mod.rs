@@ -48,5 +48,6 @@
 //!   the same instant on the same path can both succeed, the later one
 //!   owning the path.
 
+pub mod api;
 pub mod client;
 pub mod http;

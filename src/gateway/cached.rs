@@ -56,6 +56,7 @@ use crate::http::response::{
     status_has_no_body, write_common_headers, write_content_length, write_u64,
 };
 use crate::http::RequestHead;
+use crate::router::Params;
 use crate::upstream::forward::{Capture, Forwarded};
 use crate::upstream::now_ms;
 
@@ -274,13 +275,27 @@ fn extra_lines(show: bool, warn: bool, status: Status) -> &'static [u8] {
 
 fn build_key(keys: &mut KeyBuilder, rc: &RouteCache, req: &Request<'_, '_, '_>) {
     let head = req.head;
-    let params = req.params;
-    // HEAD is answered from the GET entry.
-    let method = if head.method == "HEAD" {
-        "GET"
-    } else {
-        head.method
-    };
+    key_fields(keys, rc, head.method, req.params, head.query, |name| {
+        head.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| crate::http::parse::trim(h.value))
+    });
+}
+
+/// Writes a request's key fields: the route's namespace, the method (HEAD
+/// keyed as GET: it is answered from the GET entry), then each key
+/// parameter; `header(name)` gives a request header's trimmed value. Also
+/// used by the admin socket to find the entry of a request it describes.
+pub(super) fn key_fields<'h>(
+    keys: &mut KeyBuilder,
+    rc: &RouteCache,
+    method: &str,
+    params: &Params<'_, '_>,
+    query: &str,
+    header: impl Fn(&str) -> Option<&'h [u8]>,
+) {
+    let method = if method == "HEAD" { "GET" } else { method };
     keys.start(&rc.namespace, method);
     for p in &rc.params {
         match p {
@@ -288,21 +303,12 @@ fn build_key(keys: &mut KeyBuilder, rc: &RouteCache, req: &Request<'_, '_, '_>) 
                 let v = params.iter().nth(*i).map(|(_, v)| v.as_bytes());
                 keys.param(ParamKind::Path, name, v);
             }
-            KeyParam::Query(name) => {
-                keys.param(ParamKind::Query, name, query_value(head.query, name))
-            }
-            KeyParam::Header(name) => {
-                let v = head
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case(name))
-                    .map(|h| crate::http::parse::trim(h.value));
-                keys.param(ParamKind::Header, name, v);
-            }
+            KeyParam::Query(name) => keys.param(ParamKind::Query, name, query_value(query, name)),
+            KeyParam::Header(name) => keys.param(ParamKind::Header, name, header(name)),
         }
     }
     if rc.whole_query {
-        keys.param(ParamKind::WholeQuery, "", Some(head.query.as_bytes()));
+        keys.param(ParamKind::WholeQuery, "", Some(query.as_bytes()));
     }
 }
 

@@ -155,6 +155,20 @@ struct Canary {
     cache: Option<Arc<StageCacheState>>,
 }
 
+/// A request described by its parts, to find its cache entry
+/// ([`Snapshot::cache_key`]).
+#[derive(Debug, Clone, Copy)]
+pub struct EntryRequest<'a> {
+    /// The method (HEAD is keyed as GET).
+    pub method: &'a str,
+    /// The path within the stage.
+    pub path: &'a str,
+    /// The query string, without `?`.
+    pub query: &'a str,
+    /// Headers the route's key parameters name.
+    pub headers: &'a [(String, String)],
+}
+
 /// What one stage serves ([`Api::served`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Served<'a> {
@@ -864,6 +878,72 @@ impl Snapshot {
             .find(|s| s.name == stage)?
             .cache
             .as_deref()
+    }
+
+    /// The cache key a request would have in a stage's cache (or its
+    /// canary's entries): `path` is the path within the stage (what routing
+    /// sees), `query` the query string without `?`, `headers` the request
+    /// headers that the route's key parameters name. `Err` says why there
+    /// is no such key (no such stage or route, or the route is not cached
+    /// for `method`).
+    pub fn cache_key(
+        &self,
+        api: &str,
+        stage: &str,
+        canary: bool,
+        req: &EntryRequest<'_>,
+    ) -> Result<crate::cache::CacheKey, String> {
+        let EntryRequest {
+            method,
+            path,
+            query,
+            headers,
+        } = *req;
+        let a = self
+            .apis
+            .iter()
+            .find(|a| a.name == api)
+            .ok_or_else(|| format!("no api {api:?}"))?;
+        let s = a
+            .stages
+            .iter()
+            .find(|s| s.name == stage)
+            .ok_or_else(|| format!("api {api:?} has no stage {stage:?}"))?;
+        let (def, integrations) = if canary {
+            let c = s
+                .canary
+                .as_ref()
+                .ok_or_else(|| format!("stage {stage:?} has no canary"))?;
+            (&*c.def, &c.integrations)
+        } else {
+            (&*s.def, &s.integrations)
+        };
+        let m = Method::from_bytes(method.as_bytes())
+            .ok_or_else(|| format!("{method:?} is not a method routes use"))?;
+        let mut params = Params::new();
+        let RouteId(route) = def
+            .table
+            .lookup(m, path, &mut params)
+            .ok_or_else(|| format!("no route of stage {stage:?} matches {method} {path}"))?;
+        let rc = match &integrations[route as usize] {
+            StageIntegration::Proxy(p) => p.cache.as_ref(),
+            _ => None,
+        }
+        .filter(|rc| rc.ttl_for(method).is_some())
+        .ok_or_else(|| {
+            format!(
+                "route {:?} does not cache {method} requests in stage {stage:?}",
+                def.routes[route as usize].display
+            )
+        })?;
+        let mut keys = crate::cache::KeyBuilder::new();
+        super::cached::key_fields(&mut keys, rc, method, &params, query, |name| {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.trim().as_bytes())
+        });
+        Ok(keys.finish())
     }
 
     /// The APIs, in configuration order.

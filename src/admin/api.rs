@@ -1,0 +1,653 @@
+//! The admin API's endpoints: JSON in, JSON out, over the transport of
+//! [`super::http`], applied through [`crate::control::Control`].
+//!
+//! Every endpoint is listed in the [module page](super) and the README.
+//! Bodies are JSON objects; a field this module does not know, a field of
+//! the wrong type or an invalid value is refused with 400 naming the field
+//! (`"field": "cache.ttl_seconds"`), an unknown API, stage or deployment
+//! with 404, a change the stage's state does not allow (repointing a stage
+//! that has a canary, changing an `auto_deploy` stage) with 409, a method a
+//! path does not take with 405 and an `Allow` header. A refused request
+//! changes nothing.
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{json, Map, Value};
+
+use super::http::{AdminRequest, AdminResponse, Handler};
+use crate::config::{ApiConfig, Config, StageCacheConfig};
+use crate::control::{CachePatch, CanaryPatch, Control, ControlError, StagePatch};
+use crate::gateway::EntryRequest;
+use crate::runtime::Loads;
+use crate::state::{Deployment, State};
+
+/// Default and largest page of a list.
+const PAGE_DEFAULT: usize = 25;
+const PAGE_MAX: usize = 500;
+
+/// The endpoints, over a running gateway's control side.
+pub struct AdminApi {
+    control: Arc<Control>,
+    loads: Option<Loads>,
+    started: Instant,
+}
+
+impl AdminApi {
+    /// Serves `control`; `loads` (the workers' load counters) feed `/status`.
+    pub fn new(control: Arc<Control>, loads: Option<Loads>) -> AdminApi {
+        AdminApi {
+            control,
+            loads,
+            started: Instant::now(),
+        }
+    }
+}
+
+type Reply = Result<AdminResponse, ControlError>;
+
+fn ok(value: Value) -> Reply {
+    Ok(AdminResponse::json(200, &value))
+}
+
+fn method_not_allowed(allow: &str) -> Reply {
+    Ok(AdminResponse::error(
+        405,
+        "method_not_allowed",
+        format!("this path takes {allow}"),
+        None,
+    )
+    .with_header("Allow", allow))
+}
+
+impl Handler for AdminApi {
+    fn handle(&self, req: &AdminRequest) -> AdminResponse {
+        match self.route(req) {
+            Ok(r) => r,
+            Err(e) => AdminResponse::error(e.status, e.code, e.message, e.field.as_deref()),
+        }
+    }
+}
+
+impl AdminApi {
+    fn route(&self, req: &AdminRequest) -> Reply {
+        let seg: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+        let m = req.method.as_str();
+        match (m, &seg[..]) {
+            ("GET", []) => ok(json!({ "endpoints": ENDPOINTS })),
+            (_, []) => method_not_allowed("GET"),
+            ("GET", ["status"]) => ok(self.status()),
+            (_, ["status"]) => method_not_allowed("GET"),
+            ("POST", ["reload"]) => {
+                no_body(req)?;
+                let r = self.control.reload()?;
+                ok(json!({
+                    "reloaded": true,
+                    "warnings": r.warnings,
+                    "restart_required": r.restart_required,
+                    "pinned_stages": r.pinned_differences,
+                }))
+            }
+            (_, ["reload"]) => method_not_allowed("POST"),
+            ("GET", ["apis"]) => {
+                let items = self
+                    .control
+                    .read(|c, s, _| c.apis.iter().map(|a| api_json(a, s)).collect::<Vec<_>>());
+                page(req, items)
+            }
+            (_, ["apis"]) => method_not_allowed("GET"),
+            ("GET", ["apis", api]) => self.control.read(|c, s, _| {
+                let a = find_api(c, api)?;
+                ok(api_json(a, s))
+            }),
+            (_, ["apis", _]) => method_not_allowed("GET"),
+            ("GET", ["apis", api, "deployments"]) => {
+                let items = self.control.read(|c, s, _| {
+                    find_api(c, api)?;
+                    // Newest first.
+                    let mut v: Vec<Value> = s
+                        .deployments(api)
+                        .map(|d| deployment_json(d, false))
+                        .collect();
+                    v.reverse();
+                    Ok::<_, ControlError>(v)
+                })?;
+                page(req, items)
+            }
+            ("POST", ["apis", api, "deployments"]) => {
+                let body = object(req)?;
+                let mut f = Fields::new(body);
+                let description = f.string("description")?.unwrap_or_default();
+                let stage = f.string("stage")?;
+                f.done()?;
+                let d = self
+                    .control
+                    .create_deployment(api, &description, stage.as_deref())?;
+                Ok(AdminResponse::json(201, &deployment_json(&d, true))
+                    .with_header("Location", format!("/apis/{api}/deployments/{}", d.id)))
+            }
+            (_, ["apis", _, "deployments"]) => method_not_allowed("GET, POST"),
+            ("GET", ["apis", api, "deployments", id]) => {
+                let id = parse_id(id)?;
+                self.control.read(|c, s, _| {
+                    find_api(c, api)?;
+                    let d = s.deployment(api, id).ok_or_else(|| {
+                        ControlError::not_found(format!("api {api:?} has no deployment {id}"))
+                    })?;
+                    ok(deployment_json(d, true))
+                })
+            }
+            (_, ["apis", _, "deployments", _]) => method_not_allowed("GET"),
+            ("GET", ["apis", api, "stages"]) => {
+                let items = self.control.read(|c, s, snap| {
+                    let a = find_api(c, api)?;
+                    Ok::<_, ControlError>(
+                        a.stages
+                            .iter()
+                            .map(|st| stage_json(a, &st.name, c, s, snap))
+                            .collect::<Vec<_>>(),
+                    )
+                })?;
+                page(req, items)
+            }
+            (_, ["apis", _, "stages"]) => method_not_allowed("GET"),
+            ("GET", ["apis", api, "stages", stage]) => self.stage(api, stage),
+            ("PATCH", ["apis", api, "stages", stage]) => {
+                let patch = stage_patch(object(req)?)?;
+                self.control.update_stage(api, stage, &patch)?;
+                self.stage(api, stage)
+            }
+            (_, ["apis", _, "stages", _]) => method_not_allowed("GET, PATCH"),
+            ("PUT", ["apis", api, "stages", stage, "canary"]) => {
+                let patch = canary_patch(object(req)?)?;
+                self.control.set_canary(api, stage, &patch)?;
+                self.stage(api, stage)
+            }
+            ("DELETE", ["apis", api, "stages", stage, "canary"]) => {
+                no_body(req)?;
+                self.control.remove_canary(api, stage)?;
+                self.stage(api, stage)
+            }
+            (_, ["apis", _, "stages", _, "canary"]) => method_not_allowed("PUT, DELETE"),
+            ("POST", ["apis", api, "stages", stage, "canary", "promote"]) => {
+                no_body(req)?;
+                self.control.promote_canary(api, stage)?;
+                self.stage(api, stage)
+            }
+            (_, ["apis", _, "stages", _, "canary", "promote"]) => method_not_allowed("POST"),
+            ("GET", ["apis", api, "stages", stage, "cache"]) => {
+                let (snap, api, stage) = self.control.stage_cache(api, stage)?;
+                let sc = snap
+                    .stage_cache(&api, &stage)
+                    .expect("checked by stage_cache");
+                ok(cache_json(&sc.settings, &sc.store.stats()))
+            }
+            (_, ["apis", _, "stages", _, "cache"]) => method_not_allowed("GET"),
+            ("DELETE", ["apis", api, "stages", stage, "cache", "data"]) => {
+                no_body(req)?;
+                let (snap, api, stage) = self.control.stage_cache(api, stage)?;
+                snap.stage_cache(&api, &stage)
+                    .expect("checked by stage_cache")
+                    .store
+                    .flush();
+                // API Gateway's FlushStageCache: 202, empty body.
+                Ok(AdminResponse::empty(202))
+            }
+            (_, ["apis", _, "stages", _, "cache", "data"]) => method_not_allowed("DELETE"),
+            ("DELETE", ["apis", api, "stages", stage, "cache", "entries"]) => {
+                no_body(req)?;
+                self.drop_entry(req, api, stage)
+            }
+            (_, ["apis", _, "stages", _, "cache", "entries"]) => method_not_allowed("DELETE"),
+            _ => Err(ControlError::not_found(format!(
+                "no endpoint {} (GET / lists them)",
+                req.path
+            ))),
+        }
+    }
+
+    fn stage(&self, api: &str, stage: &str) -> Reply {
+        self.control.read(|c, s, snap| {
+            let a = find_api(c, api)?;
+            if a.stage(stage).is_none() {
+                return Err(ControlError::not_found(format!(
+                    "api {api:?} has no stage {stage:?}"
+                )));
+            }
+            ok(stage_json(a, stage, c, s, snap))
+        })
+    }
+
+    fn status(&self) -> Value {
+        let workers: Vec<Value> = self.loads.as_ref().map_or_else(Vec::new, |l| {
+            l.read()
+                .iter()
+                .enumerate()
+                .map(|(id, l)| {
+                    json!({
+                        "worker": id,
+                        "connections": l.connections,
+                        "pooled_buffers": l.pooled_buffers,
+                        "parked": l.parked,
+                    })
+                })
+                .collect()
+        });
+        let state = self.control.store_path().map(|p| p.display().to_string());
+        let config = self.control.config_path().map(|p| p.display().to_string());
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": self.started.elapsed().as_secs(),
+            "config": config,
+            "state": state,
+            "workers": workers,
+        })
+    }
+
+    /// `DELETE .../cache/entries?method=GET&path=/items/1[&query=a=1][&header.X=v][&canary=true]`.
+    fn drop_entry(&self, req: &AdminRequest, api: &str, stage: &str) -> Reply {
+        let mut method = "GET".to_string();
+        let mut path = None;
+        let mut query = String::new();
+        let mut canary = false;
+        let mut headers = Vec::new();
+        for (k, v) in &req.query {
+            match k.as_str() {
+                "method" => method = v.to_ascii_uppercase(),
+                "path" => path = Some(v.clone()),
+                "query" => query = v.clone(),
+                "canary" => {
+                    canary = match v.as_str() {
+                        "true" => true,
+                        "false" => false,
+                        _ => {
+                            return Err(ControlError::invalid("canary", "canary is true or false"))
+                        }
+                    }
+                }
+                h if h.starts_with("header.") && h.len() > 7 => {
+                    headers.push((h[7..].to_string(), v.clone()))
+                }
+                other => {
+                    return Err(ControlError::invalid(
+                        other,
+                        format!(
+                            "unknown parameter {other:?}: use method, path, query, \
+                             header.NAME and canary"
+                        ),
+                    ))
+                }
+            }
+        }
+        let path = path
+            .filter(|p| p.starts_with('/'))
+            .ok_or_else(|| ControlError::invalid("path", "path (starting with /) is required"))?;
+        let (snap, api, stage) = self.control.stage_cache(api, stage)?;
+        let key = snap
+            .cache_key(
+                &api,
+                &stage,
+                canary,
+                &EntryRequest {
+                    method: &method,
+                    path: &path,
+                    query: &query,
+                    headers: &headers,
+                },
+            )
+            .map_err(|m| ControlError::invalid("path", m))?;
+        let removed = snap
+            .stage_cache(&api, &stage)
+            .expect("checked by stage_cache")
+            .store
+            .remove(&key);
+        ok(json!({ "removed": removed }))
+    }
+}
+
+/// Every endpoint, for `GET /` (and the docs).
+pub const ENDPOINTS: &[&str] = &[
+    "GET /status",
+    "POST /reload",
+    "GET /apis",
+    "GET /apis/{api}",
+    "GET /apis/{api}/deployments",
+    "POST /apis/{api}/deployments",
+    "GET /apis/{api}/deployments/{id}",
+    "GET /apis/{api}/stages",
+    "GET /apis/{api}/stages/{stage}",
+    "PATCH /apis/{api}/stages/{stage}",
+    "PUT /apis/{api}/stages/{stage}/canary",
+    "DELETE /apis/{api}/stages/{stage}/canary",
+    "POST /apis/{api}/stages/{stage}/canary/promote",
+    "GET /apis/{api}/stages/{stage}/cache",
+    "DELETE /apis/{api}/stages/{stage}/cache/data",
+    "DELETE /apis/{api}/stages/{stage}/cache/entries",
+];
+
+fn find_api<'c>(config: &'c Config, api: &str) -> Result<&'c ApiConfig, ControlError> {
+    config
+        .apis
+        .iter()
+        .find(|a| a.name == api)
+        .ok_or_else(|| ControlError::not_found(format!("no api {api:?} in the configuration")))
+}
+
+fn parse_id(s: &str) -> Result<u64, ControlError> {
+    s.parse()
+        .map_err(|_| ControlError::invalid("id", format!("{s:?} is not a deployment id")))
+}
+
+/// A list endpoint's page: `limit` (1..=500, default 25) items from
+/// `position` (the opaque token the previous page returned).
+fn page(req: &AdminRequest, items: Vec<Value>) -> Reply {
+    let limit = match req.query("limit") {
+        None => PAGE_DEFAULT,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=PAGE_MAX).contains(&n) => n,
+            _ => {
+                return Err(ControlError::invalid(
+                    "limit",
+                    format!("limit {l:?} is not a number from 1 to {PAGE_MAX}"),
+                ))
+            }
+        },
+    };
+    let start = match req.query("position") {
+        None => 0,
+        Some(p) => p
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n <= items.len())
+            .ok_or_else(|| {
+                ControlError::invalid(
+                    "position",
+                    format!("position {p:?} is not one this list gave"),
+                )
+            })?,
+    };
+    let end = (start + limit).min(items.len());
+    let mut out = json!({ "items": items[start..end] });
+    if end < items.len() {
+        out["position"] = json!(end.to_string());
+    }
+    ok(out)
+}
+
+fn api_json(a: &ApiConfig, state: &State) -> Value {
+    json!({
+        "name": a.name,
+        "hosts": a.hosts,
+        "routes": a.routes.iter().map(|r| r.key.as_display()).collect::<Vec<_>>(),
+        "stages": a.stages.iter().map(|s| json!({
+            "name": s.name,
+            "auto_deploy": s.auto_deploy,
+            "deployment_id": if s.auto_deploy { None } else { state.stage(&a.name, &s.name).map(|r| r.deployment) },
+        })).collect::<Vec<_>>(),
+        "deployments": state.deployments(&a.name).count(),
+    })
+}
+
+fn deployment_json(d: &Deployment, full: bool) -> Value {
+    let mut v = json!({
+        "id": d.id,
+        "api": d.api,
+        "description": d.description,
+        "created_at": d.created_at,
+        "routes": d.definition.routes.iter().map(|r| r.key.as_display()).collect::<Vec<_>>(),
+    });
+    if full {
+        v["definition"] = serde_json::to_value(&d.definition).unwrap_or(Value::Null);
+    }
+    v
+}
+
+fn stage_json(
+    a: &ApiConfig,
+    stage: &str,
+    _config: &Config,
+    state: &State,
+    snap: &crate::gateway::Snapshot,
+) -> Value {
+    let s = a.stage(stage).expect("caller checked the stage");
+    let record = state.stage(&a.name, stage).filter(|_| !s.auto_deploy);
+    let (variables, cache) = match record {
+        Some(r) => (r.variables.clone(), r.cache.clone()),
+        None => (s.variables.clone(), s.cache.clone()),
+    };
+    let mut v = json!({
+        "api": a.name,
+        "name": stage,
+        "auto_deploy": s.auto_deploy,
+        "source": if s.auto_deploy { "file" } else { "state" },
+        "deployment_id": record.map(|r| r.deployment),
+        "variables": variables,
+        "cache": cache.as_ref().map(cache_settings_json),
+        "canary": record.and_then(|r| r.canary.as_ref()).map(|c| json!({
+            "deployment_id": c.deployment,
+            "percent": c.percent,
+            "variable_overrides": c.variable_overrides,
+            "use_stage_cache": c.use_stage_cache,
+        })),
+        "updated_at": record.map(|r| r.updated_at),
+    });
+    if let Some(sc) = snap.stage_cache(&a.name, stage) {
+        v["cache_entries"] = json!(sc.store.entries());
+    }
+    v
+}
+
+fn cache_settings_json(c: &StageCacheConfig) -> Value {
+    json!({
+        "enabled": c.enabled,
+        "capacity_bytes": c.capacity_bytes,
+        "capacity_class": c.capacity_class,
+        "ttl_seconds": c.ttl.as_secs(),
+    })
+}
+
+fn cache_json(settings: &StageCacheConfig, s: &crate::cache::CacheStats) -> Value {
+    json!({
+        "settings": cache_settings_json(settings),
+        "hits": s.hits,
+        "misses": s.misses,
+        "evictions": s.evictions,
+        "rejected": s.rejected,
+        "entries": s.entries,
+        "bytes": s.bytes,
+        "capacity": s.capacity,
+    })
+}
+
+// --- request bodies ------------------------------------------------------------
+
+fn no_body(req: &AdminRequest) -> Result<(), ControlError> {
+    let blank = req.body.iter().all(u8::is_ascii_whitespace);
+    if blank || req.body == b"{}" {
+        Ok(())
+    } else {
+        Err(ControlError::invalid("body", "this endpoint takes no body"))
+    }
+}
+
+fn object(req: &AdminRequest) -> Result<Map<String, Value>, ControlError> {
+    if req.body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(&req.body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ControlError::invalid(
+            "body",
+            "the body must be a JSON object",
+        )),
+        Err(e) => Err(ControlError {
+            code: "malformed_json",
+            ..ControlError::invalid("body", format!("the body is not valid JSON: {e}"))
+        }),
+    }
+}
+
+/// Takes typed fields out of a JSON object, naming each one at fault.
+struct Fields {
+    map: Map<String, Value>,
+    prefix: String,
+}
+
+impl Fields {
+    fn new(map: Map<String, Value>) -> Fields {
+        Fields {
+            map,
+            prefix: String::new(),
+        }
+    }
+
+    fn name(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn string(&mut self, key: &str) -> Result<Option<String>, ControlError> {
+        match self.map.remove(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(ControlError::invalid(
+                &self.name(key),
+                format!("{} must be a string", self.name(key)),
+            )),
+        }
+    }
+
+    fn bool(&mut self, key: &str) -> Result<Option<bool>, ControlError> {
+        match self.map.remove(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(_) => Err(ControlError::invalid(
+                &self.name(key),
+                format!("{} must be true or false", self.name(key)),
+            )),
+        }
+    }
+
+    fn u64(&mut self, key: &str) -> Result<Option<u64>, ControlError> {
+        match self.map.remove(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
+            Some(_) => Err(ControlError::invalid(
+                &self.name(key),
+                format!("{} must be a whole number", self.name(key)),
+            )),
+        }
+    }
+
+    fn f64(&mut self, key: &str) -> Result<Option<f64>, ControlError> {
+        match self.map.remove(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => Ok(n.as_f64()),
+            Some(_) => Err(ControlError::invalid(
+                &self.name(key),
+                format!("{} must be a number", self.name(key)),
+            )),
+        }
+    }
+
+    /// `{"name": "value" | null}`: set or remove.
+    fn variables(&mut self, key: &str) -> Result<BTreeMap<String, Option<String>>, ControlError> {
+        let field = self.name(key);
+        match self.map.remove(key) {
+            None | Some(Value::Null) => Ok(BTreeMap::new()),
+            Some(Value::Object(m)) => m
+                .into_iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => Ok((k, Some(s))),
+                    Value::Null => Ok((k, None)),
+                    _ => Err(ControlError::invalid(
+                        &format!("{field}.{k}"),
+                        format!("{field}.{k} must be a string, or null to remove it"),
+                    )),
+                })
+                .collect(),
+            Some(_) => Err(ControlError::invalid(
+                &field,
+                format!("{field} must be an object of strings"),
+            )),
+        }
+    }
+
+    fn object(&mut self, key: &str) -> Result<Option<Fields>, ControlError> {
+        let field = self.name(key);
+        match self.map.remove(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(m)) => Ok(Some(Fields {
+                map: m,
+                prefix: format!("{field}."),
+            })),
+            Some(_) => Err(ControlError::invalid(
+                &field,
+                format!("{field} must be an object"),
+            )),
+        }
+    }
+
+    /// Refuses what is left: a field this endpoint does not know.
+    fn done(self) -> Result<(), ControlError> {
+        match self.map.keys().next() {
+            None => Ok(()),
+            Some(k) => {
+                let field = self.name(k);
+                Err(ControlError::invalid(
+                    &field,
+                    format!("unknown field {field:?}"),
+                ))
+            }
+        }
+    }
+}
+
+fn stage_patch(body: Map<String, Value>) -> Result<StagePatch, ControlError> {
+    let mut f = Fields::new(body);
+    let deployment = f.u64("deployment_id")?;
+    let variables = f.variables("variables")?;
+    let cache = match f.object("cache")? {
+        None => None,
+        Some(mut c) => {
+            let capacity = match c.map.remove("capacity") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                Some(_) => {
+                    return Err(ControlError::invalid(
+                        "cache.capacity",
+                        "cache.capacity is a class in GB (e.g. \"0.5\") or a size (\"64MiB\")",
+                    ))
+                }
+            };
+            let patch = CachePatch {
+                enabled: c.bool("enabled")?,
+                capacity,
+                ttl_seconds: c.u64("ttl_seconds")?,
+            };
+            c.done()?;
+            Some(patch)
+        }
+    };
+    f.done()?;
+    Ok(StagePatch {
+        deployment,
+        variables,
+        cache,
+    })
+}
+
+fn canary_patch(body: Map<String, Value>) -> Result<CanaryPatch, ControlError> {
+    let mut f = Fields::new(body);
+    let patch = CanaryPatch {
+        deployment: f.u64("deployment_id")?,
+        percent: f.f64("percent")?,
+        variable_overrides: f.variables("variable_overrides")?,
+        use_stage_cache: f.bool("use_stage_cache")?,
+    };
+    f.done()?;
+    Ok(patch)
+}
