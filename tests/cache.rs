@@ -21,10 +21,9 @@
 //!   cannot send `Cache-Control` or `Vary`, so there is no end-to-end test.
 //! - Close-delimited responses: not cached (they stream through, as
 //!   `src/gateway/cached.rs` says); no test here asserts it.
-//! - The admin flush endpoint: not implemented (no admin socket yet).
-//!   Flush and the counters are tested at the store level, on a
-//!   [`Snapshot`] built here, since [`TestServer`] does not hand out the
-//!   running server's (`ringgate::server::Server::snapshot`).
+//! - The admin socket's flush, entry removal and counters: in
+//!   `tests/admin.rs`. Here flush and the counters are also tested at the
+//!   store level, on a [`Snapshot`] built here.
 
 mod support;
 

@@ -45,8 +45,13 @@ impl TestServer {
     pub fn start(toml: &str) -> TestServer {
         let config = ringgate::config::parse(toml, "test.toml")
             .unwrap_or_else(|e| panic!("test config is invalid: {e}\n--- config ---\n{toml}"));
-        let server = Server::start(config, StartOptions::default())
-            .unwrap_or_else(|e| panic!("server did not start: {e}"));
+        TestServer::start_config(config, StartOptions::default())
+    }
+
+    /// Starts a server on a validated configuration with `options`.
+    pub fn start_config(config: ringgate::config::Config, options: StartOptions) -> TestServer {
+        let server =
+            Server::start(config, options).unwrap_or_else(|e| panic!("server did not start: {e}"));
         let addr = server.local_addrs()[0];
         TestServer {
             server: Some(server),
