@@ -295,6 +295,16 @@ fn apis_deployments_and_stages_read_back() {
     assert_eq!(s["cache"]["enabled"], false);
 }
 
+/// (method, path, body, status, error code, field).
+type BadCase = (
+    &'static str,
+    &'static str,
+    Option<Value>,
+    u16,
+    &'static str,
+    Option<&'static str>,
+);
+
 /// Everything an admin request can get wrong: each is refused with the
 /// status and error code given, names the field where there is one, and
 /// changes nothing (the stages and deployments read back the same).
@@ -320,7 +330,7 @@ fn bad_requests_are_refused_and_change_nothing() {
     };
 
     // (method, path, body, status, error code, field)
-    let cases: Vec<(&str, &str, Option<Value>, u16, &str, Option<&str>)> = vec![
+    let cases: Vec<BadCase> = vec![
         ("GET", "/nope", None, 404, "not_found", None),
         ("DELETE", "/apis", None, 405, "method_not_allowed", None),
         ("GET", "/apis/nope", None, 404, "not_found", None),
