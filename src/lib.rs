@@ -9,7 +9,11 @@
 //!
 //! ```text
 //! main (CLI) ─ config::load ─► Config ─► server::Server::start
-//!   ├─ gateway::Snapshot::build ─► Arc<Snapshot>   (immutable; shared by all workers)
+//!   ├─ state::Store::open (redb in the state dir) ─► State
+//!   ├─ control::Control: Config + State ─► Snapshot::build_with ─► Published
+//!   │    (every admin change or reload: check → compile → commit → publish)
+//!   ├─ admin::http::AdminServer  Unix socket 0600 (+ loopback TCP, bearer)
+//!   │    threads of its own ─ admin::api endpoints ─► Control
 //!   ├─ runtime::Workers::start(Gateway)  one SO_REUSEPORT listener per worker
 //!   │    worker 0 (core 0): monoio io_uring runtime ─ accept ─ ClientConn ─┐
 //!   │    worker 1 (core 1): …                                              │
@@ -17,7 +21,8 @@
 //!                                                                          ▼
 //!   gateway::connection: read → http::parse_head (stack headers, strict framing)
 //!   gateway::pipeline, per request:
-//!     resolve (host/base path → API → stage → route)
+//!     snapshot (the last published; one atomic load when unchanged)
+//!     resolve (host/base path → API → stage, or its canary → route)
 //!     [authorize · throttle · quota: places for the next features]
 //!     cache (stage cache: hit from shared bytes, or one fetch per key)
 //!     integrate (mock into the reused write buffer; http_proxy:
@@ -46,14 +51,24 @@
 //!   pipeline: the HTTP/1.1 connection loop, the phases, the stage cache on
 //!   the request path, gateway errors, request ids, outcomes. It is the
 //!   [`runtime::Service`] the workers run.
+//! - [`state`]: the durable control-plane state (deployments, pinned
+//!   stages, canaries) in a redb database; crash-safe commits, a schema
+//!   version with migrations. Never read on the request path.
+//! - [`control`]: applies admin changes and reloads: checks them, compiles
+//!   the state and the file into a new snapshot, commits, publishes.
+//!   Workers pick the new snapshot up at their next request; a request in
+//!   flight finishes on the one it started with.
+//! - [`admin`]: the admin API: endpoints ([`admin::api`]) over HTTP/1.1 +
+//!   JSON on a Unix socket (and optionally loopback TCP with a bearer
+//!   token), served by threads of their own with blocking std I/O, never by
+//!   the workers; and the client `ringgate admin` uses.
 //! - [`server`]: the composition root that starts all of the above.
-//! - [`admin`]: the control plane's transport: HTTP/1.1 + JSON over a Unix
-//!   socket (and optionally loopback TCP with a bearer token), served by
-//!   threads of its own with blocking std I/O, never by the workers.
 //!
 //! Module dependencies run one way: `config`, `http`, `router` at the
-//! bottom; `cache` and `runtime` on them; `upstream` on `runtime` (the client
-//! connection it streams to); `gateway` on all of those; `server` on top.
+//! bottom (`state` on `config`); `cache` and `runtime` on them; `upstream` on `runtime` (the client
+//! connection it streams to); `gateway` on all of those (and `state`'s
+//! record types); `control` on `gateway`; `admin` on `control`; `server`
+//! on top.
 //!
 //! ## Threads and sharing
 //! Each worker owns its ring, its connections and their buffers, and its

@@ -1,8 +1,49 @@
-//! The admin API's transport: HTTP/1.1 + JSON over a Unix socket, and
-//! optionally over a loopback TCP listener guarded by a bearer token.
+//! The admin API: HTTP/1.1 + JSON over a Unix socket, and optionally over a
+//! loopback TCP listener guarded by a bearer token. It is the only way to
+//! change a running gateway (besides SIGHUP, which reloads).
 //!
-//! This module carries requests to and from the control plane; what the
-//! endpoints do is behind the [`http::Handler`] trait and lives elsewhere.
+//! - [`api`]: the endpoints, applied through [`crate::control::Control`].
+//! - [`http`]: the transport (below).
+//! - [`client`]: the client `ringgate admin …` uses.
+//!
+//! ## Endpoints
+//!
+//! | method and path | what it does | success |
+//! |---|---|---|
+//! | `GET /` | lists the endpoints | 200 |
+//! | `GET /status` | version, uptime, config and state files, each worker's open connections | 200 |
+//! | `POST /reload` | re-reads the configuration file (as SIGHUP does); a bad file is refused with its `file:line` error (400 `invalid_config`) and the running configuration stays | 200 `{warnings, restart_required, pinned_stages}` |
+//! | `GET /apis` | the APIs with their stages and deployment pointers (paged) | 200 |
+//! | `GET /apis/{api}` | one API | 200 |
+//! | `GET /apis/{api}/deployments` | deployments, newest first (paged) | 200 |
+//! | `POST /apis/{api}/deployments` | deploys the file's current routes: `{"description"?, "stage"?}`; with `stage`, points that pinned stage (or only its canary, if it has one) at it | 201 + `Location` |
+//! | `GET /apis/{api}/deployments/{id}` | one deployment with its frozen definition | 200 |
+//! | `GET /apis/{api}/stages` | the stages (paged) | 200 |
+//! | `GET /apis/{api}/stages/{stage}` | one stage: source (`file` or `state`), deployment, variables, cache settings, canary | 200 |
+//! | `PATCH /apis/{api}/stages/{stage}` | a pinned stage: `{"deployment_id"?, "variables"?: {name: value or null}, "cache"?: {"enabled"?, "capacity"?, "ttl_seconds"?}}` (rollback = an earlier `deployment_id`; refused with 409 while the stage has a canary) | 200, the stage |
+//! | `PUT /apis/{api}/stages/{stage}/canary` | creates or changes the canary: `{"percent" (required when new, 0–100), "deployment_id"? (default the stage's), "variable_overrides"?, "use_stage_cache"?}` | 200, the stage |
+//! | `DELETE /apis/{api}/stages/{stage}/canary` | removes the canary | 200, the stage |
+//! | `POST /apis/{api}/stages/{stage}/canary/promote` | the canary's deployment and overrides become the stage's; its share becomes 0 (it stays until removed) | 200, the stage |
+//! | `GET /apis/{api}/stages/{stage}/cache` | the stage cache's settings and counters (hits, misses, evictions, entries, bytes) | 200 |
+//! | `DELETE /apis/{api}/stages/{stage}/cache/data` | flushes the stage cache (API Gateway's FlushStageCache) | 202, empty |
+//! | `DELETE /apis/{api}/stages/{stage}/cache/entries?path=…` | drops one entry: `path` within the stage, `method` (GET), `query`, `header.NAME=value` for header key parameters, `canary=true` for the canary's entries | 200 `{"removed": bool}` |
+//!
+//! Lists take `limit` (1–500, default 25) and `position` (the token the
+//! previous page returned with more to come). `auto_deploy` stages follow
+//! the file: their API can be deployed, but they cannot be repointed,
+//! reconfigured or given a canary (409). Endpoint errors: 400
+//! `invalid_value` or `malformed_json` naming the `field`, 404
+//! `not_found`, 405 `method_not_allowed` with `Allow`, 409 `conflict`, 400
+//! `invalid_config` (reload), 500 `internal` (the store failed; nothing
+//! changed). Example:
+//!
+//! ```text
+//! curl -s --unix-socket state/admin.sock http://ringgate/apis/shop/stages/prod
+//! curl -s --unix-socket state/admin.sock -X PUT http://ringgate/apis/shop/stages/prod/canary \
+//!      -d '{"percent": 10, "deployment_id": 3}'
+//! ```
+//!
+//! ## Transport
 //!
 //! - [`http`]: the server. [`http::AdminServer`] binds the socket (mode
 //!   0600, never briefly wider; a stale socket file is replaced, a live one

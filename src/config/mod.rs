@@ -30,6 +30,9 @@
 //! unmatched_route = "missing_authentication_token"   # or "not_found"
 //!   [[api.stage]]
 //!   name = "prod"
+//!   auto_deploy = true           # default: serve this file's routes, follow reloads;
+//!                                # false: serve the deployment the state store points
+//!                                # at (admin socket), seeded from this file once
 //!   variables = { greeting = "hello" }
 //!     [api.stage.cache]          # optional stage cache; see "Stage cache" below
 //!     enabled = true             # default true when the table is present
@@ -92,7 +95,20 @@
 //!   base_path = "v1"             # "" maps the whole host
 //!   api = "demo"
 //!   stage = "prod"
+//!
+//! [state]
+//! dir = "state"                  # default: `state` next to this file (created 0700)
+//!
+//! [admin]
+//! socket = "state/admin.sock"    # default: admin.sock in the state directory (mode 0600)
+//! listen = "127.0.0.1:9901"      # optional TCP admin listener, loopback only,
+//! token_file = "admin.token"     # ... which requires this bearer token (≥ 16 characters)
 //! ```
+//!
+//! Relative paths (`[state] dir`, `[admin] socket`, `token_file`) are
+//! relative to the configuration file's directory. `[server]`, `[limits]`,
+//! `[state]` and `[admin]` are read at start only; a reload applies the
+//! rest.
 //!
 //! Unknown keys anywhere are errors. An empty file is valid: defaults, and
 //! no APIs (the caller should warn that nothing is served).
