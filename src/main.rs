@@ -97,10 +97,18 @@ fn check(path: &std::path::Path) -> ExitCode {
             api_cfg.hosts.join(", ")
         };
         println!("api {} ({hosts})", api.name);
-        println!(
-            "  stages: {}",
-            api.stage_names().collect::<Vec<_>>().join(", ")
-        );
+        let stages: Vec<String> = api_cfg
+            .stages
+            .iter()
+            .map(|s| {
+                if s.auto_deploy {
+                    s.name.clone()
+                } else {
+                    format!("{} (pinned: serves its deployment from the state)", s.name)
+                }
+            })
+            .collect();
+        println!("  stages: {}", stages.join(", "));
         println!("  routes:");
         for r in api.route_names() {
             println!("    {r}");
