@@ -209,6 +209,11 @@ fn serve(path: &std::path::Path) -> ExitCode {
             server.drivers().len()
         );
     }
+    for (api, route, why) in server.snapshot().problems() {
+        eprintln!(
+            "ringgate: warning: api {api:?}, route {route:?}: {why}; it answers 500 until fixed"
+        );
+    }
     if let Some(socket) = server.admin_socket() {
         println!("ringgate: admin socket {}", socket.display());
     }

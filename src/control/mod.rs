@@ -729,6 +729,11 @@ impl Control {
                 e
             }
         })?;
+        for (api, route, why) in inner.snapshot.problems() {
+            report.warnings.push(format!(
+                "api {api:?}, route {route:?}: {why}; it answers 500 until fixed"
+            ));
+        }
         Ok(report)
     }
 
