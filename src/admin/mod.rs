@@ -49,5 +49,6 @@
 //!   owning the path.
 
 pub mod api;
+pub mod cli;
 pub mod client;
 pub mod http;
