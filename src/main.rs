@@ -57,7 +57,13 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Admin(args)) => ExitCode::from(ringgate::admin::cli::run(&args)),
+        Some(Command::Admin(mut args)) => {
+            // `ringgate --config FILE admin ...` names the gateway too.
+            if args.socket.is_none() && args.url.is_none() && args.config.is_none() {
+                args.config = cli.config;
+            }
+            ExitCode::from(ringgate::admin::cli::run(&args))
+        }
         Some(Command::Check { config }) => check(&config),
         Some(Command::Serve { config }) => serve(&config),
         None => serve(&cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))),

@@ -776,7 +776,7 @@ pub fn error_message(status: u16, body: &[u8]) -> String {
     let message = parsed.as_ref().and_then(|v| v["message"].as_str());
     match (parsed.as_ref(), message) {
         (Some(v), Some(m)) => {
-            let mut s = clean(m);
+            let mut s = clean_lines(m);
             if let Some(f) = v["field"].as_str() {
                 let _ = write!(s, " (field: {})", clean(f));
             }
@@ -833,6 +833,12 @@ fn clean(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+/// [`clean`], but keeping line breaks: for messages of several lines
+/// (a configuration error and its `fix:` line).
+fn clean_lines(s: &str) -> String {
+    s.lines().map(clean).collect::<Vec<_>>().join("\n")
 }
 
 /// A JSON scalar as text: strings as they are (cleaned), `null` and
@@ -1015,7 +1021,11 @@ pub fn format_reload(v: &Value) -> String {
     let lines = |key: &str| -> Vec<String> {
         v[key]
             .as_array()
-            .map(|a| a.iter().map(text).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|l| clean_lines(l.as_str().unwrap_or("")))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     for w in lines("warnings") {
@@ -1637,6 +1647,11 @@ mod tests {
             "no api \"x\" in the configuration [HTTP 404 not_found]"
         );
         assert_eq!(error_message(502, b""), "the server answered HTTP 502");
+        let body = br#"{"error":"invalid_config","message":"c.toml:3: bad\n  fix: this\u001b[2J"}"#;
+        assert_eq!(
+            error_message(400, body),
+            "c.toml:3: bad\n  fix: this [2J [HTTP 400 invalid_config]"
+        );
         assert_eq!(
             error_message(500, b"oops\n"),
             "the server answered HTTP 500: oops"
