@@ -1,4 +1,4 @@
-//! The `ringgate` command: `serve` (the default), `check`.
+//! The `ringgate` command: `serve` (the default), `check`, `admin`.
 
 #![forbid(unsafe_code)]
 
@@ -45,6 +45,9 @@ enum Command {
         #[arg(long, value_name = "PATH", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Talk to a running gateway over its admin socket: deployments,
+    /// stages, canaries, caches, reload, status.
+    Admin(Box<ringgate::admin::cli::AdminArgs>),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +57,13 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
+        Some(Command::Admin(mut args)) => {
+            // `ringgate --config FILE admin ...` names the gateway too.
+            if args.socket.is_none() && args.url.is_none() && args.config.is_none() {
+                args.config = cli.config;
+            }
+            ExitCode::from(ringgate::admin::cli::run(&args))
+        }
         Some(Command::Check { config }) => check(&config),
         Some(Command::Serve { config }) => serve(&config),
         None => serve(&cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))),

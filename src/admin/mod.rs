@@ -90,5 +90,6 @@
 //!   owning the path.
 
 pub mod api;
+pub mod cli;
 pub mod client;
 pub mod http;

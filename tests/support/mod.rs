@@ -209,6 +209,19 @@ impl BinaryServer {
         self.child.id()
     }
 
+    /// The temp configuration file the child serves.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// The admin socket the child's configuration names (`[admin] socket`,
+    /// or `admin.sock` in its state directory).
+    pub fn admin_socket(&self) -> PathBuf {
+        ringgate::config::load(&self.config)
+            .expect("the temp config loads")
+            .admin_socket()
+    }
+
     /// A new raw connection to the server.
     pub fn client(&self) -> Client {
         Client::connect(self.addr)
