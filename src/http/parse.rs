@@ -173,6 +173,7 @@ pub fn header_array<'b>() -> HeaderArray<'b> {
 }
 
 /// Parses a request head from `buf`. `Ok(None)`: incomplete, read more.
+#[inline(never)]
 pub fn parse_head<'h, 'b>(
     buf: &'b [u8],
     headers: &'h mut HeaderArray<'b>,
