@@ -1034,3 +1034,50 @@ fn the_tcp_listener_needs_the_token_and_only_listens_on_loopback() {
     assert!(e.contains("admin.listen") && e.contains("loopback"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The gateway's established connections to `port` (their local ports),
+/// from /proc/net/tcp: which pooled backend connections exist.
+fn connections_to(port: u16) -> Vec<u16> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let mut out: Vec<u16> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local = u16::from_str_radix(f[1].rsplit(':').next()?, 16).ok()?;
+            let remote = u16::from_str_radix(f[2].rsplit(':').next()?, 16).ok()?;
+            (remote == port && f[3] == "01").then_some(local)
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// A reload and an admin change that keep the backends keep the worker's
+/// pooled connection to them: the same socket carries the next request.
+#[test]
+fn pooled_backend_connections_survive_changes_that_keep_their_targets() {
+    let g = Gateway::start();
+    let mut c = g.server().client();
+    // beta has a cache: a key the next requests do not share, so each one
+    // goes to the backend.
+    let fetch = |c: &mut Client, n: u32| {
+        let r = c.get(&format!("/beta/items/{n}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-cache-status"), Some("Miss"));
+    };
+    fetch(&mut c, 1);
+    let before = connections_to(g.origin.addr().port());
+    assert!(!before.is_empty(), "no pooled connection to the origin");
+    g.write_config("v2");
+    g.ok("POST", "/reload", None);
+    g.ok(
+        "POST",
+        "/apis/shop/deployments",
+        Some(json!({ "stage": "plain" })),
+    );
+    for n in 2..6 {
+        fetch(&mut c, n);
+    }
+    assert_eq!(connections_to(g.origin.addr().port()), before);
+}
