@@ -745,11 +745,15 @@ fn a_non_loopback_tcp_address_is_refused() {
 
 #[test]
 fn curl_over_the_unix_socket_gets_json() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("notice: curl not found; skipping curl_over_the_unix_socket_gets_json");
+        return;
+    }
     let dir = TempDir::new();
     let server = start(&dir);
     let sock = dir.sock();
     let curl = |args: &[&str]| -> Value {
-        let out = Command::new("/usr/bin/curl")
+        let out = Command::new("curl")
             .args(["-sS", "--max-time", "10", "--unix-socket"])
             .arg(&sock)
             .args(args)
