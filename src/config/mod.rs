@@ -226,7 +226,37 @@ pub struct Config {
     pub state: StateConfig,
     /// `[admin]`: the admin socket and the optional loopback TCP listener.
     pub admin: AdminConfig,
+    /// `[throttle]`: the account-level limit over every API (API Gateway's
+    /// default, 10,000 rps with a burst of 5,000, when absent); `None` with
+    /// `rate = -1`.
+    pub throttle: Option<ThrottleLimit>,
 }
+
+/// A token bucket's limit: `rate` requests per second (fractional allowed)
+/// and `burst`, the bucket's capacity (API Gateway's `rateLimit` and
+/// `burstLimit`). A new bucket starts full; `burst = 0` refuses everything.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ThrottleLimit {
+    /// Steady-state requests per second, finite and ≥ 0.
+    pub rate: f64,
+    /// Capacity: the most requests admitted at once.
+    pub burst: u32,
+}
+
+impl PartialEq for ThrottleLimit {
+    fn eq(&self, other: &Self) -> bool {
+        self.rate.to_bits() == other.rate.to_bits() && self.burst == other.burst
+    }
+}
+
+// Rates are validated finite (never NaN), so equality is an equivalence.
+impl Eq for ThrottleLimit {}
+
+/// API Gateway's account-level default: 10,000 rps, burst 5,000.
+pub const ACCOUNT_THROTTLE: ThrottleLimit = ThrottleLimit {
+    rate: 10_000.0,
+    burst: 5_000,
+};
 
 /// `[state]`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -465,6 +495,12 @@ pub struct StageConfig {
     /// `[api.stage.cache]`; `None` when the table is absent (no caching).
     /// Present with `enabled == false` also means no caching.
     pub cache: Option<StageCacheConfig>,
+    /// `[api.stage.throttle]`: the stage's default per-route limit (API
+    /// Gateway's `*/*` method setting), applied to each route's own bucket.
+    pub throttle: Option<ThrottleLimit>,
+    /// `route_throttle`: per-route limits by route key as written
+    /// (`"GET /pets"`), overriding `throttle` for that route.
+    pub route_throttle: BTreeMap<String, ThrottleLimit>,
 }
 
 /// The stage cache capacity classes of API Gateway (`cacheClusterSize`,

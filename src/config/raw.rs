@@ -30,6 +30,15 @@ pub(super) struct RawConfig {
     pub upstream: Vec<RawUpstream>,
     pub state: Option<RawState>,
     pub admin: Option<RawAdmin>,
+    pub throttle: Option<RawThrottle>,
+}
+
+/// `[throttle]`, `[api.stage.throttle]` and each `route_throttle` entry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawThrottle {
+    pub rate: Spanned<Value>,
+    pub burst: Spanned<i64>,
 }
 
 /// `[state]`
@@ -94,6 +103,8 @@ pub(super) struct RawStage {
     pub auto_deploy: Option<bool>,
     pub variables: Option<OrderedMap>,
     pub cache: Option<RawStageCache>,
+    pub throttle: Option<RawThrottle>,
+    pub route_throttle: Option<std::collections::BTreeMap<String, RawThrottle>>,
 }
 
 /// `[api.stage.cache]`

@@ -1897,3 +1897,100 @@ fn bad_route_cache() {
         bad(&route_cache("key_parameters = [\"path.id\"]").replace("GET /items/{id}", "$default"));
     assert!(e.fix.contains("no path parameters"), "{e}");
 }
+
+// --- throttling ----------------------------------------------------------------
+
+/// `{API}` plus a route `GET /items/{id}`, then `extra` on line 10.
+fn throttled(stage_lines: &str, extra: &str) -> String {
+    format!(
+        "{API}{stage_lines}\n[[api.route]]\nroute = \"GET /items/{{id}}\"\n[api.route.mock]\n{extra}"
+    )
+}
+
+#[test]
+fn throttle_settings() {
+    let c = ok(&throttled(
+        "throttle = { rate = 100, burst = 50 }\nroute_throttle = { \"GET /items/{id}\" = { rate = 0.5, burst = 1 } }",
+        "",
+    ));
+    assert_eq!(c.throttle, Some(ACCOUNT_THROTTLE));
+    let s = &c.apis[0].stages[0];
+    assert_eq!(
+        s.throttle,
+        Some(ThrottleLimit {
+            rate: 100.0,
+            burst: 50
+        })
+    );
+    assert_eq!(
+        s.route_throttle["GET /items/{id}"],
+        ThrottleLimit {
+            rate: 0.5,
+            burst: 1
+        }
+    );
+    // The account level off, and one route's limit removed with -1.
+    let c = ok(&format!(
+        "[throttle]\nrate = -1\nburst = 0\n{}",
+        throttled(
+            "route_throttle = { \"GET /items/{id}\" = { rate = -1, burst = 0 } }",
+            ""
+        )
+    ));
+    assert_eq!(c.throttle, None);
+    assert!(c.apis[0].stages[0].route_throttle.is_empty());
+    assert_eq!(ok(API).apis[0].stages[0].throttle, None);
+}
+
+#[test]
+fn bad_throttle_settings() {
+    let k = "api[0].stage[0]";
+    let cases: &[(&str, usize, &str, &str)] = &[
+        (
+            "throttle = { rate = \"fast\", burst = 1 }",
+            7,
+            "throttle.rate",
+            "found string",
+        ),
+        (
+            "throttle = { rate = -2, burst = 1 }",
+            7,
+            "throttle.rate",
+            "rate -2 is not between 0",
+        ),
+        (
+            "throttle = { rate = 1, burst = -1 }",
+            7,
+            "throttle.burst",
+            "burst must be between 0",
+        ),
+        (
+            "throttle = { rate = 1 }",
+            7,
+            "throttle",
+            "missing field `burst`",
+        ),
+        (
+            "throttle = { rate = 20000, burst = 1 }",
+            7,
+            "throttle",
+            "more than the account's",
+        ),
+        (
+            "route_throttle = { \"GET /nope\" = { rate = 1, burst = 1 } }",
+            7,
+            "route_throttle.\"GET /nope\"",
+            "does not have",
+        ),
+    ];
+    for (line, at, key, problem) in cases {
+        let e = bad(&throttled(line, ""));
+        let want = format!("{k}.{key}");
+        assert_eq!(e.line, *at, "{line}: {e}");
+        assert!(e.key.starts_with(&want) || e.key == want, "{line}: {e}");
+        assert!(e.problem.contains(problem), "{line}: {e}");
+        assert!(!e.fix.is_empty());
+    }
+    let e = bad("[throttle]\nrate = 1\nburst = 1\ncolour = 2\n");
+    assert!(e.to_string().contains("colour"), "{e}");
+}

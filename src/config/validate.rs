@@ -15,15 +15,16 @@ use toml::{Spanned, Value};
 use super::error::{key_segment, ConfigError, Source};
 use super::raw::{
     OrderedMap, RawAdmin, RawApi, RawConfig, RawDomain, RawHealthCheck, RawHttpProxy, RawLimits,
-    RawMock, RawPassiveHealth, RawRoute, RawServer, RawStage, RawStageCache, RawState, RawUpstream,
+    RawMock, RawPassiveHealth, RawRoute, RawServer, RawStage, RawStageCache, RawState, RawThrottle,
+    RawUpstream,
 };
 use super::template::{self, ParsedRoute, Problem};
 use super::{
     parse_duration, parse_size, AdminConfig, ApiConfig, Balance, BodyPart, Config, ConfigWarning,
     DomainConfig, HealthCheck, HttpProxyIntegration, Integration, IoDriver, KeyParameter, Limits,
     Mapping, MockIntegration, PassiveHealth, RouteCacheConfig, RouteConfig, RouteKey, ServerConfig,
-    StageCacheConfig, StageConfig, StateConfig, TargetAddr, UnauthorizedStrategy, UnmatchedRoute,
-    UpstreamConfig, CAPACITY_CLASSES,
+    StageCacheConfig, StageConfig, StateConfig, TargetAddr, ThrottleLimit, UnauthorizedStrategy,
+    UnmatchedRoute, UpstreamConfig, ACCOUNT_THROTTLE, CAPACITY_CLASSES,
 };
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -54,6 +55,11 @@ pub(super) fn build(raw: RawConfig, src: &Source<'_>) -> Result<Config> {
     let domains = domains(&raw.domain, &raw.api, &apis, src)?;
     let state = state(raw.state.as_ref(), src)?;
     let admin = admin(raw.admin.as_ref(), src)?;
+    let throttle = match &raw.throttle {
+        None => Some(ACCOUNT_THROTTLE),
+        Some(t) => throttle_limit(t, "throttle", src)?,
+    };
+    check_stage_throttles(&raw.api, &apis, throttle, src)?;
     Ok(Config {
         server,
         limits,
@@ -64,7 +70,97 @@ pub(super) fn build(raw: RawConfig, src: &Source<'_>) -> Result<Config> {
         warnings,
         state,
         admin,
+        throttle,
     })
+}
+
+// --- throttling ----------------------------------------------------------------
+
+/// The largest rate and burst accepted anywhere (far above what one host
+/// serves; keeps the bucket arithmetic in range).
+const MAX_RATE: f64 = 1e9;
+const MAX_BURST: i64 = 1_000_000_000;
+
+/// A `{ rate, burst }` table; `rate = -1` means no limit (`None`).
+fn throttle_limit(t: &RawThrottle, key: &str, src: &Source<'_>) -> Result<Option<ThrottleLimit>> {
+    let rate = match t.rate.get_ref() {
+        Value::Integer(n) => *n as f64,
+        Value::Float(f) => *f,
+        other => {
+            return Err(src.error(
+                &t.rate.span(),
+                format!("{key}.rate"),
+                format!(
+                    "rate must be a number of requests per second, found {}",
+                    describe(other)
+                ),
+                "write e.g. rate = 100 or rate = 0.5 (-1: no limit)",
+            ))
+        }
+    };
+    if rate == -1.0 {
+        return Ok(None);
+    }
+    if !(rate.is_finite() && (0.0..=MAX_RATE).contains(&rate)) {
+        return Err(src.error(
+            &t.rate.span(),
+            format!("{key}.rate"),
+            format!("rate {rate} is not between 0 and {MAX_RATE}"),
+            "use a rate from 0 to 1e9 requests per second, or -1 for no limit",
+        ));
+    }
+    let burst = int_range(
+        &t.burst,
+        &format!("{key}.burst"),
+        "burst",
+        0,
+        MAX_BURST,
+        src,
+    )? as u32;
+    Ok(Some(ThrottleLimit { rate, burst }))
+}
+
+/// Stage limits may not exceed the account's (as in API Gateway).
+fn check_stage_throttles(
+    raw: &[RawApi],
+    apis: &[ApiConfig],
+    account: Option<ThrottleLimit>,
+    src: &Source<'_>,
+) -> Result<()> {
+    let Some(account) = account else {
+        return Ok(());
+    };
+    for (i, (ra, a)) in raw.iter().zip(apis).enumerate() {
+        for (j, (rs, s)) in ra.stage.iter().zip(&a.stages).enumerate() {
+            let limits = s.throttle.iter().chain(s.route_throttle.values());
+            for l in limits {
+                if l.rate > account.rate || l.burst > account.burst {
+                    let span = rs
+                        .throttle
+                        .as_ref()
+                        .map(|t| t.rate.span())
+                        .or_else(|| {
+                            rs.route_throttle
+                                .as_ref()
+                                .and_then(|m| m.values().next())
+                                .map(|t| t.rate.span())
+                        })
+                        .unwrap_or_else(|| rs.name.span());
+                    return Err(src.error(
+                        &span,
+                        format!("api[{i}].stage[{j}].throttle"),
+                        format!(
+                            "stage {:?} allows rate {} / burst {}, more than the account's \
+                             rate {} / burst {}",
+                            s.name, l.rate, l.burst, account.rate, account.burst
+                        ),
+                        "lower the stage's limit, or raise [throttle] rate and burst",
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 // --- [state] and [admin] -----------------------------------------------------
@@ -694,6 +790,23 @@ fn apis(
             routes.push(route.0);
         }
 
+        for (j, (rs, st)) in a.stage.iter().zip(&stages).enumerate() {
+            for (route, t) in rs.route_throttle.iter().flatten() {
+                if !routes.iter().any(|r| r.key.as_display() == *route) {
+                    let known: Vec<String> = routes.iter().map(|r| r.key.as_display()).collect();
+                    return Err(src.error(
+                        &t.rate.span(),
+                        format!("{p}.stage[{j}].route_throttle.{}", key_segment(route)),
+                        format!(
+                            "stage {:?} limits route {route:?}, which api {name:?} does not have",
+                            st.name
+                        ),
+                        format!("name one of its routes as written: {}", known.join(", ")),
+                    ));
+                }
+            }
+        }
+
         out.push(ApiConfig {
             name: name.to_string(),
             hosts,
@@ -756,11 +869,24 @@ fn stage(s: &RawStage, p: &str, src: &Source<'_>) -> Result<StageConfig> {
         Some(c) => Some(stage_cache(c, &format!("{p}.cache"), src)?),
         None => None,
     };
+    let throttle = match &s.throttle {
+        Some(t) => throttle_limit(t, &format!("{p}.throttle"), src)?,
+        None => None,
+    };
+    let mut route_throttle = BTreeMap::new();
+    for (route, t) in s.route_throttle.iter().flatten() {
+        let key = format!("{p}.route_throttle.{}", key_segment(route));
+        if let Some(limit) = throttle_limit(t, &key, src)? {
+            route_throttle.insert(route.clone(), limit);
+        }
+    }
     Ok(StageConfig {
         name: s.name.get_ref().clone(),
         auto_deploy: s.auto_deploy.unwrap_or(true),
         variables,
         cache,
+        throttle,
+        route_throttle,
     })
 }
 

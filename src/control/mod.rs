@@ -249,6 +249,8 @@ fn plan(config: &Config, state: &State) -> Result<(Plan, Vec<Write>), ControlErr
                         deployment: d.id,
                         variables: stage.variables.clone(),
                         cache: stage.cache.clone(),
+                        throttle: stage.throttle,
+                        route_throttle: stage.route_throttle.clone(),
                         canary: None,
                         updated_at: unix_now(),
                     };
@@ -304,6 +306,8 @@ fn stage_plan(
             auto_deploy: false,
             variables: record.variables.clone(),
             cache: record.cache.clone(),
+            throttle: record.throttle,
+            route_throttle: record.route_throttle.clone(),
         },
         deployment: Some(deployment),
         canary,
@@ -708,10 +712,14 @@ impl Control {
         for api in &new.apis {
             for s in api.stages.iter().filter(|s| !s.auto_deploy) {
                 if let Some(r) = inner.state.stage(&api.name, &s.name) {
-                    if r.variables != s.variables || r.cache != s.cache {
+                    if r.variables != s.variables
+                        || r.cache != s.cache
+                        || r.throttle != s.throttle
+                        || r.route_throttle != s.route_throttle
+                    {
                         report.pinned_differences.push(format!(
-                            "api {:?} stage {:?} is pinned (auto_deploy = false): its variables \
-                             and cache settings come from the state store, not the file",
+                            "api {:?} stage {:?} is pinned (auto_deploy = false): its variables, \
+                             cache and throttle settings come from the state store, not the file",
                             api.name, s.name
                         ));
                     }

@@ -42,7 +42,7 @@ use std::sync::Arc;
 use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ApiDefinition, StageCacheConfig};
+use crate::config::{ApiDefinition, StageCacheConfig, ThrottleLimit};
 
 /// The schema this build writes, and the newest it reads.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -91,6 +91,12 @@ pub struct StageRecord {
     /// The stage cache settings; `None`: no cache.
     #[serde(default)]
     pub cache: Option<StageCacheConfig>,
+    /// The stage's default per-route throttle.
+    #[serde(default)]
+    pub throttle: Option<ThrottleLimit>,
+    /// Per-route throttles, by route key as written.
+    #[serde(default)]
+    pub route_throttle: BTreeMap<String, ThrottleLimit>,
     /// The canary, when one is set.
     #[serde(default)]
     pub canary: Option<Canary>,

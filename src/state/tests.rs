@@ -38,6 +38,8 @@ fn record(deployment: u64) -> StageRecord {
         deployment,
         variables: BTreeMap::from([("v".to_string(), "1".to_string())]),
         cache: None,
+        throttle: None,
+        route_throttle: BTreeMap::new(),
         canary: Some(Canary {
             deployment,
             percent: 12.5,
