@@ -57,7 +57,7 @@ const PLAIN: [Outcome; 9] = [
 ];
 
 /// One instance of each gateway error kind, in index order.
-const ERRORS: [GatewayError; 12] = [
+const ERRORS: [GatewayError; 13] = [
     GatewayError::BadRequest(""),
     GatewayError::MissingAuthenticationToken,
     GatewayError::NotFound,
@@ -70,6 +70,7 @@ const ERRORS: [GatewayError; 12] = [
     GatewayError::BadGateway,
     GatewayError::IntegrationTimeout,
     GatewayError::IntegrationFailure,
+    GatewayError::TooManyRequests,
 ];
 
 /// How many distinct outcome kinds there are.
@@ -104,6 +105,7 @@ impl Outcome {
                 GatewayError::BadGateway => "error_bad_gateway",
                 GatewayError::IntegrationTimeout => "error_integration_timeout",
                 GatewayError::IntegrationFailure => "error_integration_failure",
+                GatewayError::TooManyRequests => "error_too_many_requests",
             },
         }
     }
@@ -135,6 +137,7 @@ impl Outcome {
                         GatewayError::BadGateway => 9,
                         GatewayError::IntegrationTimeout => 10,
                         GatewayError::IntegrationFailure => 11,
+                        GatewayError::TooManyRequests => 12,
                     }
             }
         }

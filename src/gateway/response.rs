@@ -37,6 +37,8 @@ pub enum GatewayError {
     /// 504: the backend refused, reset or dropped the connection, or no
     /// target is healthy.
     IntegrationFailure,
+    /// 429 `Too Many Requests`: a throttle refused the request.
+    TooManyRequests,
 }
 
 impl GatewayError {
@@ -47,6 +49,7 @@ impl GatewayError {
             GatewayError::MissingAuthenticationToken | GatewayError::Forbidden => 403,
             GatewayError::NotFound => 404,
             GatewayError::RequestTimeout => 408,
+            GatewayError::TooManyRequests => 429,
             GatewayError::PayloadTooLarge(_) => 413,
             GatewayError::UriTooLong => 414,
             GatewayError::HeadersTooLarge => 431,
@@ -71,6 +74,7 @@ impl GatewayError {
             GatewayError::BadGateway => "BAD_GATEWAY",
             GatewayError::IntegrationTimeout => "INTEGRATION_TIMEOUT",
             GatewayError::IntegrationFailure => "INTEGRATION_FAILURE",
+            GatewayError::TooManyRequests => "THROTTLED",
         }
     }
 
@@ -81,6 +85,7 @@ impl GatewayError {
             GatewayError::Forbidden => Some("ForbiddenException"),
             GatewayError::NotFound => Some("NotFoundException"),
             GatewayError::BadRequest(_) => Some("BadRequestException"),
+            GatewayError::TooManyRequests => Some("TooManyRequestsException"),
             GatewayError::ApiConfiguration
             | GatewayError::BadGateway
             | GatewayError::IntegrationFailure => Some("InternalServerErrorException"),
@@ -165,6 +170,7 @@ impl GatewayError {
             GatewayError::IntegrationFailure => {
                 w.put(b"{\"message\": \"Network error communicating with endpoint\"}")
             }
+            GatewayError::TooManyRequests => w.put(b"{\"message\":\"Too Many Requests\"}"),
         }
         w.len
     }
