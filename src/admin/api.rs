@@ -19,7 +19,7 @@ use std::time::Instant;
 use serde_json::{json, Map, Value};
 
 use super::http::{AdminRequest, AdminResponse, Handler};
-use crate::config::{ApiConfig, Config, StageCacheConfig};
+use crate::config::{ApiConfig, Config, StageCacheConfig, ThrottleLimit};
 use crate::control::{CachePatch, CanaryPatch, Control, ControlError, StagePatch};
 use crate::gateway::EntryRequest;
 use crate::runtime::Loads;
@@ -414,9 +414,19 @@ fn stage_json(
 ) -> Value {
     let s = a.stage(stage).expect("caller checked the stage");
     let record = state.stage(&a.name, stage).filter(|_| !s.auto_deploy);
-    let (variables, cache) = match record {
-        Some(r) => (r.variables.clone(), r.cache.clone()),
-        None => (s.variables.clone(), s.cache.clone()),
+    let (variables, cache, throttle, route_throttle) = match record {
+        Some(r) => (
+            r.variables.clone(),
+            r.cache.clone(),
+            r.throttle,
+            r.route_throttle.clone(),
+        ),
+        None => (
+            s.variables.clone(),
+            s.cache.clone(),
+            s.throttle,
+            s.route_throttle.clone(),
+        ),
     };
     let mut v = json!({
         "api": a.name,
@@ -426,6 +436,11 @@ fn stage_json(
         "deployment_id": record.map(|r| r.deployment),
         "variables": variables,
         "cache": cache.as_ref().map(cache_settings_json),
+        "throttle": throttle.map(|l| json!({ "rate": l.rate, "burst": l.burst })),
+        "route_throttle": route_throttle
+            .iter()
+            .map(|(k, l)| (k.clone(), json!({ "rate": l.rate, "burst": l.burst })))
+            .collect::<Map<String, Value>>(),
         "canary": record.and_then(|r| r.canary.as_ref()).map(|c| json!({
             "deployment_id": c.deployment,
             "percent": c.percent,
@@ -605,9 +620,58 @@ impl Fields {
     }
 }
 
+/// `{"rate": n, "burst": n}` at `field`.
+fn limit(v: Value, field: &str) -> Result<ThrottleLimit, ControlError> {
+    let Value::Object(m) = v else {
+        return Err(ControlError::invalid(
+            field,
+            format!("{field} must be {{\"rate\": number, \"burst\": whole number}} or null"),
+        ));
+    };
+    let mut f = Fields {
+        map: m,
+        prefix: format!("{field}."),
+    };
+    let rate = f
+        .f64("rate")?
+        .ok_or_else(|| ControlError::invalid(&format!("{field}.rate"), "rate is required"))?;
+    let burst = f
+        .u64("burst")?
+        .ok_or_else(|| ControlError::invalid(&format!("{field}.burst"), "burst is required"))?;
+    f.done()?;
+    let burst = u32::try_from(burst)
+        .map_err(|_| ControlError::invalid(&format!("{field}.burst"), "burst is too large"))?;
+    Ok(ThrottleLimit { rate, burst })
+}
+
 fn stage_patch(body: Map<String, Value>) -> Result<StagePatch, ControlError> {
     let mut f = Fields::new(body);
     let deployment = f.u64("deployment_id")?;
+    let throttle = match f.map.remove("throttle") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(v) => Some(Some(limit(v, "throttle")?)),
+    };
+    let mut route_throttle = BTreeMap::new();
+    match f.map.remove("route_throttle") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (route, v) in m {
+                let field = format!("route_throttle.{route}");
+                let l = match v {
+                    Value::Null => None,
+                    v => Some(limit(v, &field)?),
+                };
+                route_throttle.insert(route, l);
+            }
+        }
+        Some(_) => {
+            return Err(ControlError::invalid(
+                "route_throttle",
+                "route_throttle must be an object of route key -> {rate, burst} or null",
+            ))
+        }
+    }
     let variables = f.variables("variables")?;
     let cache = match f.object("cache")? {
         None => None,
@@ -637,6 +701,8 @@ fn stage_patch(body: Map<String, Value>) -> Result<StagePatch, ControlError> {
         deployment,
         variables,
         cache,
+        throttle,
+        route_throttle,
     })
 }
 

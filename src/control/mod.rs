@@ -48,7 +48,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::config::{self, ApiConfig, Config, StageCacheConfig, StageConfig};
+use crate::config::{self, ApiConfig, Config, StageCacheConfig, StageConfig, ThrottleLimit};
 use crate::gateway::{BuildError, CanaryPlan, Plan, Published, Snapshot, StagePlan};
 use crate::state::{unix_now, Canary, Deployment, StageRecord, State, StateError, Store, Write};
 use crate::upstream::health::Checker;
@@ -162,6 +162,11 @@ pub struct StagePatch {
     pub variables: BTreeMap<String, Option<String>>,
     /// Change the cache settings.
     pub cache: Option<CachePatch>,
+    /// Set (`Some(Some)`) or remove (`Some(None)`) the stage's default
+    /// per-route throttle.
+    pub throttle: Option<Option<ThrottleLimit>>,
+    /// Set or remove per-route throttles, by route key as written.
+    pub route_throttle: BTreeMap<String, Option<ThrottleLimit>>,
 }
 
 /// A change to a canary ([`Control::set_canary`]); `None` leaves a field
@@ -550,6 +555,45 @@ impl Control {
         if let Some(c) = &patch.cache {
             r.cache = patch_cache(r.cache.take(), c)?;
         }
+        let account = inner.config.throttle;
+        if let Some(t) = patch.throttle {
+            if let Some(l) = t {
+                check_limit(&l, account, "throttle")?;
+            }
+            r.throttle = t;
+        }
+        if !patch.route_throttle.is_empty() {
+            let d = inner
+                .state
+                .deployment(api, r.deployment)
+                .ok_or_else(|| ControlError::internal("the stage's deployment is missing"))?;
+            for (route, limit) in &patch.route_throttle {
+                let field = format!("route_throttle.{route}");
+                match limit {
+                    Some(l) => {
+                        if !d
+                            .definition
+                            .routes
+                            .iter()
+                            .any(|x| x.key.as_display() == *route)
+                        {
+                            return Err(ControlError::invalid(
+                                &field,
+                                format!(
+                                    "deployment {} of api {api:?} has no route {route:?}",
+                                    d.id
+                                ),
+                            ));
+                        }
+                        check_limit(l, account, &field)?;
+                        r.route_throttle.insert(route.clone(), *l);
+                    }
+                    None => {
+                        r.route_throttle.remove(route);
+                    }
+                }
+            }
+        }
         r.updated_at = unix_now();
         self.commit(
             inner,
@@ -786,6 +830,35 @@ fn patch_variables(
             field,
             "a stage may have at most 100 variables",
         ));
+    }
+    Ok(())
+}
+
+/// A stage limit: finite, at most the account's (API Gateway's rule).
+fn check_limit(
+    l: &ThrottleLimit,
+    account: Option<ThrottleLimit>,
+    field: &str,
+) -> Result<(), ControlError> {
+    if !(l.rate.is_finite() && (0.0..=1e9).contains(&l.rate)) || l.burst > 1_000_000_000 {
+        return Err(ControlError::invalid(
+            field,
+            format!(
+                "rate {} / burst {} is out of range (rate 0 to 1e9, burst 0 to 1e9)",
+                l.rate, l.burst
+            ),
+        ));
+    }
+    if let Some(a) = account {
+        if l.rate > a.rate || l.burst > a.burst {
+            return Err(ControlError::invalid(
+                field,
+                format!(
+                    "rate {} / burst {} is more than the account's rate {} / burst {}",
+                    l.rate, l.burst, a.rate, a.burst
+                ),
+            ));
+        }
     }
     Ok(())
 }
