@@ -19,8 +19,10 @@ pub const MAX_SPAN_NS: u64 = 1 << 62;
 /// Relative distance from a whole nanosecond under which an emission
 /// interval counts as that whole nanosecond: a decimal rate from a
 /// configuration file (`0.1`, `1.6`) is not exact as an `f64`, and its
-/// interval must not be rounded up to the next nanosecond for that.
-const SNAP: f64 = 1e-12;
+/// interval must not be rounded up to the next nanosecond for that. The
+/// rate's representation and the division each err by at most half an
+/// ulp (2⁻⁵³ relative); four ulps cover both with room.
+const SNAP: f64 = 4.0 * f64::EPSILON;
 
 /// A rate limit, precomputed for the check: the emission interval (ns per
 /// token) and the tolerance, so that a check is integer compares and one
@@ -114,7 +116,7 @@ impl Limit {
     /// every 2 s) with a bucket of `burst` tokens.
     ///
     /// The emission interval is `10^9 / rate` ns. When that is a whole number
-    /// of nanoseconds (within one part in 10^12, for decimal rates) it is
+    /// of nanoseconds (up to the f64 rounding of a decimal rate) it is
     /// used as is and the limit is exact. Otherwise it is rounded **up** to
     /// the next nanosecond: the bucket never admits more than `rate`
     /// allows, and is slower than it by under 1 ns per token (a relative
