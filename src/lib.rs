@@ -126,4 +126,5 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod state;
+pub mod throttle;
 pub mod upstream;
