@@ -162,6 +162,11 @@ pin_workers = true
 max_connections_per_worker = $((PER_WORKER * 2))
 keepalive_timeout = "600s"
 
+# No account-level throttle: opening the connections alone can pass
+# API Gateway's default 10,000 rps.
+[throttle]
+rate = -1
+
 [[api]]
 name = "conns"
   [[api.stage]]

@@ -119,10 +119,18 @@ start_origin() {
 
 # count LABEL BINARY SCENARIO -> prints "scenario label requests Ir/req"
 count() {
-    local label=$1 bin=$2 scenario=$3 port path cfg vpid out reqs dump ir i
+    local label=$1 bin=$2 scenario=$3 port path cfg vpid out reqs dump ir i throttle
     port=$(free_port)
     cfg=$WORK/$scenario.toml
+    # No account throttle where the build has one (see the templates).
+    printf '[throttle]\nrate = -1\n' >"$WORK/probe.toml"
+    if "$bin" check --config "$WORK/probe.toml" >/dev/null 2>&1; then
+        throttle='[throttle]\nrate = -1'
+    else
+        throttle='# (this build has no throttling)'
+    fi
     sed -e "s/@PORT@/$port/" -e 's/@WORKERS@/1/' -e "s/@ORIGIN_PORT@/${ORIGIN_PORT:-0}/" \
+        -e "s/@THROTTLE@/$throttle/" \
         "$REPO_DIR/perf/ringgate-$scenario.toml.in" >"$cfg"
     case $scenario in
         cache) path=/perf/items/7 ;;

@@ -338,6 +338,16 @@ ensure_server_ringgate-base() { [[ -x $BASELINE ]] || die "baseline binary not f
 # Servers. start_server_<name> PORT: render the config, start in background,
 # set SERVER_PID. The process gets the server CPU affinity (CPU 0 if pinned).
 # --------------------------------------------------------------------------
+throttle_off() { # throttle_off BINARY: the config lines that turn the account throttle off
+    local probe
+    probe=$(mktemp "$WORK/throttle-probe.XXXX.toml")
+    printf '[throttle]\nrate = -1\n' >"$probe"
+    if "$1" check --config "$probe" >/dev/null 2>&1; then
+        printf '[throttle]\nrate = -1'
+    else
+        printf '# (this build has no throttling)'
+    fi
+}
 render() { # render TEMPLATE OUT KEY=VALUE...
     local tpl=$1 out=$2 kv content
     shift 2
@@ -382,7 +392,8 @@ start_ringgate() { # start_ringgate PORT TEMPLATE-SCENARIO BINARY
     dir=$(mktemp -d "$WORK/ringgate.XXXX")
     [[ $MODE == wide ]] && workers='"auto"'
     render "$PERF_DIR/ringgate-$2.toml.in" "$dir/ringgate.toml" \
-        PORT="$port" WORKERS="$workers" ORIGIN_PORT="${ORIGIN_PORT:-0}"
+        PORT="$port" WORKERS="$workers" ORIGIN_PORT="${ORIGIN_PORT:-0}" \
+        THROTTLE="$(throttle_off "$3")"
     SERVER_LOG=$dir/stdout.log
     SERVER_ERRLOG=$SERVER_LOG
     ${SERVER_AFFINITY[@]+"${SERVER_AFFINITY[@]}"} \

@@ -75,6 +75,11 @@ pin_workers = false
 [limits]
 keepalive_timeout = "60s"
 
+# No account-level throttle: the soak's load is well above API Gateway's
+# default 10,000 rps, and a refusal would count as an error.
+[throttle]
+rate = -1
+
 [[api]]
 name = "soak"
   [[api.stage]]

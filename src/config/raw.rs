@@ -38,7 +38,7 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawThrottle {
     pub rate: Spanned<Value>,
-    pub burst: Spanned<i64>,
+    pub burst: Option<Spanned<i64>>,
 }
 
 /// `[state]`

@@ -1931,7 +1931,7 @@ fn throttle_settings() {
     );
     // The account level off, and one route's limit removed with -1.
     let c = ok(&format!(
-        "[throttle]\nrate = -1\nburst = 0\n{}",
+        "[throttle]\nrate = -1\n{}",
         throttled(
             "route_throttle = { \"GET /items/{id}\" = { rate = -1, burst = 0 } }",
             ""
@@ -1967,8 +1967,8 @@ fn bad_throttle_settings() {
         (
             "throttle = { rate = 1 }",
             7,
-            "throttle",
-            "missing field `burst`",
+            "throttle.burst",
+            "needs a burst",
         ),
         (
             "throttle = { rate = 20000, burst = 1 }",

@@ -109,14 +109,15 @@ fn throttle_limit(t: &RawThrottle, key: &str, src: &Source<'_>) -> Result<Option
             "use a rate from 0 to 1e9 requests per second, or -1 for no limit",
         ));
     }
-    let burst = int_range(
-        &t.burst,
-        &format!("{key}.burst"),
-        "burst",
-        0,
-        MAX_BURST,
-        src,
-    )? as u32;
+    let Some(burst) = &t.burst else {
+        return Err(src.error(
+            &t.rate.span(),
+            format!("{key}.burst"),
+            "a limit needs a burst (the bucket's capacity) besides its rate",
+            "add burst = N, e.g. { rate = 100, burst = 50 }",
+        ));
+    };
+    let burst = int_range(burst, &format!("{key}.burst"), "burst", 0, MAX_BURST, src)? as u32;
     Ok(Some(ThrottleLimit { rate, burst }))
 }
 

@@ -23,11 +23,12 @@ use super::exchange::{
 };
 use super::outcome::Outcome;
 use super::response::GatewayError;
-use super::snapshot::{Dispatch, ResponseContext};
+use super::snapshot::{Dispatch, ResponseContext, Routed, Snapshot};
 use super::worker::GatewayWorker;
 use crate::http::response::ConnectionHeader;
 use crate::http::{BodyFraming, RequestHead};
 use crate::router::Params;
+use crate::throttle::{now_ns, take_all, Level};
 
 /// Answers one request whose head is parsed, and records how it ended.
 pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
@@ -71,8 +72,11 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent>(
     // runs does not touch it.
     let snapshot = gw.snapshot();
     let mut params = Params::new();
-    let (dispatch, is_canary) =
-        snapshot.dispatch(head.method, head.host, head.path, &mut params, || gw.roll());
+    let Routed {
+        dispatch,
+        is_canary,
+        throttle,
+    } = snapshot.dispatch(head.method, head.host, head.path, &mut params, || gw.roll());
     let req = Request {
         head,
         after,
@@ -83,8 +87,17 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent>(
         is_canary,
     };
 
-    // authorize, throttle, quota: API keys, token buckets and usage-plan
-    // quotas go here, between the route and the cache, as in API Gateway.
+    // authorize: API keys go here.
+
+    // throttle: the route's bucket in its stage, then the account's; a
+    // request refused at one level takes nothing from the other.
+    let dispatch = match dispatch {
+        Dispatch::Fail(e) => Dispatch::Fail(e),
+        _ if throttled(&snapshot, throttle) => Dispatch::Fail(GatewayError::TooManyRequests),
+        d => d,
+    };
+
+    // quota: usage-plan quotas go here, before the cache, as in API Gateway.
 
     match dispatch {
         Dispatch::Proxy(route, stage_cache) => {
@@ -124,6 +137,17 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent>(
             e.write(x.wbuf, date.as_bytes(), rid, connection, head_only);
             (next_after_body(keep, consumed, leftover), Outcome::Error(e))
         }
+    }
+}
+
+/// Whether a throttle refuses the request: the route's level, then the
+/// account's. Reads the clock only when some level applies.
+#[inline]
+fn throttled(snapshot: &Snapshot, route: Option<&Level>) -> bool {
+    match (route, snapshot.account_throttle()) {
+        (None, None) => false,
+        (Some(l), None) | (None, Some(l)) => l.try_take(now_ns()).is_err(),
+        (Some(r), Some(a)) => take_all(&[r.pair(), a.pair()], now_ns()).is_err(),
     }
 }
 

@@ -43,6 +43,7 @@ use crate::router::{
     Method, MethodSpec, Params, RouteError, RouteId, RouteTable, RouteTableBuilder,
 };
 use crate::state::Deployment;
+use crate::throttle::{Level, Limit};
 use crate::upstream::Registry;
 
 use super::response::GatewayError;
@@ -79,6 +80,8 @@ pub struct Snapshot {
     default_api: Option<usize>,
     /// Backend groups and targets (shared with the health thread).
     pub upstreams: Arc<Registry>,
+    /// The account-level throttle over every API (`[throttle]`).
+    account: Option<Level>,
 }
 
 #[derive(Debug)]
@@ -139,6 +142,8 @@ struct Stage {
     integrations: Vec<StageIntegration>,
     /// The stage cache, when the stage enables one.
     cache: Option<Arc<StageCacheState>>,
+    /// Each route's throttle (its own bucket), indexed like `integrations`.
+    throttles: Vec<Option<Level>>,
     /// The canary, when the stage has one.
     canary: Option<Box<Canary>>,
 }
@@ -153,6 +158,8 @@ struct Canary {
     integrations: Vec<StageIntegration>,
     /// The stage's cache when the canary uses it (its keys apart).
     cache: Option<Arc<StageCacheState>>,
+    /// Each route's throttle: the stage's bucket for the same route key.
+    throttles: Vec<Option<Level>>,
 }
 
 /// A request described by its parts, to find its cache entry
@@ -753,6 +760,48 @@ impl Snapshot {
                     &prefix,
                     sp.deployment.is_some(),
                 )?;
+                // One bucket per (stage, route key), shared with the canary
+                // and carried from the previous snapshot when its limit is
+                // unchanged.
+                let mut levels: Vec<(String, Level)> = Vec::new();
+                let mut throttles_for =
+                    |def: &Definition| -> Result<Vec<Option<Level>>, BuildError> {
+                        def.routes
+                            .iter()
+                            .map(|r| {
+                                let Some(l) = sp
+                                    .stage
+                                    .route_throttle
+                                    .get(&r.display)
+                                    .or(sp.stage.throttle.as_ref())
+                                else {
+                                    return Ok(None);
+                                };
+                                if let Some((_, level)) =
+                                    levels.iter().find(|(k, _)| *k == r.display)
+                                {
+                                    return Ok(Some(level.clone()));
+                                }
+                                let limit =
+                                    Limit::new(l.rate, l.burst).map_err(|e| BuildError {
+                                        file: config.source.clone(),
+                                        line: 0,
+                                        message: format!(
+                                            "api {:?} stage {:?} route {:?}: {e}",
+                                            api.name, sp.stage.name, r.display
+                                        ),
+                                    })?;
+                                let level = previous
+                                    .and_then(|p| {
+                                        p.route_level(&api.name, &sp.stage.name, &r.display)
+                                    })
+                                    .map_or_else(|| Level::new(limit), |prev| prev.carry(limit));
+                                levels.push((r.display.clone(), level.clone()));
+                                Ok(Some(level))
+                            })
+                            .collect()
+                    };
+                let throttles = throttles_for(&def)?;
                 let canary = match &sp.canary {
                     None => None,
                     Some(c) => {
@@ -771,11 +820,13 @@ impl Snapshot {
                             &format!("canary/d{}/", c.deployment.id),
                             true,
                         )?;
+                        let throttles = throttles_for(&cdef)?;
                         Some(Box::new(Canary {
                             threshold: canary_threshold(c.percent),
                             def: cdef,
                             integrations,
                             cache: cache.clone().filter(|_| c.use_stage_cache),
+                            throttles,
                         }))
                     }
                 };
@@ -784,6 +835,7 @@ impl Snapshot {
                     def,
                     integrations,
                     cache,
+                    throttles,
                     canary,
                 });
             }
@@ -835,7 +887,23 @@ impl Snapshot {
             }
         }
         registry.finish();
+        let account = match &config.throttle {
+            None => None,
+            Some(l) => {
+                let limit = Limit::new(l.rate, l.burst).map_err(|e| BuildError {
+                    file: config.source.clone(),
+                    line: 0,
+                    message: format!("[throttle]: {e}"),
+                })?;
+                Some(
+                    previous
+                        .and_then(|p| p.account.as_ref())
+                        .map_or_else(|| Level::new(limit), |prev| prev.carry(limit)),
+                )
+            }
+        };
         Ok(Snapshot {
+            account,
             upstreams: Arc::new(registry),
             apis,
             domains,
@@ -868,6 +936,24 @@ impl Snapshot {
                     })
             })
         })
+    }
+
+    /// The throttle of `route` (its key as written) in a stage, if any.
+    fn route_level(&self, api: &str, stage: &str, route: &str) -> Option<&Level> {
+        let s = self
+            .apis
+            .iter()
+            .find(|a| a.name == api)?
+            .stages
+            .iter()
+            .find(|s| s.name == stage)?;
+        let i = s.def.routes.iter().position(|r| r.display == route)?;
+        s.throttles.get(i)?.as_ref()
+    }
+
+    /// The account-level throttle, if one is set.
+    pub fn account_throttle(&self) -> Option<&Level> {
+        self.account.as_ref()
     }
 
     /// The cache of a stage, if it has one (for flushing and statistics).
@@ -1025,10 +1111,10 @@ impl Snapshot {
         Err(GatewayError::Forbidden)
     }
 
-    /// Resolves and routes a request: what should answer it, and whether
-    /// the stage's canary does. `roll` is asked for a uniform random `u32`
-    /// only when the stage has a canary. Path parameters are left in
-    /// `params`.
+    /// Resolves and routes a request: what should answer it, whether the
+    /// stage's canary does, and the route's throttle. `roll` is asked for a
+    /// uniform random `u32` only when the stage has a canary. Path
+    /// parameters are left in `params`.
     pub fn dispatch<'s, 'p>(
         &'s self,
         method: &str,
@@ -1036,20 +1122,25 @@ impl Snapshot {
         path: &'p str,
         params: &mut Params<'s, 'p>,
         roll: impl FnOnce() -> u32,
-    ) -> (Dispatch<'s>, bool) {
+    ) -> Routed<'s> {
         let target = match self.resolve(host, path) {
             Ok(t) => t,
-            Err(e) => return (Dispatch::Fail(e), false),
+            Err(e) => return Routed::fail(e, false),
         };
         let stage = &target.api.stages[target.stage];
-        let (def, integrations, cache, is_canary) = match &stage.canary {
-            Some(c) if u64::from(roll()) < c.threshold => {
-                (&*c.def, &c.integrations, c.cache.as_deref(), true)
-            }
+        let (def, integrations, cache, throttles, is_canary) = match &stage.canary {
+            Some(c) if u64::from(roll()) < c.threshold => (
+                &*c.def,
+                &c.integrations,
+                c.cache.as_deref(),
+                &c.throttles,
+                true,
+            ),
             _ => (
                 &*stage.def,
                 &stage.integrations,
                 stage.cache.as_deref(),
+                &stage.throttles,
                 false,
             ),
         };
@@ -1070,14 +1161,40 @@ impl Snapshot {
                 }
                 UnmatchedRoute::NotFound => GatewayError::NotFound,
             };
-            return (Dispatch::Fail(e), is_canary);
+            return Routed::fail(e, is_canary);
         };
-        let d = match &integrations[route as usize] {
+        let route = route as usize;
+        let dispatch = match &integrations[route] {
             StageIntegration::Mock(m) => Dispatch::Mock(m),
             StageIntegration::Proxy(p) => Dispatch::Proxy(p, cache),
             StageIntegration::Unresolved(_) => Dispatch::Fail(GatewayError::ApiConfiguration),
         };
-        (d, is_canary)
+        Routed {
+            dispatch,
+            is_canary,
+            throttle: throttles[route].as_ref(),
+        }
+    }
+}
+
+/// A routed request ([`Snapshot::dispatch`]).
+#[derive(Debug)]
+pub struct Routed<'s> {
+    /// What answers it.
+    pub dispatch: Dispatch<'s>,
+    /// The stage's canary answers it.
+    pub is_canary: bool,
+    /// The route's throttle in its stage, if it has one.
+    pub throttle: Option<&'s Level>,
+}
+
+impl Routed<'_> {
+    fn fail(e: GatewayError, is_canary: bool) -> Self {
+        Routed {
+            dispatch: Dispatch::Fail(e),
+            is_canary,
+            throttle: None,
+        }
     }
 }
 
