@@ -50,7 +50,9 @@ use std::future::Future;
 use std::io;
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent};
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent,
+};
 use monoio::net::TcpStream;
 
 use super::buffers::{BufPool, LARGE};
@@ -201,6 +203,14 @@ pub struct ClientIo<S> {
     served: u64,
     /// The request being served, for the log line of a contained panic.
     trace: Rc<RequestTrace>,
+    /// What lets the reaper cancel [`ClientIo::read_next`]'s read: taken
+    /// from the reaper at the first such read of a busy period and kept
+    /// until the connection parks ([`ClientConn::give_buffers`]), so a
+    /// busy connection looks it up once, not once per request. Should a
+    /// cancel race a read that then completes with bytes, the handle stays
+    /// cancelled: the next `read_next` ends at once (`ECANCELED`, nothing
+    /// read) and the connection parks, as the reaper meant it to.
+    cancel: Option<CancelHandle>,
 }
 
 impl<S: AsyncReadRent + AsyncWriteRent> ClientConn<S> {
@@ -215,6 +225,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConn<S> {
                 head_deadline: 0,
                 served: 0,
                 trace,
+                cancel: None,
             },
             rbuf: ReadBuf {
                 buf: Vec::new(),
@@ -238,6 +249,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConn<S> {
     /// (nothing unread, nothing unwritten) or closing.
     #[inline]
     pub fn give_buffers(&mut self) {
+        self.io.cancel = None;
         let pool = &self.io.slot.worker.buffers;
         self.rbuf.start = 0;
         pool.give(&mut self.rbuf.buf);
@@ -418,7 +430,10 @@ impl<S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent> ClientIo<S> {
             return NextRequest::Closed;
         }
         let index = self.slot.index;
-        let handle = w.reaper.cancel_handle(index);
+        let handle = self
+            .cancel
+            .get_or_insert_with(|| w.reaper.cancel_handle(index))
+            .clone();
         w.reaper.arm(
             index,
             w.reaper.deadline(w.limits.keepalive_timeout),
