@@ -96,7 +96,12 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent>(
             respond_forwarded(gw, x, &req, fwd, Outcome::Proxied)
         }
         Dispatch::Mock(m) => {
-            let (consumed, leftover) = match super::body::discard(gw, x, &req).await {
+            let done = if super::body::has_body(&req) {
+                super::body::discard(gw, x, &req).await
+            } else {
+                Ok((0, None))
+            };
+            let (consumed, leftover) = match done {
                 Ok(done) => done,
                 Err(e) => return e,
             };
@@ -111,7 +116,12 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent>(
             (next_after_body(keep, consumed, leftover), Outcome::Mock)
         }
         Dispatch::Fail(e) => {
-            let (consumed, leftover) = match super::body::discard(gw, x, &req).await {
+            let done = if super::body::has_body(&req) {
+                super::body::discard(gw, x, &req).await
+            } else {
+                Ok((0, None))
+            };
+            let (consumed, leftover) = match done {
                 Ok(done) => done,
                 Err(e) => return e,
             };
