@@ -12,11 +12,14 @@
 #
 # usage: perf/instructions.sh [--bin PATH] [--baseline PATH]
 #                             [--scenario mock|proxy|cache|all] [--duration SECS]
-#                             [--top N]
+#                             [--top N] [--keep DIR]
 # Traffic goes to 127.0.0.1 only; every wrk run is bounded by --duration.
 # Output: one line per (scenario, binary) and, with --baseline, the ratio.
 # --top N also prints the N source files with the most instructions per
 # request for each run (from the callgrind dump's line table).
+# --keep DIR copies each callgrind dump to DIR/SCENARIO-LABEL.out (with its
+# request count in DIR/SCENARIO-LABEL.reqs), for callgrind_annotate.
+# The origin (proxy, cache) is the ringgate-origin next to --bin.
 set -euo pipefail
 
 REPO_DIR=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,6 +28,7 @@ BASE=
 SCENARIO=all
 DURATION=6
 TOP=0
+KEEP=
 
 die() { echo "instructions.sh: $*" >&2; exit 1; }
 while [[ $# -gt 0 ]]; do
@@ -34,7 +38,8 @@ while [[ $# -gt 0 ]]; do
         --scenario) SCENARIO=$2; shift 2 ;;
         --duration) DURATION=$2; shift 2 ;;
         --top) TOP=$2; shift 2 ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        --keep) KEEP=$2; shift 2 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) die "unknown option $1" ;;
     esac
 done
@@ -49,7 +54,8 @@ for tool in valgrind callgrind_control wrk curl python3; do
 done
 [[ -x $BIN ]] || die "binary not found: $BIN (cargo build --release)"
 [[ -z $BASE || -x $BASE ]] || die "baseline not found: $BASE"
-ORIGIN_BIN=$REPO_DIR/target/release/ringgate-origin
+ORIGIN_BIN=$(dirname "$BIN")/ringgate-origin
+[[ -z $KEEP ]] || mkdir -p "$KEEP"
 
 WORK=$(mktemp -d /tmp/ringgate-instr.XXXXXX)
 PIDS=()
@@ -136,7 +142,7 @@ count() {
         cache) path=/perf/items/7 ;;
         *) path=/perf/hello ;;
     esac
-    valgrind --tool=callgrind --callgrind-out-file="$WORK/$label.%p.out" \
+    valgrind --tool=callgrind ${CALLGRIND_OPTS:-} --callgrind-out-file="$WORK/$label.%p.out" \
         "$bin" --config "$cfg" >"$WORK/$label.log" 2>&1 &
     vpid=$!
     PIDS+=($vpid)
@@ -161,6 +167,10 @@ count() {
     [[ -n $reqs && $reqs -gt 0 && -n $ir ]] || die "$label: no count"
     printf '%-6s %-14s requests %8d   instructions/request %7d\n' \
         "$scenario" "$label" "$reqs" $((ir / reqs))
+    if [[ -n $KEEP ]]; then
+        cp "$dump" "$KEEP/$scenario-$label.out"
+        echo "$reqs" >"$KEEP/$scenario-$label.reqs"
+    fi
     [[ $TOP -eq 0 ]] || top_files "$dump" "$reqs" "$TOP"
     LAST=$((ir / reqs))
 }

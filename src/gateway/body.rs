@@ -26,6 +26,14 @@ enum BodyError {
     Gone,
 }
 
+/// Whether the request has a body for [`discard`] to read. Most have
+/// none: their callers skip building and polling `discard`'s future, which
+/// would otherwise run for every request.
+#[inline]
+pub(super) fn has_body(req: &Request<'_, '_, '_>) -> bool {
+    req.head.framing != BodyFraming::None
+}
+
 /// Reads and drops the request's body. Ok: the bytes of `after` consumed
 /// and the bytes of `scratch` that start the next request. Err: the
 /// request is answered (an error written, or the client gone) and the

@@ -217,7 +217,12 @@ pub(super) async fn serve<S: AsyncReadRent + AsyncWriteRent>(
     };
     // A hit: the request's own body (if any) is read and dropped first, so
     // it cannot be taken for the next request.
-    let (consumed, leftover) = match super::body::discard(gw, x, req).await {
+    let done = if super::body::has_body(req) {
+        super::body::discard(gw, x, req).await
+    } else {
+        Ok((0, None))
+    };
+    let (consumed, leftover) = match done {
         Ok(done) => done,
         Err(answered) => return answered,
     };

@@ -117,27 +117,134 @@ where
 /// Serves what the client sends until every request read has been
 /// answered (or the connection ends); closes lingering where needed. The
 /// pipeline's buffers live here, for the busy period only.
+///
+/// One async fn for the whole busy period, not one per step: each nested
+/// future is one more state to dispatch through on every wake-up, and this
+/// runs twice per request (read and write completions).
 async fn busy<S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent>(
     gw: &GatewayWorker,
     conn: &mut ClientConn<S>,
     info: &ClientInfo,
 ) -> RunEnd {
     let mut state = ConnState::new(*info);
-    let end = match requests(gw, conn, &mut state).await {
+    let state = &mut state;
+    let ended = 'serve: {
+        let ClientConn {
+            io,
+            rbuf,
+            wbuf,
+            scratch,
+        } = conn;
+        // The connection was readable: read what is there.
+        if io.fill(rbuf).await != Fill::Data {
+            break 'serve Ended::Closed { linger: false };
+        }
+        let mut answered: u32 = 0;
+        loop {
+            let mut headers = header_array();
+            let parsed = parse_head(rbuf.pending(), &mut headers, &gw.head_limits);
+            match parsed {
+                Ok(Some(head)) => {
+                    let head_len = head.head_len;
+                    let after = &rbuf.pending()[head_len..];
+                    let exchange = Exchange {
+                        io: &mut *io,
+                        wbuf: &mut *wbuf,
+                        scratch: &mut *scratch,
+                        state: &mut *state,
+                    };
+                    let next = pipeline::handle(gw, exchange, head, after).await;
+                    match next {
+                        Next::Continue { consumed, leftover } => {
+                            rbuf.consume(head_len + consumed);
+                            if let Some(range) = leftover {
+                                debug_assert!(rbuf.is_drained());
+                                rbuf.replace_with(&scratch[range]);
+                            }
+                            answered += 1;
+                            if wbuf.len() >= FLUSH_AT || answered % TURN == 0 {
+                                if !io.flush(wbuf).await {
+                                    break 'serve Ended::Closed { linger: false };
+                                }
+                                if answered % TURN == 0 {
+                                    io.worker().yield_now().await;
+                                }
+                            }
+                        }
+                        Next::Close { linger } => {
+                            let flushed = io.flush(wbuf).await;
+                            break 'serve Ended::Closed {
+                                linger: linger && flushed,
+                            };
+                        }
+                        Next::Upgrade { conn, consumed } => {
+                            if !io.flush(wbuf).await {
+                                break 'serve Ended::Closed { linger: false };
+                            }
+                            let pending = rbuf.pending();
+                            let from = (head_len + consumed).min(pending.len());
+                            break 'serve Ended::Upgrade(conn, pending[from..].to_vec());
+                        }
+                    }
+                }
+                Ok(None) => {
+                    if !wbuf.is_empty() && !io.flush(wbuf).await {
+                        break 'serve Ended::Closed { linger: false };
+                    }
+                    if rbuf.is_drained() {
+                        // Everything read is answered and written out: the
+                        // next request, or park.
+                        match io.read_next(rbuf).await {
+                            NextRequest::Data => continue,
+                            NextRequest::Park => break 'serve Ended::Idle,
+                            NextRequest::Closed => break 'serve Ended::Closed { linger: false },
+                        }
+                    }
+                    match io.fill(rbuf).await {
+                        Fill::Data => {}
+                        Fill::Closed => break 'serve Ended::Closed { linger: false },
+                        Fill::HeadTimeout => {
+                            answer_unparsed(
+                                gw,
+                                io.worker().date(),
+                                GatewayError::RequestTimeout,
+                                wbuf,
+                            );
+                            io.flush(wbuf).await;
+                            break 'serve Ended::Closed { linger: false };
+                        }
+                    }
+                }
+                Err(e) => {
+                    let err = match e {
+                        HeadError::Bad(why) => GatewayError::BadRequest(why.as_str()),
+                        HeadError::UriTooLong => GatewayError::UriTooLong,
+                        HeadError::HeadersTooLarge => GatewayError::HeadersTooLarge,
+                    };
+                    answer_unparsed(gw, io.worker().date(), err, wbuf);
+                    // The rest of the head and any body are unread.
+                    let linger = io.flush(wbuf).await;
+                    break 'serve Ended::Closed { linger };
+                }
+            }
+        }
+    };
+    let ClientConn { io, scratch, .. } = conn;
+    let end = match ended {
         Ended::Idle => RunEnd::Idle,
         Ended::Closed { linger } => {
             if linger {
-                conn.io.linger(&mut conn.scratch).await;
+                io.linger(scratch).await;
             }
             RunEnd::Closed
         }
         Ended::Upgrade(backend, pending) => RunEnd::Upgrade(Box::new((backend, pending))),
     };
-    state.give_buffers(conn.io.buffers());
+    state.give_buffers(io.buffers());
     end
 }
 
-/// How [`requests`] ended.
+/// How a busy period's requests ended.
 enum Ended {
     Idle,
     /// To be closed; `linger`: the client may still be sending (an error
@@ -146,107 +253,6 @@ enum Ended {
         linger: bool,
     },
     Upgrade(UpstreamConn, Vec<u8>),
-}
-
-async fn requests<S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent>(
-    gw: &GatewayWorker,
-    conn: &mut ClientConn<S>,
-    state: &mut ConnState,
-) -> Ended {
-    let ClientConn {
-        io,
-        rbuf,
-        wbuf,
-        scratch,
-    } = conn;
-    // The connection was readable: read what is there.
-    if io.fill(rbuf).await != Fill::Data {
-        return Ended::Closed { linger: false };
-    }
-    let mut answered: u32 = 0;
-    loop {
-        let mut headers = header_array();
-        let parsed = parse_head(rbuf.pending(), &mut headers, &gw.head_limits);
-        match parsed {
-            Ok(Some(head)) => {
-                let head_len = head.head_len;
-                let after = &rbuf.pending()[head_len..];
-                let exchange = Exchange {
-                    io: &mut *io,
-                    wbuf: &mut *wbuf,
-                    scratch: &mut *scratch,
-                    state: &mut *state,
-                };
-                let next = pipeline::handle(gw, exchange, head, after).await;
-                match next {
-                    Next::Continue { consumed, leftover } => {
-                        rbuf.consume(head_len + consumed);
-                        if let Some(range) = leftover {
-                            debug_assert!(rbuf.is_drained());
-                            rbuf.replace_with(&scratch[range]);
-                        }
-                        answered += 1;
-                        if wbuf.len() >= FLUSH_AT || answered % TURN == 0 {
-                            if !io.flush(wbuf).await {
-                                return Ended::Closed { linger: false };
-                            }
-                            if answered % TURN == 0 {
-                                io.worker().yield_now().await;
-                            }
-                        }
-                    }
-                    Next::Close { linger } => {
-                        let flushed = io.flush(wbuf).await;
-                        return Ended::Closed {
-                            linger: linger && flushed,
-                        };
-                    }
-                    Next::Upgrade { conn, consumed } => {
-                        if !io.flush(wbuf).await {
-                            return Ended::Closed { linger: false };
-                        }
-                        let pending = rbuf.pending();
-                        let from = (head_len + consumed).min(pending.len());
-                        return Ended::Upgrade(conn, pending[from..].to_vec());
-                    }
-                }
-            }
-            Ok(None) => {
-                if !wbuf.is_empty() && !io.flush(wbuf).await {
-                    return Ended::Closed { linger: false };
-                }
-                if rbuf.is_drained() {
-                    // Everything read is answered and written out: the
-                    // next request, or park.
-                    match io.read_next(rbuf).await {
-                        NextRequest::Data => continue,
-                        NextRequest::Park => return Ended::Idle,
-                        NextRequest::Closed => return Ended::Closed { linger: false },
-                    }
-                }
-                match io.fill(rbuf).await {
-                    Fill::Data => {}
-                    Fill::Closed => return Ended::Closed { linger: false },
-                    Fill::HeadTimeout => {
-                        answer_unparsed(gw, io.worker().date(), GatewayError::RequestTimeout, wbuf);
-                        io.flush(wbuf).await;
-                        return Ended::Closed { linger: false };
-                    }
-                }
-            }
-            Err(e) => {
-                let err = match e {
-                    HeadError::Bad(why) => GatewayError::BadRequest(why.as_str()),
-                    HeadError::UriTooLong => GatewayError::UriTooLong,
-                    HeadError::HeadersTooLarge => GatewayError::HeadersTooLarge,
-                };
-                answer_unparsed(gw, io.worker().date(), err, wbuf);
-                // The rest of the head and any body are unread.
-                let linger = io.flush(wbuf).await;
-                return Ended::Closed { linger };
-            }
-        }
-    }
 }
 
 /// Answers `err` for a request whose head could not be parsed (and so has

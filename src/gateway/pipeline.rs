@@ -3,10 +3,11 @@
 //!
 //! [`handle`] runs for each request whose head is parsed. It builds the
 //! request's context ([`Request`]: the head, the bytes after it, the route's
-//! parameters, the request id) and [`answer`]s it; whatever happened, the
-//! last phase records the request's [`Outcome`]. The phases that do not
-//! exist yet (API keys, throttling, usage-plan quotas) have their place
-//! marked in [`answer`], between resolving the route and the cache.
+//! parameters, the request id) and answers it, phase by phase in its body;
+//! whatever happened, the last phase records the request's [`Outcome`].
+//! Throttling (the route's bucket in its stage, then the account's) runs
+//! between resolving the route and the cache; the phases that do not exist
+//! yet (API keys, usage-plan quotas) have their place marked there.
 //!
 //! Errors are answered as API Gateway answers them
 //! ([`GatewayError`]); a request whose body was not read whole closes the
@@ -31,6 +32,10 @@ use crate::router::Params;
 use crate::throttle::{now_ns, take_all, Level};
 
 /// Answers one request whose head is parsed, and records how it ended.
+///
+/// The phases up to the response are a block of this function rather than
+/// an async fn of their own: a nested future is one more state to build,
+/// copy in, resume and drop on every request.
 pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
     gw: &GatewayWorker,
     mut x: Exchange<'_, S>,
@@ -43,101 +48,107 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
     if gw.fault_injection {
         inject_fault(&head);
     }
-    let (next, outcome) = answer(gw, &mut x, &head, after, rid.as_bytes()).await;
+    let x = &mut x;
+    let head = &head;
+    let rid = rid.as_bytes();
+    // The phases up to the response.
+    let (next, outcome) = 'answer: {
+        let head_only = head.method == "HEAD";
+        // A declared body over the limit is refused before anything else.
+        if let BodyFraming::Length(n) = head.framing {
+            if n > gw.max_body {
+                let e = GatewayError::PayloadTooLarge(gw.max_body);
+                write_error(x, e, head, rid, true);
+                break 'answer (Next::Close { linger: true }, Outcome::Error(e));
+            }
+        }
+
+        // resolve: host and base path → API → stage (or its canary) →
+        // route, on the snapshot current now; a change published while the
+        // request runs does not touch it.
+        let snapshot = gw.snapshot();
+        let mut params = Params::new();
+        let Routed {
+            dispatch,
+            is_canary,
+            throttle,
+        } = snapshot.dispatch(head.method, head.host, head.path, &mut params, || gw.roll());
+        let req = Request {
+            head,
+            after,
+            rid,
+            params: &params,
+            head_only,
+            upstreams: &snapshot.upstreams,
+            is_canary,
+        };
+
+        // authorize: API keys go here.
+
+        // throttle: the route's bucket in its stage, then the account's; a
+        // request refused at one level takes nothing from the other.
+        let dispatch = match dispatch {
+            Dispatch::Fail(e) => Dispatch::Fail(e),
+            _ if throttled(&snapshot, throttle) => Dispatch::Fail(GatewayError::TooManyRequests),
+            d => d,
+        };
+
+        // quota: usage-plan quotas go here, before the cache, as in API
+        // Gateway.
+
+        match dispatch {
+            Dispatch::Proxy(route, stage_cache) => {
+                // cache
+                if let (Some(cache), Some(rc)) = (stage_cache, &route.cache) {
+                    if rc.ttl_for(head.method).is_some() {
+                        let cached = super::cached::CachedRoute { route, rc, cache };
+                        break 'answer super::cached::serve(gw, x, &req, &cached).await;
+                    }
+                }
+                // integrate: http_proxy
+                let fwd = forward(gw, x, &req, route, b"", false).await;
+                respond_forwarded(gw, x, &req, fwd, Outcome::Proxied)
+            }
+            Dispatch::Mock(m) => {
+                let done = if super::body::has_body(&req) {
+                    super::body::discard(gw, x, &req).await
+                } else {
+                    Ok((0, None))
+                };
+                let (consumed, leftover) = match done {
+                    Ok(done) => done,
+                    Err(e) => break 'answer e,
+                };
+                let (connection, keep) = keep_after_body(x, &req);
+                let date = x.io.worker().date();
+                let ctx = ResponseContext {
+                    date: date.as_bytes(),
+                    request_id: rid,
+                    connection,
+                };
+                m.write(&params, &ctx, x.wbuf, head_only);
+                (next_after_body(keep, consumed, leftover), Outcome::Mock)
+            }
+            Dispatch::Fail(e) => {
+                let done = if super::body::has_body(&req) {
+                    super::body::discard(gw, x, &req).await
+                } else {
+                    Ok((0, None))
+                };
+                let (consumed, leftover) = match done {
+                    Ok(done) => done,
+                    Err(e) => break 'answer e,
+                };
+                let (connection, keep) = keep_after_body(x, &req);
+                let date = x.io.worker().date();
+                e.write(x.wbuf, date.as_bytes(), rid, connection, head_only);
+                (next_after_body(keep, consumed, leftover), Outcome::Error(e))
+            }
+        }
+    };
     // record
     gw.record(outcome);
     next
-}
-
-/// The phases up to the response.
-async fn answer<S: AsyncReadRent + AsyncWriteRent>(
-    gw: &GatewayWorker,
-    x: &mut Exchange<'_, S>,
-    head: &RequestHead<'_, '_>,
-    after: &[u8],
-    rid: &[u8],
-) -> (Next, Outcome) {
-    let head_only = head.method == "HEAD";
-    // A declared body over the limit is refused before anything else.
-    if let BodyFraming::Length(n) = head.framing {
-        if n > gw.max_body {
-            let e = GatewayError::PayloadTooLarge(gw.max_body);
-            write_error(x, e, head, rid, true);
-            return (Next::Close { linger: true }, Outcome::Error(e));
-        }
-    }
-
-    // resolve: host and base path → API → stage (or its canary) → route,
-    // on the snapshot current now; a change published while the request
-    // runs does not touch it.
-    let snapshot = gw.snapshot();
-    let mut params = Params::new();
-    let Routed {
-        dispatch,
-        is_canary,
-        throttle,
-    } = snapshot.dispatch(head.method, head.host, head.path, &mut params, || gw.roll());
-    let req = Request {
-        head,
-        after,
-        rid,
-        params: &params,
-        head_only,
-        upstreams: &snapshot.upstreams,
-        is_canary,
-    };
-
-    // authorize: API keys go here.
-
-    // throttle: the route's bucket in its stage, then the account's; a
-    // request refused at one level takes nothing from the other.
-    let dispatch = match dispatch {
-        Dispatch::Fail(e) => Dispatch::Fail(e),
-        _ if throttled(&snapshot, throttle) => Dispatch::Fail(GatewayError::TooManyRequests),
-        d => d,
-    };
-
-    // quota: usage-plan quotas go here, before the cache, as in API Gateway.
-
-    match dispatch {
-        Dispatch::Proxy(route, stage_cache) => {
-            // cache
-            if let (Some(cache), Some(rc)) = (stage_cache, &route.cache) {
-                if rc.ttl_for(head.method).is_some() {
-                    let cached = super::cached::CachedRoute { route, rc, cache };
-                    return super::cached::serve(gw, x, &req, &cached).await;
-                }
-            }
-            // integrate: http_proxy
-            let fwd = forward(gw, x, &req, route, b"", false).await;
-            respond_forwarded(gw, x, &req, fwd, Outcome::Proxied)
-        }
-        Dispatch::Mock(m) => {
-            let (consumed, leftover) = match super::body::discard(gw, x, &req).await {
-                Ok(done) => done,
-                Err(e) => return e,
-            };
-            let (connection, keep) = keep_after_body(x, &req);
-            let date = x.io.worker().date();
-            let ctx = ResponseContext {
-                date: date.as_bytes(),
-                request_id: rid,
-                connection,
-            };
-            m.write(&params, &ctx, x.wbuf, head_only);
-            (next_after_body(keep, consumed, leftover), Outcome::Mock)
-        }
-        Dispatch::Fail(e) => {
-            let (consumed, leftover) = match super::body::discard(gw, x, &req).await {
-                Ok(done) => done,
-                Err(e) => return e,
-            };
-            let (connection, keep) = keep_after_body(x, &req);
-            let date = x.io.worker().date();
-            e.write(x.wbuf, date.as_bytes(), rid, connection, head_only);
-            (next_after_body(keep, consumed, leftover), Outcome::Error(e))
-        }
-    }
 }
 
 /// Whether a throttle refuses the request: the route's level, then the

@@ -50,7 +50,9 @@ use std::future::Future;
 use std::io;
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent};
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent,
+};
 use monoio::net::TcpStream;
 
 use super::buffers::{BufPool, LARGE};
@@ -201,6 +203,14 @@ pub struct ClientIo<S> {
     served: u64,
     /// The request being served, for the log line of a contained panic.
     trace: Rc<RequestTrace>,
+    /// What lets the reaper cancel [`ClientIo::read_next`]'s read: taken
+    /// from the reaper at the first such read of a busy period and kept
+    /// until the connection parks ([`ClientConn::give_buffers`]), so a
+    /// busy connection looks it up once, not once per request. Should a
+    /// cancel race a read that then completes with bytes, the handle stays
+    /// cancelled: the next `read_next` ends at once (`ECANCELED`, nothing
+    /// read) and the connection parks, as the reaper meant it to.
+    cancel: Option<CancelHandle>,
 }
 
 impl<S: AsyncReadRent + AsyncWriteRent> ClientConn<S> {
@@ -215,6 +225,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConn<S> {
                 head_deadline: 0,
                 served: 0,
                 trace,
+                cancel: None,
             },
             rbuf: ReadBuf {
                 buf: Vec::new(),
@@ -238,6 +249,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConn<S> {
     /// (nothing unread, nothing unwritten) or closing.
     #[inline]
     pub fn give_buffers(&mut self) {
+        self.io.cancel = None;
         let pool = &self.io.slot.worker.buffers;
         self.rbuf.start = 0;
         pool.give(&mut self.rbuf.buf);
@@ -344,28 +356,83 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientIo<S> {
 
     /// Writes out `wbuf` (leaving it empty) under the write timeout. False:
     /// the connection failed.
+    ///
+    /// [`ClientIo::write`]'s work, written out here rather than awaited:
+    /// this runs once per request, and a nested future costs a state to
+    /// resume and one to drop.
     pub async fn flush(&mut self, wbuf: &mut Vec<u8>) -> bool {
-        if wbuf.is_empty() {
+        let len = wbuf.len();
+        if len == 0 {
             return true;
         }
-        let (ok, mut buf) = self.write(std::mem::take(wbuf)).await;
+        self.arm_write();
+        let (ok, mut buf) = match self.stream.write(std::mem::take(wbuf)).await {
+            (Ok(n), buf) if n == len => (true, buf),
+            (res, buf) => self.write_rest(res, buf, len).await,
+        };
+        let expired = self.disarm();
         buf.clear();
         *wbuf = buf;
-        ok
+        ok && !expired
     }
 
     /// Writes all of `buf` (shared bytes, a slice of another buffer) under
     /// the write timeout and hands it back. False: the connection failed.
     pub async fn write<B: IoBuf>(&mut self, buf: B) -> (bool, B) {
+        let len = buf.bytes_init();
+        self.arm_write();
+        let (ok, buf) = if len == 0 {
+            (true, buf)
+        } else {
+            match self.stream.write(buf).await {
+                (Ok(n), buf) if n == len => (true, buf),
+                (res, buf) => self.write_rest(res, buf, len).await,
+            }
+        };
+        let expired = self.disarm();
+        (ok && !expired, buf)
+    }
+
+    /// Arms the slot for a write: `keepalive_timeout`.
+    #[inline]
+    fn arm_write(&self) {
         let w = &self.slot.worker;
         w.reaper.arm(
             self.slot.index,
             w.reaper.deadline(w.limits.keepalive_timeout),
             Wait::Write,
         );
-        let (res, buf) = self.stream.write_all(buf).await;
-        let expired = w.reaper.disarm(self.slot.index);
-        (res.is_ok() && !expired, buf)
+    }
+
+    /// Disarms the slot; true if the reaper expired it meanwhile.
+    #[inline]
+    fn disarm(&self) -> bool {
+        self.slot.worker.reaper.disarm(self.slot.index)
+    }
+
+    /// After a first write of `buf` (`len` bytes) that did not take it
+    /// all: monoio's write_all loop for the rest, or the failure. One write
+    /// takes a whole response nearly always, so the loop's future and
+    /// slice are not paid for on every response.
+    #[cold]
+    async fn write_rest<B: IoBuf>(
+        &mut self,
+        first: io::Result<usize>,
+        buf: B,
+        len: usize,
+    ) -> (bool, B) {
+        match first {
+            Ok(n) if n > 0 => {
+                let (res, rest) = self.stream.write_all(buf.slice(n..len)).await;
+                (res.is_ok(), rest.into_inner())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                let (res, buf) = self.stream.write_all(buf).await;
+                (res.is_ok(), buf)
+            }
+            // Ok(0): the socket takes nothing more (write_all's WriteZero).
+            _ => (false, buf),
+        }
     }
 
     /// Closes lingering, as nginx's `lingering_close` does: after an error
@@ -418,7 +485,10 @@ impl<S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent> ClientIo<S> {
             return NextRequest::Closed;
         }
         let index = self.slot.index;
-        let handle = w.reaper.cancel_handle(index);
+        let handle = self
+            .cancel
+            .get_or_insert_with(|| w.reaper.cancel_handle(index))
+            .clone();
         w.reaper.arm(
             index,
             w.reaper.deadline(w.limits.keepalive_timeout),
