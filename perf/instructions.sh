@@ -12,9 +12,11 @@
 #
 # usage: perf/instructions.sh [--bin PATH] [--baseline PATH]
 #                             [--scenario mock|proxy|cache|all] [--duration SECS]
-#                             [--top N] [--keep DIR]
+#                             [--top N] [--keep DIR] [--throttle on|off]
 # Traffic goes to 127.0.0.1 only; every wrk run is bounded by --duration.
 # Output: one line per (scenario, binary) and, with --baseline, the ratio.
+# --throttle on checks every request against a route and an account limit
+# that never refuse (off, the default: no account limit), to price the check.
 # --top N also prints the N source files with the most instructions per
 # request for each run (from the callgrind dump's line table).
 # --keep DIR copies each callgrind dump to DIR/SCENARIO-LABEL.out (with its
@@ -28,6 +30,7 @@ BASE=
 SCENARIO=all
 DURATION=6
 TOP=0
+THROTTLE=off
 KEEP=
 
 die() { echo "instructions.sh: $*" >&2; exit 1; }
@@ -38,6 +41,7 @@ while [[ $# -gt 0 ]]; do
         --scenario) SCENARIO=$2; shift 2 ;;
         --duration) DURATION=$2; shift 2 ;;
         --top) TOP=$2; shift 2 ;;
+        --throttle) THROTTLE=$2; shift 2 ;;
         --keep) KEEP=$2; shift 2 ;;
         -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) die "unknown option $1" ;;
@@ -125,18 +129,24 @@ start_origin() {
 
 # count LABEL BINARY SCENARIO -> prints "scenario label requests Ir/req"
 count() {
-    local label=$1 bin=$2 scenario=$3 port path cfg vpid out reqs dump ir i throttle
+    local label=$1 bin=$2 scenario=$3 port path cfg vpid out reqs dump ir i throttle stage_throttle
     port=$(free_port)
     cfg=$WORK/$scenario.toml
     # No account throttle where the build has one (see the templates).
     printf '[throttle]\nrate = -1\n' >"$WORK/probe.toml"
-    if "$bin" check --config "$WORK/probe.toml" >/dev/null 2>&1; then
-        throttle='[throttle]\nrate = -1'
-    else
+    stage_throttle=
+    if ! "$bin" check --config "$WORK/probe.toml" >/dev/null 2>&1; then
         throttle='# (this build has no throttling)'
+    elif [[ $THROTTLE == on ]]; then
+        # Checked on every request at the stage's route and the account,
+        # with limits no benchmark reaches.
+        throttle='[throttle]\nrate = 1000000000\nburst = 1000000000'
+        stage_throttle='throttle = { rate = 1000000000, burst = 1000000000 }'
+    else
+        throttle='[throttle]\nrate = -1'
     fi
     sed -e "s/@PORT@/$port/" -e 's/@WORKERS@/1/' -e "s/@ORIGIN_PORT@/${ORIGIN_PORT:-0}/" \
-        -e "s/@THROTTLE@/$throttle/" \
+        -e "s/@THROTTLE@/$throttle/" -e "s/@STAGE_THROTTLE@/$stage_throttle/" \
         "$REPO_DIR/perf/ringgate-$scenario.toml.in" >"$cfg"
     case $scenario in
         cache) path=/perf/items/7 ;;

@@ -29,7 +29,7 @@ use super::worker::GatewayWorker;
 use crate::http::response::ConnectionHeader;
 use crate::http::{BodyFraming, RequestHead};
 use crate::router::Params;
-use crate::throttle::{now_ns, take_all, Level};
+use crate::throttle::{now_ns, take_two, Level};
 
 /// Answers one request whose head is parsed, and records how it ended.
 ///
@@ -158,7 +158,7 @@ fn throttled(snapshot: &Snapshot, route: Option<&Level>) -> bool {
     match (route, snapshot.account_throttle()) {
         (None, None) => false,
         (Some(l), None) | (None, Some(l)) => l.try_take(now_ns()).is_err(),
-        (Some(r), Some(a)) => take_all(&[r.pair(), a.pair()], now_ns()).is_err(),
+        (Some(r), Some(a)) => take_two(r.pair(), a.pair(), now_ns()).is_err(),
     }
 }
 

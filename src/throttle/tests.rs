@@ -421,3 +421,22 @@ fn keyed_table_of_zero_entries_meters_nothing() {
     assert_eq!(table.overflow(), 2);
     assert!(table.is_empty());
 }
+
+#[test]
+fn take_two_is_take_all_for_two_levels() {
+    let (a, b) = (Limit::new(1.0, 2).unwrap(), Limit::new(1.0, 3).unwrap());
+    for now in [0u64, 1, 500_000_000, 5_000_000_000] {
+        let (x1, y1, x2, y2) = (Bucket::new(), Bucket::new(), Bucket::new(), Bucket::new());
+        for i in 0..6u64 {
+            let t = now + i;
+            let one = take_all(&[(&x1, &a), (&y1, &b)], t);
+            let two = take_two((&x2, &a), (&y2, &b), t);
+            assert_eq!(one, two, "request {i} at {t}");
+            assert_eq!((x1.tat(), y1.tat()), (x2.tat(), y2.tat()));
+        }
+    }
+    // The clock moves forward.
+    let t0 = now_ns();
+    let t1 = now_ns();
+    assert!(t1 >= t0 && t0 > 0);
+}
