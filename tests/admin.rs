@@ -1088,3 +1088,37 @@ fn pooled_backend_connections_survive_changes_that_keep_their_targets() {
     }
     assert_eq!(connections_to(g.origin.addr().port()), before);
 }
+
+/// SIGHUP reloads the file, as `POST /reload` does; a bad file is refused
+/// and the running configuration stays.
+#[test]
+fn sighup_reloads_the_file() {
+    let origin = Origin::start("o");
+    let dir = support::temp_path("hup").with_extension("d");
+    let toml = |v: &str| config(v, origin.addr(), &dir.join("state"));
+    let mut server = BinaryServer::start(&toml("v1"));
+    let mut c = server.client();
+    let body = |c: &mut Client| c.get("/beta/version").text();
+    assert_eq!(body(&mut c), "v1 beta");
+    std::fs::write(server.config_path(), toml("v2")).unwrap();
+    server.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while body(&mut c) != "v2 beta" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not reload"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A bad file: refused, v2 keeps serving, the reason is logged.
+    std::fs::write(server.config_path(), "[[api]]\nname = 3\n").unwrap();
+    server.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !server.stderr().contains("reload refused") {
+        assert!(std::time::Instant::now() < deadline, "no refusal logged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(body(&mut c), "v2 beta");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
