@@ -594,6 +594,17 @@ impl Control {
                 }
             }
         }
+        self.save_stage(inner, api, stage, r)
+    }
+
+    /// Stamps and commits a pinned stage's new record, and returns it.
+    fn save_stage(
+        &self,
+        inner: &mut Inner,
+        api: &str,
+        stage: &str,
+        mut r: StageRecord,
+    ) -> Result<StageRecord, ControlError> {
         r.updated_at = unix_now();
         self.commit(
             inner,
@@ -650,17 +661,7 @@ impl Control {
             c.use_stage_cache = u;
         }
         r.canary = Some(c);
-        r.updated_at = unix_now();
-        self.commit(
-            inner,
-            None,
-            vec![Write::Stage {
-                api: api.to_string(),
-                stage: stage.to_string(),
-                record: Some(Box::new(r.clone())),
-            }],
-        )?;
-        Ok(r)
+        self.save_stage(inner, api, stage, r)
     }
 
     /// Removes a stage's canary (404 when it has none).
@@ -699,17 +700,7 @@ impl Control {
             )));
         }
         f(&mut r);
-        r.updated_at = unix_now();
-        self.commit(
-            inner,
-            None,
-            vec![Write::Stage {
-                api: api.to_string(),
-                stage: stage.to_string(),
-                record: Some(Box::new(r.clone())),
-            }],
-        )?;
-        Ok(r)
+        self.save_stage(inner, api, stage, r)
     }
 
     /// Reads the configuration file again and applies it. A file that
