@@ -326,3 +326,38 @@ name = "cached"
     report("cache hits", allocations, sent);
     assert_eq!(allocations, 0, "the warm cache-hit path allocated");
 }
+
+/// The mock route behind an API key in a usage plan, with a stage limit and
+/// the account limit: every throttle level and the key lookup run on each
+/// request (limits no request reaches).
+#[test]
+fn warm_requests_with_a_key_and_a_plan_allocate_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let config = format!(
+        "{SERVER}[throttle]\nrate = 1000000000\nburst = 1000000000\n{}\n\
+         [[api_key]]\nname = \"k\"\nvalue = \"key-0123456789abcdefgh\"\n\
+         [[usage_plan]]\nname = \"p\"\nthrottle = {{ rate = 1000000000, burst = 1000000000 }}\n\
+         keys = [\"k\"]\n[[usage_plan.stage]]\napi = \"alloc\"\nstage = \"prod\"\n\
+         route_throttle = {{ \"GET /items/{{id}}\" = {{ rate = 1000000000, burst = 1000000000 }} }}\n",
+        CONFIG
+            .replace(
+                "route = \"GET /items/{id}\"",
+                "route = \"GET /items/{id}\"\n  api_key_required = true"
+            )
+            .replace(
+                "name = \"prod\"",
+                "name = \"prod\"\n  throttle = { rate = 1000000000, burst = 1000000000 }"
+            )
+    );
+    let keyed = |stream: &mut TcpStream, buf: &mut Vec<u8>, i: usize| {
+        let get = format!(
+            "GET /prod/items/{i} HTTP/1.1\r\nHost: a\r\nx-api-key: key-0123456789abcdefgh\r\n\r\n"
+        );
+        stream.write_all(get.as_bytes()).unwrap();
+        assert_eq!(read_response(stream, buf, false), 200);
+        1
+    };
+    let (allocations, sent) = measure(&config, keyed);
+    report("requests with an API key and a plan", allocations, sent);
+    assert_eq!(allocations, 0, "the keyed, throttled path allocated");
+}

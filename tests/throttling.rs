@@ -237,3 +237,100 @@ fn a_stage_limit_holds_across_two_workers() {
         "admitted {admitted}, allowance {allowance:.0}"
     );
 }
+
+const ALICE: &str = "alice-0123456789abcdef";
+const BOB: &str = "bob-0123456789abcdefgh";
+const CAROL: &str = "carol-0123456789abcdef";
+const DAVE: &str = "dave-0123456789abcdefg";
+
+/// API keys and a usage plan: `GET /a` and `GET /b` require a key, `GET
+/// /c` does not; plan `gold` (alice, bob, carol — disabled) covers stage
+/// prod with 3 requests per key and 1 per key on `GET /b`; dave is in no
+/// plan.
+fn keyed() -> TestServer {
+    let text = config("[throttle]\nrate = -1", "", 1)
+        .replace(
+            "route = \"GET /a\"",
+            "route = \"GET /a\"\n  api_key_required = true",
+        )
+        .replace(
+            "route = \"GET /b\"",
+            "route = \"GET /b\"\n  api_key_required = true",
+        )
+        + &format!(
+            r#"
+[[api_key]]
+name = "alice"
+value = "{ALICE}"
+[[api_key]]
+name = "bob"
+value = "{BOB}"
+[[api_key]]
+name = "carol"
+value = "{CAROL}"
+enabled = false
+[[api_key]]
+name = "dave"
+value = "{DAVE}"
+
+[[usage_plan]]
+name = "gold"
+throttle = {{ {SLOW}, burst = 3 }}
+keys = ["alice", "bob", "carol"]
+  [[usage_plan.stage]]
+  api = "t"
+  stage = "prod"
+  route_throttle = {{ "GET /b" = {{ {SLOW}, burst = 1 }} }}
+"#
+        );
+    TestServer::start(&text)
+}
+
+fn with_key(c: &mut Client, path: &str, key: Option<&str>) -> support::Response {
+    let header = key.map_or(String::new(), |k| format!("x-api-key: {k}\r\n"));
+    c.request(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{header}\r\n"))
+}
+
+#[test]
+fn api_keys_are_checked_on_the_routes_that_require_them() {
+    let srv = keyed();
+    let mut c = srv.client();
+    for key in [
+        None,
+        Some("no-such-key-0123456789"),
+        Some(CAROL),
+        Some(DAVE),
+    ] {
+        let r = with_key(&mut c, "/prod/a", key);
+        assert_eq!(r.status, 403, "{key:?}: {}", r.text());
+        assert_eq!(r.text(), r#"{"message":"Forbidden"}"#);
+    }
+    // A stage the plan does not cover.
+    assert_eq!(with_key(&mut c, "/other/a", Some(ALICE)).status, 403);
+    // A route without api_key_required ignores keys and plans.
+    for _ in 0..10 {
+        assert_eq!(with_key(&mut c, "/prod/c", Some(ALICE)).status, 200);
+        assert_eq!(with_key(&mut c, "/prod/c", None).status, 200);
+    }
+}
+
+#[test]
+fn a_usage_plan_limits_each_key_on_its_own() {
+    let srv = keyed();
+    let mut c = srv.client();
+    let count = |c: &mut Client, path: &str, key: &str, n: usize| {
+        (0..n)
+            .filter(|_| {
+                let r = with_key(c, path, Some(key));
+                assert!(r.status == 200 || r.status == 429, "{}", r.status);
+                r.status == 200
+            })
+            .count()
+    };
+    // GET /b: one per key; the refused ones cost the key's bucket nothing.
+    assert_eq!(count(&mut c, "/prod/b", ALICE, 5), 1);
+    // The key's bucket (3) has two left.
+    assert_eq!(count(&mut c, "/prod/a", ALICE, 5), 2);
+    // Bob has buckets of his own.
+    assert_eq!(count(&mut c, "/prod/a", BOB, 5), 3);
+}

@@ -230,6 +230,46 @@ pub struct Config {
     /// default, 10,000 rps with a burst of 5,000, when absent); `None` with
     /// `rate = -1`.
     pub throttle: Option<ThrottleLimit>,
+    /// `[[api_key]]` in file order.
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// `[[usage_plan]]` in file order.
+    pub usage_plans: Vec<UsagePlanConfig>,
+}
+
+/// `[[api_key]]`: an API key declared in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyConfig {
+    /// Unique name, `[A-Za-z0-9_-]{1,64}`.
+    pub name: String,
+    /// The value clients send in `x-api-key`: 20 to 128 printable ASCII
+    /// characters, unique.
+    pub value: String,
+    /// A disabled key is refused (403).
+    pub enabled: bool,
+}
+
+/// `[[usage_plan]]`: limits for the keys it lists on the stages it lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsagePlanConfig {
+    /// Unique name.
+    pub name: String,
+    /// Per key: one bucket per key over every stage of the plan.
+    pub throttle: Option<ThrottleLimit>,
+    /// Names of `[[api_key]]`s; a key is in at most one plan per stage.
+    pub keys: Vec<String>,
+    /// The stages the plan covers.
+    pub stages: Vec<PlanStageConfig>,
+}
+
+/// `[[usage_plan.stage]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanStageConfig {
+    /// The API.
+    pub api: String,
+    /// Its stage.
+    pub stage: String,
+    /// Per key per route: one bucket per (key, route) on this stage.
+    pub route_throttle: BTreeMap<String, ThrottleLimit>,
 }
 
 /// A token bucket's limit: `rate` requests per second (fractional allowed)
@@ -624,6 +664,10 @@ pub struct RouteConfig {
     pub line: usize,
     /// `[api.route.cache]`, if given (see also [`RouteCacheConfig`]).
     pub cache: Option<RouteCacheConfig>,
+    /// `api_key_required`: requests need an enabled `x-api-key` in a usage
+    /// plan of the stage (else 403), and the plan's limits apply.
+    #[serde(default)]
+    pub api_key_required: bool,
 }
 
 impl RouteConfig {

@@ -31,6 +31,40 @@ pub(super) struct RawConfig {
     pub state: Option<RawState>,
     pub admin: Option<RawAdmin>,
     pub throttle: Option<RawThrottle>,
+    #[serde(default)]
+    pub api_key: Vec<RawApiKey>,
+    #[serde(default)]
+    pub usage_plan: Vec<RawUsagePlan>,
+}
+
+/// `[[api_key]]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApiKey {
+    pub name: Spanned<String>,
+    pub value: Spanned<String>,
+    pub enabled: Option<bool>,
+}
+
+/// `[[usage_plan]]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUsagePlan {
+    pub name: Spanned<String>,
+    pub throttle: Option<RawThrottle>,
+    #[serde(default)]
+    pub keys: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub stage: Vec<RawPlanStage>,
+}
+
+/// `[[usage_plan.stage]]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPlanStage {
+    pub api: Spanned<String>,
+    pub stage: Spanned<String>,
+    pub route_throttle: Option<std::collections::BTreeMap<String, RawThrottle>>,
 }
 
 /// `[throttle]`, `[api.stage.throttle]` and each `route_throttle` entry.
@@ -133,6 +167,7 @@ pub(super) struct RawRoute {
     pub mock: Option<RawMock>,
     pub http_proxy: Option<RawHttpProxy>,
     pub cache: Option<RawRouteCache>,
+    pub api_key_required: Option<bool>,
 }
 
 /// `[api.route.cache]`

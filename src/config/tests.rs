@@ -1994,3 +1994,70 @@ fn bad_throttle_settings() {
     let e = bad("[throttle]\nrate = 1\nburst = 1\ncolour = 2\n");
     assert!(e.to_string().contains("colour"), "{e}");
 }
+
+// --- API keys and usage plans ---------------------------------------------------
+
+const KEYS: &str = "[[api_key]]\nname = \"k1\"\nvalue = \"k1-0123456789abcdefgh\"\n\
+                    [[api_key]]\nname = \"k2\"\nvalue = \"k2-0123456789abcdefgh\"\nenabled = false\n";
+
+#[test]
+fn api_keys_and_plans() {
+    let c = ok(&format!(
+        "{}{KEYS}[[usage_plan]]\nname = \"p\"\nthrottle = {{ rate = 5, burst = 10 }}\nkeys = [\"k1\", \"k2\"]\n\
+         [[usage_plan.stage]]\napi = \"demo\"\nstage = \"prod\"\n\
+         route_throttle = {{ \"GET /items/{{id}}\" = {{ rate = 1, burst = 1 }} }}\n",
+        throttled("", "").replace(
+            "route = \"GET /items/{id}\"",
+            "route = \"GET /items/{id}\"\napi_key_required = true"
+        )
+    ));
+    assert!(c.apis[0].routes[0].api_key_required);
+    assert_eq!(c.api_keys.len(), 2);
+    assert!(c.api_keys[0].enabled && !c.api_keys[1].enabled);
+    let p = &c.usage_plans[0];
+    assert_eq!(p.keys, ["k1", "k2"]);
+    assert_eq!(p.stages[0].route_throttle["GET /items/{id}"].burst, 1);
+}
+
+#[test]
+fn bad_api_keys_and_plans() {
+    let base = throttled("", "");
+    let plan = |lines: &str| format!("{base}{KEYS}[[usage_plan]]\nname = \"p\"\n{lines}\n");
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            format!("{base}[[api_key]]\nname = \"k\"\nvalue = \"short\"\n"),
+            "api_key[0].value",
+            "5 characters",
+        ),
+        (
+            format!("{base}{KEYS}[[api_key]]\nname = \"k3\"\nvalue = \"k1-0123456789abcdefgh\"\n"),
+            "api_key[2].value",
+            "same value",
+        ),
+        (plan("keys = [\"nobody\"]"), "usage_plan[0].keys[0]", "no [[api_key]]"),
+        (
+            plan("[[usage_plan.stage]]\napi = \"demo\"\nstage = \"nope\""),
+            "usage_plan[0].stage[0].stage",
+            "has no stage",
+        ),
+        (
+            plan("[[usage_plan.stage]]\napi = \"demo\"\nstage = \"prod\"\nroute_throttle = { \"GET /x\" = { rate = 1, burst = 1 } }"),
+            "usage_plan[0].stage[0].route_throttle",
+            "has no route",
+        ),
+        (
+            format!(
+                "{}[[usage_plan]]\nname = \"q\"\nkeys = [\"k1\"]\n[[usage_plan.stage]]\napi = \"demo\"\nstage = \"prod\"\n",
+                plan("keys = [\"k1\"]\n[[usage_plan.stage]]\napi = \"demo\"\nstage = \"prod\"")
+            ),
+            "usage_plan[1].keys[0]",
+            "is in usage plans \"p\" and \"q\"",
+        ),
+    ];
+    for (text, key, problem) in cases {
+        let e = bad(&text);
+        assert!(e.key.starts_with(key), "{key}: {e}");
+        assert!(e.problem.contains(problem), "{problem}: {e}");
+        assert!(!e.fix.is_empty());
+    }
+}

@@ -14,17 +14,18 @@ use toml::{Spanned, Value};
 
 use super::error::{key_segment, ConfigError, Source};
 use super::raw::{
-    OrderedMap, RawAdmin, RawApi, RawConfig, RawDomain, RawHealthCheck, RawHttpProxy, RawLimits,
-    RawMock, RawPassiveHealth, RawRoute, RawServer, RawStage, RawStageCache, RawState, RawThrottle,
-    RawUpstream,
+    OrderedMap, RawAdmin, RawApi, RawApiKey, RawConfig, RawDomain, RawHealthCheck, RawHttpProxy,
+    RawLimits, RawMock, RawPassiveHealth, RawRoute, RawServer, RawStage, RawStageCache, RawState,
+    RawThrottle, RawUpstream, RawUsagePlan,
 };
 use super::template::{self, ParsedRoute, Problem};
 use super::{
-    parse_duration, parse_size, AdminConfig, ApiConfig, Balance, BodyPart, Config, ConfigWarning,
-    DomainConfig, HealthCheck, HttpProxyIntegration, Integration, IoDriver, KeyParameter, Limits,
-    Mapping, MockIntegration, PassiveHealth, RouteCacheConfig, RouteConfig, RouteKey, ServerConfig,
-    StageCacheConfig, StageConfig, StateConfig, TargetAddr, ThrottleLimit, UnauthorizedStrategy,
-    UnmatchedRoute, UpstreamConfig, ACCOUNT_THROTTLE, CAPACITY_CLASSES,
+    parse_duration, parse_size, AdminConfig, ApiConfig, ApiKeyConfig, Balance, BodyPart, Config,
+    ConfigWarning, DomainConfig, HealthCheck, HttpProxyIntegration, Integration, IoDriver,
+    KeyParameter, Limits, Mapping, MockIntegration, PassiveHealth, PlanStageConfig,
+    RouteCacheConfig, RouteConfig, RouteKey, ServerConfig, StageCacheConfig, StageConfig,
+    StateConfig, TargetAddr, ThrottleLimit, UnauthorizedStrategy, UnmatchedRoute, UpstreamConfig,
+    UsagePlanConfig, ACCOUNT_THROTTLE, CAPACITY_CLASSES,
 };
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -60,6 +61,8 @@ pub(super) fn build(raw: RawConfig, src: &Source<'_>) -> Result<Config> {
         Some(t) => throttle_limit(t, "throttle", src)?,
     };
     check_stage_throttles(&raw.api, &apis, throttle, src)?;
+    let api_keys = api_keys(&raw.api_key, src)?;
+    let usage_plans = usage_plans(&raw.usage_plan, &apis, &api_keys, throttle, src)?;
     Ok(Config {
         server,
         limits,
@@ -71,7 +74,184 @@ pub(super) fn build(raw: RawConfig, src: &Source<'_>) -> Result<Config> {
         state,
         admin,
         throttle,
+        api_keys,
+        usage_plans,
     })
+}
+
+// --- API keys and usage plans -------------------------------------------------
+
+fn api_keys(raw: &[RawApiKey], src: &Source<'_>) -> Result<Vec<ApiKeyConfig>> {
+    let mut out: Vec<ApiKeyConfig> = Vec::new();
+    for (i, k) in raw.iter().enumerate() {
+        let p = format!("api_key[{i}]");
+        check_name(&k.name, 64, &format!("{p}.name"), "api key name", src)?;
+        let name = k.name.get_ref();
+        if out.iter().any(|o| o.name == *name) {
+            return Err(src.error(
+                &k.name.span(),
+                format!("{p}.name"),
+                format!("duplicate api key name {name:?}"),
+                "give each [[api_key]] a different name",
+            ));
+        }
+        let value = k.value.get_ref();
+        let n = value.chars().count();
+        if !(20..=128).contains(&n) || !value.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(src.error(
+                &k.value.span(),
+                format!("{p}.value"),
+                format!("api key {name:?} has a value of {n} characters, or characters that are not printable ASCII"),
+                "use 20 to 128 printable ASCII characters without spaces, e.g. from `head -c 30 /dev/urandom | base64`",
+            ));
+        }
+        if let Some(o) = out.iter().find(|o| o.value == *value) {
+            return Err(src.error(
+                &k.value.span(),
+                format!("{p}.value"),
+                format!("api key {name:?} has the same value as {:?}", o.name),
+                "give each key a value of its own",
+            ));
+        }
+        out.push(ApiKeyConfig {
+            name: name.clone(),
+            value: value.clone(),
+            enabled: k.enabled.unwrap_or(true),
+        });
+    }
+    Ok(out)
+}
+
+fn usage_plans(
+    raw: &[RawUsagePlan],
+    apis: &[ApiConfig],
+    keys: &[ApiKeyConfig],
+    account: Option<ThrottleLimit>,
+    src: &Source<'_>,
+) -> Result<Vec<UsagePlanConfig>> {
+    let mut out: Vec<UsagePlanConfig> = Vec::new();
+    // (key, api, stage) -> plan, for "at most one plan per stage".
+    let mut taken: HashMap<(String, String, String), String> = HashMap::new();
+    let too_high =
+        |l: &ThrottleLimit| account.is_some_and(|a| l.rate > a.rate || l.burst > a.burst);
+    for (i, p) in raw.iter().enumerate() {
+        let k = format!("usage_plan[{i}]");
+        check_name(&p.name, 64, &format!("{k}.name"), "usage plan name", src)?;
+        let name = p.name.get_ref().clone();
+        if out.iter().any(|o| o.name == name) {
+            return Err(src.error(
+                &p.name.span(),
+                format!("{k}.name"),
+                format!("duplicate usage plan name {name:?}"),
+                "give each [[usage_plan]] a different name",
+            ));
+        }
+        let throttle = match &p.throttle {
+            Some(t) => throttle_limit(t, &format!("{k}.throttle"), src)?,
+            None => None,
+        };
+        if let (Some(l), Some(t)) = (&throttle, &p.throttle) {
+            if too_high(l) {
+                return Err(src.error(
+                    &t.rate.span(),
+                    format!("{k}.throttle"),
+                    "a plan's limit may not be above the account's [throttle]",
+                    "lower the plan's rate and burst, or raise [throttle]",
+                ));
+            }
+        }
+        let mut stages = Vec::new();
+        for (j, s) in p.stage.iter().enumerate() {
+            let sk = format!("{k}.stage[{j}]");
+            let api = apis
+                .iter()
+                .find(|a| a.name == *s.api.get_ref())
+                .ok_or_else(|| {
+                    src.error(
+                        &s.api.span(),
+                        format!("{sk}.api"),
+                        format!(
+                            "usage plan {name:?} names api {:?}, which is not defined",
+                            s.api.get_ref()
+                        ),
+                        "name an [[api]] of this file",
+                    )
+                })?;
+            if api.stage(s.stage.get_ref()).is_none() {
+                return Err(src.error(
+                    &s.stage.span(),
+                    format!("{sk}.stage"),
+                    format!("api {:?} has no stage {:?}", api.name, s.stage.get_ref()),
+                    "name one of the api's [[api.stage]]s",
+                ));
+            }
+            let mut route_throttle = BTreeMap::new();
+            for (route, t) in s.route_throttle.iter().flatten() {
+                let rk = format!("{sk}.route_throttle.{}", key_segment(route));
+                if !api.routes.iter().any(|r| r.key.as_display() == *route) {
+                    return Err(src.error(
+                        &t.rate.span(),
+                        &rk,
+                        format!("api {:?} has no route {route:?}", api.name),
+                        "name one of its routes as written, e.g. \"GET /pets/{id}\"",
+                    ));
+                }
+                if let Some(l) = throttle_limit(t, &rk, src)? {
+                    if too_high(&l) {
+                        return Err(src.error(
+                            &t.rate.span(),
+                            &rk,
+                            "a plan's limit may not be above the account's [throttle]",
+                            "lower the limit, or raise [throttle]",
+                        ));
+                    }
+                    route_throttle.insert(route.to_string(), l);
+                }
+            }
+            stages.push(PlanStageConfig {
+                api: api.name.clone(),
+                stage: s.stage.get_ref().clone(),
+                route_throttle,
+            });
+        }
+        let mut plan_keys = Vec::new();
+        for (j, key) in p.keys.iter().enumerate() {
+            let kk = format!("{k}.keys[{j}]");
+            if !keys.iter().any(|x| x.name == *key.get_ref()) {
+                return Err(src.error(
+                    &key.span(),
+                    kk,
+                    format!(
+                        "usage plan {name:?} lists key {:?}, which no [[api_key]] defines",
+                        key.get_ref()
+                    ),
+                    "define the key with [[api_key]] name = ... value = ...",
+                ));
+            }
+            for s in &stages {
+                let slot = (key.get_ref().clone(), s.api.clone(), s.stage.clone());
+                if let Some(other) = taken.insert(slot, name.clone()) {
+                    return Err(src.error(
+                        &key.span(),
+                        kk,
+                        format!(
+                            "key {:?} is in usage plans {other:?} and {name:?} for stage {:?} of api {:?}",
+                            key.get_ref(), s.stage, s.api
+                        ),
+                        "a key may be in at most one plan per stage: remove it from one",
+                    ));
+                }
+            }
+            plan_keys.push(key.get_ref().clone());
+        }
+        out.push(UsagePlanConfig {
+            name,
+            throttle,
+            keys: plan_keys,
+            stages,
+        });
+    }
+    Ok(out)
 }
 
 // --- throttling ----------------------------------------------------------------
@@ -961,6 +1141,7 @@ fn route(
             integration,
             line: src.line(&span),
             cache,
+            api_key_required: r.api_key_required.unwrap_or(false),
         },
         parsed.shape,
     ))

@@ -29,7 +29,7 @@ use super::worker::GatewayWorker;
 use crate::http::response::ConnectionHeader;
 use crate::http::{BodyFraming, RequestHead};
 use crate::router::Params;
-use crate::throttle::{now_ns, take_two, Level};
+use crate::throttle::{now_ns, take_all, take_two, Level};
 
 /// Answers one request whose head is parsed, and records how it ended.
 ///
@@ -72,6 +72,7 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
             dispatch,
             is_canary,
             throttle,
+            keys,
         } = snapshot.dispatch(head.method, head.host, head.path, &mut params, || gw.roll());
         let req = Request {
             head,
@@ -83,14 +84,27 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
             is_canary,
         };
 
-        // authorize: API keys go here.
-
-        // throttle: the route's bucket in its stage, then the account's; a
-        // request refused at one level takes nothing from the other.
+        // authorize: a route that requires an API key needs an enabled
+        // `x-api-key` in a usage plan of the stage (else 403 Forbidden).
+        // throttle: the key's plan per route and per key, the route's
+        // bucket in its stage, then the account's; a request refused at one
+        // level takes nothing from the others.
         let dispatch = match dispatch {
             Dispatch::Fail(e) => Dispatch::Fail(e),
-            _ if throttled(&snapshot, throttle) => Dispatch::Fail(GatewayError::TooManyRequests),
-            d => d,
+            d => match keys.map(|k| api_key(head).and_then(|v| snapshot.key_access(&k, v))) {
+                Some(None) => Dispatch::Fail(GatewayError::Forbidden),
+                Some(Some((plan, route))) => {
+                    if throttled_with_plan(&snapshot, plan.levels(route), throttle) {
+                        Dispatch::Fail(GatewayError::TooManyRequests)
+                    } else {
+                        d
+                    }
+                }
+                None if throttled(&snapshot, throttle) => {
+                    Dispatch::Fail(GatewayError::TooManyRequests)
+                }
+                None => d,
+            },
         };
 
         // quota: usage-plan quotas go here, before the cache, as in API
@@ -160,6 +174,36 @@ fn throttled(snapshot: &Snapshot, route: Option<&Level>) -> bool {
         (Some(l), None) | (None, Some(l)) => l.try_take(now_ns()).is_err(),
         (Some(r), Some(a)) => take_two(r.pair(), a.pair(), now_ns()).is_err(),
     }
+}
+
+/// The request's `x-api-key` value (trimmed), if it sent one.
+fn api_key<'h>(head: &RequestHead<'h, '_>) -> Option<&'h [u8]> {
+    head.headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("x-api-key"))
+        .map(|h| crate::http::parse::trim(h.value))
+}
+
+/// [`throttled`] with a usage plan's levels first (per key per route, per
+/// key). Up to four levels, taken all or none.
+fn throttled_with_plan(
+    snapshot: &Snapshot,
+    plan: [Option<&Level>; 2],
+    route: Option<&Level>,
+) -> bool {
+    let mut levels = [plan[0], plan[1], route, snapshot.account_throttle()]
+        .into_iter()
+        .flatten();
+    let Some(first) = levels.next() else {
+        return false;
+    };
+    let mut pairs = [first.pair(); 4];
+    let mut n = 1;
+    for l in levels {
+        pairs[n] = l.pair();
+        n += 1;
+    }
+    take_all(&pairs[..n], now_ns()).is_err()
 }
 
 /// Whether the connection stays open after a response written once the

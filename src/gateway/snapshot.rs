@@ -29,6 +29,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::cache::StageCache;
@@ -82,6 +83,20 @@ pub struct Snapshot {
     pub upstreams: Arc<Registry>,
     /// The account-level throttle over every API (`[throttle]`).
     account: Option<Level>,
+    /// API keys by value: (index, enabled).
+    keys: HashMap<Box<[u8]>, (usize, bool), ahash::RandomState>,
+    /// Usage-plan buckets by `plan\0key[\0api\0stage\0route]`, to carry
+    /// them to the next snapshot.
+    plan_levels: HashMap<String, Level>,
+}
+
+/// What an API key may do on one stage: its usage plan's buckets.
+#[derive(Debug, Clone)]
+pub struct KeyAccess {
+    /// The plan's per-key bucket (over every stage of the plan).
+    key_level: Option<Level>,
+    /// The plan's per-key bucket for each route of the definition.
+    route_levels: Vec<Option<Level>>,
 }
 
 #[derive(Debug)]
@@ -117,6 +132,8 @@ struct Definition {
     routes: Vec<Route>,
     /// Each route's path parameter names, in template order.
     params: Vec<Vec<String>>,
+    /// Each route's `api_key_required`.
+    key_required: Vec<bool>,
 }
 
 impl std::fmt::Debug for Definition {
@@ -144,6 +161,8 @@ struct Stage {
     cache: Option<Arc<StageCacheState>>,
     /// Each route's throttle (its own bucket), indexed like `integrations`.
     throttles: Vec<Option<Level>>,
+    /// By API key index: the key's plan on this stage, if it has one.
+    access: Vec<Option<KeyAccess>>,
     /// The canary, when the stage has one.
     canary: Option<Box<Canary>>,
 }
@@ -160,6 +179,8 @@ struct Canary {
     cache: Option<Arc<StageCacheState>>,
     /// Each route's throttle: the stage's bucket for the same route key.
     throttles: Vec<Option<Level>>,
+    /// By API key index: the key's plan (the stage's buckets).
+    access: Vec<Option<KeyAccess>>,
 }
 
 /// A request described by its parts, to find its cache entry
@@ -241,6 +262,81 @@ impl Plan {
     }
 }
 
+/// Builds the usage-plan buckets of one snapshot, carrying those of the
+/// previous one whose limit is unchanged.
+struct PlanLevels<'c> {
+    config: &'c Config,
+    previous: Option<&'c HashMap<String, Level>>,
+    levels: HashMap<String, Level>,
+}
+
+impl PlanLevels<'_> {
+    fn level(
+        &mut self,
+        key: String,
+        l: &crate::config::ThrottleLimit,
+    ) -> Result<Level, BuildError> {
+        if let Some(level) = self.levels.get(&key) {
+            return Ok(level.clone());
+        }
+        let limit = Limit::new(l.rate, l.burst).map_err(|e| BuildError {
+            file: self.config.source.clone(),
+            line: 0,
+            message: format!("usage plan bucket {key:?}: {e}"),
+        })?;
+        let level = self
+            .previous
+            .and_then(|p| p.get(&key))
+            .map_or_else(|| Level::new(limit), |prev| prev.carry(limit));
+        self.levels.insert(key, level.clone());
+        Ok(level)
+    }
+
+    /// Each API key's access to one stage serving `def`.
+    fn access(
+        &mut self,
+        api: &str,
+        stage: &str,
+        def: &Definition,
+    ) -> Result<Vec<Option<KeyAccess>>, BuildError> {
+        let config = self.config;
+        let mut out = vec![None; config.api_keys.len()];
+        for plan in &config.usage_plans {
+            let Some(ps) = plan
+                .stages
+                .iter()
+                .find(|s| s.api == api && s.stage == stage)
+            else {
+                continue;
+            };
+            for key in &plan.keys {
+                let Some(index) = config.api_keys.iter().position(|k| k.name == *key) else {
+                    continue;
+                };
+                let key_level = match &plan.throttle {
+                    Some(l) => Some(self.level(format!("{}\0{key}", plan.name), l)?),
+                    None => None,
+                };
+                let mut route_levels = Vec::with_capacity(def.routes.len());
+                for r in &def.routes {
+                    route_levels.push(match ps.route_throttle.get(&r.display) {
+                        Some(l) => Some(self.level(
+                            format!("{}\0{key}\0{api}\0{stage}\0{}", plan.name, r.display),
+                            l,
+                        )?),
+                        None => None,
+                    });
+                }
+                out[index] = Some(KeyAccess {
+                    key_level,
+                    route_levels,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// The roll threshold for `percent` (clamped to 0..=100).
 fn canary_threshold(percent: f64) -> u64 {
     let p = if percent.is_nan() {
@@ -305,6 +401,7 @@ fn compile_definition(
         unmatched,
         routes: compiled,
         params,
+        key_required: routes.iter().map(|r| r.api_key_required).collect(),
     })
 }
 
@@ -711,6 +808,11 @@ impl Snapshot {
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, BuildError> {
         let mut registry = Registry::from_config_reusing(config, previous.map(|p| &*p.upstreams));
+        let mut plans = PlanLevels {
+            config,
+            previous: previous.map(|p| &p.plan_levels),
+            levels: HashMap::new(),
+        };
         let mut apis = Vec::with_capacity(config.apis.len());
         let mut api_hosts = Vec::new();
         let mut default_api = None;
@@ -802,6 +904,7 @@ impl Snapshot {
                             .collect()
                     };
                 let throttles = throttles_for(&def)?;
+                let access = plans.access(&api.name, &sp.stage.name, &def)?;
                 let canary = match &sp.canary {
                     None => None,
                     Some(c) => {
@@ -821,7 +924,9 @@ impl Snapshot {
                             true,
                         )?;
                         let throttles = throttles_for(&cdef)?;
+                        let access = plans.access(&api.name, &sp.stage.name, &cdef)?;
                         Some(Box::new(Canary {
+                            access,
                             threshold: canary_threshold(c.percent),
                             def: cdef,
                             integrations,
@@ -836,6 +941,7 @@ impl Snapshot {
                     integrations,
                     cache,
                     throttles,
+                    access,
                     canary,
                 });
             }
@@ -902,8 +1008,17 @@ impl Snapshot {
                 )
             }
         };
+        let keys = config
+            .api_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.value.as_bytes().into(), (i, k.enabled)))
+            .collect();
+        let plan_levels = plans.levels;
         Ok(Snapshot {
             account,
+            keys,
+            plan_levels,
             upstreams: Arc::new(registry),
             apis,
             domains,
@@ -1128,12 +1243,13 @@ impl Snapshot {
             Err(e) => return Routed::fail(e, false),
         };
         let stage = &target.api.stages[target.stage];
-        let (def, integrations, cache, throttles, is_canary) = match &stage.canary {
+        let (def, integrations, cache, throttles, access, is_canary) = match &stage.canary {
             Some(c) if u64::from(roll()) < c.threshold => (
                 &*c.def,
                 &c.integrations,
                 c.cache.as_deref(),
                 &c.throttles,
+                &c.access,
                 true,
             ),
             _ => (
@@ -1141,6 +1257,7 @@ impl Snapshot {
                 &stage.integrations,
                 stage.cache.as_deref(),
                 &stage.throttles,
+                &stage.access,
                 false,
             ),
         };
@@ -1173,7 +1290,46 @@ impl Snapshot {
             dispatch,
             is_canary,
             throttle: throttles[route].as_ref(),
+            keys: def.key_required[route].then_some(KeyCheck {
+                access: &access[..],
+                route,
+            }),
         }
+    }
+
+    /// The plan of the API key `value` on a stage whose routing gave
+    /// `check`: `None` when the key is unknown, disabled or in no plan of
+    /// the stage (API Gateway answers all three 403 Forbidden). The lookup
+    /// hashes with a per-process random key, so its time tells nothing
+    /// about the stored keys.
+    pub fn key_access<'s>(
+        &'s self,
+        check: &KeyCheck<'s>,
+        value: &[u8],
+    ) -> Option<(&'s KeyAccess, usize)> {
+        let &(index, enabled) = self.keys.get(value)?;
+        if !enabled {
+            return None;
+        }
+        check.access.get(index)?.as_ref().map(|a| (a, check.route))
+    }
+}
+
+/// A route that requires an API key: the stage's key table and the route.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyCheck<'s> {
+    access: &'s [Option<KeyAccess>],
+    route: usize,
+}
+
+impl KeyAccess {
+    /// The plan's buckets for a request to `route`: per key per route, then
+    /// per key (API Gateway's order).
+    pub fn levels(&self, route: usize) -> [Option<&Level>; 2] {
+        [
+            self.route_levels.get(route).and_then(Option::as_ref),
+            self.key_level.as_ref(),
+        ]
     }
 }
 
@@ -1186,6 +1342,8 @@ pub struct Routed<'s> {
     pub is_canary: bool,
     /// The route's throttle in its stage, if it has one.
     pub throttle: Option<&'s Level>,
+    /// The route requires an API key: where to find the key's plan.
+    pub keys: Option<KeyCheck<'s>>,
 }
 
 impl Routed<'_> {
@@ -1194,6 +1352,7 @@ impl Routed<'_> {
             dispatch: Dispatch::Fail(e),
             is_canary,
             throttle: None,
+            keys: None,
         }
     }
 }
