@@ -23,7 +23,8 @@
 //!   gateway::pipeline, per request:
 //!     snapshot (the last published; one atomic load when unchanged)
 //!     resolve (host/base path → API → stage, or its canary → route)
-//!     [authorize · throttle · quota: places for the next features]
+//!     authorize (API key on key-required routes: 403) · throttle (plan per
+//!     route and per key, stage route, account: 429) · [quota: next]
 //!     cache (stage cache: hit from shared bytes, or one fetch per key)
 //!     integrate (mock into the reused write buffer; http_proxy:
 //!                upstream::forward over a pooled connection, streamed both ways)
@@ -51,6 +52,8 @@
 //!   pipeline: the HTTP/1.1 connection loop, the phases, the stage cache on
 //!   the request path, gateway errors, request ids, outcomes. It is the
 //!   [`runtime::Service`] the workers run.
+//! - [`throttle`]: GCRA token buckets (one atomic each), several levels
+//!   taken all or none, and a bounded per-key table.
 //! - [`state`]: the durable control-plane state (deployments, pinned
 //!   stages, canaries) in a redb database; crash-safe commits, a schema
 //!   version with migrations. Never read on the request path.

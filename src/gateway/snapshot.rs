@@ -23,6 +23,11 @@
 //!    (with the stage cache, if any), or a gateway error; a proxied route
 //!    whose stage lacks a stage variable its URI uses answers 500.
 //!
+//! Each stage also carries its routes' throttle buckets and, by API key,
+//! the buckets of the key's usage plan on that stage ([`KeyAccess`]); the
+//! account's bucket is the snapshot's. All are [`crate::throttle::Level`]s
+//! carried to the next snapshot when their limit is unchanged.
+//!
 //! Hot-path cost: a few string comparisons to find the stage, one route
 //! lookup, and for a mock the response copied into the connection's buffer
 //! with `{param}` values spliced in. Nothing is allocated.
