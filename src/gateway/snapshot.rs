@@ -88,11 +88,67 @@ pub struct Snapshot {
     pub upstreams: Arc<Registry>,
     /// The account-level throttle over every API (`[throttle]`).
     account: Option<Level>,
-    /// API keys by value: (index, enabled).
-    keys: HashMap<Box<[u8]>, (usize, bool), ahash::RandomState>,
+    /// API keys, found by a hash of their value under a per-snapshot
+    /// random key, then compared in constant time ([`KeyTable`]).
+    keys: KeyTable,
     /// Usage-plan buckets by `plan\0key[\0api\0stage\0route]`, to carry
     /// them to the next snapshot.
     plan_levels: HashMap<String, Level>,
+}
+
+/// API keys by value. A lookup hashes the presented value with a random
+/// key (so its time says nothing about stored values), then compares each
+/// candidate with the same hash in constant time; nothing is allocated.
+struct KeyTable {
+    hasher: ahash::RandomState,
+    /// Hash → the keys with that hash.
+    by_hash: HashMap<u64, Vec<StoredKey>>,
+}
+
+/// A key's value, its index in the configuration and whether it is enabled.
+type StoredKey = (Box<[u8]>, usize, bool);
+
+impl std::fmt::Debug for KeyTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key values.
+        f.debug_struct("KeyTable")
+            .field("keys", &self.by_hash.values().map(Vec::len).sum::<usize>())
+            .finish()
+    }
+}
+
+impl KeyTable {
+    fn new(config: &Config) -> KeyTable {
+        let hasher = ahash::RandomState::new();
+        let mut by_hash: HashMap<u64, Vec<StoredKey>> = HashMap::new();
+        for (i, k) in config.api_keys.iter().enumerate() {
+            let v = k.value.as_bytes();
+            by_hash
+                .entry(hasher.hash_one(v))
+                .or_default()
+                .push((v.into(), i, k.enabled));
+        }
+        KeyTable { hasher, by_hash }
+    }
+
+    /// The index and enabled flag of the key whose value is `value`.
+    fn find(&self, value: &[u8]) -> Option<(usize, bool)> {
+        let candidates = self.by_hash.get(&self.hasher.hash_one(value))?;
+        candidates
+            .iter()
+            .find(|(v, _, _)| constant_time_eq(v, value))
+            .map(|&(_, i, enabled)| (i, enabled))
+    }
+}
+
+/// Equality whose time depends only on the lengths, not on where the
+/// bytes differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
 }
 
 /// What an API key may do on one stage: its usage plan's buckets.
@@ -1013,12 +1069,7 @@ impl Snapshot {
                 )
             }
         };
-        let keys = config
-            .api_keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (k.value.as_bytes().into(), (i, k.enabled)))
-            .collect();
+        let keys = KeyTable::new(config);
         let plan_levels = plans.levels;
         Ok(Snapshot {
             account,
@@ -1312,7 +1363,7 @@ impl Snapshot {
         check: &KeyCheck<'s>,
         value: &[u8],
     ) -> Option<(&'s KeyAccess, usize)> {
-        let &(index, enabled) = self.keys.get(value)?;
+        let (index, enabled) = self.keys.find(value)?;
         if !enabled {
             return None;
         }
@@ -1472,6 +1523,14 @@ mod tests {
         assert_eq!(strip_port(b"example.com"), b"example.com");
         assert_eq!(strip_port(b"[::1]:80"), b"[::1]");
         assert_eq!(strip_port(b"[::1]"), b"[::1]");
+    }
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(constant_time_eq(b"", b""));
     }
 
     #[test]
