@@ -34,6 +34,8 @@
 //!                                # false: serve the deployment the state store points
 //!                                # at (admin socket), seeded from this file once
 //!   variables = { greeting = "hello" }
+//!   throttle = { rate = 100, burst = 50 }   # each route's own bucket (≤ the account)
+//!   route_throttle = { "GET /pets" = { rate = 10, burst = 5 } }
 //!     [api.stage.cache]          # optional stage cache; see "Stage cache" below
 //!     enabled = true             # default true when the table is present
 //!     capacity = 0.5             # GB class 0.5, 1.6, 6.1, 13.5, 28.4, 58.2, 118, 237
@@ -52,6 +54,7 @@
 //!     lock_timeout = "10s"       # concurrent misses wait for one fetch, 10ms..=60s, default 10s
 //!   [[api.route]]
 //!   route = "GET /pets/{id}"     # or "ANY /{proxy+}" or "$default"
+//!   api_key_required = false     # true: needs an x-api-key in a plan of the stage (403)
 //!   [api.route.mock]             # exactly one integration per route
 //!   status = 200
 //!   headers = { "content-type" = "application/json" }
@@ -95,6 +98,24 @@
 //!   base_path = "v1"             # "" maps the whole host
 //!   api = "demo"
 //!   stage = "prod"
+//!
+//! [throttle]                     # the account level (default 10,000 rps, burst 5,000)
+//! rate = 10000                   # requests/s, fractional allowed; -1: no account limit
+//! burst = 5000
+//!
+//! [[api_key]]
+//! name = "alice"
+//! value = "alice-2f0c9a1e7b3d4c5a"   # 20..=128 printable ASCII, unique
+//! enabled = true
+//!
+//! [[usage_plan]]
+//! name = "gold"
+//! throttle = { rate = 10, burst = 20 }   # per key, over the plan's stages
+//! keys = ["alice"]               # a key is in at most one plan per stage
+//!   [[usage_plan.stage]]
+//!   api = "demo"
+//!   stage = "prod"
+//!   route_throttle = { "GET /pets" = { rate = 2, burst = 5 } }   # per key per route
 //!
 //! [state]
 //! dir = "state"                  # default: `state` next to this file (created 0700)
