@@ -110,7 +110,8 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
         // quota: usage-plan quotas go here, before the cache, as in API
         // Gateway.
 
-        match dispatch {
+        // A mock or a gateway error answers here; a proxied route leaves.
+        let local = match dispatch {
             Dispatch::Proxy(route, stage_cache) => {
                 // cache
                 if let (Some(cache), Some(rc)) = (stage_cache, &route.cache) {
@@ -121,44 +122,39 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
                 }
                 // integrate: http_proxy
                 let fwd = forward(gw, x, &req, route, b"", false).await;
-                respond_forwarded(gw, x, &req, fwd, Outcome::Proxied)
+                break 'answer respond_forwarded(gw, x, &req, fwd, Outcome::Proxied);
             }
-            Dispatch::Mock(m) => {
-                let done = if super::body::has_body(&req) {
-                    super::body::discard(gw, x, &req).await
-                } else {
-                    Ok((0, None))
-                };
-                let (consumed, leftover) = match done {
-                    Ok(done) => done,
-                    Err(e) => break 'answer e,
-                };
-                let (connection, keep) = keep_after_body(x, &req);
-                let date = x.io.worker().date();
+            Dispatch::Mock(m) => Ok(m),
+            Dispatch::Fail(e) => Err(e),
+        };
+        // The request's body is read and dropped before the answer.
+        let done = if super::body::has_body(&req) {
+            super::body::discard(gw, x, &req).await
+        } else {
+            Ok((0, None))
+        };
+        let (consumed, leftover) = match done {
+            Ok(done) => done,
+            Err(e) => break 'answer e,
+        };
+        let (connection, keep) = keep_after_body(x, &req);
+        let date = x.io.worker().date();
+        let outcome = match local {
+            Ok(m) => {
                 let ctx = ResponseContext {
                     date: date.as_bytes(),
                     request_id: rid,
                     connection,
                 };
                 m.write(&params, &ctx, x.wbuf, head_only);
-                (next_after_body(keep, consumed, leftover), Outcome::Mock)
+                Outcome::Mock
             }
-            Dispatch::Fail(e) => {
-                let done = if super::body::has_body(&req) {
-                    super::body::discard(gw, x, &req).await
-                } else {
-                    Ok((0, None))
-                };
-                let (consumed, leftover) = match done {
-                    Ok(done) => done,
-                    Err(e) => break 'answer e,
-                };
-                let (connection, keep) = keep_after_body(x, &req);
-                let date = x.io.worker().date();
+            Err(e) => {
                 e.write(x.wbuf, date.as_bytes(), rid, connection, head_only);
-                (next_after_body(keep, consumed, leftover), Outcome::Error(e))
+                Outcome::Error(e)
             }
-        }
+        };
+        (next_after_body(keep, consumed, leftover), outcome)
     };
     // record
     gw.record(outcome);
