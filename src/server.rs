@@ -17,7 +17,7 @@ use std::sync::Arc;
 use crate::admin::api::AdminApi;
 use crate::admin::http::AdminServer;
 use crate::config::Config;
-use crate::control::{Control, ControlError};
+use crate::control::{Control, ControlError, UsageFlusher, USAGE_FLUSH_INTERVAL};
 use crate::gateway::{Gateway, GatewayOptions, OutcomeCounts, Snapshot};
 use crate::runtime::{self, Counters, DriverKind, Loads, Settings, Shutdown, WorkerHook, Workers};
 use crate::state::{StateError, Store};
@@ -105,6 +105,8 @@ pub struct Server {
     control: Arc<Control>,
     /// The admin API's listeners.
     admin: Option<AdminServer>,
+    /// Writes usage-plan counts to the store every second.
+    flusher: UsageFlusher,
 }
 
 /// A cloneable handle that can stop the server from another thread.
@@ -137,6 +139,8 @@ impl Server {
         let (control, _) = Control::start(config, options.config_path.clone(), store, state)
             .map_err(StartError::Control)?;
         let control = Arc::new(control);
+        let flusher = UsageFlusher::start(control.clone(), USAGE_FLUSH_INTERVAL)
+            .map_err(|e| StartError::Admin(format!("cannot start the usage flusher: {e}")))?;
         let gateway = Arc::new(Gateway::new(
             control.published().clone(),
             &limits,
@@ -170,6 +174,7 @@ impl Server {
             gateway,
             control,
             admin,
+            flusher,
         })
     }
 
@@ -235,8 +240,10 @@ impl Server {
 
     /// Waits for every worker to finish (the health thread stops when the
     /// last holder of the control side lets it go).
-    pub fn join(self) {
+    pub fn join(mut self) {
         self.workers.join();
+        // The last requests' usage reaches the store.
+        self.flusher.stop();
         if let Some(a) = self.admin {
             a.stop();
         }

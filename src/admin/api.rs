@@ -47,13 +47,13 @@ impl AdminApi {
     }
 }
 
-type Reply = Result<AdminResponse, ControlError>;
+pub(super) type Reply = Result<AdminResponse, ControlError>;
 
-fn ok(value: Value) -> Reply {
+pub(super) fn ok(value: Value) -> Reply {
     Ok(AdminResponse::json(200, &value))
 }
 
-fn method_not_allowed(allow: &str) -> Reply {
+pub(super) fn method_not_allowed(allow: &str) -> Reply {
     Ok(AdminResponse::error(
         405,
         "method_not_allowed",
@@ -202,6 +202,14 @@ impl AdminApi {
                 self.drop_entry(req, api, stage)
             }
             (_, ["apis", _, "stages", _, "cache", "entries"]) => method_not_allowed("DELETE"),
+            (_, ["apikeys", ..]) | (_, ["usageplans", ..]) => {
+                super::plans::route(&self.control, req, &seg).unwrap_or_else(|| {
+                    Err(ControlError::not_found(format!(
+                        "no endpoint {} (GET / lists them)",
+                        req.path
+                    )))
+                })
+            }
             _ => Err(ControlError::not_found(format!(
                 "no endpoint {} (GET / lists them)",
                 req.path
@@ -311,6 +319,23 @@ impl AdminApi {
 /// Every endpoint, for `GET /` (and the docs).
 pub const ENDPOINTS: &[&str] = &[
     "GET /status",
+    "GET /apikeys",
+    "POST /apikeys",
+    "POST /apikeys?mode=import&format=csv",
+    "GET /apikeys/{id}",
+    "PATCH /apikeys/{id}",
+    "DELETE /apikeys/{id}",
+    "GET /usageplans",
+    "POST /usageplans",
+    "GET /usageplans/{id}",
+    "PATCH /usageplans/{id}",
+    "DELETE /usageplans/{id}",
+    "GET /usageplans/{id}/keys",
+    "POST /usageplans/{id}/keys",
+    "DELETE /usageplans/{id}/keys/{key}",
+    "GET /usageplans/{id}/usage",
+    "GET /usageplans/{id}/keys/{key}/usage",
+    "PATCH /usageplans/{id}/keys/{key}/usage",
     "POST /reload",
     "GET /apis",
     "GET /apis/{api}",
@@ -343,7 +368,7 @@ fn parse_id(s: &str) -> Result<u64, ControlError> {
 
 /// A list endpoint's page: `limit` (1..=500, default 25) items from
 /// `position` (the opaque token the previous page returned).
-fn page(req: &AdminRequest, items: Vec<Value>) -> Reply {
+pub(super) fn page(req: &AdminRequest, items: Vec<Value>) -> Reply {
     let limit = match req.query("limit") {
         None => PAGE_DEFAULT,
         Some(l) => match l.parse::<usize>() {
@@ -479,7 +504,7 @@ fn cache_json(settings: &StageCacheConfig, s: &crate::cache::CacheStats) -> Valu
 
 // --- request bodies ------------------------------------------------------------
 
-fn no_body(req: &AdminRequest) -> Result<(), ControlError> {
+pub(super) fn no_body(req: &AdminRequest) -> Result<(), ControlError> {
     let blank = req.body.iter().all(u8::is_ascii_whitespace);
     if blank || req.body == b"{}" {
         Ok(())
@@ -488,7 +513,7 @@ fn no_body(req: &AdminRequest) -> Result<(), ControlError> {
     }
 }
 
-fn object(req: &AdminRequest) -> Result<Map<String, Value>, ControlError> {
+pub(super) fn object(req: &AdminRequest) -> Result<Map<String, Value>, ControlError> {
     if req.body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
@@ -506,16 +531,51 @@ fn object(req: &AdminRequest) -> Result<Map<String, Value>, ControlError> {
 }
 
 /// Takes typed fields out of a JSON object, naming each one at fault.
-struct Fields {
+pub(super) struct Fields {
     map: Map<String, Value>,
     prefix: String,
 }
 
 impl Fields {
-    fn new(map: Map<String, Value>) -> Fields {
+    pub(super) fn new(map: Map<String, Value>) -> Fields {
         Fields {
             map,
             prefix: String::new(),
+        }
+    }
+
+    /// An object found at a field: its own fields are named with `prefix`.
+    pub(super) fn nested(map: Map<String, Value>, prefix: &str) -> Fields {
+        Fields {
+            map,
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// Takes a field's raw value.
+    pub(super) fn take(&mut self, key: &str) -> Option<Value> {
+        self.map.remove(key)
+    }
+
+    /// A list of strings (absent or null: empty).
+    pub(super) fn strings(&mut self, key: &str) -> Result<Vec<String>, ControlError> {
+        let field = self.name(key);
+        match self.map.remove(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(v)) => v
+                .into_iter()
+                .map(|x| match x {
+                    Value::String(s) => Ok(s),
+                    _ => Err(ControlError::invalid(
+                        &field,
+                        format!("{field} must be a list of strings"),
+                    )),
+                })
+                .collect(),
+            Some(_) => Err(ControlError::invalid(
+                &field,
+                format!("{field} must be a list of strings"),
+            )),
         }
     }
 
@@ -523,7 +583,7 @@ impl Fields {
         format!("{}{key}", self.prefix)
     }
 
-    fn string(&mut self, key: &str) -> Result<Option<String>, ControlError> {
+    pub(super) fn string(&mut self, key: &str) -> Result<Option<String>, ControlError> {
         match self.map.remove(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
@@ -534,7 +594,7 @@ impl Fields {
         }
     }
 
-    fn bool(&mut self, key: &str) -> Result<Option<bool>, ControlError> {
+    pub(super) fn bool(&mut self, key: &str) -> Result<Option<bool>, ControlError> {
         match self.map.remove(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(b)),
@@ -545,7 +605,7 @@ impl Fields {
         }
     }
 
-    fn u64(&mut self, key: &str) -> Result<Option<u64>, ControlError> {
+    pub(super) fn u64(&mut self, key: &str) -> Result<Option<u64>, ControlError> {
         match self.map.remove(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
@@ -556,7 +616,7 @@ impl Fields {
         }
     }
 
-    fn f64(&mut self, key: &str) -> Result<Option<f64>, ControlError> {
+    pub(super) fn f64(&mut self, key: &str) -> Result<Option<f64>, ControlError> {
         match self.map.remove(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => Ok(n.as_f64()),
@@ -606,7 +666,7 @@ impl Fields {
     }
 
     /// Refuses what is left: a field this endpoint does not know.
-    fn done(self) -> Result<(), ControlError> {
+    pub(super) fn done(self) -> Result<(), ControlError> {
         match self.map.keys().next() {
             None => Ok(()),
             Some(k) => {
@@ -621,7 +681,7 @@ impl Fields {
 }
 
 /// `{"rate": n, "burst": n}` at `field`.
-fn limit(v: Value, field: &str) -> Result<ThrottleLimit, ControlError> {
+pub(super) fn limit(v: Value, field: &str) -> Result<ThrottleLimit, ControlError> {
     let Value::Object(m) = v else {
         return Err(ControlError::invalid(
             field,

@@ -93,3 +93,4 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod http;
+mod plans;

@@ -111,6 +111,7 @@
 //! [[usage_plan]]
 //! name = "gold"
 //! throttle = { rate = 10, burst = 20 }   # per key, over the plan's stages
+//! quota = { limit = 5000, period = "DAY", offset = 0 }   # per key: DAY, WEEK (from Monday) or MONTH, UTC
 //! keys = ["alice"]               # a key is in at most one plan per stage
 //!   [[usage_plan.stage]]
 //!   api = "demo"
@@ -223,6 +224,7 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+pub use crate::throttle::quota::{Period, QuotaSettings};
 pub use error::ConfigError;
 
 /// A validated configuration.
@@ -276,6 +278,9 @@ pub struct UsagePlanConfig {
     pub name: String,
     /// Per key: one bucket per key over every stage of the plan.
     pub throttle: Option<ThrottleLimit>,
+    /// Per key: requests per DAY, WEEK or MONTH (UTC), over every stage of
+    /// the plan.
+    pub quota: Option<QuotaSettings>,
     /// Names of `[[api_key]]`s; a key is in at most one plan per stage.
     pub keys: Vec<String>,
     /// The stages the plan covers.
@@ -283,7 +288,7 @@ pub struct UsagePlanConfig {
 }
 
 /// `[[usage_plan.stage]]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanStageConfig {
     /// The API.
     pub api: String,

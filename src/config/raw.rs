@@ -52,10 +52,20 @@ pub(super) struct RawApiKey {
 pub(super) struct RawUsagePlan {
     pub name: Spanned<String>,
     pub throttle: Option<RawThrottle>,
+    pub quota: Option<Spanned<RawQuota>>,
     #[serde(default)]
     pub keys: Vec<Spanned<String>>,
     #[serde(default)]
     pub stage: Vec<RawPlanStage>,
+}
+
+/// `[usage_plan.quota]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawQuota {
+    pub limit: Spanned<i64>,
+    pub period: Spanned<String>,
+    pub offset: Option<Spanned<i64>>,
 }
 
 /// `[[usage_plan.stage]]`

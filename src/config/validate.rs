@@ -15,17 +15,17 @@ use toml::{Spanned, Value};
 use super::error::{key_segment, ConfigError, Source};
 use super::raw::{
     OrderedMap, RawAdmin, RawApi, RawApiKey, RawConfig, RawDomain, RawHealthCheck, RawHttpProxy,
-    RawLimits, RawMock, RawPassiveHealth, RawRoute, RawServer, RawStage, RawStageCache, RawState,
-    RawThrottle, RawUpstream, RawUsagePlan,
+    RawLimits, RawMock, RawPassiveHealth, RawQuota, RawRoute, RawServer, RawStage, RawStageCache,
+    RawState, RawThrottle, RawUpstream, RawUsagePlan,
 };
 use super::template::{self, ParsedRoute, Problem};
 use super::{
     parse_duration, parse_size, AdminConfig, ApiConfig, ApiKeyConfig, Balance, BodyPart, Config,
     ConfigWarning, DomainConfig, HealthCheck, HttpProxyIntegration, Integration, IoDriver,
-    KeyParameter, Limits, Mapping, MockIntegration, PassiveHealth, PlanStageConfig,
-    RouteCacheConfig, RouteConfig, RouteKey, ServerConfig, StageCacheConfig, StageConfig,
-    StateConfig, TargetAddr, ThrottleLimit, UnauthorizedStrategy, UnmatchedRoute, UpstreamConfig,
-    UsagePlanConfig, ACCOUNT_THROTTLE, CAPACITY_CLASSES,
+    KeyParameter, Limits, Mapping, MockIntegration, PassiveHealth, Period, PlanStageConfig,
+    QuotaSettings, RouteCacheConfig, RouteConfig, RouteKey, ServerConfig, StageCacheConfig,
+    StageConfig, StateConfig, TargetAddr, ThrottleLimit, UnauthorizedStrategy, UnmatchedRoute,
+    UpstreamConfig, UsagePlanConfig, ACCOUNT_THROTTLE, CAPACITY_CLASSES,
 };
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -160,6 +160,10 @@ fn usage_plans(
                 ));
             }
         }
+        let quota = match &p.quota {
+            Some(q) => Some(quota(q, &format!("{k}.quota"), src)?),
+            None => None,
+        };
         let mut stages = Vec::new();
         for (j, s) in p.stage.iter().enumerate() {
             let sk = format!("{k}.stage[{j}]");
@@ -247,11 +251,54 @@ fn usage_plans(
         out.push(UsagePlanConfig {
             name,
             throttle,
+            quota,
             keys: plan_keys,
             stages,
         });
     }
     Ok(out)
+}
+
+/// `quota = { limit, period, offset }`.
+fn quota(q: &Spanned<RawQuota>, key: &str, src: &Source<'_>) -> Result<QuotaSettings> {
+    let r = q.get_ref();
+    let limit = *r.limit.get_ref();
+    if limit < 0 {
+        return Err(src.error(
+            &r.limit.span(),
+            format!("{key}.limit"),
+            format!("a quota limit of {limit} is negative"),
+            "give the requests allowed per period, 0 or more",
+        ));
+    }
+    let Some(period) = Period::parse(r.period.get_ref()) else {
+        return Err(src.error(
+            &r.period.span(),
+            format!("{key}.period"),
+            format!("{:?} is not a quota period", r.period.get_ref()),
+            "use \"DAY\", \"WEEK\" (from Monday 00:00 UTC) or \"MONTH\"",
+        ));
+    };
+    let offset = match &r.offset {
+        None => 0,
+        Some(o) if *o.get_ref() < 0 || *o.get_ref() > limit => {
+            return Err(src.error(
+                &o.span(),
+                format!("{key}.offset"),
+                format!(
+                    "an offset of {} is outside 0..=limit ({limit})",
+                    o.get_ref()
+                ),
+                "the offset is taken off the limit in the first period only: 0 to the limit",
+            ));
+        }
+        Some(o) => *o.get_ref() as u64,
+    };
+    Ok(QuotaSettings {
+        limit: limit as u64,
+        period,
+        offset,
+    })
 }
 
 // --- throttling ----------------------------------------------------------------

@@ -44,13 +44,24 @@
 
 #![forbid(unsafe_code)]
 
+mod keys;
+
+pub use keys::{
+    KeyPatch, KeyPeriod, KeyView, NewKey, PlanPatch, PlanSpec, PlanView, Source, UsageReport,
+};
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::config::QuotaSettings;
 use crate::config::{self, ApiConfig, Config, StageCacheConfig, StageConfig, ThrottleLimit};
-use crate::gateway::{BuildError, CanaryPlan, Plan, Published, Snapshot, StagePlan};
+use crate::gateway::{
+    BuildError, CanaryPlan, KeyDef, Plan, Published, Snapshot, StagePlan, UsagePlanDef,
+};
 use crate::state::{unix_now, Canary, Deployment, StageRecord, State, StateError, Store, Write};
+use crate::throttle::quota::{Restored, DAY_SECS};
+use crate::throttle::Usage;
 use crate::upstream::health::Checker;
 
 /// Why a control operation was refused or failed.
@@ -189,6 +200,8 @@ pub struct Control {
     published: Arc<Published>,
     /// The file [`Control::reload`] reads; `None`: built from text.
     config_path: Option<PathBuf>,
+    /// Every (plan, key) usage counter, across snapshots.
+    usage: Arc<Usage>,
 }
 
 struct Inner {
@@ -209,7 +222,12 @@ impl std::fmt::Debug for Control {
 
 /// The plan for `config` given `state`, and the writes that seed pinned
 /// stages seen for the first time.
-fn plan(config: &Config, state: &State) -> Result<(Plan, Vec<Write>), ControlError> {
+fn plan(
+    config: &Config,
+    state: &State,
+    store: &Store,
+    usage: &Usage,
+) -> Result<(Plan, Vec<Write>), ControlError> {
     let mut next_id = state.next_deployment_id();
     let mut writes = Vec::new();
     let mut apis = Vec::with_capacity(config.apis.len());
@@ -272,7 +290,129 @@ fn plan(config: &Config, state: &State) -> Result<(Plan, Vec<Write>), ControlErr
         }
         apis.push(stages);
     }
-    Ok((Plan { apis }, writes))
+    let mut plan = Plan {
+        apis,
+        ..Plan::default()
+    };
+    let now = usage.clock().unix_secs();
+    for p in &config.usage_plans {
+        if state.plan_seen(&p.name).is_none() {
+            writes.push(Write::PlanSeen {
+                plan: p.name.clone(),
+                at: now,
+            });
+        }
+    }
+    let quotas: BTreeMap<&str, Option<QuotaSettings>> = config
+        .usage_plans
+        .iter()
+        .map(|p| (p.name.as_str(), p.quota))
+        .chain(state.plans().values().map(|p| (p.id.as_str(), p.quota)))
+        .collect();
+    let restored = |plan: &str, key: &str| {
+        restored_usage(
+            store,
+            state,
+            usage,
+            plan,
+            key,
+            quotas.get(plan).copied().flatten(),
+        )
+    };
+    plan.add_file_keys(
+        config,
+        usage,
+        |p| state.plan_seen(p).unwrap_or(now),
+        restored,
+    );
+    // Then the store's keys and plans.
+    let first = plan.keys.len();
+    let index: BTreeMap<&str, usize> = state
+        .keys()
+        .keys()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), first + i))
+        .collect();
+    plan.keys.extend(state.keys().values().map(|k| KeyDef {
+        id: k.id.clone(),
+        value: k.value.clone(),
+        enabled: k.enabled,
+    }));
+    // Values and ids are unique across the file and the store.
+    let mut values: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for k in &plan.keys {
+        if let Some(other) = values.insert(k.value.as_str(), k.id.as_str()) {
+            return Err(ControlError::conflict(format!(
+                "api keys {other:?} and {:?} have the same value: give the file's key another \
+                 value, or delete the one created through the admin socket",
+                k.id
+            )));
+        }
+        if !ids.insert(k.id.as_str()) {
+            return Err(ControlError::conflict(format!(
+                "the file's api key {:?} has the id of a key in the state store: rename it",
+                k.id
+            )));
+        }
+    }
+    for p in &config.usage_plans {
+        if state.plans().contains_key(&p.name) {
+            return Err(ControlError::conflict(format!(
+                "the file's usage plan {:?} has the id of a plan in the state store: rename it",
+                p.name
+            )));
+        }
+    }
+    for p in state.plans().values() {
+        let keys = p
+            .keys
+            .iter()
+            .filter_map(|k| {
+                let i = *index.get(k.as_str())?;
+                let cell = usage.cell(&p.id, k, p.quota, p.created_at, || restored(&p.id, k));
+                Some((i, cell))
+            })
+            .collect();
+        plan.usage_plans.push(UsagePlanDef {
+            id: p.id.clone(),
+            throttle: p.throttle,
+            stages: p.stages.clone(),
+            keys,
+        });
+    }
+    Ok((plan, writes))
+}
+
+/// What the store holds for a (plan, key) counter being created: the
+/// requests already counted in the quota's current period, and an
+/// operator's allowance for it.
+fn restored_usage(
+    store: &Store,
+    state: &State,
+    usage: &Usage,
+    plan: &str,
+    key: &str,
+    quota: Option<QuotaSettings>,
+) -> Restored {
+    let Some(q) = quota else {
+        return Restored::default();
+    };
+    let (start, _) = q.period.bounds(usage.clock().unix_secs());
+    let today = usage.clock().unix_secs() / DAY_SECS;
+    let used = match store.usage(plan, start / DAY_SECS, today) {
+        Ok(rows) => rows.iter().filter(|r| r.key == key).map(|r| r.count).sum(),
+        Err(e) => {
+            // Fail open, as API Gateway does when it cannot check a plan.
+            eprintln!("ringgate: usage plan {plan:?}: cannot read usage ({e}); counting from 0");
+            0
+        }
+    };
+    Restored {
+        used,
+        allowance: state.allowance(plan, key),
+        force: false,
+    }
 }
 
 fn stage_plan(
@@ -328,7 +468,8 @@ impl Control {
         store: Store,
         mut state: State,
     ) -> Result<(Control, Arc<Snapshot>), ControlError> {
-        let (plan, seeds) = plan(&config, &state)?;
+        let usage = Arc::new(Usage::new());
+        let (plan, seeds) = plan(&config, &state, &store, &usage)?;
         let snapshot =
             Arc::new(
                 Snapshot::build_with(&config, &plan, None).map_err(|e| ControlError {
@@ -352,6 +493,7 @@ impl Control {
             }),
             published: Arc::new(Published::new(snapshot.clone())),
             config_path,
+            usage,
         };
         Ok((control, snapshot))
     }
@@ -382,6 +524,31 @@ impl Control {
         self.config_path.as_deref()
     }
 
+    /// Every (plan, key) usage counter; its clock is the one quotas run on
+    /// (tests shift it to cross a period boundary).
+    pub fn usage(&self) -> &Arc<Usage> {
+        &self.usage
+    }
+
+    /// Writes the usage counted since the last flush to the store, in one
+    /// transaction; returns how many (plan, key, day) rows it added to.
+    /// Counts that could not be written stay pending for the next flush.
+    pub fn flush_usage(&self) -> Result<usize, ControlError> {
+        let inner = self.lock();
+        self.flush_locked(&inner)
+    }
+
+    fn flush_locked(&self, inner: &Inner) -> Result<usize, ControlError> {
+        let rows = self.usage.drain();
+        match inner.store.add_usage(&rows) {
+            Ok(()) => Ok(rows.len()),
+            Err(e) => {
+                self.usage.restore(&rows);
+                Err(e.into())
+            }
+        }
+    }
+
     /// Applies `writes` to a copy of the state, compiles it with `config`,
     /// commits and publishes.
     fn commit(
@@ -395,7 +562,7 @@ impl Control {
         // What the state would be: the writes applied to a copy, compiled
         // before anything is committed.
         trial.apply(&writes);
-        let (plan, seeds) = plan(config_ref, &trial)?;
+        let (plan, seeds) = plan(config_ref, &trial, &inner.store, &self.usage)?;
         let snapshot = Arc::new(Snapshot::build_with(
             config_ref,
             &plan,
@@ -826,6 +993,55 @@ fn patch_variables(
 }
 
 /// A stage limit: finite, at most the account's (API Gateway's rule).
+/// Flushes usage counts to the store every `interval` on a thread of its
+/// own, and once more when stopped ([`UsageFlusher::stop`], or dropped).
+pub struct UsageFlusher {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How often usage counts reach the store: the most a `kill -9` loses.
+pub const USAGE_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl UsageFlusher {
+    /// Starts flushing `control`'s usage every `interval`.
+    pub fn start(control: Arc<Control>, interval: std::time::Duration) -> std::io::Result<Self> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("ringgate-usage".into())
+            .spawn(move || loop {
+                let last = !matches!(
+                    stopped.recv_timeout(interval),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                );
+                if let Err(e) = control.flush_usage() {
+                    eprintln!("ringgate: cannot store usage counts (kept for the next try): {e}");
+                }
+                if last {
+                    return;
+                }
+            })?;
+        Ok(UsageFlusher {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Flushes one last time and stops the thread.
+    pub fn stop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for UsageFlusher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 fn check_limit(
     l: &ThrottleLimit,
     account: Option<ThrottleLimit>,

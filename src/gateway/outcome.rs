@@ -57,7 +57,7 @@ const PLAIN: [Outcome; 9] = [
 ];
 
 /// One instance of each gateway error kind, in index order.
-const ERRORS: [GatewayError; 13] = [
+const ERRORS: [GatewayError; 14] = [
     GatewayError::BadRequest(""),
     GatewayError::MissingAuthenticationToken,
     GatewayError::NotFound,
@@ -71,6 +71,7 @@ const ERRORS: [GatewayError; 13] = [
     GatewayError::IntegrationTimeout,
     GatewayError::IntegrationFailure,
     GatewayError::TooManyRequests,
+    GatewayError::QuotaExceeded,
 ];
 
 /// How many distinct outcome kinds there are.
@@ -106,6 +107,7 @@ impl Outcome {
                 GatewayError::IntegrationTimeout => "error_integration_timeout",
                 GatewayError::IntegrationFailure => "error_integration_failure",
                 GatewayError::TooManyRequests => "error_too_many_requests",
+                GatewayError::QuotaExceeded => "error_quota_exceeded",
             },
         }
     }
@@ -138,6 +140,7 @@ impl Outcome {
                         GatewayError::IntegrationTimeout => 10,
                         GatewayError::IntegrationFailure => 11,
                         GatewayError::TooManyRequests => 12,
+                        GatewayError::QuotaExceeded => 13,
                     }
             }
         }

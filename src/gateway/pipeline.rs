@@ -5,9 +5,9 @@
 //! request's context ([`Request`]: the head, the bytes after it, the route's
 //! parameters, the request id) and answers it, phase by phase in its body;
 //! whatever happened, the last phase records the request's [`Outcome`].
-//! Throttling (the route's bucket in its stage, then the account's) runs
-//! between resolving the route and the cache; the phases that do not exist
-//! yet (API keys, usage-plan quotas) have their place marked there.
+//! Authorization (API keys), throttling (the key's plan, the route's bucket
+//! in its stage, then the account's) and the key's quota run between
+//! resolving the route and the cache.
 //!
 //! Errors are answered as API Gateway answers them
 //! ([`GatewayError`]); a request whose body was not read whole closes the
@@ -89,13 +89,20 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
         // throttle: the key's plan per route and per key, the route's
         // bucket in its stage, then the account's; a request refused at one
         // level takes nothing from the others.
+        // quota: a request with a key, admitted by every throttle, counts
+        // toward its plan's usage; over the period's quota it is refused
+        // (429 Limit Exceeded) before the cache, as in API Gateway.
         let dispatch = match dispatch {
             Dispatch::Fail(e) => Dispatch::Fail(e),
             d => match keys.map(|k| api_key(head).and_then(|v| snapshot.key_access(&k, v))) {
                 Some(None) => Dispatch::Fail(GatewayError::Forbidden),
                 Some(Some((plan, route))) => {
-                    if throttled_with_plan(&snapshot, plan.levels(route), throttle) {
+                    let now = now_ns();
+                    if throttled_with_plan(&snapshot, plan.levels(route), throttle, now) {
                         Dispatch::Fail(GatewayError::TooManyRequests)
+                    } else if plan.usage().admit(now).is_err() {
+                        // quota: counted once admitted past throttling.
+                        Dispatch::Fail(GatewayError::QuotaExceeded)
                     } else {
                         d
                     }
@@ -106,9 +113,6 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
                 None => d,
             },
         };
-
-        // quota: usage-plan quotas go here, before the cache, as in API
-        // Gateway.
 
         // A mock or a gateway error answers here; a proxied route leaves.
         let local = match dispatch {
@@ -186,6 +190,7 @@ fn throttled_with_plan(
     snapshot: &Snapshot,
     plan: [Option<&Level>; 2],
     route: Option<&Level>,
+    now: u64,
 ) -> bool {
     let mut levels = [plan[0], plan[1], route, snapshot.account_throttle()]
         .into_iter()
@@ -199,7 +204,7 @@ fn throttled_with_plan(
         pairs[n] = l.pair();
         n += 1;
     }
-    take_all(&pairs[..n], now_ns()).is_err()
+    take_all(&pairs[..n], now).is_err()
 }
 
 /// Whether the connection stays open after a response written once the

@@ -39,6 +39,9 @@ pub enum GatewayError {
     IntegrationFailure,
     /// 429 `Too Many Requests`: a throttle refused the request.
     TooManyRequests,
+    /// 429 `Limit Exceeded`: the key's usage-plan quota for this period is
+    /// used up.
+    QuotaExceeded,
 }
 
 impl GatewayError {
@@ -49,7 +52,7 @@ impl GatewayError {
             GatewayError::MissingAuthenticationToken | GatewayError::Forbidden => 403,
             GatewayError::NotFound => 404,
             GatewayError::RequestTimeout => 408,
-            GatewayError::TooManyRequests => 429,
+            GatewayError::TooManyRequests | GatewayError::QuotaExceeded => 429,
             GatewayError::PayloadTooLarge(_) => 413,
             GatewayError::UriTooLong => 414,
             GatewayError::HeadersTooLarge => 431,
@@ -75,6 +78,7 @@ impl GatewayError {
             GatewayError::IntegrationTimeout => "INTEGRATION_TIMEOUT",
             GatewayError::IntegrationFailure => "INTEGRATION_FAILURE",
             GatewayError::TooManyRequests => "THROTTLED",
+            GatewayError::QuotaExceeded => "QUOTA_EXCEEDED",
         }
     }
 
@@ -86,6 +90,7 @@ impl GatewayError {
             GatewayError::NotFound => Some("NotFoundException"),
             GatewayError::BadRequest(_) => Some("BadRequestException"),
             GatewayError::TooManyRequests => Some("TooManyRequestsException"),
+            GatewayError::QuotaExceeded => Some("LimitExceededException"),
             GatewayError::ApiConfiguration
             | GatewayError::BadGateway
             | GatewayError::IntegrationFailure => Some("InternalServerErrorException"),
@@ -171,6 +176,7 @@ impl GatewayError {
                 w.put(b"{\"message\": \"Network error communicating with endpoint\"}")
             }
             GatewayError::TooManyRequests => w.put(b"{\"message\":\"Too Many Requests\"}"),
+            GatewayError::QuotaExceeded => w.put(b"{\"message\":\"Limit Exceeded\"}"),
         }
         w.len
     }

@@ -40,7 +40,7 @@ use std::sync::Arc;
 use crate::cache::StageCache;
 use crate::config::{
     BodyPart, Config, Integration, KeyParameter, RouteKey, StageCacheConfig, StageConfig,
-    UnmatchedRoute,
+    ThrottleLimit, UnmatchedRoute,
 };
 use crate::http::response::{
     write_common_headers, write_content_length, write_status_line, ConnectionHeader,
@@ -49,7 +49,8 @@ use crate::router::{
     Method, MethodSpec, Params, RouteError, RouteId, RouteTable, RouteTableBuilder,
 };
 use crate::state::Deployment;
-use crate::throttle::{Level, Limit};
+use crate::throttle::quota::Restored;
+use crate::throttle::{Level, Limit, Usage, UsageCell};
 use crate::upstream::Registry;
 
 use super::response::GatewayError;
@@ -105,7 +106,7 @@ struct KeyTable {
     by_hash: HashMap<u64, Vec<StoredKey>>,
 }
 
-/// A key's value, its index in the configuration and whether it is enabled.
+/// A key's value, its index in [`Plan::keys`] and whether it is enabled.
 type StoredKey = (Box<[u8]>, usize, bool);
 
 impl std::fmt::Debug for KeyTable {
@@ -118,10 +119,10 @@ impl std::fmt::Debug for KeyTable {
 }
 
 impl KeyTable {
-    fn new(config: &Config) -> KeyTable {
+    fn new(keys: &[KeyDef]) -> KeyTable {
         let hasher = ahash::RandomState::new();
         let mut by_hash: HashMap<u64, Vec<StoredKey>> = HashMap::new();
-        for (i, k) in config.api_keys.iter().enumerate() {
+        for (i, k) in keys.iter().enumerate() {
             let v = k.value.as_bytes();
             by_hash
                 .entry(hasher.hash_one(v))
@@ -158,6 +159,8 @@ pub struct KeyAccess {
     key_level: Option<Level>,
     /// The plan's per-key bucket for each route of the definition.
     route_levels: Vec<Option<Level>>,
+    /// The (plan, key) usage counters and quota.
+    usage: Arc<UsageCell>,
 }
 
 #[derive(Debug)]
@@ -270,11 +273,51 @@ pub struct Served<'a> {
 }
 
 /// How each stage is built: an entry per stage of each API, in the
-/// configuration's order ([`Plan::from_file`] for the file alone).
+/// configuration's order, and the API keys and usage plans of every source
+/// ([`Plan::from_file`] for the file alone).
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
     /// `apis[i][j]`: stage `j` of `config.apis[i]`.
     pub apis: Vec<Vec<StagePlan>>,
+    /// Every API key (the file's and the state store's); values unique.
+    pub keys: Vec<KeyDef>,
+    /// Every usage plan.
+    pub usage_plans: Vec<UsagePlanDef>,
+}
+
+/// An API key as the snapshot knows it.
+#[derive(Clone)]
+pub struct KeyDef {
+    /// Its id (a file key's name, or the store's generated id).
+    pub id: String,
+    /// What clients send.
+    pub value: String,
+    /// A disabled key is refused.
+    pub enabled: bool,
+}
+
+impl std::fmt::Debug for KeyDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the value.
+        f.debug_struct("KeyDef")
+            .field("id", &self.id)
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A usage plan as the snapshot builds it.
+#[derive(Debug, Clone)]
+pub struct UsagePlanDef {
+    /// Its id (a file plan's name, or the store's generated id).
+    pub id: String,
+    /// Per key over every stage of the plan.
+    pub throttle: Option<ThrottleLimit>,
+    /// The stages, with per-key per-route throttles.
+    pub stages: Vec<crate::config::PlanStageConfig>,
+    /// The keys: an index into [`Plan::keys`] and the (plan, key) usage
+    /// counters (quota included).
+    pub keys: Vec<(usize, Arc<UsageCell>)>,
 }
 
 /// How one stage is built.
@@ -302,9 +345,11 @@ pub struct CanaryPlan {
 }
 
 impl Plan {
-    /// Every stage from the file, as `auto_deploy` stages are built.
+    /// Every stage from the file, as `auto_deploy` stages are built, with
+    /// the file's keys and plans counting usage in a registry of their own
+    /// (a gateway's control side builds its plans with its own registry).
     pub fn from_file(config: &Config) -> Plan {
-        Plan {
+        let mut plan = Plan {
             apis: config
                 .apis
                 .iter()
@@ -319,6 +364,49 @@ impl Plan {
                         .collect()
                 })
                 .collect(),
+            ..Plan::default()
+        };
+        let usage = Usage::new();
+        let now = usage.clock().unix_secs();
+        plan.add_file_keys(config, &usage, |_| now, |_, _| Restored::default());
+        plan
+    }
+
+    /// Adds the file's `[[api_key]]`s and `[[usage_plan]]`s, their usage
+    /// counted in `usage`: `seen(plan)` is when the plan was first seen (its
+    /// quota's first period), `restored(plan, key)` what the store holds for
+    /// a counter created now.
+    pub fn add_file_keys(
+        &mut self,
+        config: &Config,
+        usage: &Usage,
+        seen: impl Fn(&str) -> u64,
+        restored: impl Fn(&str, &str) -> Restored,
+    ) {
+        let first = self.keys.len();
+        self.keys.extend(config.api_keys.iter().map(|k| KeyDef {
+            id: k.name.clone(),
+            value: k.value.clone(),
+            enabled: k.enabled,
+        }));
+        for p in &config.usage_plans {
+            let created = seen(&p.name);
+            let keys = p
+                .keys
+                .iter()
+                .filter_map(|name| {
+                    let i = config.api_keys.iter().position(|k| k.name == *name)?;
+                    let cell =
+                        usage.cell(&p.name, name, p.quota, created, || restored(&p.name, name));
+                    Some((first + i, cell))
+                })
+                .collect();
+            self.usage_plans.push(UsagePlanDef {
+                id: p.name.clone(),
+                throttle: p.throttle,
+                stages: p.stages.clone(),
+                keys,
+            });
         }
     }
 }
@@ -329,6 +417,11 @@ struct PlanLevels<'c> {
     config: &'c Config,
     previous: Option<&'c HashMap<String, Level>>,
     levels: HashMap<String, Level>,
+    usage_plans: &'c [UsagePlanDef],
+    /// The keys' ids, by index.
+    key_ids: Vec<&'c str>,
+    /// How many keys there are.
+    keys: usize,
 }
 
 impl PlanLevels<'_> {
@@ -360,9 +453,9 @@ impl PlanLevels<'_> {
         stage: &str,
         def: &Definition,
     ) -> Result<Vec<Option<KeyAccess>>, BuildError> {
-        let config = self.config;
-        let mut out = vec![None; config.api_keys.len()];
-        for plan in &config.usage_plans {
+        let usage_plans = self.usage_plans;
+        let mut out = vec![None; self.keys];
+        for plan in usage_plans {
             let Some(ps) = plan
                 .stages
                 .iter()
@@ -370,28 +463,29 @@ impl PlanLevels<'_> {
             else {
                 continue;
             };
-            for key in &plan.keys {
-                let Some(index) = config.api_keys.iter().position(|k| k.name == *key) else {
-                    continue;
-                };
+            for (index, cell) in &plan.keys {
+                let key: &str = self.key_ids[*index];
                 let key_level = match &plan.throttle {
-                    Some(l) => Some(self.level(format!("{}\0{key}", plan.name), l)?),
+                    Some(l) => Some(self.level(format!("{}\0{key}", plan.id), l)?),
                     None => None,
                 };
                 let mut route_levels = Vec::with_capacity(def.routes.len());
                 for r in &def.routes {
                     route_levels.push(match ps.route_throttle.get(&r.display) {
                         Some(l) => Some(self.level(
-                            format!("{}\0{key}\0{api}\0{stage}\0{}", plan.name, r.display),
+                            format!("{}\0{key}\0{api}\0{stage}\0{}", plan.id, r.display),
                             l,
                         )?),
                         None => None,
                     });
                 }
-                out[index] = Some(KeyAccess {
-                    key_level,
-                    route_levels,
-                });
+                if let Some(slot) = out.get_mut(*index) {
+                    *slot = Some(KeyAccess {
+                        key_level,
+                        route_levels,
+                        usage: cell.clone(),
+                    });
+                }
             }
         }
         Ok(out)
@@ -873,6 +967,9 @@ impl Snapshot {
             config,
             previous: previous.map(|p| &p.plan_levels),
             levels: HashMap::new(),
+            usage_plans: &plan.usage_plans,
+            key_ids: plan.keys.iter().map(|k| k.id.as_str()).collect(),
+            keys: plan.keys.len(),
         };
         let mut apis = Vec::with_capacity(config.apis.len());
         let mut api_hosts = Vec::new();
@@ -1069,7 +1166,7 @@ impl Snapshot {
                 )
             }
         };
-        let keys = KeyTable::new(config);
+        let keys = KeyTable::new(&plan.keys);
         let plan_levels = plans.levels;
         Ok(Snapshot {
             account,
@@ -1386,6 +1483,12 @@ impl KeyAccess {
             self.route_levels.get(route).and_then(Option::as_ref),
             self.key_level.as_ref(),
         ]
+    }
+
+    /// The key's usage under its plan: counts the request, or refuses it
+    /// when the quota is used up.
+    pub fn usage(&self) -> &UsageCell {
+        &self.usage
     }
 }
 

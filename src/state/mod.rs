@@ -42,7 +42,10 @@ use std::sync::Arc;
 use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ApiDefinition, StageCacheConfig, ThrottleLimit};
+use crate::config::{
+    ApiDefinition, PlanStageConfig, QuotaSettings, StageCacheConfig, ThrottleLimit,
+};
+use crate::throttle::quota::UsageRow;
 
 /// The schema this build writes, and the newest it reads.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -53,6 +56,14 @@ pub const DB_FILE: &str = "state.redb";
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const DEPLOYMENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("deployments");
 const STAGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("stages");
+const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
+const USAGE_PLANS: TableDefinition<&str, &[u8]> = TableDefinition::new("usage_plans");
+/// (plan id, key id, UTC day) → requests.
+const USAGE: TableDefinition<(&str, &str, u64), u64> = TableDefinition::new("usage");
+/// (plan id, key id) → (period start, allowance) set by an operator.
+const ALLOWANCES: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("allowances");
+/// Plan id → when a plan of the configuration file was first seen.
+const PLANS_SEEN: TableDefinition<&str, u64> = TableDefinition::new("plans_seen");
 
 const KEY_VERSION: &str = "schema_version";
 const KEY_NEXT_ID: &str = "next_deployment_id";
@@ -78,6 +89,65 @@ pub struct Deployment {
     pub created_at: u64,
     /// The routes and integrations.
     pub definition: ApiDefinition,
+}
+
+/// An API key created through the admin socket.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    /// Generated, unique among keys (file keys use their name as id).
+    pub id: String,
+    /// The operator's name for it.
+    pub name: String,
+    /// The operator's description.
+    #[serde(default)]
+    pub description: String,
+    /// What clients send in `x-api-key`.
+    pub value: String,
+    /// A disabled key is refused (403).
+    pub enabled: bool,
+    /// Seconds since the Unix epoch.
+    pub created_at: u64,
+    /// Seconds since the Unix epoch.
+    pub updated_at: u64,
+}
+
+impl std::fmt::Debug for ApiKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the value.
+        f.debug_struct("ApiKeyRecord")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A usage plan created through the admin socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsagePlanRecord {
+    /// Generated, unique among plans (file plans use their name as id).
+    pub id: String,
+    /// The operator's name for it.
+    pub name: String,
+    /// The operator's description.
+    #[serde(default)]
+    pub description: String,
+    /// Per key over every stage of the plan.
+    #[serde(default)]
+    pub throttle: Option<ThrottleLimit>,
+    /// Per key over every stage of the plan.
+    #[serde(default)]
+    pub quota: Option<QuotaSettings>,
+    /// The stages, with per-route throttles.
+    #[serde(default)]
+    pub stages: Vec<PlanStageConfig>,
+    /// Ids of the keys attached (keys created through the socket).
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Seconds since the Unix epoch (the quota's first period contains it).
+    pub created_at: u64,
+    /// Seconds since the Unix epoch.
+    pub updated_at: u64,
 }
 
 /// A pinned stage (`auto_deploy = false`): what it serves.
@@ -147,6 +217,11 @@ pub struct State {
     deployments: BTreeMap<(String, u64), Arc<Deployment>>,
     stages: BTreeMap<(String, String), StageRecord>,
     next_id: u64,
+    keys: BTreeMap<String, ApiKeyRecord>,
+    plans: BTreeMap<String, UsagePlanRecord>,
+    /// (plan, key) → (period start, allowance).
+    allowances: BTreeMap<(String, String), (u64, u64)>,
+    plans_seen: BTreeMap<String, u64>,
 }
 
 impl State {
@@ -172,6 +247,28 @@ impl State {
         self.stages.iter()
     }
 
+    /// The keys created through the socket, by id.
+    pub fn keys(&self) -> &BTreeMap<String, ApiKeyRecord> {
+        &self.keys
+    }
+
+    /// The plans created through the socket, by id.
+    pub fn plans(&self) -> &BTreeMap<String, UsagePlanRecord> {
+        &self.plans
+    }
+
+    /// An operator's allowance for (plan, key): (period start, allowance).
+    pub fn allowance(&self, plan: &str, key: &str) -> Option<(u64, u64)> {
+        self.allowances
+            .get(&(plan.to_string(), key.to_string()))
+            .copied()
+    }
+
+    /// When a plan of the file was first seen.
+    pub fn plan_seen(&self, plan: &str) -> Option<u64> {
+        self.plans_seen.get(plan).copied()
+    }
+
     /// The id the next deployment gets.
     pub fn next_deployment_id(&self) -> u64 {
         self.next_id.max(1)
@@ -194,6 +291,33 @@ impl State {
                         None => self.stages.remove(&key),
                     };
                 }
+                Write::ApiKey { id, record } => {
+                    match record {
+                        Some(r) => self.keys.insert(id.clone(), (**r).clone()),
+                        None => self.keys.remove(id),
+                    };
+                }
+                Write::UsagePlan { id, record } => {
+                    match record {
+                        Some(r) => self.plans.insert(id.clone(), (**r).clone()),
+                        None => self.plans.remove(id),
+                    };
+                }
+                Write::Allowance {
+                    plan,
+                    key,
+                    allowance,
+                } => {
+                    let k = (plan.clone(), key.clone());
+                    match allowance {
+                        Some(a) => self.allowances.insert(k, *a),
+                        None => self.allowances.remove(&k),
+                    };
+                }
+                Write::PlanSeen { plan, at } => {
+                    self.plans_seen.entry(plan.clone()).or_insert(*at);
+                }
+                Write::ForgetUsage { .. } => {}
             }
         }
     }
@@ -212,6 +336,43 @@ pub enum Write {
         stage: String,
         /// The new record.
         record: Option<Box<StageRecord>>,
+    },
+    /// Sets (or removes) an API key.
+    ApiKey {
+        /// The key's id.
+        id: String,
+        /// The new record.
+        record: Option<Box<ApiKeyRecord>>,
+    },
+    /// Sets (or removes) a usage plan.
+    UsagePlan {
+        /// The plan's id.
+        id: String,
+        /// The new record.
+        record: Option<Box<UsagePlanRecord>>,
+    },
+    /// Sets (or removes) an operator's allowance for a key's current period.
+    Allowance {
+        /// The plan's id.
+        plan: String,
+        /// The key's id.
+        key: String,
+        /// (period start, allowance).
+        allowance: Option<(u64, u64)>,
+    },
+    /// Records when a plan of the file was first seen (kept if known).
+    PlanSeen {
+        /// The plan's id.
+        plan: String,
+        /// Seconds since the epoch.
+        at: u64,
+    },
+    /// Deletes the usage counts of a plan (with `key`: of one key in it).
+    ForgetUsage {
+        /// The plan's id.
+        plan: String,
+        /// The key's id; `None`: every key.
+        key: Option<String>,
     },
 }
 
@@ -289,6 +450,14 @@ impl Store {
             tx.open_table(DEPLOYMENTS)
                 .map_err(db_err("deployments table"))?;
             tx.open_table(STAGES).map_err(db_err("stages table"))?;
+            tx.open_table(API_KEYS).map_err(db_err("api_keys table"))?;
+            tx.open_table(USAGE_PLANS)
+                .map_err(db_err("usage_plans table"))?;
+            tx.open_table(USAGE).map_err(db_err("usage table"))?;
+            tx.open_table(ALLOWANCES)
+                .map_err(db_err("allowances table"))?;
+            tx.open_table(PLANS_SEEN)
+                .map_err(db_err("plans_seen table"))?;
             let stored = meta
                 .get(KEY_VERSION)
                 .map_err(db_err("schema version"))?
@@ -358,7 +527,95 @@ impl Store {
             })?;
             state.stages.insert((api.to_string(), stage.to_string()), r);
         }
+        let keys = tx.open_table(API_KEYS).map_err(db_err("api_keys table"))?;
+        for row in keys.iter().map_err(db_err("api_keys"))? {
+            let (k, v) = row.map_err(db_err("api_keys"))?;
+            let r: ApiKeyRecord = serde_json::from_slice(v.value())
+                .map_err(|e| StateError(format!("api key {:?} is unreadable: {e}", k.value())))?;
+            state.keys.insert(k.value().to_string(), r);
+        }
+        let plans = tx
+            .open_table(USAGE_PLANS)
+            .map_err(db_err("usage_plans table"))?;
+        for row in plans.iter().map_err(db_err("usage_plans"))? {
+            let (k, v) = row.map_err(db_err("usage_plans"))?;
+            let r: UsagePlanRecord = serde_json::from_slice(v.value()).map_err(|e| {
+                StateError(format!("usage plan {:?} is unreadable: {e}", k.value()))
+            })?;
+            state.plans.insert(k.value().to_string(), r);
+        }
+        let allowances = tx
+            .open_table(ALLOWANCES)
+            .map_err(db_err("allowances table"))?;
+        for row in allowances.iter().map_err(db_err("allowances"))? {
+            let (k, v) = row.map_err(db_err("allowances"))?;
+            let (plan, key) = k.value();
+            state
+                .allowances
+                .insert((plan.to_string(), key.to_string()), v.value());
+        }
+        let seen = tx
+            .open_table(PLANS_SEEN)
+            .map_err(db_err("plans_seen table"))?;
+        for row in seen.iter().map_err(db_err("plans_seen"))? {
+            let (k, v) = row.map_err(db_err("plans_seen"))?;
+            state.plans_seen.insert(k.value().to_string(), v.value());
+        }
         Ok(state)
+    }
+
+    /// Adds usage counts, in one transaction (durable when this returns).
+    pub fn add_usage(&self, rows: &[UsageRow]) -> Result<(), StateError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let tx = self
+            .db
+            .begin_write()
+            .map_err(db_err("cannot start a transaction"))?;
+        {
+            let mut usage = tx.open_table(USAGE).map_err(db_err("usage table"))?;
+            for r in rows {
+                let key = (r.plan.as_str(), r.key.as_str(), r.day);
+                let old = usage
+                    .get(key)
+                    .map_err(db_err("usage"))?
+                    .map_or(0, |v| v.value());
+                usage
+                    .insert(key, old.saturating_add(r.count))
+                    .map_err(db_err("usage"))?;
+            }
+        }
+        tx.commit().map_err(db_err("cannot commit"))?;
+        Ok(())
+    }
+
+    /// The stored usage of `plan` on days `from..=to`: (key, day, count),
+    /// by key then day.
+    pub fn usage(&self, plan: &str, from: u64, to: u64) -> Result<Vec<UsageRow>, StateError> {
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(db_err("cannot start a read"))?;
+        let usage = tx.open_table(USAGE).map_err(db_err("usage table"))?;
+        let mut out = Vec::new();
+        // Keys sort by (plan, key, day): scan the plan's range.
+        for row in usage.range((plan, "", 0)..).map_err(db_err("usage"))? {
+            let (k, v) = row.map_err(db_err("usage"))?;
+            let (p, key, day) = k.value();
+            if p != plan {
+                break;
+            }
+            if (from..=to).contains(&day) {
+                out.push(UsageRow {
+                    plan: p.to_string(),
+                    key: key.to_string(),
+                    day,
+                    count: v.value(),
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Commits `writes` in one transaction (durable when this returns
@@ -410,6 +667,78 @@ impl Store {
                             None => {
                                 stages.remove(key).map_err(db_err("stages"))?;
                             }
+                        }
+                    }
+                    Write::ApiKey { id, record } => {
+                        let mut t = tx.open_table(API_KEYS).map_err(db_err("api_keys"))?;
+                        match record {
+                            Some(r) => {
+                                let json = serde_json::to_vec(r).map_err(|e| {
+                                    StateError(format!("cannot encode api key: {e}"))
+                                })?;
+                                t.insert(id.as_str(), json.as_slice())
+                                    .map_err(db_err("api_keys"))?;
+                            }
+                            None => {
+                                t.remove(id.as_str()).map_err(db_err("api_keys"))?;
+                            }
+                        }
+                    }
+                    Write::UsagePlan { id, record } => {
+                        let mut t = tx.open_table(USAGE_PLANS).map_err(db_err("usage_plans"))?;
+                        match record {
+                            Some(r) => {
+                                let json = serde_json::to_vec(r).map_err(|e| {
+                                    StateError(format!("cannot encode usage plan: {e}"))
+                                })?;
+                                t.insert(id.as_str(), json.as_slice())
+                                    .map_err(db_err("usage_plans"))?;
+                            }
+                            None => {
+                                t.remove(id.as_str()).map_err(db_err("usage_plans"))?;
+                            }
+                        }
+                    }
+                    Write::Allowance {
+                        plan,
+                        key,
+                        allowance,
+                    } => {
+                        let mut t = tx.open_table(ALLOWANCES).map_err(db_err("allowances"))?;
+                        let k = (plan.as_str(), key.as_str());
+                        match allowance {
+                            Some(a) => {
+                                t.insert(k, *a).map_err(db_err("allowances"))?;
+                            }
+                            None => {
+                                t.remove(k).map_err(db_err("allowances"))?;
+                            }
+                        }
+                    }
+                    Write::PlanSeen { plan, at } => {
+                        let mut t = tx.open_table(PLANS_SEEN).map_err(db_err("plans_seen"))?;
+                        if t.get(plan.as_str())
+                            .map_err(db_err("plans_seen"))?
+                            .is_none()
+                        {
+                            t.insert(plan.as_str(), *at).map_err(db_err("plans_seen"))?;
+                        }
+                    }
+                    Write::ForgetUsage { plan, key } => {
+                        let mut t = tx.open_table(USAGE).map_err(db_err("usage"))?;
+                        let doomed: Vec<(String, u64)> = t
+                            .range((plan.as_str(), "", 0)..)
+                            .map_err(db_err("usage"))?
+                            .map_while(|row| {
+                                let (k, _) = row.ok()?;
+                                let (p, kk, day) = k.value();
+                                (p == plan.as_str()).then(|| (kk.to_string(), day))
+                            })
+                            .filter(|(kk, _)| key.as_ref().is_none_or(|want| want == kk))
+                            .collect();
+                        for (kk, day) in doomed {
+                            t.remove((plan.as_str(), kk.as_str(), day))
+                                .map_err(db_err("usage"))?;
                         }
                     }
                 }

@@ -95,6 +95,7 @@
 
 mod gcra;
 mod keyed;
+pub mod quota;
 #[cfg(test)]
 mod tests;
 
@@ -102,6 +103,7 @@ use std::sync::Arc;
 
 pub use gcra::{Bucket, Limit, LimitError, RetryAfter, MAX_SPAN_NS};
 pub use keyed::KeyedBuckets;
+pub use quota::{Period, QuotaExceeded, QuotaSettings, Usage, UsageCell};
 
 /// Nanoseconds on the throttle clock: `CLOCK_MONOTONIC` (since boot). The
 /// `now` to pass to every bucket call outside tests.
