@@ -12,11 +12,13 @@
 #
 # usage: perf/instructions.sh [--bin PATH] [--baseline PATH]
 #                             [--scenario mock|proxy|cache|all] [--duration SECS]
-#                             [--top N] [--keep DIR] [--throttle on|off]
+#                             [--top N] [--keep DIR] [--throttle on|keys|off]
 # Traffic goes to 127.0.0.1 only; every wrk run is bounded by --duration.
 # Output: one line per (scenario, binary) and, with --baseline, the ratio.
 # --throttle on checks every request against a route and an account limit
-# that never refuse (off, the default: no account limit), to price the check.
+# that never refuse (off, the default: no account limit), to price the check;
+# --throttle keys adds an API key on the route in a usage plan with per-key,
+# per-key-per-route and quota limits that never refuse (wrk sends the key).
 # --top N also prints the N source files with the most instructions per
 # request for each run (from the callgrind dump's line table).
 # --keep DIR copies each callgrind dump to DIR/SCENARIO-LABEL.out (with its
@@ -32,6 +34,7 @@ DURATION=6
 TOP=0
 THROTTLE=off
 KEEP=
+PERF_KEY=perf-key-0123456789abcdefghij
 
 die() { echo "instructions.sh: $*" >&2; exit 1; }
 while [[ $# -gt 0 ]]; do
@@ -130,6 +133,11 @@ start_origin() {
 # count LABEL BINARY SCENARIO -> prints "scenario label requests Ir/req"
 count() {
     local label=$1 bin=$2 scenario=$3 port path cfg vpid out reqs dump ir i throttle stage_throttle
+    local route_key='' route=GET template=/hello header=()
+    [[ $scenario == cache ]] && template='/items/{id}'
+    # SEND_KEY=1: send the key header in every mode (to price the check
+    # alone, not the parsing of one more header).
+    [[ ${SEND_KEY:-} == 1 ]] && header=(-H "x-api-key: $PERF_KEY")
     port=$(free_port)
     cfg=$WORK/$scenario.toml
     # No account throttle where the build has one (see the templates).
@@ -137,16 +145,29 @@ count() {
     stage_throttle=
     if ! "$bin" check --config "$WORK/probe.toml" >/dev/null 2>&1; then
         throttle='# (this build has no throttling)'
-    elif [[ $THROTTLE == on ]]; then
+    elif [[ $THROTTLE == on || $THROTTLE == keys ]]; then
         # Checked on every request at the stage's route and the account,
         # with limits no benchmark reaches.
         throttle='[throttle]\nrate = 1000000000\nburst = 1000000000'
         stage_throttle='throttle = { rate = 1000000000, burst = 1000000000 }'
+        if [[ $THROTTLE == keys ]]; then
+            # And an API key in a usage plan: per-key and per-key-per-route
+            # buckets and a monthly quota, none of which a run reaches.
+            route_key='api_key_required = true'
+            throttle+='\n[[api_key]]\nname = "perf"\nvalue = "'$PERF_KEY'"'
+            throttle+='\n[[usage_plan]]\nname = "perf"\nkeys = ["perf"]'
+            throttle+='\nthrottle = { rate = 1000000000, burst = 1000000000 }'
+            throttle+='\nquota = { limit = 1000000000000, period = "MONTH" }'
+            throttle+='\n[[usage_plan.stage]]\napi = "perf"\nstage = "perf"'
+            throttle+='\nroute_throttle = { "'$route' '$template'" = { rate = 1000000000, burst = 1000000000 } }'
+            header=(-H "x-api-key: $PERF_KEY")
+        fi
     else
         throttle='[throttle]\nrate = -1'
     fi
     sed -e "s/@PORT@/$port/" -e 's/@WORKERS@/1/' -e "s/@ORIGIN_PORT@/${ORIGIN_PORT:-0}/" \
-        -e "s/@THROTTLE@/$throttle/" -e "s/@STAGE_THROTTLE@/$stage_throttle/" \
+        -e "s|@THROTTLE@|$throttle|" -e "s/@STAGE_THROTTLE@/$stage_throttle/" \
+        -e "s/@ROUTE_KEY@/$route_key/" \
         "$REPO_DIR/perf/ringgate-$scenario.toml.in" >"$cfg"
     case $scenario in
         cache) path=/perf/items/7 ;;
@@ -157,13 +178,13 @@ count() {
     vpid=$!
     PIDS+=($vpid)
     for i in $(seq 100); do
-        curl -sf -o /dev/null "http://127.0.0.1:$port$path" && break
+        curl -sf -o /dev/null ${header[@]+"${header[@]}"} "http://127.0.0.1:$port$path" && break
         kill -0 $vpid 2>/dev/null || { tail "$WORK/$label.log" >&2; die "$label did not start"; }
         sleep 0.2
     done
-    wrk -t1 -c8 -d2s "http://127.0.0.1:$port$path" >/dev/null
+    wrk -t1 -c8 -d2s ${header[@]+"${header[@]}"} "http://127.0.0.1:$port$path" >/dev/null
     callgrind_control -z $vpid >/dev/null 2>&1
-    out=$(wrk -t1 -c8 -d"${DURATION}s" "http://127.0.0.1:$port$path")
+    out=$(wrk -t1 -c8 -d"${DURATION}s" ${header[@]+"${header[@]}"} "http://127.0.0.1:$port$path")
     callgrind_control -d $vpid >/dev/null 2>&1
     kill -KILL $vpid 2>/dev/null || true
     wait $vpid 2>/dev/null || true

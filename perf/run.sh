@@ -393,7 +393,7 @@ start_ringgate() { # start_ringgate PORT TEMPLATE-SCENARIO BINARY
     [[ $MODE == wide ]] && workers='"auto"'
     render "$PERF_DIR/ringgate-$2.toml.in" "$dir/ringgate.toml" \
         PORT="$port" WORKERS="$workers" ORIGIN_PORT="${ORIGIN_PORT:-0}" \
-        THROTTLE="$(throttle_off "$3")" STAGE_THROTTLE=""
+        THROTTLE="$(throttle_off "$3")" STAGE_THROTTLE="" ROUTE_KEY=""
     SERVER_LOG=$dir/stdout.log
     SERVER_ERRLOG=$SERVER_LOG
     ${SERVER_AFFINITY[@]+"${SERVER_AFFINITY[@]}"} \

@@ -145,6 +145,31 @@ pub struct Refused {
 /// see the [module page](self) for the race this leaves. Levels after the
 /// refusing one are not touched. Allocation-free, lock-free.
 pub fn take_all(levels: &[(&Bucket, &Limit)], now: u64) -> Result<(), Refused> {
+    // The usual case (up to 8 levels) keeps its undo list on the stack and
+    // runs as one loop; more levels than that go through the recursion.
+    const MAX: usize = 8;
+    if levels.len() > MAX {
+        return take_all_recursive(levels, now);
+    }
+    let mut undo = [(0u64, 0u64); MAX];
+    for (i, &(bucket, limit)) in levels.iter().enumerate() {
+        match bucket.take(limit, now) {
+            Ok(taken) => undo[i] = taken,
+            Err(retry) => {
+                for (&(b, l), &(old, new)) in levels[..i].iter().zip(&undo[..i]) {
+                    b.restore(l, old, new);
+                }
+                return Err(Refused {
+                    level: i,
+                    retry_after_ns: retry.0,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn take_all_recursive(levels: &[(&Bucket, &Limit)], now: u64) -> Result<(), Refused> {
     let Some((&(bucket, limit), rest)) = levels.split_first() else {
         return Ok(());
     };
@@ -152,8 +177,7 @@ pub fn take_all(levels: &[(&Bucket, &Limit)], now: u64) -> Result<(), Refused> {
         level: 0,
         retry_after_ns: retry.0,
     })?;
-    // One stack frame per level (a handful): the undo needs (old, new).
-    take_all(rest, now).map_err(|refused| {
+    take_all_recursive(rest, now).map_err(|refused| {
         bucket.restore(limit, old, new);
         Refused {
             level: refused.level + 1,

@@ -263,6 +263,26 @@ fn take_all_takes_one_token_per_level() {
 }
 
 #[test]
+fn take_all_with_more_levels_than_its_stack_list() {
+    let l = limit(1.0, 2);
+    let empty = limit(1.0, 0);
+    let buckets: Vec<Bucket> = (0..12).map(|_| Bucket::new()).collect();
+    for refusing in [0, 7, 8, 11] {
+        let levels: Vec<(&Bucket, &Limit)> = buckets
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b, if i == refusing { &empty } else { &l }))
+            .collect();
+        let before: Vec<u64> = buckets.iter().map(Bucket::tat).collect();
+        assert_eq!(take_all(&levels, 0).map_err(|r| r.level), Err(refusing));
+        assert_eq!(buckets.iter().map(Bucket::tat).collect::<Vec<_>>(), before);
+    }
+    let levels: Vec<(&Bucket, &Limit)> = buckets.iter().map(|b| (b, &l)).collect();
+    assert_eq!(take_all(&levels, 0), Ok(()));
+    assert!(buckets.iter().all(|b| b.remaining(&l, 0) == 1));
+}
+
+#[test]
 fn take_all_gives_back_what_it_took_when_a_later_level_refuses() {
     let (l1, l2, l3) = (limit(10.0, 4), limit(1.0, 10), limit(0.5, 1));
     let (a, b, c) = (Bucket::new(), Bucket::new(), Bucket::new());
