@@ -17,6 +17,7 @@
 //!   ├─ runtime::Workers::start(Gateway)  one SO_REUSEPORT listener per worker
 //!   │    worker 0 (core 0): monoio io_uring runtime ─ accept ─ ClientConn ─┐
 //!   │    worker 1 (core 1): …                                              │
+//!   ├─ control::UsageFlusher thread: usage counts → the store, every second │
 //!   └─ upstream::health thread: active checks, DNS refresh (never a worker) │
 //!                                                                          ▼
 //!   gateway::connection: read → http::parse_head (stack headers, strict framing)
@@ -24,7 +25,8 @@
 //!     snapshot (the last published; one atomic load when unchanged)
 //!     resolve (host/base path → API → stage, or its canary → route)
 //!     authorize (API key on key-required routes: 403) · throttle (plan per
-//!     route and per key, stage route, account: 429) · [quota: next]
+//!     route and per key, stage route, account: 429) · quota (the key's
+//!     (plan, key) counter: 429 Limit Exceeded)
 //!     cache (stage cache: hit from shared bytes, or one fetch per key)
 //!     integrate (mock into the reused write buffer; http_proxy:
 //!                upstream::forward over a pooled connection, streamed both ways)
@@ -53,9 +55,11 @@
 //!   the request path, gateway errors, request ids, outcomes. It is the
 //!   [`runtime::Service`] the workers run.
 //! - [`throttle`]: GCRA token buckets (one atomic each), several levels
-//!   taken all or none, and a bounded per-key table.
+//!   taken all or none, a bounded per-key table, and usage-plan quotas and
+//!   usage counters ([`throttle::quota`]).
 //! - [`state`]: the durable control-plane state (deployments, pinned
-//!   stages, canaries) in a redb database; crash-safe commits, a schema
+//!   stages, canaries, API keys, usage plans, usage per key per day) in a
+//!   redb database; crash-safe commits, a schema
 //!   version with migrations. Never read on the request path.
 //! - [`control`]: applies admin changes and reloads: checks them, compiles
 //!   the state and the file into a new snapshot, commits, publishes.

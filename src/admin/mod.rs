@@ -4,6 +4,7 @@
 //!
 //! - [`api`]: the endpoints, applied through [`crate::control::Control`].
 //! - [`http`]: the transport (below).
+//! - `plans`: the API-key, usage-plan and usage endpoints.
 //! - [`client`]: the client `ringgate admin …` uses.
 //!
 //! ## Endpoints
@@ -27,6 +28,14 @@
 //! | `GET /apis/{api}/stages/{stage}/cache` | the stage cache's settings and counters (hits, misses, evictions, entries, bytes) | 200 |
 //! | `DELETE /apis/{api}/stages/{stage}/cache/data` | flushes the stage cache (API Gateway's FlushStageCache) | 202, empty |
 //! | `DELETE /apis/{api}/stages/{stage}/cache/entries?path=…` | drops one entry: `path` within the stage, `method` (GET), `query`, `header.NAME=value` for header key parameters, `canary=true` for the canary's entries | 200 `{"removed": bool}` |
+//! | `GET /apikeys`, `GET /apikeys/{id}` | keys of the file and the store (`include_values=true` / `include_value=true` add values) | 200 |
+//! | `POST /apikeys` | `{"name", "value"?, "description"?, "enabled"?, "usage_plan_ids"?}` (value generated when absent, shown in the answer) | 201 + `Location` |
+//! | `POST /apikeys?mode=import&format=csv` | API Gateway's CSV (`key,name,description,enabled,usageplanIds`), all rows or none | 201 `{ids, items}` |
+//! | `PATCH /apikeys/{id}`, `DELETE /apikeys/{id}` | `{"name"?, "description"?, "enabled"?}`; delete | 200, 204 |
+//! | `GET /usageplans`, `POST /usageplans`, `GET/PATCH/DELETE /usageplans/{id}` | plans: `{"name", "description"?, "throttle"?, "quota"?: {"limit", "period", "offset"?}, "stages"?}` | 200, 201, 204 |
+//! | `GET/POST /usageplans/{id}/keys`, `DELETE /usageplans/{id}/keys/{key}` | attach (`{"key_id"}` or `{"keyId", "keyType"}`) and detach | 200, 201 |
+//! | `GET /usageplans/{id}/usage?startDate&endDate[&keyId&limit&position]` | API Gateway's GetUsage shape: `[used, remaining]` per key per UTC day | 200 |
+//! | `GET/PATCH /usageplans/{id}/keys/{key}/usage` | the key's current quota period; `{"remaining": n}` sets what remains (UpdateUsage) | 200 |
 //!
 //! Lists take `limit` (1–500, default 25) and `position` (the token the
 //! previous page returned with more to come). `auto_deploy` stages follow

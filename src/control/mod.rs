@@ -35,6 +35,12 @@
 //! promote copies the canary's deployment and overrides to the stage and
 //! sets the share to 0, keeping the canary.
 //!
+//! ## API keys, usage plans and usage
+//! See `control/keys.rs`: keys and plans from the file (read-only here) and from the
+//! store; every (plan, key) pair's usage counter lives in [`Control::usage`]
+//! across snapshots and reaches the store through [`UsageFlusher`] every
+//! [`USAGE_FLUSH_INTERVAL`] and when the server stops.
+//!
 //! ## Reload
 //! [`Control::reload`] reads the file again, validates it as `ringgate
 //! check` does, and applies `[[api]]`, `[[domain]]` and `[[upstream]]`. A

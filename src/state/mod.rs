@@ -1,7 +1,8 @@
 //! Durable control-plane state: deployments and the stages pinned to them.
 //!
 //! What lives here is what an operator changed through the admin socket and
-//! must still be true after a restart or a `kill -9`: every deployment ever
+//! must still be true after a restart or a `kill -9` (and the usage counted
+//! against API keys' quotas): every deployment ever
 //! made (an immutable copy of one API's routes and integrations, as the
 //! configuration defined them when it was deployed), and for each stage with
 //! `auto_deploy = false` the deployment it points at, its stage variables,
@@ -25,6 +26,17 @@
 //! - `meta`: `schema_version`, `next_deployment_id`.
 //! - `deployments`: (api, id) → a [`Deployment`] as JSON.
 //! - `stages`: (api, stage) → a [`StageRecord`] as JSON.
+//! - `api_keys`: id → an [`ApiKeyRecord`] as JSON (keys made on the socket).
+//! - `usage_plans`: id → a [`UsagePlanRecord`] as JSON (with its key ids).
+//! - `usage`: (plan id, key id, UTC day) → requests admitted that day,
+//!   added to by the usage flusher ([`Store::add_usage`]).
+//! - `allowances`: (plan id, key id) → (period start, allowance) an operator
+//!   set for a key's current quota period.
+//! - `plans_seen`: plan id → when a plan of the file was first seen (its
+//!   quota's first period, for `offset`).
+//!
+//! Tables added without a version bump are created empty when missing, so
+//! an older state directory opens as it is.
 //!
 //! Records are JSON so that a later version can add fields with defaults
 //! without a migration. A change that needs one bumps [`SCHEMA_VERSION`] and

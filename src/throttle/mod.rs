@@ -60,6 +60,9 @@
 //! Per-key buckets (API keys, client addresses) are in [`KeyedBuckets`], a
 //! bounded sharded table; its shards are mutexes, held for one hash lookup.
 //!
+//! Usage-plan quotas and the usage counters behind the usage reports are in
+//! [`quota`]: per (plan, key) atomics that outlive snapshots.
+//!
 //! # Use
 //! ```
 //! use ringgate::throttle::{self, KeyedBuckets, Level, Limit};
