@@ -782,3 +782,49 @@ fn keys_plans_and_usage_survive_a_restart_and_kill_9() {
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn ten_thousand_imported_keys() {
+    let g = Gateway::start("manykeys");
+    let plan = g.ok(
+        "POST",
+        "/usageplans",
+        Some(
+            json!({ "name": "bulk", "quota": { "limit": 10, "period": "DAY" },
+                     "stages": [{ "api": "t", "stage": "prod" }] }),
+        ),
+    );
+    let plan_id = plan["id"].as_str().unwrap();
+    let mut csv = String::from("key,name,usageplanIds\n");
+    for i in 0..10_000 {
+        csv.push_str(&format!("bulk-key-{i:08}-abcdefghij,k{i},{plan_id}\n"));
+    }
+    let started = Instant::now();
+    let r = request(
+        &g.endpoint(),
+        "POST",
+        "/apikeys?mode=import&format=csv",
+        Some(csv.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let import = started.elapsed();
+    // One more key through the socket (a snapshot with 10,001 keys).
+    let started = Instant::now();
+    g.ok(
+        "POST",
+        "/apikeys",
+        Some(json!({ "name": "one-more", "usage_plan_ids": [plan_id] })),
+    );
+    let one = started.elapsed();
+    eprintln!("imported 10,000 keys in {import:?}; one more key in {one:?}");
+    let mut c = g.server().client();
+    for i in [0, 4_999, 9_999] {
+        assert_eq!(
+            get(&mut c, "/prod/a", &format!("bulk-key-{i:08}-abcdefghij")).status,
+            200
+        );
+    }
+    let plan = g.ok("GET", &format!("/usageplans/{plan_id}"), None);
+    assert_eq!(plan["key_ids"].as_array().unwrap().len(), 10_001);
+}

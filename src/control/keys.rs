@@ -218,8 +218,10 @@ impl Control {
     pub fn create_key(&self, new: NewKey) -> Result<KeyView, ControlError> {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let (record, writes) = key_writes(inner.view(), new, &BTreeSet::new(), "")?;
+        let mut taken = Taken::of(inner.view());
+        let (record, plans) = new_key_record(inner.view(), new, &mut taken, "")?;
         let id = record.id.clone();
+        let writes = key_writes(inner.view(), vec![(record, plans)])?;
         self.commit(inner, None, writes)?;
         find_key(inner.view(), &id)
     }
@@ -264,9 +266,8 @@ impl Control {
         );
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let mut writes = Vec::new();
-        let mut ids = Vec::new();
-        let mut taken_values = BTreeSet::new();
+        let mut taken = Taken::of(inner.view());
+        let mut new_keys = Vec::new();
         for (line, row) in rows {
             if row.iter().all(|f| f.trim().is_empty()) {
                 continue;
@@ -301,27 +302,27 @@ impl Control {
                 enabled,
                 plans,
             };
-            // Earlier rows' writes are applied to a copy so that later rows
-            // see their values and plan attachments.
-            let mut trial = inner.state.clone();
-            trial.apply(&writes);
-            let view = View {
-                config: &inner.config,
-                state: &trial,
-            };
-            let (record, w) = key_writes(view, new, &taken_values, &format!("{at}: "))?;
-            taken_values.insert(record.value.clone());
-            ids.push(record.id.clone());
-            writes.extend(w);
+            new_keys.push(new_key_record(
+                inner.view(),
+                new,
+                &mut taken,
+                &format!("{at}: "),
+            )?);
         }
-        if ids.is_empty() {
+        if new_keys.is_empty() {
             return Err(ControlError::invalid(
                 "body",
                 "the CSV has a header but no keys",
             ));
         }
+        let ids: Vec<String> = new_keys.iter().map(|(k, _)| k.id.clone()).collect();
+        let writes = key_writes(inner.view(), new_keys)?;
         self.commit(inner, None, writes)?;
-        ids.iter().map(|id| find_key(inner.view(), id)).collect()
+        let mut all: BTreeMap<String, KeyView> = all_keys(inner.view())
+            .into_iter()
+            .map(|k| (k.id.clone(), k))
+            .collect();
+        Ok(ids.iter().filter_map(|id| all.remove(id)).collect())
     }
 
     /// Changes a store key.
@@ -956,21 +957,38 @@ fn check_plan_limits(
     Ok(())
 }
 
-/// The record and writes that create a key; `pending` holds values taken
-/// by an import's earlier rows; `at` prefixes messages (an import's line).
-fn key_writes(
+/// Values and ids in use: the file's and the store's, and those of an
+/// import's earlier rows.
+struct Taken {
+    values: std::collections::HashSet<String>,
+    ids: std::collections::HashSet<String>,
+}
+
+impl Taken {
+    fn of(inner: View<'_>) -> Taken {
+        Taken {
+            values: (inner.config.api_keys.iter().map(|k| k.value.clone()))
+                .chain(inner.state.keys().values().map(|k| k.value.clone()))
+                .collect(),
+            ids: (inner.config.api_keys.iter().map(|k| k.name.clone()))
+                .chain(inner.config.usage_plans.iter().map(|p| p.name.clone()))
+                .chain(inner.state.keys().keys().cloned())
+                .chain(inner.state.plans().keys().cloned())
+                .collect(),
+        }
+    }
+}
+
+/// The record of a new key and the store plans to attach it to (checked:
+/// they exist and share no stage); takes its value and id in `taken`.
+/// `at` prefixes messages and fields (an import's line).
+fn new_key_record(
     inner: View<'_>,
     new: NewKey,
-    pending: &BTreeSet<String>,
+    taken: &mut Taken,
     at: &str,
-) -> Result<(ApiKeyRecord, Vec<Write>), ControlError> {
-    let field = |f: &str| {
-        if at.is_empty() {
-            f.to_string()
-        } else {
-            format!("{}{f}", at)
-        }
-    };
+) -> Result<(ApiKeyRecord, Vec<String>), ControlError> {
+    let field = |f: &str| format!("{at}{f}");
     check_name(&new.name, &field("name"))?;
     check_description(&new.description)?;
     let value = match new.value {
@@ -989,10 +1007,7 @@ fn key_writes(
             b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
         )?,
     };
-    let clash = pending.contains(&value)
-        || inner.config.api_keys.iter().any(|k| k.value == value)
-        || inner.state.keys().values().any(|k| k.value == value);
-    if clash {
+    if taken.values.contains(&value) {
         return Err(ControlError {
             field: Some(field("value")),
             ..ControlError::conflict(format!(
@@ -1000,29 +1015,14 @@ fn key_writes(
             ))
         });
     }
-    let id = new_id(|id| id_taken(inner, id))?;
-    let now = unix_now();
-    let record = ApiKeyRecord {
-        id: id.clone(),
-        name: new.name,
-        description: new.description,
-        value,
-        enabled: new.enabled,
-        created_at: now,
-        updated_at: now,
-    };
-    let mut writes = vec![Write::ApiKey {
-        id: id.clone(),
-        record: Some(Box::new(record.clone())),
-    }];
     // The key is new: only the plans named here can hold it.
-    let mut attached: Vec<UsagePlanRecord> = Vec::new();
+    let mut plans: Vec<UsagePlanRecord> = Vec::new();
     for (i, plan) in new.plans.iter().enumerate() {
-        let mut p = store_plan(inner, plan).map_err(|e| ControlError {
+        let p = store_plan(inner, plan).map_err(|e| ControlError {
             field: Some(field(&format!("usage_plan_ids[{i}]"))),
             ..e
         })?;
-        for other in &attached {
+        for other in &plans {
             if other.stages.iter().any(|o| {
                 p.stages
                     .iter()
@@ -1034,15 +1034,51 @@ fn key_writes(
                 )));
             }
         }
-        p.keys.push(id.clone());
-        p.updated_at = now;
-        attached.push(p.clone());
+        plans.push(p);
+    }
+    let id = new_id(|id| taken.ids.contains(id))?;
+    taken.ids.insert(id.clone());
+    taken.values.insert(value.clone());
+    let now = unix_now();
+    let record = ApiKeyRecord {
+        id,
+        name: new.name,
+        description: new.description,
+        value,
+        enabled: new.enabled,
+        created_at: now,
+        updated_at: now,
+    };
+    Ok((record, plans.into_iter().map(|p| p.id).collect()))
+}
+
+/// The writes that store new keys and attach them to store plans (one
+/// write per plan, whatever the number of keys).
+fn key_writes(
+    inner: View<'_>,
+    keys: Vec<(ApiKeyRecord, Vec<String>)>,
+) -> Result<Vec<Write>, ControlError> {
+    let mut attach: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut writes = Vec::with_capacity(keys.len() + 1);
+    for (record, plans) in keys {
+        for p in plans {
+            attach.entry(p).or_default().push(record.id.clone());
+        }
+        writes.push(Write::ApiKey {
+            id: record.id.clone(),
+            record: Some(Box::new(record)),
+        });
+    }
+    for (plan, ids) in attach {
+        let mut p = store_plan(inner, &plan)?;
+        p.keys.extend(ids);
+        p.updated_at = unix_now();
         writes.push(Write::UsagePlan {
-            id: p.id.clone(),
+            id: plan,
             record: Some(Box::new(p)),
         });
     }
-    Ok((record, writes))
+    Ok(writes)
 }
 
 fn id_taken(inner: View<'_>, id: &str) -> bool {
