@@ -14,6 +14,10 @@
 //!   checks; the time per check of one thread (both always admit, so every
 //!   check writes and the cache line moves between cores).
 //! - `keyed/seen_key`: a table of 10,000 API keys, checking one of them.
+//! - `quota/admit`: a usage-plan quota check and usage count for one
+//!   (plan, key) pair on the real clock (what a request with a key pays
+//!   after throttling); `quota/no_quota`: the usage count alone.
+//! - `quota/two_threads`: both threads counting against one pair.
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
@@ -116,5 +120,44 @@ fn bench_keyed(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_bucket, bench_keyed);
+fn bench_quota(c: &mut Criterion) {
+    use ringgate::throttle::quota::{Period, QuotaSettings, Restored, Usage};
+    let mut group = c.benchmark_group("quota");
+    let usage = Usage::new();
+    let quota = QuotaSettings {
+        limit: u64::MAX / 2,
+        period: Period::Month,
+        offset: 0,
+    };
+    let cell = usage.cell("plan", "key", Some(quota), 0, Restored::default);
+    group.bench_function("admit", |b| {
+        b.iter(|| black_box(cell.admit(throttle::now_ns())))
+    });
+    let free = usage.cell("plan", "free", None, 0, Restored::default);
+    group.bench_function("no_quota", |b| {
+        b.iter(|| black_box(free.admit(throttle::now_ns())))
+    });
+    group.bench_function("two_threads", |b| {
+        b.iter_custom(|iters| {
+            let start_line = Arc::new(Barrier::new(2));
+            let run = {
+                let (cell, start_line) = (cell.clone(), start_line.clone());
+                move || {
+                    start_line.wait();
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        black_box(cell.admit(throttle::now_ns())).ok();
+                    }
+                    start.elapsed()
+                }
+            };
+            let other = std::thread::spawn(run.clone());
+            let mine = run();
+            mine.max(other.join().unwrap())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_bucket, bench_keyed, bench_quota);
 criterion_main!(benches);
