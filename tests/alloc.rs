@@ -327,9 +327,10 @@ name = "cached"
     assert_eq!(allocations, 0, "the warm cache-hit path allocated");
 }
 
-/// The mock route behind an API key in a usage plan, with a stage limit and
-/// the account limit: every throttle level and the key lookup run on each
-/// request (limits no request reaches).
+/// The mock route behind an API key in a usage plan with a monthly quota,
+/// with a stage limit and the account limit: the key lookup, every throttle
+/// level, the quota check and the usage count run on each request (limits
+/// no request reaches).
 #[test]
 fn warm_requests_with_a_key_and_a_plan_allocate_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -337,6 +338,7 @@ fn warm_requests_with_a_key_and_a_plan_allocate_nothing() {
         "{SERVER}[throttle]\nrate = 1000000000\nburst = 1000000000\n{}\n\
          [[api_key]]\nname = \"k\"\nvalue = \"key-0123456789abcdefgh\"\n\
          [[usage_plan]]\nname = \"p\"\nthrottle = {{ rate = 1000000000, burst = 1000000000 }}\n\
+         quota = {{ limit = 1000000000, period = \"MONTH\" }}\n\
          keys = [\"k\"]\n[[usage_plan.stage]]\napi = \"alloc\"\nstage = \"prod\"\n\
          route_throttle = {{ \"GET /items/{{id}}\" = {{ rate = 1000000000, burst = 1000000000 }} }}\n",
         CONFIG
