@@ -243,6 +243,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
     let handle = server.shutdown_handle();
     let loads = server.loads();
     let control = server.control().clone();
+    let usage_control = control.clone();
     {
         let events = events.clone();
         std::thread::spawn(move || {
@@ -308,7 +309,14 @@ fn serve(path: &std::path::Path) -> ExitCode {
         }
     }
     // A second signal, or the drain timeout plus a grace second, ends it.
-    match next.recv_timeout(drain + Duration::from_secs(1)) {
+    let ended = next.recv_timeout(drain + Duration::from_secs(1));
+    // Usage counted since the last flush reaches the store whichever way
+    // the process ends (the server's own stop flushes too; this covers a
+    // drain that did not finish).
+    if let Err(e) = usage_control.flush_usage() {
+        eprintln!("ringgate: cannot store the last usage counts: {e}");
+    }
+    match ended {
         Ok(Event::Stopped) => {
             eprintln!("ringgate: stopped");
             ExitCode::SUCCESS
