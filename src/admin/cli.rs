@@ -165,6 +165,295 @@ pub enum AdminCommand {
     /// A stage cache's counters; flush it or drop one entry.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// List, create, enable, disable, rename, delete and import API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// List, create, change and delete usage plans; attach and detach keys.
+    #[command(subcommand)]
+    Plans(PlansCommand),
+    /// A usage plan's requests per key per day, with what remained of the
+    /// quota (GET /usageplans/{plan}/usage).
+    Usage(UsageArgs),
+    /// A key's quota period under a plan; with --remaining, extend or
+    /// reduce what remains of it.
+    Quota {
+        /// The usage plan's id.
+        #[arg(value_parser = non_empty)]
+        plan: String,
+        /// The API key's id.
+        #[arg(value_parser = non_empty)]
+        key: String,
+        /// Set what remains in the current period to N (more than now
+        /// extends it, less reduces it; the next period starts from the
+        /// plan's limit again).
+        #[arg(long, value_name = "N")]
+        remaining: Option<u64>,
+    },
+}
+
+/// `ringgate admin keys ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysCommand {
+    /// Every key (all pages), without their values unless asked.
+    List {
+        /// Show the keys' values too.
+        #[arg(long)]
+        include_values: bool,
+        /// Only the keys whose name starts with PREFIX.
+        #[arg(long, value_name = "PREFIX")]
+        name: Option<String>,
+    },
+    /// One key.
+    #[command(alias = "show")]
+    Get {
+        /// The key's id.
+        #[arg(value_parser = non_empty)]
+        id: String,
+        /// Show its value too.
+        #[arg(long)]
+        include_value: bool,
+    },
+    /// Create a key; prints its id and its value (generated unless given).
+    Create {
+        /// The key's name.
+        #[arg(value_parser = non_empty)]
+        name: String,
+        /// The value clients send as x-api-key (default: 40 random
+        /// characters).
+        #[arg(long, value_name = "V")]
+        value: Option<String>,
+        /// What the key is for.
+        #[arg(long, value_name = "D")]
+        description: Option<String>,
+        /// Create it disabled.
+        #[arg(long)]
+        disabled: bool,
+        /// Attach it to this usage plan (repeatable).
+        #[arg(long = "plan", value_name = "PLAN_ID", value_parser = non_empty)]
+        plans: Vec<String>,
+    },
+    /// Let the key's requests through again.
+    Enable {
+        /// The key's id.
+        #[arg(value_parser = non_empty)]
+        id: String,
+    },
+    /// Refuse the key's requests (403) until enabled.
+    Disable {
+        /// The key's id.
+        #[arg(value_parser = non_empty)]
+        id: String,
+    },
+    /// Give the key another name.
+    Rename {
+        /// The key's id.
+        #[arg(value_parser = non_empty)]
+        id: String,
+        /// The new name.
+        #[arg(value_parser = non_empty)]
+        name: String,
+    },
+    /// Delete the key (it is detached from its plans).
+    Delete {
+        /// The key's id.
+        #[arg(value_parser = non_empty)]
+        id: String,
+    },
+    /// Create keys from a CSV file (API Gateway's import format: header
+    /// `key,name,description,enabled,usageplanIds`): all or none.
+    Import {
+        /// The CSV file; `-` reads standard input.
+        #[arg(value_name = "FILE.csv")]
+        file: PathBuf,
+    },
+}
+
+/// `ringgate admin plans ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum PlansCommand {
+    /// Every usage plan (all pages).
+    List,
+    /// One usage plan.
+    #[command(alias = "show")]
+    Get {
+        /// The plan's id.
+        #[arg(value_parser = non_empty)]
+        id: String,
+    },
+    /// Create a usage plan.
+    Create(PlanCreate),
+    /// Change a usage plan (only what is given).
+    Update(PlanUpdate),
+    /// Delete a usage plan (its keys are detached, not deleted).
+    Delete {
+        /// The plan's id.
+        #[arg(value_parser = non_empty)]
+        id: String,
+    },
+    /// Attach an API key to the plan.
+    Attach {
+        /// The plan's id.
+        #[arg(value_parser = non_empty)]
+        plan: String,
+        /// The key's id.
+        #[arg(value_parser = non_empty)]
+        key: String,
+    },
+    /// Detach an API key from the plan.
+    Detach {
+        /// The plan's id.
+        #[arg(value_parser = non_empty)]
+        plan: String,
+        /// The key's id.
+        #[arg(value_parser = non_empty)]
+        key: String,
+    },
+    /// The plan's keys (all pages).
+    Keys {
+        /// The plan's id.
+        #[arg(value_parser = non_empty)]
+        plan: String,
+    },
+}
+
+/// A plan's limits and stages, as `plans create` and `plans update` take
+/// them.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PlanLimits {
+    /// What the plan is for.
+    #[arg(long, value_name = "D")]
+    pub description: Option<String>,
+    /// The plan's throttle: steady requests per second per key (with --burst).
+    #[arg(long, value_name = "R", requires = "burst")]
+    pub rate: Option<f64>,
+    /// The plan's throttle: the most requests at once per key (with --rate).
+    #[arg(long, value_name = "B", requires = "rate")]
+    pub burst: Option<u32>,
+    /// The quota: requests per key per period (with --period).
+    #[arg(long, value_name = "N", requires = "period")]
+    pub quota: Option<u64>,
+    /// The quota's period.
+    #[arg(
+        long,
+        value_name = "DAY|WEEK|MONTH",
+        requires = "quota",
+        ignore_case = true
+    )]
+    pub period: Option<QuotaPeriod>,
+    /// Requests taken off the quota in the plan's first period only
+    /// (API Gateway's offset).
+    #[arg(long, value_name = "O", requires = "quota")]
+    pub offset: Option<u64>,
+    /// A stage where the plan's keys are accepted (repeatable; the list is
+    /// replaced as a whole).
+    #[arg(long = "stage", value_name = "API:STAGE", value_parser = api_stage)]
+    pub stages: Vec<(String, String)>,
+    /// A throttle for one route of a listed stage (repeatable), e.g.
+    /// shop:prod:'GET /items/{id}'=10/20.
+    #[arg(
+        long = "route-throttle",
+        value_name = "API:STAGE:'METHOD /path'=RATE/BURST",
+        value_parser = route_throttle,
+        requires = "stages"
+    )]
+    pub route_throttles: Vec<RouteThrottle>,
+}
+
+/// `ringgate admin plans create ...`.
+#[derive(Debug, Clone, Args)]
+pub struct PlanCreate {
+    /// The plan's name.
+    #[arg(value_parser = non_empty)]
+    pub name: String,
+    /// Limits and stages.
+    #[command(flatten)]
+    pub limits: PlanLimits,
+}
+
+/// `ringgate admin plans update ...`.
+#[derive(Debug, Clone, Args)]
+pub struct PlanUpdate {
+    /// The plan's id.
+    #[arg(value_parser = non_empty)]
+    pub id: String,
+    /// A new name.
+    #[arg(long, value_name = "NAME", value_parser = non_empty)]
+    pub name: Option<String>,
+    /// Limits and stages.
+    #[command(flatten)]
+    pub limits: PlanLimits,
+    /// Remove the plan's throttle.
+    #[arg(long, conflicts_with_all = ["rate", "burst"])]
+    pub no_throttle: bool,
+    /// Remove the plan's quota.
+    #[arg(long, conflicts_with_all = ["quota", "period", "offset"])]
+    pub no_quota: bool,
+    /// Remove every stage (the plan's keys are then accepted nowhere).
+    #[arg(long, conflicts_with_all = ["stages", "route_throttles"])]
+    pub no_stages: bool,
+}
+
+/// A quota period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QuotaPeriod {
+    /// A UTC day.
+    #[value(name = "DAY")]
+    Day,
+    /// A week, from Monday 00:00 UTC.
+    #[value(name = "WEEK")]
+    Week,
+    /// A month, from the 1st, 00:00 UTC.
+    #[value(name = "MONTH")]
+    Month,
+}
+
+impl QuotaPeriod {
+    fn as_str(self) -> &'static str {
+        match self {
+            QuotaPeriod::Day => "DAY",
+            QuotaPeriod::Week => "WEEK",
+            QuotaPeriod::Month => "MONTH",
+        }
+    }
+}
+
+/// `--route-throttle API:STAGE:ROUTE=RATE/BURST`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteThrottle {
+    /// The API.
+    pub api: String,
+    /// The stage.
+    pub stage: String,
+    /// The route key, e.g. `GET /items/{id}`.
+    pub route: String,
+    /// Requests per second.
+    pub rate: f64,
+    /// The most requests at once.
+    pub burst: u32,
+}
+
+/// `ringgate admin usage ...`.
+#[derive(Debug, Clone, Args)]
+pub struct UsageArgs {
+    /// The usage plan's id.
+    #[arg(value_parser = non_empty)]
+    pub plan: String,
+    /// The first day, YYYY-MM-DD (UTC).
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = day)]
+    pub from: String,
+    /// The last day, YYYY-MM-DD (UTC), at most 366 days after --from.
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = day)]
+    pub to: String,
+    /// Only this key.
+    #[arg(long, value_name = "ID", value_parser = non_empty)]
+    pub key: Option<String>,
+    /// Keys per page, 1 to 500 (default: every key, all pages).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+    /// Start after this key: the position a previous page printed (only
+    /// that page is fetched).
+    #[arg(long, value_name = "P")]
+    pub position: Option<String>,
 }
 
 /// `ringgate admin deployments ...`.
@@ -375,6 +664,53 @@ fn non_empty(s: &str) -> Result<String, String> {
     }
 }
 
+/// `API:STAGE`, split at the first `:`; neither may be empty.
+fn api_stage(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((a, st)) if !a.is_empty() && !st.is_empty() => Ok((a.to_string(), st.to_string())),
+        _ => Err(format!("{s:?} is not API:STAGE")),
+    }
+}
+
+/// `API:STAGE:ROUTE=RATE/BURST`: the API and stage end at the first two
+/// `:`, the route at the last `=`.
+fn route_throttle(s: &str) -> Result<RouteThrottle, String> {
+    let bad = || format!("{s:?} is not API:STAGE:'METHOD /path'=RATE/BURST");
+    let (head, limit) = s.rsplit_once('=').ok_or_else(bad)?;
+    let (api, rest) = head.split_once(':').ok_or_else(bad)?;
+    let (stage, route) = rest.split_once(':').ok_or_else(bad)?;
+    let (rate, burst) = limit.split_once('/').ok_or_else(bad)?;
+    let route = route.trim();
+    if api.is_empty() || stage.is_empty() || route.is_empty() {
+        return Err(bad());
+    }
+    let rate = rate
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|r| r.is_finite() && *r >= 0.0)
+        .ok_or_else(|| format!("{s:?}: the rate {rate:?} is not a number >= 0"))?;
+    let burst = burst
+        .trim()
+        .parse::<u32>()
+        .map_err(|_| format!("{s:?}: the burst {burst:?} is not a whole number"))?;
+    Ok(RouteThrottle {
+        api: api.to_string(),
+        stage: stage.to_string(),
+        route: route.to_string(),
+        rate,
+        burst,
+    })
+}
+
+/// A date `YYYY-MM-DD`.
+fn day(s: &str) -> Result<String, String> {
+    match crate::throttle::quota::parse_day(s) {
+        Some(_) => Ok(s.to_string()),
+        None => Err(format!("{s:?} is not a date YYYY-MM-DD")),
+    }
+}
+
 /// `NAME=VALUE`, split at the first `=`; the name must not be empty.
 fn name_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
@@ -394,6 +730,12 @@ pub struct Call {
     pub path: String,
     /// The JSON body, if any.
     pub body: Option<Value>,
+    /// Instead of `body`: this file's bytes (`-`: standard input), sent as
+    /// `text/csv` (`keys import`).
+    pub upload: Option<PathBuf>,
+    /// A list to fetch whole: follow each page's `position` and merge the
+    /// pages' `items` (see [`merge_page`]).
+    pub pages: bool,
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters
@@ -457,6 +799,8 @@ pub fn call(cmd: &AdminCommand) -> Result<Call, String> {
         method: "GET",
         path,
         body: None,
+        upload: None,
+        pages: false,
     };
     Ok(match cmd {
         A::Status => get("/status".into()),
@@ -464,6 +808,8 @@ pub fn call(cmd: &AdminCommand) -> Result<Call, String> {
             method: "POST",
             path: "/reload".into(),
             body: None,
+            upload: None,
+            pages: false,
         },
         A::Apis { page } => get(with_page("/apis".into(), page)),
         A::Deployments(d) => match d {
@@ -487,6 +833,8 @@ pub fn call(cmd: &AdminCommand) -> Result<Call, String> {
                     method: "POST",
                     path: format!("/apis/{}/deployments", encode(api)),
                     body: Some(Value::Object(body)),
+                    upload: None,
+                    pages: false,
                 }
             }
             DeploymentsCommand::Show { api, id } => {
@@ -529,6 +877,8 @@ pub fn call(cmd: &AdminCommand) -> Result<Call, String> {
                     method: "PATCH",
                     path: stage_path(&s.api, &s.stage),
                     body: Some(Value::Object(body)),
+                    upload: None,
+                    pages: false,
                 }
             }
         },
@@ -559,17 +909,23 @@ pub fn call(cmd: &AdminCommand) -> Result<Call, String> {
                     method: "PUT",
                     path: format!("{}/canary", stage_path(&c.api, &c.stage)),
                     body: Some(Value::Object(body)),
+                    upload: None,
+                    pages: false,
                 }
             }
             CanaryCommand::Promote { api, stage } => Call {
                 method: "POST",
                 path: format!("{}/canary/promote", stage_path(api, stage)),
                 body: None,
+                upload: None,
+                pages: false,
             },
             CanaryCommand::Remove { api, stage } => Call {
                 method: "DELETE",
                 path: format!("{}/canary", stage_path(api, stage)),
                 body: None,
+                upload: None,
+                pages: false,
             },
         },
         A::Cache(c) => match c {
@@ -578,6 +934,8 @@ pub fn call(cmd: &AdminCommand) -> Result<Call, String> {
                 method: "DELETE",
                 path: format!("{}/cache/data", stage_path(api, stage)),
                 body: None,
+                upload: None,
+                pages: false,
             },
             CacheCommand::Drop(d) => {
                 let mut q = Vec::new();
@@ -602,10 +960,272 @@ pub fn call(cmd: &AdminCommand) -> Result<Call, String> {
                         q.join("&")
                     ),
                     body: None,
+                    upload: None,
+                    pages: false,
                 }
             }
         },
+        A::Keys(k) => keys_call(k),
+        A::Plans(p) => plans_call(p)?,
+        A::Usage(u) => {
+            let mut q = vec![
+                format!("startDate={}", encode(&u.from)),
+                format!("endDate={}", encode(&u.to)),
+            ];
+            if let Some(k) = &u.key {
+                q.push(format!("keyId={}", encode(k)));
+            }
+            let pages = u.limit.is_none() && u.position.is_none();
+            q.push(format!("limit={}", u.limit.unwrap_or(PAGE_LIMIT)));
+            if let Some(p) = &u.position {
+                q.push(format!("position={}", encode(p)));
+            }
+            Call {
+                pages,
+                ..get(format!(
+                    "/usageplans/{}/usage?{}",
+                    encode(&u.plan),
+                    q.join("&")
+                ))
+            }
+        }
+        A::Quota {
+            plan,
+            key,
+            remaining,
+        } => {
+            let path = format!("/usageplans/{}/keys/{}/usage", encode(plan), encode(key));
+            match remaining {
+                None => get(path),
+                Some(n) => Call {
+                    method: "PATCH",
+                    body: Some(json!({ "remaining": n })),
+                    ..get(path)
+                },
+            }
+        }
     })
+}
+
+/// The page size of the lists fetched whole.
+pub const PAGE_LIMIT: u32 = 500;
+
+/// `GET path?limit=500&...`, all pages.
+fn whole_list(path: String, query: &[String]) -> Call {
+    let mut q = vec![format!("limit={PAGE_LIMIT}")];
+    q.extend_from_slice(query);
+    Call {
+        method: "GET",
+        path: format!("{path}?{}", q.join("&")),
+        body: None,
+        upload: None,
+        pages: true,
+    }
+}
+
+fn key_path(id: &str) -> String {
+    format!("/apikeys/{}", encode(id))
+}
+
+fn plan_path(id: &str) -> String {
+    format!("/usageplans/{}", encode(id))
+}
+
+fn keys_call(k: &KeysCommand) -> Call {
+    let call = |method: &'static str, path: String, body: Option<Value>| Call {
+        method,
+        path,
+        body,
+        upload: None,
+        pages: false,
+    };
+    match k {
+        KeysCommand::List {
+            include_values,
+            name,
+        } => {
+            let mut q = Vec::new();
+            if *include_values {
+                q.push("include_values=true".to_string());
+            }
+            if let Some(n) = name {
+                q.push(format!("name={}", encode(n)));
+            }
+            whole_list("/apikeys".into(), &q)
+        }
+        KeysCommand::Get { id, include_value } => {
+            let mut path = key_path(id);
+            if *include_value {
+                path.push_str("?include_value=true");
+            }
+            call("GET", path, None)
+        }
+        KeysCommand::Create {
+            name,
+            value,
+            description,
+            disabled,
+            plans,
+        } => {
+            let mut body = Map::new();
+            body.insert("name".into(), json!(name));
+            if let Some(v) = value {
+                body.insert("value".into(), json!(v));
+            }
+            if let Some(d) = description {
+                body.insert("description".into(), json!(d));
+            }
+            if *disabled {
+                body.insert("enabled".into(), json!(false));
+            }
+            if !plans.is_empty() {
+                body.insert("usage_plan_ids".into(), json!(plans));
+            }
+            call("POST", "/apikeys".into(), Some(Value::Object(body)))
+        }
+        KeysCommand::Enable { id } => call("PATCH", key_path(id), Some(json!({"enabled": true}))),
+        KeysCommand::Disable { id } => call("PATCH", key_path(id), Some(json!({"enabled": false}))),
+        KeysCommand::Rename { id, name } => {
+            call("PATCH", key_path(id), Some(json!({ "name": name })))
+        }
+        KeysCommand::Delete { id } => call("DELETE", key_path(id), None),
+        KeysCommand::Import { file } => Call {
+            upload: Some(file.clone()),
+            ..call("POST", "/apikeys?mode=import&format=csv".into(), None)
+        },
+    }
+}
+
+/// The plan fields `plans create` and `plans update` share: description,
+/// throttle, quota, stages (with their route throttles).
+fn plan_fields(l: &PlanLimits, body: &mut Map<String, Value>) -> Result<(), String> {
+    if let Some(d) = &l.description {
+        body.insert("description".into(), json!(d));
+    }
+    if let (Some(rate), Some(burst)) = (l.rate, l.burst) {
+        body.insert("throttle".into(), json!({ "rate": rate, "burst": burst }));
+    }
+    if let (Some(limit), Some(period)) = (l.quota, l.period) {
+        let mut q = json!({ "limit": limit, "period": period.as_str() });
+        if let Some(o) = l.offset {
+            q["offset"] = json!(o);
+        }
+        body.insert("quota".into(), q);
+    }
+    if !l.stages.is_empty() {
+        for t in &l.route_throttles {
+            if !l.stages.iter().any(|(a, s)| *a == t.api && *s == t.stage) {
+                return Err(format!(
+                    "--route-throttle {}:{}:{}: stage {}:{} is not given with --stage",
+                    t.api, t.stage, t.route, t.api, t.stage
+                ));
+            }
+        }
+        let stages: Vec<Value> = l
+            .stages
+            .iter()
+            .map(|(api, stage)| {
+                let routes: Map<String, Value> = l
+                    .route_throttles
+                    .iter()
+                    .filter(|t| t.api == *api && t.stage == *stage)
+                    .map(|t| (t.route.clone(), json!({ "rate": t.rate, "burst": t.burst })))
+                    .collect();
+                let mut s = json!({ "api": api, "stage": stage });
+                if !routes.is_empty() {
+                    s["route_throttle"] = Value::Object(routes);
+                }
+                s
+            })
+            .collect();
+        body.insert("stages".into(), Value::Array(stages));
+    }
+    Ok(())
+}
+
+fn plans_call(p: &PlansCommand) -> Result<Call, String> {
+    let call = |method: &'static str, path: String, body: Option<Value>| Call {
+        method,
+        path,
+        body,
+        upload: None,
+        pages: false,
+    };
+    Ok(match p {
+        PlansCommand::List => whole_list("/usageplans".into(), &[]),
+        PlansCommand::Get { id } => call("GET", plan_path(id), None),
+        PlansCommand::Create(c) => {
+            let mut body = Map::new();
+            body.insert("name".into(), json!(c.name));
+            plan_fields(&c.limits, &mut body)?;
+            call("POST", "/usageplans".into(), Some(Value::Object(body)))
+        }
+        PlansCommand::Update(u) => {
+            let mut body = Map::new();
+            if let Some(n) = &u.name {
+                body.insert("name".into(), json!(n));
+            }
+            plan_fields(&u.limits, &mut body)?;
+            if u.no_throttle {
+                body.insert("throttle".into(), Value::Null);
+            }
+            if u.no_quota {
+                body.insert("quota".into(), Value::Null);
+            }
+            if u.no_stages {
+                body.insert("stages".into(), json!([]));
+            }
+            if body.is_empty() {
+                return Err("nothing to change: give --name, --description, --rate and \
+                            --burst, --quota and --period, --stage, --no-throttle, \
+                            --no-quota or --no-stages"
+                    .into());
+            }
+            call("PATCH", plan_path(&u.id), Some(Value::Object(body)))
+        }
+        PlansCommand::Delete { id } => call("DELETE", plan_path(id), None),
+        PlansCommand::Attach { plan, key } => call(
+            "POST",
+            format!("{}/keys", plan_path(plan)),
+            Some(json!({ "key_id": key })),
+        ),
+        PlansCommand::Detach { plan, key } => call(
+            "DELETE",
+            format!("{}/keys/{}", plan_path(plan), encode(key)),
+            None,
+        ),
+        PlansCommand::Keys { plan } => whole_list(format!("{}/keys", plan_path(plan)), &[]),
+    })
+}
+
+/// The request for the page after `position` of a list fetched whole.
+pub fn next_page(call: &Call, position: &str) -> Call {
+    let sep = if call.path.contains('?') { '&' } else { '?' };
+    Call {
+        path: format!("{}{sep}position={}", call.path, encode(position)),
+        ..call.clone()
+    }
+}
+
+/// Adds a page to what was fetched so far: `items` (a list, or an object
+/// by key as in the usage report) appended, `position` dropped.
+pub fn merge_page(acc: &mut Value, page: Value) {
+    match (&mut acc["items"], page) {
+        (Value::Array(a), Value::Object(mut p)) => {
+            if let Some(Value::Array(more)) = p.remove("items") {
+                a.extend(more);
+            }
+        }
+        (Value::Object(a), Value::Object(mut p)) => {
+            if let Some(Value::Object(more)) = p.remove("items") {
+                a.extend(more);
+            }
+        }
+        _ => {}
+    }
+    if let Some(m) = acc.as_object_mut() {
+        m.remove("position");
+    }
 }
 
 // --- which gateway -----------------------------------------------------------
@@ -697,8 +1317,7 @@ pub fn run(args: &AdminArgs) -> u8 {
         Ok(e) => e,
         Err(m) => return fail(&m),
     };
-    let body = call.body.as_ref().map(|b| b.to_string().into_bytes());
-    let reply = match client::request(&endpoint, call.method, &call.path, body.as_deref()) {
+    let reply = match send(&endpoint, &call) {
         Ok(r) => r,
         Err(m) => return fail(&m),
     };
@@ -749,6 +1368,61 @@ pub fn run(args: &AdminArgs) -> u8 {
     };
     out(&render(&args.command, &value, stage.as_ref()));
     0
+}
+
+/// Sends `call`: its JSON body, or the file it uploads; a list fetched
+/// whole page by page, merged into one answer (the first error reply is
+/// the answer).
+fn send(endpoint: &Endpoint, call: &Call) -> Result<client::Reply, String> {
+    if let Some(file) = &call.upload {
+        let bytes = read_upload(file)?;
+        return client::request_typed(endpoint, call.method, &call.path, &bytes, "text/csv");
+    }
+    let body = call.body.as_ref().map(|b| b.to_string().into_bytes());
+    let first = client::request(endpoint, call.method, &call.path, body.as_deref())?;
+    if !call.pages || !(200..300).contains(&first.status) {
+        return Ok(first);
+    }
+    let not_json = |status: u16| format!("the answer from {endpoint} (HTTP {status}) is not JSON");
+    let mut all: Value = serde_json::from_slice(&first.body).map_err(|_| not_json(first.status))?;
+    let mut next = all["position"].as_str().map(str::to_string);
+    merge_page(&mut all, json!({}));
+    let mut pages = 1u32;
+    while let Some(position) = next {
+        pages += 1;
+        if pages > 100_000 {
+            return Err(format!("the list from {endpoint} does not end"));
+        }
+        let reply = client::request(endpoint, "GET", &next_page(call, &position).path, None)?;
+        if !(200..300).contains(&reply.status) {
+            return Ok(reply);
+        }
+        let page: Value =
+            serde_json::from_slice(&reply.body).map_err(|_| not_json(reply.status))?;
+        next = page["position"].as_str().map(str::to_string);
+        if next.as_deref() == Some(position.as_str()) {
+            return Err(format!(
+                "the list from {endpoint} gave position {position:?} twice"
+            ));
+        }
+        merge_page(&mut all, page);
+    }
+    Ok(client::Reply {
+        status: first.status,
+        body: all.to_string().into_bytes(),
+    })
+}
+
+/// The bytes of the file `keys import` sends (`-`: standard input).
+fn read_upload(file: &Path) -> Result<Vec<u8>, String> {
+    if file == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
+        Ok(bytes)
+    } else {
+        std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))
+    }
 }
 
 /// Writes `text` to stdout with a final newline; a closed stdout (`| head`)
@@ -824,6 +1498,38 @@ pub fn render(cmd: &AdminCommand, v: &Value, stage: Option<&Value>) -> String {
             format!("flushed the cache of stage {}\n", clean(stage))
         }
         A::Cache(CacheCommand::Drop(d)) => format_dropped(v, d),
+        A::Keys(k) => match k {
+            KeysCommand::List { .. } => format_keys(v),
+            KeysCommand::Get { .. } => format_key(v),
+            KeysCommand::Create { .. } => format_key_created(v),
+            KeysCommand::Enable { .. } => format!("enabled {}\n", key_name(v)),
+            KeysCommand::Disable { .. } => format!(
+                "disabled {}: its requests are refused (403) until enabled\n",
+                key_name(v)
+            ),
+            KeysCommand::Rename { .. } => format!("renamed {}\n", key_name(v)),
+            KeysCommand::Delete { id } => format!("deleted key {}\n", clean(id)),
+            KeysCommand::Import { .. } => format_imported(v),
+        },
+        A::Plans(p) => match p {
+            PlansCommand::List => format_plans(v),
+            PlansCommand::Get { .. } => format_plan(v),
+            PlansCommand::Create(_) => format!("created {}", plan_line(v)),
+            PlansCommand::Update(_) => format!("updated {}", plan_line(v)),
+            PlansCommand::Delete { id } => format!("deleted plan {}\n", clean(id)),
+            PlansCommand::Attach { key, .. } => {
+                format!("attached key {} to {}", clean(key), plan_line(v))
+            }
+            PlansCommand::Detach { key, .. } => {
+                format!("detached key {} from {}", clean(key), plan_line(v))
+            }
+            PlansCommand::Keys { .. } => format_keys(v),
+        },
+        A::Usage(_) => format_usage(v),
+        A::Quota {
+            remaining: None, ..
+        } => format_quota(v),
+        A::Quota { .. } => format_quota_set(v),
     }
 }
 
@@ -1318,6 +2024,272 @@ pub fn format_dropped(v: &Value, d: &CacheDrop) -> String {
             clean(&d.stage)
         )
     }
+}
+
+/// `key ID (NAME)`.
+fn key_name(v: &Value) -> String {
+    format!("key {} ({})", text(&v["id"]), text(&v["name"]))
+}
+
+fn enabled(v: &Value) -> String {
+    match v.as_bool() {
+        Some(true) => "yes".into(),
+        Some(false) => "no".into(),
+        None => "-".into(),
+    }
+}
+
+/// A list of strings joined with `,`, or `-`.
+fn joined(v: &Value) -> String {
+    match v.as_array() {
+        Some(a) if !a.is_empty() => a.iter().map(text).collect::<Vec<_>>().join(","),
+        _ => "-".into(),
+    }
+}
+
+fn or_dash(v: &Value) -> String {
+    match v.as_str() {
+        Some("") => "-".into(),
+        _ => text(v),
+    }
+}
+
+/// `GET /apikeys`, `GET /usageplans/{id}/keys`: ID, NAME, ENABLED, SOURCE,
+/// PLANS, CREATED, and VALUE when the values were asked for.
+pub fn format_keys(v: &Value) -> String {
+    let items = v["items"].as_array().map_or(&[][..], Vec::as_slice);
+    let values = items.iter().any(|k| k.get("value").is_some());
+    let mut headers = vec!["ID", "NAME", "ENABLED", "SOURCE", "PLANS", "CREATED"];
+    if values {
+        headers.push("VALUE");
+    }
+    list(v, &headers, |k| {
+        let mut row = vec![
+            text(&k["id"]),
+            text(&k["name"]),
+            enabled(&k["enabled"]),
+            text(&k["source"]),
+            joined(&k["usage_plan_ids"]),
+            time(&k["created_at"]),
+        ];
+        if values {
+            row.push(text(&k["value"]));
+        }
+        row
+    })
+}
+
+/// `GET /apikeys/{id}`: its fields.
+pub fn format_key(v: &Value) -> String {
+    let mut pairs = vec![
+        ("id", text(&v["id"])),
+        ("name", text(&v["name"])),
+        ("description", or_dash(&v["description"])),
+        ("enabled", enabled(&v["enabled"])),
+        ("source", text(&v["source"])),
+        ("created", time(&v["created_at"])),
+        ("plans", joined(&v["usage_plan_ids"])),
+    ];
+    if v.get("value").is_some() {
+        pairs.push(("value", text(&v["value"])));
+    }
+    fields(&pairs)
+}
+
+/// `keys create`: the id and the value, which is shown this once.
+pub fn format_key_created(v: &Value) -> String {
+    format!(
+        "created {}, {}, plans: {}\n\
+         value: {}\n\
+         note: the value is shown this once; other commands leave it out unless asked \
+         (keys get {} --include-value)\n",
+        key_name(v),
+        if v["enabled"].as_bool() == Some(false) {
+            "disabled"
+        } else {
+            "enabled"
+        },
+        joined(&v["usage_plan_ids"]),
+        text(&v["value"]),
+        text(&v["id"]),
+    )
+}
+
+/// `keys import`: how many, and the keys (without their values).
+pub fn format_imported(v: &Value) -> String {
+    let n = count(&v["items"]);
+    let mut out = format!("imported {n} key{}\n", if n == 1 { "" } else { "s" });
+    if n > 0 {
+        out.push_str(&list(v, &["ID", "NAME", "ENABLED", "PLANS"], |k| {
+            vec![
+                text(&k["id"]),
+                text(&k["name"]),
+                enabled(&k["enabled"]),
+                joined(&k["usage_plan_ids"]),
+            ]
+        }));
+    }
+    out
+}
+
+/// A `{rate, burst}` limit: `10/s, burst 20`, or `none`.
+fn limit_summary(l: &Value) -> String {
+    if l.is_null() {
+        return "none".into();
+    }
+    format!("{}/s, burst {}", text(&l["rate"]), text(&l["burst"]))
+}
+
+/// A quota: `1000 per DAY` (`, 10 off the first period`), or `none`.
+fn quota_summary(q: &Value) -> String {
+    if q.is_null() {
+        return "none".into();
+    }
+    let mut s = format!("{} per {}", text(&q["limit"]), text(&q["period"]));
+    if q["offset"].as_u64().is_some_and(|o| o > 0) {
+        let _ = write!(s, ", {} off the first period", text(&q["offset"]));
+    }
+    s
+}
+
+/// A plan's stages as `api:stage,...`.
+fn plan_stages(p: &Value) -> String {
+    match p["stages"].as_array() {
+        Some(a) if !a.is_empty() => a
+            .iter()
+            .map(|s| format!("{}:{}", text(&s["api"]), text(&s["stage"])))
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => "-".into(),
+    }
+}
+
+/// One line for a plan after a change: `plan ID (NAME): throttle ...,
+/// quota ..., stages ..., N keys`.
+fn plan_line(p: &Value) -> String {
+    let keys = count(&p["key_ids"]);
+    format!(
+        "plan {} ({}): throttle {}, quota {}, stages {}, {keys} key{}\n",
+        text(&p["id"]),
+        text(&p["name"]),
+        limit_summary(&p["throttle"]),
+        quota_summary(&p["quota"]),
+        plan_stages(p),
+        if keys == 1 { "" } else { "s" }
+    )
+}
+
+/// `GET /usageplans`: ID, NAME, SOURCE, THROTTLE, QUOTA, STAGES, KEYS.
+pub fn format_plans(v: &Value) -> String {
+    list(
+        v,
+        &[
+            "ID", "NAME", "SOURCE", "THROTTLE", "QUOTA", "STAGES", "KEYS",
+        ],
+        |p| {
+            vec![
+                text(&p["id"]),
+                text(&p["name"]),
+                text(&p["source"]),
+                limit_summary(&p["throttle"]),
+                quota_summary(&p["quota"]),
+                plan_stages(p),
+                count(&p["key_ids"]).to_string(),
+            ]
+        },
+    )
+}
+
+/// `GET /usageplans/{id}`: its fields, stages (with route throttles) and
+/// keys.
+pub fn format_plan(v: &Value) -> String {
+    let stages = v["stages"].as_array().map_or(&[][..], Vec::as_slice);
+    let mut out = fields(&[
+        ("id", text(&v["id"])),
+        ("name", text(&v["name"])),
+        ("description", or_dash(&v["description"])),
+        ("source", text(&v["source"])),
+        ("created", time(&v["created_at"])),
+        ("throttle", limit_summary(&v["throttle"])),
+        ("quota", quota_summary(&v["quota"])),
+        ("stages", stages.len().to_string()),
+    ]);
+    for s in stages {
+        let _ = writeln!(out, "  {}:{}", text(&s["api"]), text(&s["stage"]));
+        if let Some(routes) = s["route_throttle"].as_object() {
+            for (route, l) in routes {
+                let _ = writeln!(out, "    {}: {}", clean(route), limit_summary(l));
+            }
+        }
+    }
+    out.push_str(&fields(&[("keys", count(&v["key_ids"]).to_string())]));
+    for k in v["key_ids"].as_array().map_or(&[][..], Vec::as_slice) {
+        let _ = writeln!(out, "  {}", text(k));
+    }
+    out
+}
+
+/// `GET /usageplans/{id}/usage`: KEY, DATE, USED, REMAINING (`-` without
+/// a quota), one row per key per day.
+pub fn format_usage(v: &Value) -> String {
+    use crate::throttle::quota::{format_day, parse_day};
+    let start = v["startDate"].as_str().and_then(parse_day);
+    let mut rows = Vec::new();
+    if let Some(items) = v["items"].as_object() {
+        for (key, days) in items {
+            for (i, d) in days
+                .as_array()
+                .map_or(&[][..], Vec::as_slice)
+                .iter()
+                .enumerate()
+            {
+                let date = start.map_or_else(|| "-".into(), |s| format_day(s + i as u64));
+                rows.push(vec![clean(key), date, text(&d[0]), text(&d[1])]);
+            }
+        }
+    }
+    let mut out = if rows.is_empty() {
+        "(none)\n".to_string()
+    } else {
+        table(&["KEY", "DATE", "USED", "REMAINING"], &rows)
+    };
+    if let Some(p) = v["position"].as_str() {
+        let _ = writeln!(out, "more: add --position {} for the next page", clean(p));
+    }
+    out
+}
+
+/// `GET /usageplans/{plan}/keys/{key}/usage`: the current quota period.
+pub fn format_quota(v: &Value) -> String {
+    fields(&[
+        ("plan", text(&v["usage_plan_id"])),
+        ("key", text(&v["key_id"])),
+        ("quota", quota_summary(&v["quota"])),
+        (
+            "period",
+            format!(
+                "{} until {} (UTC)",
+                text(&v["period_start"]),
+                text(&v["period_end"])
+            ),
+        ),
+        ("allowance", text(&v["allowance"])),
+        ("used", text(&v["used"])),
+        ("remaining", text(&v["remaining"])),
+    ])
+}
+
+/// `quota --remaining`: one line.
+pub fn format_quota_set(v: &Value) -> String {
+    format!(
+        "key {} of plan {}: {} remaining until {} (UTC); allowance {}, used {}\n",
+        text(&v["key_id"]),
+        text(&v["usage_plan_id"]),
+        text(&v["remaining"]),
+        text(&v["period_end"]),
+        text(&v["allowance"]),
+        text(&v["used"])
+    )
 }
 
 #[cfg(test)]
