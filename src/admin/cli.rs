@@ -2213,7 +2213,10 @@ pub fn format_plan(v: &Value) -> String {
         ("throttle", limit_summary(&v["throttle"])),
         ("quota", quota_summary(&v["quota"])),
         ("stages", stages.len().to_string()),
+        ("keys", count(&v["key_ids"]).to_string()),
     ]);
+    // The keys line goes after the stages' lines, aligned with the rest.
+    let keys_line = out.split_off(out[..out.len() - 1].rfind('\n').map_or(0, |i| i + 1));
     for s in stages {
         let _ = writeln!(out, "  {}:{}", text(&s["api"]), text(&s["stage"]));
         if let Some(routes) = s["route_throttle"].as_object() {
@@ -2222,7 +2225,7 @@ pub fn format_plan(v: &Value) -> String {
             }
         }
     }
-    out.push_str(&fields(&[("keys", count(&v["key_ids"]).to_string())]));
+    out.push_str(&keys_line);
     for k in v["key_ids"].as_array().map_or(&[][..], Vec::as_slice) {
         let _ = writeln!(out, "  {}", text(k));
     }
@@ -2799,6 +2802,411 @@ mod tests {
             format_apis(&v),
             "NAME  HOSTS  STAGES      ROUTES  DEPLOYMENTS\n\
              demo  *      prod@2,dev  1       2\n"
+        );
+    }
+
+    #[test]
+    fn keys_commands_map_to_their_endpoints() {
+        let c = call_of(&["keys", "list"]).unwrap();
+        assert_eq!(
+            (c.method, c.path.as_str(), c.pages),
+            ("GET", "/apikeys?limit=500", true)
+        );
+        let c = call_of(&["keys", "list", "--include-values", "--name", "a b"]).unwrap();
+        assert_eq!(c.path, "/apikeys?limit=500&include_values=true&name=a%20b");
+        let c = call_of(&["keys", "get", "k1", "--include-value"]).unwrap();
+        assert_eq!(c.path, "/apikeys/k1?include_value=true");
+        assert!(!c.pages);
+        let c = call_of(&[
+            "keys",
+            "create",
+            "alice",
+            "--value",
+            "v",
+            "--description",
+            "d",
+            "--disabled",
+            "--plan",
+            "p1",
+            "--plan",
+            "p2",
+        ])
+        .unwrap();
+        assert_eq!((c.method, c.path.as_str()), ("POST", "/apikeys"));
+        assert_eq!(
+            c.body,
+            Some(
+                json!({"name": "alice", "value": "v", "description": "d", "enabled": false,
+                        "usage_plan_ids": ["p1", "p2"]})
+            )
+        );
+        let c = call_of(&["keys", "create", "bob"]).unwrap();
+        assert_eq!(c.body, Some(json!({"name": "bob"})));
+        let c = call_of(&["keys", "disable", "k/1"]).unwrap();
+        assert_eq!(
+            (c.method, c.path.as_str(), c.body),
+            ("PATCH", "/apikeys/k%2F1", Some(json!({"enabled": false})))
+        );
+        let c = call_of(&["keys", "enable", "k1"]).unwrap();
+        assert_eq!(c.body, Some(json!({"enabled": true})));
+        let c = call_of(&["keys", "rename", "k1", "new"]).unwrap();
+        assert_eq!(c.body, Some(json!({"name": "new"})));
+        let c = call_of(&["keys", "delete", "k1"]).unwrap();
+        assert_eq!((c.method, c.path.as_str()), ("DELETE", "/apikeys/k1"));
+        let c = call_of(&["keys", "import", "-"]).unwrap();
+        assert_eq!(
+            (c.method, c.path.as_str(), c.body, c.upload.as_deref()),
+            (
+                "POST",
+                "/apikeys?mode=import&format=csv",
+                None,
+                Some(Path::new("-"))
+            )
+        );
+    }
+
+    #[test]
+    fn plans_commands_build_their_bodies() {
+        let c = call_of(&[
+            "plans",
+            "create",
+            "gold",
+            "--rate",
+            "10.5",
+            "--burst",
+            "20",
+            "--quota",
+            "1000",
+            "--period",
+            "week",
+            "--offset",
+            "5",
+            "--stage",
+            "shop:prod",
+            "--stage",
+            "shop:dev",
+            "--route-throttle",
+            "shop:prod:GET /items/{id}=1/2",
+        ])
+        .unwrap();
+        assert_eq!((c.method, c.path.as_str()), ("POST", "/usageplans"));
+        assert_eq!(
+            c.body,
+            Some(json!({
+                "name": "gold",
+                "throttle": {"rate": 10.5, "burst": 20},
+                "quota": {"limit": 1000, "period": "WEEK", "offset": 5},
+                "stages": [
+                    {"api": "shop", "stage": "prod",
+                     "route_throttle": {"GET /items/{id}": {"rate": 1.0, "burst": 2}}},
+                    {"api": "shop", "stage": "dev"},
+                ],
+            }))
+        );
+        let c = call_of(&[
+            "plans",
+            "update",
+            "p1",
+            "--no-quota",
+            "--no-throttle",
+            "--name",
+            "n",
+        ])
+        .unwrap();
+        assert_eq!((c.method, c.path.as_str()), ("PATCH", "/usageplans/p1"));
+        assert_eq!(
+            c.body,
+            Some(json!({"name": "n", "quota": null, "throttle": null}))
+        );
+        let c = call_of(&["plans", "update", "p1", "--no-stages"]).unwrap();
+        assert_eq!(c.body, Some(json!({"stages": []})));
+        let e = call_of(&["plans", "update", "p1"]).unwrap_err();
+        assert!(e.starts_with("nothing to change"), "{e}");
+        let e = call_of(&[
+            "plans",
+            "create",
+            "x",
+            "--stage",
+            "a:b",
+            "--route-throttle",
+            "a:c:GET /=1/1",
+        ])
+        .unwrap_err();
+        assert!(e.contains("stage a:c is not given with --stage"), "{e}");
+        let c = call_of(&["plans", "attach", "p1", "k1"]).unwrap();
+        assert_eq!(
+            (c.method, c.path.as_str(), c.body),
+            ("POST", "/usageplans/p1/keys", Some(json!({"key_id": "k1"})))
+        );
+        let c = call_of(&["plans", "detach", "p1", "k1"]).unwrap();
+        assert_eq!(
+            (c.method, c.path.as_str()),
+            ("DELETE", "/usageplans/p1/keys/k1")
+        );
+        let c = call_of(&["plans", "keys", "p1"]).unwrap();
+        assert_eq!(
+            (c.path.as_str(), c.pages),
+            ("/usageplans/p1/keys?limit=500", true)
+        );
+        let c = call_of(&["plans", "list"]).unwrap();
+        assert_eq!(c.path, "/usageplans?limit=500");
+        assert_eq!(
+            next_page(&c, "a b").path,
+            "/usageplans?limit=500&position=a%20b"
+        );
+    }
+
+    #[test]
+    fn plan_arguments_are_checked_before_sending() {
+        let plan = |extra: &[&str]| {
+            let mut a = vec!["plans", "create", "x"];
+            a.extend_from_slice(extra);
+            parse(&a)
+        };
+        assert!(plan(&["--quota", "5", "--period", "YEAR"]).is_err());
+        assert!(plan(&["--quota", "5"]).is_err(), "--quota needs --period");
+        assert!(
+            plan(&["--period", "DAY"]).is_err(),
+            "--period needs --quota"
+        );
+        assert!(plan(&["--offset", "1"]).is_err(), "--offset needs --quota");
+        assert!(plan(&["--rate", "5"]).is_err(), "--rate needs --burst");
+        assert!(plan(&["--stage", "nocolon"]).is_err());
+        assert!(plan(&["--stage", ":x"]).is_err());
+        assert!(
+            plan(&["--route-throttle", "a:b:GET /=1/1"]).is_err(),
+            "needs --stage"
+        );
+        for bad in [
+            "a:b:GET /",
+            "a:b=1/1",
+            "a:b:GET /=x/1",
+            "a:b:GET /=1/-1",
+            "a:b:GET /=-1/1",
+        ] {
+            assert!(
+                plan(&["--stage", "a:b", "--route-throttle", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(parse(&[
+            "plans",
+            "update",
+            "p",
+            "--no-quota",
+            "--quota",
+            "1",
+            "--period",
+            "DAY"
+        ])
+        .is_err());
+        assert!(parse(&[
+            "plans",
+            "update",
+            "p",
+            "--no-throttle",
+            "--rate",
+            "1",
+            "--burst",
+            "1"
+        ])
+        .is_err());
+        assert_eq!(
+            route_throttle("a:b:GET /x:y=2.5/3").unwrap(),
+            RouteThrottle {
+                api: "a".into(),
+                stage: "b".into(),
+                route: "GET /x:y".into(),
+                rate: 2.5,
+                burst: 3
+            }
+        );
+    }
+
+    #[test]
+    fn usage_and_quota_map_to_their_endpoints() {
+        let c = call_of(&["usage", "p1", "--from", "2026-01-01", "--to", "2026-01-31"]).unwrap();
+        assert_eq!(
+            (c.path.as_str(), c.pages),
+            (
+                "/usageplans/p1/usage?startDate=2026-01-01&endDate=2026-01-31&limit=500",
+                true
+            )
+        );
+        let c = call_of(&[
+            "usage",
+            "p1",
+            "--from",
+            "2026-01-01",
+            "--to",
+            "2026-01-01",
+            "--key",
+            "k1",
+            "--limit",
+            "2",
+            "--position",
+            "k0",
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.path.as_str(), c.pages),
+            (
+                "/usageplans/p1/usage?startDate=2026-01-01&endDate=2026-01-01&keyId=k1&limit=2\
+                 &position=k0",
+                false
+            )
+        );
+        assert!(parse(&["usage", "p1", "--from", "2026-02-30", "--to", "2026-03-01"]).is_err());
+        assert!(parse(&["usage", "p1", "--from", "2026-01-01"]).is_err());
+        let c = call_of(&["quota", "p1", "k1"]).unwrap();
+        assert_eq!(
+            (c.method, c.path.as_str(), c.body),
+            ("GET", "/usageplans/p1/keys/k1/usage", None)
+        );
+        let c = call_of(&["quota", "p1", "k1", "--remaining", "7"]).unwrap();
+        assert_eq!((c.method, c.body), ("PATCH", Some(json!({"remaining": 7}))));
+    }
+
+    #[test]
+    fn pages_merge_their_items() {
+        let mut all = json!({"items": [1, 2], "position": "2"});
+        merge_page(&mut all, json!({"items": [3], "position": "3"}));
+        merge_page(&mut all, json!({"items": [4]}));
+        assert_eq!(all, json!({"items": [1, 2, 3, 4]}));
+        let mut all = json!({"usagePlanId": "p", "items": {"a": [[1, 2]]}, "position": "a"});
+        merge_page(
+            &mut all,
+            json!({"usagePlanId": "p", "items": {"b": [[3, null]]}}),
+        );
+        assert_eq!(
+            all,
+            json!({"usagePlanId": "p", "items": {"a": [[1, 2]], "b": [[3, null]]}})
+        );
+    }
+
+    fn alice() -> Value {
+        json!({"id": "k1", "name": "alice", "description": "", "enabled": true, "source": "state",
+               "created_at": 0, "usage_plan_ids": ["p1", "p2"]})
+    }
+
+    fn gold() -> Value {
+        json!({"id": "p1", "name": "gold", "description": "", "source": "state",
+               "throttle": {"rate": 10.0, "burst": 20}, "quota": {"limit": 1000, "period": "DAY", "offset": 0},
+               "stages": [{"api": "shop", "stage": "prod", "route_throttle": {"GET /a": {"rate": 1.5, "burst": 2}}}],
+               "key_ids": ["k1"], "created_at": 0})
+    }
+
+    #[test]
+    fn keys_tables_and_lines() {
+        let mut bob = alice();
+        bob["id"] = json!("k2");
+        bob["name"] = json!("bob");
+        bob["enabled"] = json!(false);
+        bob["usage_plan_ids"] = json!([]);
+        assert_eq!(
+            format_keys(&json!({"items": [alice(), bob.clone()]})),
+            "ID  NAME   ENABLED  SOURCE  PLANS  CREATED\n\
+             k1  alice  yes      state   p1,p2  1970-01-01T00:00:00Z\n\
+             k2  bob    no       state   -      1970-01-01T00:00:00Z\n"
+        );
+        bob["value"] = json!("secret-value");
+        assert!(format_keys(&json!({"items": [bob.clone()]})).ends_with(
+            "  VALUE\nk2  bob   no       state   -      1970-01-01T00:00:00Z  secret-value\n"
+        ));
+        assert_eq!(format_keys(&json!({"items": []})), "(none)\n");
+        assert_eq!(
+            format_key(&bob),
+            "id:          k2\n\
+             name:        bob\n\
+             description: -\n\
+             enabled:     no\n\
+             source:      state\n\
+             created:     1970-01-01T00:00:00Z\n\
+             plans:       -\n\
+             value:       secret-value\n"
+        );
+        let mut created = alice();
+        created["value"] = json!("v".repeat(40));
+        let out = format_key_created(&created);
+        assert!(out.starts_with("created key k1 (alice), enabled, plans: p1,p2\nvalue: vvvv"));
+        assert!(out.contains("shown this once"), "{out}");
+        assert_eq!(
+            format_imported(&json!({"ids": ["k1"], "items": [alice()]})),
+            "imported 1 key\nID  NAME   ENABLED  PLANS\nk1  alice  yes      p1,p2\n"
+        );
+        let cmd = parse(&["keys", "disable", "k1"]).unwrap().command;
+        assert!(render(&cmd, &alice(), None).starts_with("disabled key k1 (alice): "));
+    }
+
+    #[test]
+    fn plans_tables_and_lines() {
+        assert_eq!(
+            format_plans(&json!({"items": [gold()]})),
+            "ID  NAME  SOURCE  THROTTLE        QUOTA         STAGES     KEYS\n\
+             p1  gold  state   10/s, burst 20  1000 per DAY  shop:prod  1\n"
+        );
+        assert_eq!(
+            format_plan(&gold()),
+            "id:          p1\n\
+             name:        gold\n\
+             description: -\n\
+             source:      state\n\
+             created:     1970-01-01T00:00:00Z\n\
+             throttle:    10/s, burst 20\n\
+             quota:       1000 per DAY\n\
+             stages:      1\n\
+             \x20 shop:prod\n\
+             \x20   GET /a: 1.5/s, burst 2\n\
+             keys:        1\n\
+             \x20 k1\n"
+        );
+        let mut p = gold();
+        p["throttle"] = Value::Null;
+        p["quota"] = json!({"limit": 5, "period": "MONTH", "offset": 2});
+        p["stages"] = json!([]);
+        p["key_ids"] = json!([]);
+        let cmd = parse(&["plans", "update", "p1", "--no-throttle"])
+            .unwrap()
+            .command;
+        assert_eq!(
+            render(&cmd, &p, None),
+            "updated plan p1 (gold): throttle none, quota 5 per MONTH, 2 off the first period, \
+             stages -, 0 keys\n"
+        );
+    }
+
+    #[test]
+    fn usage_and_quota_output() {
+        let v = json!({"usagePlanId": "p1", "startDate": "2026-02-28", "endDate": "2026-03-01",
+                       "items": {"k1": [[3, 0], [1, 4]], "k22": [[0, null], [12, null]]},
+                       "position": "k22"});
+        assert_eq!(
+            format_usage(&v),
+            "KEY  DATE        USED  REMAINING\n\
+             k1   2026-02-28  3     0\n\
+             k1   2026-03-01  1     4\n\
+             k22  2026-02-28  0     -\n\
+             k22  2026-03-01  12    -\n\
+             more: add --position k22 for the next page\n"
+        );
+        assert_eq!(format_usage(&json!({"items": {}})), "(none)\n");
+        let q = json!({"usage_plan_id": "p1", "key_id": "k1",
+                       "quota": {"limit": 3, "period": "DAY", "offset": 0},
+                       "period_start": "2026-03-01", "period_end": "2026-03-02",
+                       "allowance": 5, "used": 3, "remaining": 2});
+        assert_eq!(
+            format_quota(&q),
+            "plan:       p1\n\
+             key:        k1\n\
+             quota:      3 per DAY\n\
+             period:     2026-03-01 until 2026-03-02 (UTC)\n\
+             allowance:  5\n\
+             used:       3\n\
+             remaining:  2\n"
+        );
+        assert_eq!(
+            format_quota_set(&q),
+            "key k1 of plan p1: 2 remaining until 2026-03-02 (UTC); allowance 5, used 3\n"
         );
     }
 }
