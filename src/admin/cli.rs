@@ -1,6 +1,7 @@
 //! `ringgate admin ...`: a thin command-line client of a running gateway's
-//! admin API (the endpoints of [`super::api`]), one request per command
-//! over [`super::client`].
+//! admin API (the endpoints of [`super::api`] and its `plans` module), one
+//! request per command (one per page for the lists fetched whole) over
+//! [`super::client`].
 //!
 //! ## Which gateway
 //! - `--socket PATH`: that Unix socket;
@@ -34,9 +35,31 @@
 //! | `cache stats API STAGE` | `GET .../cache` | the stage cache's settings and counters |
 //! | `cache flush API STAGE` | `DELETE .../cache/data` | empties the stage cache |
 //! | `cache drop API STAGE --path P [--method M] [--query Q] [--header NAME=VALUE]... [--canary]` | `DELETE .../cache/entries?...` | drops the one entry that request would use (method GET unless given; `--canary` for the canary's entries) |
+//! | `keys list [--include-values] [--name PREFIX]` | `GET /apikeys` | every API key (all pages): id, name, enabled, source, plans, created; values only when asked |
+//! | `keys get ID [--include-value]` | `GET /apikeys/{id}` | one key |
+//! | `keys create NAME [--value V] [--description D] [--disabled] [--plan PLAN_ID]...` | `POST /apikeys` | creates a key (its value generated unless given), attached to the plans; prints its id and its value, which no other output shows unless asked |
+//! | `keys enable ID`, `keys disable ID` | `PATCH /apikeys/{id}` | `{"enabled": true\|false}`: a disabled key gets 403 |
+//! | `keys rename ID NAME` | `PATCH /apikeys/{id}` | `{"name": NAME}` |
+//! | `keys delete ID` | `DELETE /apikeys/{id}` | deletes the key, detaching it from its plans |
+//! | `keys import FILE.csv` | `POST /apikeys?mode=import&format=csv` | creates the file's keys (`-`: standard input; sent as `text/csv`), all or none |
+//! | `plans list` | `GET /usageplans` | every usage plan (all pages): throttle, quota, stages, key count |
+//! | `plans get ID` | `GET /usageplans/{id}` | one plan, with its stages' route throttles and its keys |
+//! | `plans create NAME [--description D] [--rate R --burst B] [--quota N --period DAY\|WEEK\|MONTH [--offset O]] [--stage API:STAGE]... [--route-throttle API:STAGE:'METHOD /path'=RATE/BURST]...` | `POST /usageplans` | creates a plan; a route throttle's stage must be given with `--stage` |
+//! | `plans update ID [--name NAME]` + the options of `create` `[--no-throttle] [--no-quota] [--no-stages]` | `PATCH /usageplans/{id}` | changes what is given; `--stage` replaces the whole stage list (with its route throttles) |
+//! | `plans delete ID` | `DELETE /usageplans/{id}` | deletes the plan (its keys stay) |
+//! | `plans attach PLAN KEY`, `plans detach PLAN KEY` | `POST /usageplans/{plan}/keys`, `DELETE .../keys/{key}` | attaches or detaches a key |
+//! | `plans keys PLAN` | `GET /usageplans/{plan}/keys` | the plan's keys (all pages) |
+//! | `usage PLAN --from YYYY-MM-DD --to YYYY-MM-DD [--key ID] [--limit N] [--position P]` | `GET /usageplans/{plan}/usage?startDate&endDate&keyId` | one row per key per day: requests used and what remained of the quota (`-` without one); all keys unless `--limit` or `--position` asks for one page |
+//! | `quota PLAN KEY [--remaining N]` | `GET`, or `PATCH` with `{"remaining": N}`, `/usageplans/{plan}/keys/{key}/usage` | the key's current quota period (allowance, used, remaining); with `--remaining`, sets what remains in this period (API Gateway's UpdateUsage: more extends it, less reduces it) |
 //!
 //! Path segments and query values are percent-encoded (all but RFC 3986's
 //! unreserved characters).
+//!
+//! The lists of keys and plans (and `usage` without `--limit` or
+//! `--position`) are fetched whole: pages of 500, following `position`
+//! until the server gives none; `--json` prints the pages' `items` merged
+//! into one body, without `position`. The other lists are one page, with
+//! `--limit` and `--position`.
 //!
 //! ## Output
 //! Human-readable by default: aligned tables for lists (with a hint naming
@@ -47,15 +70,18 @@
 //! for an empty body, as `cache flush` gets), also for an error reply.
 //!
 //! The formatting functions are pure (a JSON value in, a `String` out):
-//! [`render`], [`format_status`], [`format_apis`], ... and [`error_message`].
+//! [`render`], [`format_status`], [`format_apis`], [`format_keys`],
+//! [`format_plan`], [`format_usage`], ... and [`error_message`].
 //!
 //! ## Exit codes
 //! - 0: done;
 //! - 1: the server refused the request; `ringgate admin: <message> (field:
 //!   <field>) [HTTP <status> <code>]` on stderr;
 //! - 2: the request could not be made: no socket, no answer, a
-//!   configuration that does not load, a token file that cannot be read,
-//!   bad arguments (as clap's usage errors).
+//!   configuration that does not load, a token file or CSV file that
+//!   cannot be read, bad arguments (as clap's usage errors: `--period
+//!   YEAR`, a date that is not `YYYY-MM-DD`, `--quota` without
+//!   `--period`, ...).
 
 #![forbid(unsafe_code)]
 
