@@ -46,7 +46,8 @@ enum Command {
         config: PathBuf,
     },
     /// Talk to a running gateway over its admin socket: deployments,
-    /// stages, canaries, caches, reload, status.
+    /// stages, canaries, caches, API keys, usage plans, usage, reload,
+    /// status.
     Admin(Box<ringgate::admin::cli::AdminArgs>),
 }
 

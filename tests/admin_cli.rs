@@ -1,10 +1,13 @@
 //! `ringgate admin ...` against a real `ringgate serve` child process: each
 //! command run as the binary would be, over the server's admin socket,
 //! checking what it prints and its exit code (0 done, 1 refused by the
-//! server, 2 not reachable).
+//! server, 2 not reachable or bad arguments). The API-key, usage-plan,
+//! usage and quota commands are checked against real requests with
+//! `x-api-key` through the gateway.
 
 mod support;
 
+use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -57,8 +60,13 @@ struct Gateway {
 }
 
 fn start() -> Gateway {
+    start_with("")
+}
+
+/// [`config`] and then `extra`.
+fn start_with(extra: &str) -> Gateway {
     let origin = Origin::start("cli");
-    let server = BinaryServer::start(&config(&origin));
+    let server = BinaryServer::start(&format!("{}\n{extra}", config(&origin)));
     Gateway {
         server,
         _origin: origin,
@@ -84,12 +92,29 @@ impl Run {
 
 /// `ringgate admin ARGS...` as given.
 fn ringgate_admin(args: &[&str]) -> Run {
-    let out = Command::new(binary())
+    ringgate_admin_stdin(args, None)
+}
+
+/// `ringgate admin ARGS...` with `stdin` on its standard input (none:
+/// /dev/null).
+fn ringgate_admin_stdin(args: &[&str], stdin: Option<&[u8]>) -> Run {
+    let mut child = Command::new(binary())
         .arg("admin")
         .args(args)
-        .stdin(Stdio::null())
-        .output()
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run ringgate admin");
+    if let Some(bytes) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(bytes).unwrap();
+    }
+    let out = child.wait_with_output().expect("ringgate admin ran");
     Run {
         code: out.status.code().expect("exited, not killed"),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -99,10 +124,15 @@ fn ringgate_admin(args: &[&str]) -> Run {
 
 /// `ringgate admin --socket <the server's socket> ARGS...`.
 fn admin(g: &Gateway, args: &[&str]) -> Run {
+    admin_stdin(g, args, None)
+}
+
+/// [`admin`] with `stdin` on its standard input.
+fn admin_stdin(g: &Gateway, args: &[&str], stdin: Option<&[u8]>) -> Run {
     let socket = g.server.admin_socket();
     let mut all = vec!["--socket", socket.to_str().expect("UTF-8 temp path")];
     all.extend_from_slice(args);
-    ringgate_admin(&all)
+    ringgate_admin_stdin(&all, stdin)
 }
 
 fn json(run: Run) -> Value {
@@ -515,4 +545,416 @@ fn the_tcp_listener_with_its_token() {
     drop(server);
     let _ = std::fs::remove_file(&token);
     let _ = std::fs::remove_file(&wrong);
+}
+
+/// An api `metered` whose `GET /a` needs an API key (a mock answering `a`),
+/// with a stage `prod`, and `GET /free` that does not.
+const METERED: &str = r#"
+[[api]]
+name = "metered"
+hosts = ["metered"]
+  [[api.stage]]
+  name = "prod"
+  [[api.route]]
+  route = "GET /a"
+  mock = { body = "a" }
+  api_key_required = true
+  [[api.route]]
+  route = "GET /free"
+  mock = { body = "free" }
+"#;
+
+/// `GET /prod/a` on the `metered` api with `x-api-key: key`: the status
+/// and body.
+fn metered(g: &Gateway, key: &str) -> (u16, String) {
+    let r = g.server.client().request(format!(
+        "GET /prod/a HTTP/1.1\r\nHost: metered\r\nx-api-key: {key}\r\n\r\n"
+    ));
+    (r.status, r.text())
+}
+
+/// Today (UTC) as YYYY-MM-DD.
+fn today() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    ringgate::throttle::quota::format_day(secs / 86_400)
+}
+
+/// The word after `prefix` on the line that starts with it.
+fn after<'a>(out: &'a str, prefix: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no line {prefix:?} in:\n{out}"))
+        .split([' ', ','])
+        .next()
+        .unwrap()
+}
+
+#[test]
+fn keys_plans_quota_and_usage() {
+    let g = start_with(METERED);
+    let out = admin(
+        &g,
+        &[
+            "plans",
+            "create",
+            "gold",
+            "--quota",
+            "3",
+            "--period",
+            "day",
+            "--stage",
+            "metered:prod",
+            "--rate",
+            "100",
+            "--burst",
+            "50",
+        ],
+    )
+    .ok();
+    let plan = after(&out, "created plan ").to_string();
+    assert_eq!(
+        out,
+        format!(
+            "created plan {plan} (gold): throttle 100/s, burst 50, quota 3 per DAY, \
+             stages metered:prod, 0 keys\n"
+        )
+    );
+
+    // A key attached to the plan: its id and its value, shown this once.
+    let out = admin(&g, &["keys", "create", "alice", "--plan", &plan]).ok();
+    let key = after(&out, "created key ").to_string();
+    let value = after(&out, "value: ").to_string();
+    assert_eq!(value.len(), 40, "{out}");
+    assert_eq!(
+        out,
+        format!(
+            "created key {key} (alice), enabled, plans: {plan}\n\
+             value: {value}\n\
+             note: the value is shown this once; other commands leave it out unless asked \
+             (keys get {key} --include-value)\n"
+        )
+    );
+    let out = admin(&g, &["keys", "list"]).ok();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("ID ") && lines[0].ends_with("  CREATED"),
+        "{out}"
+    );
+    assert!(lines[1].starts_with(&format!("{key}  alice  yes      state   {plan}  20")));
+    assert!(!out.contains(&value), "{out}");
+    let out = admin(&g, &["keys", "list", "--include-values"]).ok();
+    assert!(out.lines().next().unwrap().ends_with("  VALUE"), "{out}");
+    assert!(out.lines().nth(1).unwrap().ends_with(&value), "{out}");
+    assert_eq!(
+        admin(&g, &["keys", "list", "--name", "bo"]).ok(),
+        "(none)\n"
+    );
+    let out = admin(&g, &["keys", "get", &key]).ok();
+    assert!(
+        out.starts_with(&format!("id:          {key}\nname:        alice\n")),
+        "{out}"
+    );
+    assert!(!out.contains(&value), "{out}");
+    let out = admin(&g, &["keys", "get", &key, "--include-value"]).ok();
+    assert!(out.ends_with(&format!("value:       {value}\n")), "{out}");
+
+    let out = admin(&g, &["plans", "get", &plan]).ok();
+    assert!(out.contains("quota:       3 per DAY\n"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "stages:      1\n  metered:prod\nkeys:        1\n  {key}\n"
+        )),
+        "{out}"
+    );
+    let out = admin(&g, &["plans", "keys", &plan]).ok();
+    assert!(out.contains(&format!("{key}  alice")), "{out}");
+
+    // Requests with the key: 3 through, then Limit Exceeded.
+    for _ in 0..3 {
+        assert_eq!(metered(&g, &value), (200, "a".to_string()));
+    }
+    assert_eq!(
+        metered(&g, &value),
+        (429, r#"{"message":"Limit Exceeded"}"#.to_string())
+    );
+
+    // The usage: a row per key per day.
+    let day = today();
+    let out = admin(&g, &["usage", &plan, "--from", &day, "--to", &day]).ok();
+    assert_eq!(
+        out,
+        format!(
+            "KEY{pad}  DATE        USED  REMAINING\n{key}  {day}  3     0\n",
+            pad = " ".repeat(key.len() - 3)
+        )
+    );
+    let v = json(admin(
+        &g,
+        &[
+            "usage", &plan, "--from", &day, "--to", &day, "--json", "--key", &key,
+        ],
+    ));
+    assert_eq!(v["usagePlanId"], plan.as_str());
+    assert_eq!(v["items"][&key], serde_json::json!([[3, 0]]));
+
+    // The quota period, then two more.
+    let out = admin(&g, &["quota", &plan, &key]).ok();
+    assert!(out.contains("quota:      3 per DAY\n"), "{out}");
+    assert!(
+        out.ends_with("allowance:  3\nused:       3\nremaining:  0\n"),
+        "{out}"
+    );
+    let out = admin(&g, &["quota", &plan, &key, "--remaining", "2"]).ok();
+    assert!(
+        out.starts_with(&format!("key {key} of plan {plan}: 2 remaining until ")),
+        "{out}"
+    );
+    assert!(out.ends_with("(UTC); allowance 5, used 3\n"), "{out}");
+    assert_eq!(metered(&g, &value).0, 200);
+    assert_eq!(metered(&g, &value).0, 200);
+    assert_eq!(metered(&g, &value).0, 429);
+    let out = admin(&g, &["usage", &plan, "--from", &day, "--to", &day]).ok();
+    assert!(out.ends_with(&format!("{key}  {day}  5     0\n")), "{out}");
+
+    // Disabled: 403; enabled again: counted as before.
+    let out = admin(&g, &["keys", "disable", &key]).ok();
+    assert_eq!(
+        out,
+        format!("disabled key {key} (alice): its requests are refused (403) until enabled\n")
+    );
+    assert_eq!(
+        metered(&g, &value),
+        (403, r#"{"message":"Forbidden"}"#.to_string())
+    );
+    assert!(admin(&g, &["keys", "list"]).ok().contains("alice  no "));
+    assert_eq!(
+        admin(&g, &["keys", "enable", &key]).ok(),
+        format!("enabled key {key} (alice)\n")
+    );
+    assert_eq!(metered(&g, &value).0, 429);
+    assert_eq!(
+        admin(&g, &["keys", "rename", &key, "alicia"]).ok(),
+        format!("renamed key {key} (alicia)\n")
+    );
+
+    // Without a quota the key goes through; REMAINING is `-`.
+    let out = admin(
+        &g,
+        &["plans", "update", &plan, "--no-quota", "--no-throttle"],
+    )
+    .ok();
+    assert_eq!(
+        out,
+        format!(
+            "updated plan {plan} (gold): throttle none, quota none, stages metered:prod, 1 key\n"
+        )
+    );
+    assert_eq!(metered(&g, &value).0, 200);
+    let out = admin(&g, &["usage", &plan, "--from", &day, "--to", &day]).ok();
+    assert!(out.ends_with(&format!("{key}  {day}  6     -\n")), "{out}");
+    let out = admin(&g, &["plans", "list"]).ok();
+    assert!(
+        out.contains(&format!(
+            "{plan}  gold  state   none      none   metered:prod  1\n"
+        )),
+        "{out}"
+    );
+
+    // Detached: 403; attached: through.
+    let out = admin(&g, &["plans", "detach", &plan, &key]).ok();
+    assert!(out.starts_with(&format!("detached key {key} from plan {plan} (gold)")));
+    assert!(out.ends_with(", 0 keys\n"), "{out}");
+    assert_eq!(metered(&g, &value).0, 403);
+    let out = admin(&g, &["plans", "attach", &plan, &key]).ok();
+    assert!(out.ends_with(", 1 key\n"), "{out}");
+    assert_eq!(metered(&g, &value).0, 200);
+
+    // Route throttles are given per listed stage.
+    let out = admin(
+        &g,
+        &[
+            "plans",
+            "update",
+            &plan,
+            "--stage",
+            "metered:prod",
+            "--route-throttle",
+            "metered:prod:GET /a=5/10",
+        ],
+    )
+    .ok();
+    assert!(out.contains("stages metered:prod"), "{out}");
+    let out = admin(&g, &["plans", "get", &plan]).ok();
+    assert!(
+        out.contains("  metered:prod\n    GET /a: 5/s, burst 10\n"),
+        "{out}"
+    );
+
+    // Deleted: 403, and gone.
+    assert_eq!(
+        admin(&g, &["keys", "delete", &key]).ok(),
+        format!("deleted key {key}\n")
+    );
+    assert_eq!(metered(&g, &value).0, 403);
+    assert_eq!(
+        admin(&g, &["plans", "delete", &plan]).ok(),
+        format!("deleted plan {plan}\n")
+    );
+    assert_eq!(admin(&g, &["plans", "list"]).ok(), "(none)\n");
+}
+
+#[test]
+fn keys_import_and_refusals() {
+    let g = start_with(METERED);
+    let v = json(admin(
+        &g,
+        &["--json", "plans", "create", "p", "--stage", "metered:prod"],
+    ));
+    let plan = v["id"].as_str().unwrap().to_string();
+
+    // Two keys from a CSV file, one more from standard input.
+    let csv = support::temp_path("cli-keys").with_extension("csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "key,name,enabled,usageplanIds\n\
+             csv-key-one-0123456789abc,one,true,{plan}\n\
+             csv-key-two-0123456789abc,two,false,{plan}\n"
+        ),
+    )
+    .unwrap();
+    let out = admin(&g, &["keys", "import", csv.to_str().unwrap()]).ok();
+    let _ = std::fs::remove_file(&csv);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "imported 2 keys", "{out}");
+    assert!(lines[1].starts_with("ID "), "{out}");
+    assert!(lines[2].contains("  one   yes      "), "{out}");
+    assert!(lines[3].contains("  two   no       "), "{out}");
+    assert_eq!(lines.len(), 4, "{out}");
+    assert_eq!(metered(&g, "csv-key-one-0123456789abc").0, 200);
+    assert_eq!(metered(&g, "csv-key-two-0123456789abc").0, 403);
+    let out = admin_stdin(
+        &g,
+        &["keys", "import", "-"],
+        Some(b"key,name\ncsv-key-three-0123456789ab,three\n"),
+    )
+    .ok();
+    assert!(out.starts_with("imported 1 key\n"), "{out}");
+    assert_eq!(admin(&g, &["keys", "list"]).ok().lines().count(), 4);
+    let plans_before = admin(&g, &["plans", "list", "--json"]).ok();
+    let keys_before = admin(&g, &["keys", "list", "--json"]).ok();
+
+    // A bad argument: a usage error (exit 2) naming it; nothing sent.
+    let r = admin(
+        &g,
+        &["plans", "create", "q", "--quota", "5", "--period", "YEAR"],
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("invalid value 'YEAR' for '--period <DAY|WEEK|MONTH>'"),
+        "{r:?}"
+    );
+    assert!(
+        r.stderr.contains("[possible values: DAY, WEEK, MONTH]"),
+        "{r:?}"
+    );
+    let r = admin(&g, &["plans", "create", "q", "--quota", "5"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("--period"), "{r:?}");
+    let r = admin(
+        &g,
+        &[
+            "plans",
+            "create",
+            "q",
+            "--stage",
+            "metered:prod",
+            "--route-throttle",
+            "metered:beta:GET /a=1/1",
+        ],
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(
+        r.stderr,
+        "ringgate admin: --route-throttle metered:beta:GET /a: stage metered:beta \
+         is not given with --stage\n"
+    );
+    let r = admin(&g, &["plans", "update", &plan]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("nothing to change"), "{r:?}");
+    let r = admin(
+        &g,
+        &["usage", &plan, "--from", "2026-02-30", "--to", "2026-03-01"],
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("is not a date YYYY-MM-DD"), "{r:?}");
+    let r = admin(&g, &["keys", "import", "/nonexistent/keys.csv"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .starts_with("ringgate admin: cannot read /nonexistent/keys.csv"),
+        "{r:?}"
+    );
+
+    // Refused by the server: exit 1 with its message.
+    let r = admin(&g, &["keys", "get", "nope"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(
+        r.stderr,
+        "ringgate admin: no api key \"nope\" [HTTP 404 not_found]\n"
+    );
+    assert_eq!(r.stdout, "");
+    let r = admin(&g, &["plans", "attach", "nope", "x"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(
+        r.stderr,
+        "ringgate admin: no usage plan \"nope\" [HTTP 404 not_found]\n"
+    );
+    let r = admin(&g, &["plans", "create", "q", "--stage", "metered:nope"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("(field: stages[0].stage) [HTTP 400"),
+        "{r:?}"
+    );
+    let r = admin(&g, &["keys", "create", "x", "--value", "short"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("(field: value) [HTTP 400"), "{r:?}");
+    // The same CSV again: refused whole.
+    let r = admin_stdin(
+        &g,
+        &["keys", "import", "-"],
+        Some(b"key,name\nfresh-key-0123456789abcdef,fresh\ncsv-key-one-0123456789abc,dup\n"),
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("[HTTP 409"), "{r:?}");
+    let r = admin(&g, &["quota", &plan, "nope"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("[HTTP 404 not_found]"), "{r:?}");
+
+    // Nothing changed.
+    assert_eq!(admin(&g, &["plans", "list", "--json"]).ok(), plans_before);
+    assert_eq!(admin(&g, &["keys", "list", "--json"]).ok(), keys_before);
+}
+
+#[test]
+fn lists_are_fetched_whole() {
+    let g = start_with(METERED);
+    // More keys than one page of 500.
+    let mut csv = String::from("key,name\n");
+    for i in 0..501 {
+        csv.push_str(&format!("bulk-key-{i:04}-0123456789abcdef,k{i:04}\n"));
+    }
+    let out = admin_stdin(&g, &["keys", "import", "-"], Some(csv.as_bytes())).ok();
+    assert!(out.starts_with("imported 501 keys\n"), "{out}");
+    let out = admin(&g, &["keys", "list"]).ok();
+    assert_eq!(out.lines().count(), 502);
+    assert!(!out.contains("more:"), "{out}");
+    let v = json(admin(&g, &["keys", "list", "--json"]));
+    assert_eq!(v["items"].as_array().unwrap().len(), 501);
+    assert!(v.get("position").is_none(), "{v}");
 }

@@ -1,6 +1,7 @@
 //! `ringgate admin ...`: a thin command-line client of a running gateway's
-//! admin API (the endpoints of [`super::api`]), one request per command
-//! over [`super::client`].
+//! admin API (the endpoints of [`super::api`] and its `plans` module), one
+//! request per command (one per page for the lists fetched whole) over
+//! [`super::client`].
 //!
 //! ## Which gateway
 //! - `--socket PATH`: that Unix socket;
@@ -34,9 +35,31 @@
 //! | `cache stats API STAGE` | `GET .../cache` | the stage cache's settings and counters |
 //! | `cache flush API STAGE` | `DELETE .../cache/data` | empties the stage cache |
 //! | `cache drop API STAGE --path P [--method M] [--query Q] [--header NAME=VALUE]... [--canary]` | `DELETE .../cache/entries?...` | drops the one entry that request would use (method GET unless given; `--canary` for the canary's entries) |
+//! | `keys list [--include-values] [--name PREFIX]` | `GET /apikeys` | every API key (all pages): id, name, enabled, source, plans, created; values only when asked |
+//! | `keys get ID [--include-value]` | `GET /apikeys/{id}` | one key |
+//! | `keys create NAME [--value V] [--description D] [--disabled] [--plan PLAN_ID]...` | `POST /apikeys` | creates a key (its value generated unless given), attached to the plans; prints its id and its value, which no other output shows unless asked |
+//! | `keys enable ID`, `keys disable ID` | `PATCH /apikeys/{id}` | `{"enabled": true\|false}`: a disabled key gets 403 |
+//! | `keys rename ID NAME` | `PATCH /apikeys/{id}` | `{"name": NAME}` |
+//! | `keys delete ID` | `DELETE /apikeys/{id}` | deletes the key, detaching it from its plans |
+//! | `keys import FILE.csv` | `POST /apikeys?mode=import&format=csv` | creates the file's keys (`-`: standard input; sent as `text/csv`), all or none |
+//! | `plans list` | `GET /usageplans` | every usage plan (all pages): throttle, quota, stages, key count |
+//! | `plans get ID` | `GET /usageplans/{id}` | one plan, with its stages' route throttles and its keys |
+//! | `plans create NAME [--description D] [--rate R --burst B] [--quota N --period DAY\|WEEK\|MONTH [--offset O]] [--stage API:STAGE]... [--route-throttle API:STAGE:'METHOD /path'=RATE/BURST]...` | `POST /usageplans` | creates a plan; a route throttle's stage must be given with `--stage` |
+//! | `plans update ID [--name NAME]` + the options of `create` `[--no-throttle] [--no-quota] [--no-stages]` | `PATCH /usageplans/{id}` | changes what is given; `--stage` replaces the whole stage list (with its route throttles) |
+//! | `plans delete ID` | `DELETE /usageplans/{id}` | deletes the plan (its keys stay) |
+//! | `plans attach PLAN KEY`, `plans detach PLAN KEY` | `POST /usageplans/{plan}/keys`, `DELETE .../keys/{key}` | attaches or detaches a key |
+//! | `plans keys PLAN` | `GET /usageplans/{plan}/keys` | the plan's keys (all pages) |
+//! | `usage PLAN --from YYYY-MM-DD --to YYYY-MM-DD [--key ID] [--limit N] [--position P]` | `GET /usageplans/{plan}/usage?startDate&endDate&keyId` | one row per key per day: requests used and what remained of the quota (`-` without one); all keys unless `--limit` or `--position` asks for one page |
+//! | `quota PLAN KEY [--remaining N]` | `GET`, or `PATCH` with `{"remaining": N}`, `/usageplans/{plan}/keys/{key}/usage` | the key's current quota period (allowance, used, remaining); with `--remaining`, sets what remains in this period (API Gateway's UpdateUsage: more extends it, less reduces it) |
 //!
 //! Path segments and query values are percent-encoded (all but RFC 3986's
 //! unreserved characters).
+//!
+//! The lists of keys and plans (and `usage` without `--limit` or
+//! `--position`) are fetched whole: pages of 500, following `position`
+//! until the server gives none; `--json` prints the pages' `items` merged
+//! into one body, without `position`. The other lists are one page, with
+//! `--limit` and `--position`.
 //!
 //! ## Output
 //! Human-readable by default: aligned tables for lists (with a hint naming
@@ -47,15 +70,18 @@
 //! for an empty body, as `cache flush` gets), also for an error reply.
 //!
 //! The formatting functions are pure (a JSON value in, a `String` out):
-//! [`render`], [`format_status`], [`format_apis`], ... and [`error_message`].
+//! [`render`], [`format_status`], [`format_apis`], [`format_keys`],
+//! [`format_plan`], [`format_usage`], ... and [`error_message`].
 //!
 //! ## Exit codes
 //! - 0: done;
 //! - 1: the server refused the request; `ringgate admin: <message> (field:
 //!   <field>) [HTTP <status> <code>]` on stderr;
 //! - 2: the request could not be made: no socket, no answer, a
-//!   configuration that does not load, a token file that cannot be read,
-//!   bad arguments (as clap's usage errors).
+//!   configuration that does not load, a token file or CSV file that
+//!   cannot be read, bad arguments (as clap's usage errors: `--period
+//!   YEAR`, a date that is not `YYYY-MM-DD`, `--quota` without
+//!   `--period`, ...).
 
 #![forbid(unsafe_code)]
 
@@ -165,6 +191,295 @@ pub enum AdminCommand {
     /// A stage cache's counters; flush it or drop one entry.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// List, create, enable, disable, rename, delete and import API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// List, create, change and delete usage plans; attach and detach keys.
+    #[command(subcommand)]
+    Plans(PlansCommand),
+    /// A usage plan's requests per key per day, with what remained of the
+    /// quota (GET /usageplans/{plan}/usage).
+    Usage(UsageArgs),
+    /// A key's quota period under a plan; with --remaining, extend or
+    /// reduce what remains of it.
+    Quota {
+        /// The usage plan's id.
+        #[arg(value_parser = non_empty)]
+        plan: String,
+        /// The API key's id.
+        #[arg(value_parser = non_empty)]
+        key: String,
+        /// Set what remains in the current period to N (more than now
+        /// extends it, less reduces it; the next period starts from the
+        /// plan's limit again).
+        #[arg(long, value_name = "N")]
+        remaining: Option<u64>,
+    },
+}
+
+/// `ringgate admin keys ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysCommand {
+    /// Every key (all pages), without their values unless asked.
+    List {
+        /// Show the keys' values too.
+        #[arg(long)]
+        include_values: bool,
+        /// Only the keys whose name starts with PREFIX.
+        #[arg(long, value_name = "PREFIX")]
+        name: Option<String>,
+    },
+    /// One key.
+    #[command(alias = "show")]
+    Get {
+        /// The key's id.
+        #[arg(value_parser = non_empty)]
+        id: String,
+        /// Show its value too.
+        #[arg(long)]
+        include_value: bool,
+    },
+    /// Create a key; prints its id and its value (generated unless given).
+    Create {
+        /// The key's name.
+        #[arg(value_parser = non_empty)]
+        name: String,
+        /// The value clients send as x-api-key (default: 40 random
+        /// characters).
+        #[arg(long, value_name = "V")]
+        value: Option<String>,
+        /// What the key is for.
+        #[arg(long, value_name = "D")]
+        description: Option<String>,
+        /// Create it disabled.
+        #[arg(long)]
+        disabled: bool,
+        /// Attach it to this usage plan (repeatable).
+        #[arg(long = "plan", value_name = "PLAN_ID", value_parser = non_empty)]
+        plans: Vec<String>,
+    },
+    /// Let the key's requests through again.
+    Enable {
+        /// The key's id.
+        #[arg(value_parser = non_empty)]
+        id: String,
+    },
+    /// Refuse the key's requests (403) until enabled.
+    Disable {
+        /// The key's id.
+        #[arg(value_parser = non_empty)]
+        id: String,
+    },
+    /// Give the key another name.
+    Rename {
+        /// The key's id.
+        #[arg(value_parser = non_empty)]
+        id: String,
+        /// The new name.
+        #[arg(value_parser = non_empty)]
+        name: String,
+    },
+    /// Delete the key (it is detached from its plans).
+    Delete {
+        /// The key's id.
+        #[arg(value_parser = non_empty)]
+        id: String,
+    },
+    /// Create keys from a CSV file (API Gateway's import format: header
+    /// `key,name,description,enabled,usageplanIds`): all or none.
+    Import {
+        /// The CSV file; `-` reads standard input.
+        #[arg(value_name = "FILE.csv")]
+        file: PathBuf,
+    },
+}
+
+/// `ringgate admin plans ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum PlansCommand {
+    /// Every usage plan (all pages).
+    List,
+    /// One usage plan.
+    #[command(alias = "show")]
+    Get {
+        /// The plan's id.
+        #[arg(value_parser = non_empty)]
+        id: String,
+    },
+    /// Create a usage plan.
+    Create(PlanCreate),
+    /// Change a usage plan (only what is given).
+    Update(PlanUpdate),
+    /// Delete a usage plan (its keys are detached, not deleted).
+    Delete {
+        /// The plan's id.
+        #[arg(value_parser = non_empty)]
+        id: String,
+    },
+    /// Attach an API key to the plan.
+    Attach {
+        /// The plan's id.
+        #[arg(value_parser = non_empty)]
+        plan: String,
+        /// The key's id.
+        #[arg(value_parser = non_empty)]
+        key: String,
+    },
+    /// Detach an API key from the plan.
+    Detach {
+        /// The plan's id.
+        #[arg(value_parser = non_empty)]
+        plan: String,
+        /// The key's id.
+        #[arg(value_parser = non_empty)]
+        key: String,
+    },
+    /// The plan's keys (all pages).
+    Keys {
+        /// The plan's id.
+        #[arg(value_parser = non_empty)]
+        plan: String,
+    },
+}
+
+/// A plan's limits and stages, as `plans create` and `plans update` take
+/// them.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PlanLimits {
+    /// What the plan is for.
+    #[arg(long, value_name = "D")]
+    pub description: Option<String>,
+    /// The plan's throttle: steady requests per second per key (with --burst).
+    #[arg(long, value_name = "R", requires = "burst")]
+    pub rate: Option<f64>,
+    /// The plan's throttle: the most requests at once per key (with --rate).
+    #[arg(long, value_name = "B", requires = "rate")]
+    pub burst: Option<u32>,
+    /// The quota: requests per key per period (with --period).
+    #[arg(long, value_name = "N", requires = "period")]
+    pub quota: Option<u64>,
+    /// The quota's period.
+    #[arg(
+        long,
+        value_name = "DAY|WEEK|MONTH",
+        requires = "quota",
+        ignore_case = true
+    )]
+    pub period: Option<QuotaPeriod>,
+    /// Requests taken off the quota in the plan's first period only
+    /// (API Gateway's offset).
+    #[arg(long, value_name = "O", requires = "quota")]
+    pub offset: Option<u64>,
+    /// A stage where the plan's keys are accepted (repeatable; the list is
+    /// replaced as a whole).
+    #[arg(long = "stage", value_name = "API:STAGE", value_parser = api_stage)]
+    pub stages: Vec<(String, String)>,
+    /// A throttle for one route of a listed stage (repeatable), e.g.
+    /// shop:prod:'GET /items/{id}'=10/20.
+    #[arg(
+        long = "route-throttle",
+        value_name = "API:STAGE:'METHOD /path'=RATE/BURST",
+        value_parser = route_throttle,
+        requires = "stages"
+    )]
+    pub route_throttles: Vec<RouteThrottle>,
+}
+
+/// `ringgate admin plans create ...`.
+#[derive(Debug, Clone, Args)]
+pub struct PlanCreate {
+    /// The plan's name.
+    #[arg(value_parser = non_empty)]
+    pub name: String,
+    /// Limits and stages.
+    #[command(flatten)]
+    pub limits: PlanLimits,
+}
+
+/// `ringgate admin plans update ...`.
+#[derive(Debug, Clone, Args)]
+pub struct PlanUpdate {
+    /// The plan's id.
+    #[arg(value_parser = non_empty)]
+    pub id: String,
+    /// A new name.
+    #[arg(long, value_name = "NAME", value_parser = non_empty)]
+    pub name: Option<String>,
+    /// Limits and stages.
+    #[command(flatten)]
+    pub limits: PlanLimits,
+    /// Remove the plan's throttle.
+    #[arg(long, conflicts_with_all = ["rate", "burst"])]
+    pub no_throttle: bool,
+    /// Remove the plan's quota.
+    #[arg(long, conflicts_with_all = ["quota", "period", "offset"])]
+    pub no_quota: bool,
+    /// Remove every stage (the plan's keys are then accepted nowhere).
+    #[arg(long, conflicts_with_all = ["stages", "route_throttles"])]
+    pub no_stages: bool,
+}
+
+/// A quota period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QuotaPeriod {
+    /// A UTC day.
+    #[value(name = "DAY")]
+    Day,
+    /// A week, from Monday 00:00 UTC.
+    #[value(name = "WEEK")]
+    Week,
+    /// A month, from the 1st, 00:00 UTC.
+    #[value(name = "MONTH")]
+    Month,
+}
+
+impl QuotaPeriod {
+    fn as_str(self) -> &'static str {
+        match self {
+            QuotaPeriod::Day => "DAY",
+            QuotaPeriod::Week => "WEEK",
+            QuotaPeriod::Month => "MONTH",
+        }
+    }
+}
+
+/// `--route-throttle API:STAGE:ROUTE=RATE/BURST`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteThrottle {
+    /// The API.
+    pub api: String,
+    /// The stage.
+    pub stage: String,
+    /// The route key, e.g. `GET /items/{id}`.
+    pub route: String,
+    /// Requests per second.
+    pub rate: f64,
+    /// The most requests at once.
+    pub burst: u32,
+}
+
+/// `ringgate admin usage ...`.
+#[derive(Debug, Clone, Args)]
+pub struct UsageArgs {
+    /// The usage plan's id.
+    #[arg(value_parser = non_empty)]
+    pub plan: String,
+    /// The first day, YYYY-MM-DD (UTC).
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = day)]
+    pub from: String,
+    /// The last day, YYYY-MM-DD (UTC), at most 366 days after --from.
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = day)]
+    pub to: String,
+    /// Only this key.
+    #[arg(long, value_name = "ID", value_parser = non_empty)]
+    pub key: Option<String>,
+    /// Keys per page, 1 to 500 (default: every key, all pages).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+    /// Start after this key: the position a previous page printed (only
+    /// that page is fetched).
+    #[arg(long, value_name = "P")]
+    pub position: Option<String>,
 }
 
 /// `ringgate admin deployments ...`.
@@ -375,6 +690,53 @@ fn non_empty(s: &str) -> Result<String, String> {
     }
 }
 
+/// `API:STAGE`, split at the first `:`; neither may be empty.
+fn api_stage(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((a, st)) if !a.is_empty() && !st.is_empty() => Ok((a.to_string(), st.to_string())),
+        _ => Err(format!("{s:?} is not API:STAGE")),
+    }
+}
+
+/// `API:STAGE:ROUTE=RATE/BURST`: the API and stage end at the first two
+/// `:`, the route at the last `=`.
+fn route_throttle(s: &str) -> Result<RouteThrottle, String> {
+    let bad = || format!("{s:?} is not API:STAGE:'METHOD /path'=RATE/BURST");
+    let (head, limit) = s.rsplit_once('=').ok_or_else(bad)?;
+    let (api, rest) = head.split_once(':').ok_or_else(bad)?;
+    let (stage, route) = rest.split_once(':').ok_or_else(bad)?;
+    let (rate, burst) = limit.split_once('/').ok_or_else(bad)?;
+    let route = route.trim();
+    if api.is_empty() || stage.is_empty() || route.is_empty() {
+        return Err(bad());
+    }
+    let rate = rate
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|r| r.is_finite() && *r >= 0.0)
+        .ok_or_else(|| format!("{s:?}: the rate {rate:?} is not a number >= 0"))?;
+    let burst = burst
+        .trim()
+        .parse::<u32>()
+        .map_err(|_| format!("{s:?}: the burst {burst:?} is not a whole number"))?;
+    Ok(RouteThrottle {
+        api: api.to_string(),
+        stage: stage.to_string(),
+        route: route.to_string(),
+        rate,
+        burst,
+    })
+}
+
+/// A date `YYYY-MM-DD`.
+fn day(s: &str) -> Result<String, String> {
+    match crate::throttle::quota::parse_day(s) {
+        Some(_) => Ok(s.to_string()),
+        None => Err(format!("{s:?} is not a date YYYY-MM-DD")),
+    }
+}
+
 /// `NAME=VALUE`, split at the first `=`; the name must not be empty.
 fn name_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
@@ -394,6 +756,12 @@ pub struct Call {
     pub path: String,
     /// The JSON body, if any.
     pub body: Option<Value>,
+    /// Instead of `body`: this file's bytes (`-`: standard input), sent as
+    /// `text/csv` (`keys import`).
+    pub upload: Option<PathBuf>,
+    /// A list to fetch whole: follow each page's `position` and merge the
+    /// pages' `items` (see [`merge_page`]).
+    pub pages: bool,
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters
@@ -457,6 +825,8 @@ pub fn call(cmd: &AdminCommand) -> Result<Call, String> {
         method: "GET",
         path,
         body: None,
+        upload: None,
+        pages: false,
     };
     Ok(match cmd {
         A::Status => get("/status".into()),
@@ -464,6 +834,8 @@ pub fn call(cmd: &AdminCommand) -> Result<Call, String> {
             method: "POST",
             path: "/reload".into(),
             body: None,
+            upload: None,
+            pages: false,
         },
         A::Apis { page } => get(with_page("/apis".into(), page)),
         A::Deployments(d) => match d {
@@ -487,6 +859,8 @@ pub fn call(cmd: &AdminCommand) -> Result<Call, String> {
                     method: "POST",
                     path: format!("/apis/{}/deployments", encode(api)),
                     body: Some(Value::Object(body)),
+                    upload: None,
+                    pages: false,
                 }
             }
             DeploymentsCommand::Show { api, id } => {
@@ -529,6 +903,8 @@ pub fn call(cmd: &AdminCommand) -> Result<Call, String> {
                     method: "PATCH",
                     path: stage_path(&s.api, &s.stage),
                     body: Some(Value::Object(body)),
+                    upload: None,
+                    pages: false,
                 }
             }
         },
@@ -559,17 +935,23 @@ pub fn call(cmd: &AdminCommand) -> Result<Call, String> {
                     method: "PUT",
                     path: format!("{}/canary", stage_path(&c.api, &c.stage)),
                     body: Some(Value::Object(body)),
+                    upload: None,
+                    pages: false,
                 }
             }
             CanaryCommand::Promote { api, stage } => Call {
                 method: "POST",
                 path: format!("{}/canary/promote", stage_path(api, stage)),
                 body: None,
+                upload: None,
+                pages: false,
             },
             CanaryCommand::Remove { api, stage } => Call {
                 method: "DELETE",
                 path: format!("{}/canary", stage_path(api, stage)),
                 body: None,
+                upload: None,
+                pages: false,
             },
         },
         A::Cache(c) => match c {
@@ -578,6 +960,8 @@ pub fn call(cmd: &AdminCommand) -> Result<Call, String> {
                 method: "DELETE",
                 path: format!("{}/cache/data", stage_path(api, stage)),
                 body: None,
+                upload: None,
+                pages: false,
             },
             CacheCommand::Drop(d) => {
                 let mut q = Vec::new();
@@ -602,10 +986,272 @@ pub fn call(cmd: &AdminCommand) -> Result<Call, String> {
                         q.join("&")
                     ),
                     body: None,
+                    upload: None,
+                    pages: false,
                 }
             }
         },
+        A::Keys(k) => keys_call(k),
+        A::Plans(p) => plans_call(p)?,
+        A::Usage(u) => {
+            let mut q = vec![
+                format!("startDate={}", encode(&u.from)),
+                format!("endDate={}", encode(&u.to)),
+            ];
+            if let Some(k) = &u.key {
+                q.push(format!("keyId={}", encode(k)));
+            }
+            let pages = u.limit.is_none() && u.position.is_none();
+            q.push(format!("limit={}", u.limit.unwrap_or(PAGE_LIMIT)));
+            if let Some(p) = &u.position {
+                q.push(format!("position={}", encode(p)));
+            }
+            Call {
+                pages,
+                ..get(format!(
+                    "/usageplans/{}/usage?{}",
+                    encode(&u.plan),
+                    q.join("&")
+                ))
+            }
+        }
+        A::Quota {
+            plan,
+            key,
+            remaining,
+        } => {
+            let path = format!("/usageplans/{}/keys/{}/usage", encode(plan), encode(key));
+            match remaining {
+                None => get(path),
+                Some(n) => Call {
+                    method: "PATCH",
+                    body: Some(json!({ "remaining": n })),
+                    ..get(path)
+                },
+            }
+        }
     })
+}
+
+/// The page size of the lists fetched whole.
+pub const PAGE_LIMIT: u32 = 500;
+
+/// `GET path?limit=500&...`, all pages.
+fn whole_list(path: String, query: &[String]) -> Call {
+    let mut q = vec![format!("limit={PAGE_LIMIT}")];
+    q.extend_from_slice(query);
+    Call {
+        method: "GET",
+        path: format!("{path}?{}", q.join("&")),
+        body: None,
+        upload: None,
+        pages: true,
+    }
+}
+
+fn key_path(id: &str) -> String {
+    format!("/apikeys/{}", encode(id))
+}
+
+fn plan_path(id: &str) -> String {
+    format!("/usageplans/{}", encode(id))
+}
+
+fn keys_call(k: &KeysCommand) -> Call {
+    let call = |method: &'static str, path: String, body: Option<Value>| Call {
+        method,
+        path,
+        body,
+        upload: None,
+        pages: false,
+    };
+    match k {
+        KeysCommand::List {
+            include_values,
+            name,
+        } => {
+            let mut q = Vec::new();
+            if *include_values {
+                q.push("include_values=true".to_string());
+            }
+            if let Some(n) = name {
+                q.push(format!("name={}", encode(n)));
+            }
+            whole_list("/apikeys".into(), &q)
+        }
+        KeysCommand::Get { id, include_value } => {
+            let mut path = key_path(id);
+            if *include_value {
+                path.push_str("?include_value=true");
+            }
+            call("GET", path, None)
+        }
+        KeysCommand::Create {
+            name,
+            value,
+            description,
+            disabled,
+            plans,
+        } => {
+            let mut body = Map::new();
+            body.insert("name".into(), json!(name));
+            if let Some(v) = value {
+                body.insert("value".into(), json!(v));
+            }
+            if let Some(d) = description {
+                body.insert("description".into(), json!(d));
+            }
+            if *disabled {
+                body.insert("enabled".into(), json!(false));
+            }
+            if !plans.is_empty() {
+                body.insert("usage_plan_ids".into(), json!(plans));
+            }
+            call("POST", "/apikeys".into(), Some(Value::Object(body)))
+        }
+        KeysCommand::Enable { id } => call("PATCH", key_path(id), Some(json!({"enabled": true}))),
+        KeysCommand::Disable { id } => call("PATCH", key_path(id), Some(json!({"enabled": false}))),
+        KeysCommand::Rename { id, name } => {
+            call("PATCH", key_path(id), Some(json!({ "name": name })))
+        }
+        KeysCommand::Delete { id } => call("DELETE", key_path(id), None),
+        KeysCommand::Import { file } => Call {
+            upload: Some(file.clone()),
+            ..call("POST", "/apikeys?mode=import&format=csv".into(), None)
+        },
+    }
+}
+
+/// The plan fields `plans create` and `plans update` share: description,
+/// throttle, quota, stages (with their route throttles).
+fn plan_fields(l: &PlanLimits, body: &mut Map<String, Value>) -> Result<(), String> {
+    if let Some(d) = &l.description {
+        body.insert("description".into(), json!(d));
+    }
+    if let (Some(rate), Some(burst)) = (l.rate, l.burst) {
+        body.insert("throttle".into(), json!({ "rate": rate, "burst": burst }));
+    }
+    if let (Some(limit), Some(period)) = (l.quota, l.period) {
+        let mut q = json!({ "limit": limit, "period": period.as_str() });
+        if let Some(o) = l.offset {
+            q["offset"] = json!(o);
+        }
+        body.insert("quota".into(), q);
+    }
+    if !l.stages.is_empty() {
+        for t in &l.route_throttles {
+            if !l.stages.iter().any(|(a, s)| *a == t.api && *s == t.stage) {
+                return Err(format!(
+                    "--route-throttle {}:{}:{}: stage {}:{} is not given with --stage",
+                    t.api, t.stage, t.route, t.api, t.stage
+                ));
+            }
+        }
+        let stages: Vec<Value> = l
+            .stages
+            .iter()
+            .map(|(api, stage)| {
+                let routes: Map<String, Value> = l
+                    .route_throttles
+                    .iter()
+                    .filter(|t| t.api == *api && t.stage == *stage)
+                    .map(|t| (t.route.clone(), json!({ "rate": t.rate, "burst": t.burst })))
+                    .collect();
+                let mut s = json!({ "api": api, "stage": stage });
+                if !routes.is_empty() {
+                    s["route_throttle"] = Value::Object(routes);
+                }
+                s
+            })
+            .collect();
+        body.insert("stages".into(), Value::Array(stages));
+    }
+    Ok(())
+}
+
+fn plans_call(p: &PlansCommand) -> Result<Call, String> {
+    let call = |method: &'static str, path: String, body: Option<Value>| Call {
+        method,
+        path,
+        body,
+        upload: None,
+        pages: false,
+    };
+    Ok(match p {
+        PlansCommand::List => whole_list("/usageplans".into(), &[]),
+        PlansCommand::Get { id } => call("GET", plan_path(id), None),
+        PlansCommand::Create(c) => {
+            let mut body = Map::new();
+            body.insert("name".into(), json!(c.name));
+            plan_fields(&c.limits, &mut body)?;
+            call("POST", "/usageplans".into(), Some(Value::Object(body)))
+        }
+        PlansCommand::Update(u) => {
+            let mut body = Map::new();
+            if let Some(n) = &u.name {
+                body.insert("name".into(), json!(n));
+            }
+            plan_fields(&u.limits, &mut body)?;
+            if u.no_throttle {
+                body.insert("throttle".into(), Value::Null);
+            }
+            if u.no_quota {
+                body.insert("quota".into(), Value::Null);
+            }
+            if u.no_stages {
+                body.insert("stages".into(), json!([]));
+            }
+            if body.is_empty() {
+                return Err("nothing to change: give --name, --description, --rate and \
+                            --burst, --quota and --period, --stage, --no-throttle, \
+                            --no-quota or --no-stages"
+                    .into());
+            }
+            call("PATCH", plan_path(&u.id), Some(Value::Object(body)))
+        }
+        PlansCommand::Delete { id } => call("DELETE", plan_path(id), None),
+        PlansCommand::Attach { plan, key } => call(
+            "POST",
+            format!("{}/keys", plan_path(plan)),
+            Some(json!({ "key_id": key })),
+        ),
+        PlansCommand::Detach { plan, key } => call(
+            "DELETE",
+            format!("{}/keys/{}", plan_path(plan), encode(key)),
+            None,
+        ),
+        PlansCommand::Keys { plan } => whole_list(format!("{}/keys", plan_path(plan)), &[]),
+    })
+}
+
+/// The request for the page after `position` of a list fetched whole.
+pub fn next_page(call: &Call, position: &str) -> Call {
+    let sep = if call.path.contains('?') { '&' } else { '?' };
+    Call {
+        path: format!("{}{sep}position={}", call.path, encode(position)),
+        ..call.clone()
+    }
+}
+
+/// Adds a page to what was fetched so far: `items` (a list, or an object
+/// by key as in the usage report) appended, `position` dropped.
+pub fn merge_page(acc: &mut Value, page: Value) {
+    match (&mut acc["items"], page) {
+        (Value::Array(a), Value::Object(mut p)) => {
+            if let Some(Value::Array(more)) = p.remove("items") {
+                a.extend(more);
+            }
+        }
+        (Value::Object(a), Value::Object(mut p)) => {
+            if let Some(Value::Object(more)) = p.remove("items") {
+                a.extend(more);
+            }
+        }
+        _ => {}
+    }
+    if let Some(m) = acc.as_object_mut() {
+        m.remove("position");
+    }
 }
 
 // --- which gateway -----------------------------------------------------------
@@ -697,8 +1343,7 @@ pub fn run(args: &AdminArgs) -> u8 {
         Ok(e) => e,
         Err(m) => return fail(&m),
     };
-    let body = call.body.as_ref().map(|b| b.to_string().into_bytes());
-    let reply = match client::request(&endpoint, call.method, &call.path, body.as_deref()) {
+    let reply = match send(&endpoint, &call) {
         Ok(r) => r,
         Err(m) => return fail(&m),
     };
@@ -749,6 +1394,61 @@ pub fn run(args: &AdminArgs) -> u8 {
     };
     out(&render(&args.command, &value, stage.as_ref()));
     0
+}
+
+/// Sends `call`: its JSON body, or the file it uploads; a list fetched
+/// whole page by page, merged into one answer (the first error reply is
+/// the answer).
+fn send(endpoint: &Endpoint, call: &Call) -> Result<client::Reply, String> {
+    if let Some(file) = &call.upload {
+        let bytes = read_upload(file)?;
+        return client::request_typed(endpoint, call.method, &call.path, &bytes, "text/csv");
+    }
+    let body = call.body.as_ref().map(|b| b.to_string().into_bytes());
+    let first = client::request(endpoint, call.method, &call.path, body.as_deref())?;
+    if !call.pages || !(200..300).contains(&first.status) {
+        return Ok(first);
+    }
+    let not_json = |status: u16| format!("the answer from {endpoint} (HTTP {status}) is not JSON");
+    let mut all: Value = serde_json::from_slice(&first.body).map_err(|_| not_json(first.status))?;
+    let mut next = all["position"].as_str().map(str::to_string);
+    merge_page(&mut all, json!({}));
+    let mut pages = 1u32;
+    while let Some(position) = next {
+        pages += 1;
+        if pages > 100_000 {
+            return Err(format!("the list from {endpoint} does not end"));
+        }
+        let reply = client::request(endpoint, "GET", &next_page(call, &position).path, None)?;
+        if !(200..300).contains(&reply.status) {
+            return Ok(reply);
+        }
+        let page: Value =
+            serde_json::from_slice(&reply.body).map_err(|_| not_json(reply.status))?;
+        next = page["position"].as_str().map(str::to_string);
+        if next.as_deref() == Some(position.as_str()) {
+            return Err(format!(
+                "the list from {endpoint} gave position {position:?} twice"
+            ));
+        }
+        merge_page(&mut all, page);
+    }
+    Ok(client::Reply {
+        status: first.status,
+        body: all.to_string().into_bytes(),
+    })
+}
+
+/// The bytes of the file `keys import` sends (`-`: standard input).
+fn read_upload(file: &Path) -> Result<Vec<u8>, String> {
+    if file == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
+        Ok(bytes)
+    } else {
+        std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))
+    }
 }
 
 /// Writes `text` to stdout with a final newline; a closed stdout (`| head`)
@@ -824,6 +1524,38 @@ pub fn render(cmd: &AdminCommand, v: &Value, stage: Option<&Value>) -> String {
             format!("flushed the cache of stage {}\n", clean(stage))
         }
         A::Cache(CacheCommand::Drop(d)) => format_dropped(v, d),
+        A::Keys(k) => match k {
+            KeysCommand::List { .. } => format_keys(v),
+            KeysCommand::Get { .. } => format_key(v),
+            KeysCommand::Create { .. } => format_key_created(v),
+            KeysCommand::Enable { .. } => format!("enabled {}\n", key_name(v)),
+            KeysCommand::Disable { .. } => format!(
+                "disabled {}: its requests are refused (403) until enabled\n",
+                key_name(v)
+            ),
+            KeysCommand::Rename { .. } => format!("renamed {}\n", key_name(v)),
+            KeysCommand::Delete { id } => format!("deleted key {}\n", clean(id)),
+            KeysCommand::Import { .. } => format_imported(v),
+        },
+        A::Plans(p) => match p {
+            PlansCommand::List => format_plans(v),
+            PlansCommand::Get { .. } => format_plan(v),
+            PlansCommand::Create(_) => format!("created {}", plan_line(v)),
+            PlansCommand::Update(_) => format!("updated {}", plan_line(v)),
+            PlansCommand::Delete { id } => format!("deleted plan {}\n", clean(id)),
+            PlansCommand::Attach { key, .. } => {
+                format!("attached key {} to {}", clean(key), plan_line(v))
+            }
+            PlansCommand::Detach { key, .. } => {
+                format!("detached key {} from {}", clean(key), plan_line(v))
+            }
+            PlansCommand::Keys { .. } => format_keys(v),
+        },
+        A::Usage(_) => format_usage(v),
+        A::Quota {
+            remaining: None, ..
+        } => format_quota(v),
+        A::Quota { .. } => format_quota_set(v),
     }
 }
 
@@ -1318,6 +2050,275 @@ pub fn format_dropped(v: &Value, d: &CacheDrop) -> String {
             clean(&d.stage)
         )
     }
+}
+
+/// `key ID (NAME)`.
+fn key_name(v: &Value) -> String {
+    format!("key {} ({})", text(&v["id"]), text(&v["name"]))
+}
+
+fn enabled(v: &Value) -> String {
+    match v.as_bool() {
+        Some(true) => "yes".into(),
+        Some(false) => "no".into(),
+        None => "-".into(),
+    }
+}
+
+/// A list of strings joined with `,`, or `-`.
+fn joined(v: &Value) -> String {
+    match v.as_array() {
+        Some(a) if !a.is_empty() => a.iter().map(text).collect::<Vec<_>>().join(","),
+        _ => "-".into(),
+    }
+}
+
+fn or_dash(v: &Value) -> String {
+    match v.as_str() {
+        Some("") => "-".into(),
+        _ => text(v),
+    }
+}
+
+/// `GET /apikeys`, `GET /usageplans/{id}/keys`: ID, NAME, ENABLED, SOURCE,
+/// PLANS, CREATED, and VALUE when the values were asked for.
+pub fn format_keys(v: &Value) -> String {
+    let items = v["items"].as_array().map_or(&[][..], Vec::as_slice);
+    let values = items.iter().any(|k| k.get("value").is_some());
+    let mut headers = vec!["ID", "NAME", "ENABLED", "SOURCE", "PLANS", "CREATED"];
+    if values {
+        headers.push("VALUE");
+    }
+    list(v, &headers, |k| {
+        let mut row = vec![
+            text(&k["id"]),
+            text(&k["name"]),
+            enabled(&k["enabled"]),
+            text(&k["source"]),
+            joined(&k["usage_plan_ids"]),
+            time(&k["created_at"]),
+        ];
+        if values {
+            row.push(text(&k["value"]));
+        }
+        row
+    })
+}
+
+/// `GET /apikeys/{id}`: its fields.
+pub fn format_key(v: &Value) -> String {
+    let mut pairs = vec![
+        ("id", text(&v["id"])),
+        ("name", text(&v["name"])),
+        ("description", or_dash(&v["description"])),
+        ("enabled", enabled(&v["enabled"])),
+        ("source", text(&v["source"])),
+        ("created", time(&v["created_at"])),
+        ("plans", joined(&v["usage_plan_ids"])),
+    ];
+    if v.get("value").is_some() {
+        pairs.push(("value", text(&v["value"])));
+    }
+    fields(&pairs)
+}
+
+/// `keys create`: the id and the value, which is shown this once.
+pub fn format_key_created(v: &Value) -> String {
+    format!(
+        "created {}, {}, plans: {}\n\
+         value: {}\n\
+         note: the value is shown this once; other commands leave it out unless asked \
+         (keys get {} --include-value)\n",
+        key_name(v),
+        if v["enabled"].as_bool() == Some(false) {
+            "disabled"
+        } else {
+            "enabled"
+        },
+        joined(&v["usage_plan_ids"]),
+        text(&v["value"]),
+        text(&v["id"]),
+    )
+}
+
+/// `keys import`: how many, and the keys (without their values).
+pub fn format_imported(v: &Value) -> String {
+    let n = count(&v["items"]);
+    let mut out = format!("imported {n} key{}\n", if n == 1 { "" } else { "s" });
+    if n > 0 {
+        out.push_str(&list(v, &["ID", "NAME", "ENABLED", "PLANS"], |k| {
+            vec![
+                text(&k["id"]),
+                text(&k["name"]),
+                enabled(&k["enabled"]),
+                joined(&k["usage_plan_ids"]),
+            ]
+        }));
+    }
+    out
+}
+
+/// A `{rate, burst}` limit: `10/s, burst 20`, or `none`.
+fn limit_summary(l: &Value) -> String {
+    if l.is_null() {
+        return "none".into();
+    }
+    format!("{}/s, burst {}", text(&l["rate"]), text(&l["burst"]))
+}
+
+/// A quota: `1000 per DAY` (`, 10 off the first period`), or `none`.
+fn quota_summary(q: &Value) -> String {
+    if q.is_null() {
+        return "none".into();
+    }
+    let mut s = format!("{} per {}", text(&q["limit"]), text(&q["period"]));
+    if q["offset"].as_u64().is_some_and(|o| o > 0) {
+        let _ = write!(s, ", {} off the first period", text(&q["offset"]));
+    }
+    s
+}
+
+/// A plan's stages as `api:stage,...`.
+fn plan_stages(p: &Value) -> String {
+    match p["stages"].as_array() {
+        Some(a) if !a.is_empty() => a
+            .iter()
+            .map(|s| format!("{}:{}", text(&s["api"]), text(&s["stage"])))
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => "-".into(),
+    }
+}
+
+/// One line for a plan after a change: `plan ID (NAME): throttle ...,
+/// quota ..., stages ..., N keys`.
+fn plan_line(p: &Value) -> String {
+    let keys = count(&p["key_ids"]);
+    format!(
+        "plan {} ({}): throttle {}, quota {}, stages {}, {keys} key{}\n",
+        text(&p["id"]),
+        text(&p["name"]),
+        limit_summary(&p["throttle"]),
+        quota_summary(&p["quota"]),
+        plan_stages(p),
+        if keys == 1 { "" } else { "s" }
+    )
+}
+
+/// `GET /usageplans`: ID, NAME, SOURCE, THROTTLE, QUOTA, STAGES, KEYS.
+pub fn format_plans(v: &Value) -> String {
+    list(
+        v,
+        &[
+            "ID", "NAME", "SOURCE", "THROTTLE", "QUOTA", "STAGES", "KEYS",
+        ],
+        |p| {
+            vec![
+                text(&p["id"]),
+                text(&p["name"]),
+                text(&p["source"]),
+                limit_summary(&p["throttle"]),
+                quota_summary(&p["quota"]),
+                plan_stages(p),
+                count(&p["key_ids"]).to_string(),
+            ]
+        },
+    )
+}
+
+/// `GET /usageplans/{id}`: its fields, stages (with route throttles) and
+/// keys.
+pub fn format_plan(v: &Value) -> String {
+    let stages = v["stages"].as_array().map_or(&[][..], Vec::as_slice);
+    let mut out = fields(&[
+        ("id", text(&v["id"])),
+        ("name", text(&v["name"])),
+        ("description", or_dash(&v["description"])),
+        ("source", text(&v["source"])),
+        ("created", time(&v["created_at"])),
+        ("throttle", limit_summary(&v["throttle"])),
+        ("quota", quota_summary(&v["quota"])),
+        ("stages", stages.len().to_string()),
+        ("keys", count(&v["key_ids"]).to_string()),
+    ]);
+    // The keys line goes after the stages' lines, aligned with the rest.
+    let keys_line = out.split_off(out[..out.len() - 1].rfind('\n').map_or(0, |i| i + 1));
+    for s in stages {
+        let _ = writeln!(out, "  {}:{}", text(&s["api"]), text(&s["stage"]));
+        if let Some(routes) = s["route_throttle"].as_object() {
+            for (route, l) in routes {
+                let _ = writeln!(out, "    {}: {}", clean(route), limit_summary(l));
+            }
+        }
+    }
+    out.push_str(&keys_line);
+    for k in v["key_ids"].as_array().map_or(&[][..], Vec::as_slice) {
+        let _ = writeln!(out, "  {}", text(k));
+    }
+    out
+}
+
+/// `GET /usageplans/{id}/usage`: KEY, DATE, USED, REMAINING (`-` without
+/// a quota), one row per key per day.
+pub fn format_usage(v: &Value) -> String {
+    use crate::throttle::quota::{format_day, parse_day};
+    let start = v["startDate"].as_str().and_then(parse_day);
+    let mut rows = Vec::new();
+    if let Some(items) = v["items"].as_object() {
+        for (key, days) in items {
+            for (i, d) in days
+                .as_array()
+                .map_or(&[][..], Vec::as_slice)
+                .iter()
+                .enumerate()
+            {
+                let date = start.map_or_else(|| "-".into(), |s| format_day(s + i as u64));
+                rows.push(vec![clean(key), date, text(&d[0]), text(&d[1])]);
+            }
+        }
+    }
+    let mut out = if rows.is_empty() {
+        "(none)\n".to_string()
+    } else {
+        table(&["KEY", "DATE", "USED", "REMAINING"], &rows)
+    };
+    if let Some(p) = v["position"].as_str() {
+        let _ = writeln!(out, "more: add --position {} for the next page", clean(p));
+    }
+    out
+}
+
+/// `GET /usageplans/{plan}/keys/{key}/usage`: the current quota period.
+pub fn format_quota(v: &Value) -> String {
+    fields(&[
+        ("plan", text(&v["usage_plan_id"])),
+        ("key", text(&v["key_id"])),
+        ("quota", quota_summary(&v["quota"])),
+        (
+            "period",
+            format!(
+                "{} until {} (UTC)",
+                text(&v["period_start"]),
+                text(&v["period_end"])
+            ),
+        ),
+        ("allowance", text(&v["allowance"])),
+        ("used", text(&v["used"])),
+        ("remaining", text(&v["remaining"])),
+    ])
+}
+
+/// `quota --remaining`: one line.
+pub fn format_quota_set(v: &Value) -> String {
+    format!(
+        "key {} of plan {}: {} remaining until {} (UTC); allowance {}, used {}\n",
+        text(&v["key_id"]),
+        text(&v["usage_plan_id"]),
+        text(&v["remaining"]),
+        text(&v["period_end"]),
+        text(&v["allowance"]),
+        text(&v["used"])
+    )
 }
 
 #[cfg(test)]
@@ -1827,6 +2828,411 @@ mod tests {
             format_apis(&v),
             "NAME  HOSTS  STAGES      ROUTES  DEPLOYMENTS\n\
              demo  *      prod@2,dev  1       2\n"
+        );
+    }
+
+    #[test]
+    fn keys_commands_map_to_their_endpoints() {
+        let c = call_of(&["keys", "list"]).unwrap();
+        assert_eq!(
+            (c.method, c.path.as_str(), c.pages),
+            ("GET", "/apikeys?limit=500", true)
+        );
+        let c = call_of(&["keys", "list", "--include-values", "--name", "a b"]).unwrap();
+        assert_eq!(c.path, "/apikeys?limit=500&include_values=true&name=a%20b");
+        let c = call_of(&["keys", "get", "k1", "--include-value"]).unwrap();
+        assert_eq!(c.path, "/apikeys/k1?include_value=true");
+        assert!(!c.pages);
+        let c = call_of(&[
+            "keys",
+            "create",
+            "alice",
+            "--value",
+            "v",
+            "--description",
+            "d",
+            "--disabled",
+            "--plan",
+            "p1",
+            "--plan",
+            "p2",
+        ])
+        .unwrap();
+        assert_eq!((c.method, c.path.as_str()), ("POST", "/apikeys"));
+        assert_eq!(
+            c.body,
+            Some(
+                json!({"name": "alice", "value": "v", "description": "d", "enabled": false,
+                        "usage_plan_ids": ["p1", "p2"]})
+            )
+        );
+        let c = call_of(&["keys", "create", "bob"]).unwrap();
+        assert_eq!(c.body, Some(json!({"name": "bob"})));
+        let c = call_of(&["keys", "disable", "k/1"]).unwrap();
+        assert_eq!(
+            (c.method, c.path.as_str(), c.body),
+            ("PATCH", "/apikeys/k%2F1", Some(json!({"enabled": false})))
+        );
+        let c = call_of(&["keys", "enable", "k1"]).unwrap();
+        assert_eq!(c.body, Some(json!({"enabled": true})));
+        let c = call_of(&["keys", "rename", "k1", "new"]).unwrap();
+        assert_eq!(c.body, Some(json!({"name": "new"})));
+        let c = call_of(&["keys", "delete", "k1"]).unwrap();
+        assert_eq!((c.method, c.path.as_str()), ("DELETE", "/apikeys/k1"));
+        let c = call_of(&["keys", "import", "-"]).unwrap();
+        assert_eq!(
+            (c.method, c.path.as_str(), c.body, c.upload.as_deref()),
+            (
+                "POST",
+                "/apikeys?mode=import&format=csv",
+                None,
+                Some(Path::new("-"))
+            )
+        );
+    }
+
+    #[test]
+    fn plans_commands_build_their_bodies() {
+        let c = call_of(&[
+            "plans",
+            "create",
+            "gold",
+            "--rate",
+            "10.5",
+            "--burst",
+            "20",
+            "--quota",
+            "1000",
+            "--period",
+            "week",
+            "--offset",
+            "5",
+            "--stage",
+            "shop:prod",
+            "--stage",
+            "shop:dev",
+            "--route-throttle",
+            "shop:prod:GET /items/{id}=1/2",
+        ])
+        .unwrap();
+        assert_eq!((c.method, c.path.as_str()), ("POST", "/usageplans"));
+        assert_eq!(
+            c.body,
+            Some(json!({
+                "name": "gold",
+                "throttle": {"rate": 10.5, "burst": 20},
+                "quota": {"limit": 1000, "period": "WEEK", "offset": 5},
+                "stages": [
+                    {"api": "shop", "stage": "prod",
+                     "route_throttle": {"GET /items/{id}": {"rate": 1.0, "burst": 2}}},
+                    {"api": "shop", "stage": "dev"},
+                ],
+            }))
+        );
+        let c = call_of(&[
+            "plans",
+            "update",
+            "p1",
+            "--no-quota",
+            "--no-throttle",
+            "--name",
+            "n",
+        ])
+        .unwrap();
+        assert_eq!((c.method, c.path.as_str()), ("PATCH", "/usageplans/p1"));
+        assert_eq!(
+            c.body,
+            Some(json!({"name": "n", "quota": null, "throttle": null}))
+        );
+        let c = call_of(&["plans", "update", "p1", "--no-stages"]).unwrap();
+        assert_eq!(c.body, Some(json!({"stages": []})));
+        let e = call_of(&["plans", "update", "p1"]).unwrap_err();
+        assert!(e.starts_with("nothing to change"), "{e}");
+        let e = call_of(&[
+            "plans",
+            "create",
+            "x",
+            "--stage",
+            "a:b",
+            "--route-throttle",
+            "a:c:GET /=1/1",
+        ])
+        .unwrap_err();
+        assert!(e.contains("stage a:c is not given with --stage"), "{e}");
+        let c = call_of(&["plans", "attach", "p1", "k1"]).unwrap();
+        assert_eq!(
+            (c.method, c.path.as_str(), c.body),
+            ("POST", "/usageplans/p1/keys", Some(json!({"key_id": "k1"})))
+        );
+        let c = call_of(&["plans", "detach", "p1", "k1"]).unwrap();
+        assert_eq!(
+            (c.method, c.path.as_str()),
+            ("DELETE", "/usageplans/p1/keys/k1")
+        );
+        let c = call_of(&["plans", "keys", "p1"]).unwrap();
+        assert_eq!(
+            (c.path.as_str(), c.pages),
+            ("/usageplans/p1/keys?limit=500", true)
+        );
+        let c = call_of(&["plans", "list"]).unwrap();
+        assert_eq!(c.path, "/usageplans?limit=500");
+        assert_eq!(
+            next_page(&c, "a b").path,
+            "/usageplans?limit=500&position=a%20b"
+        );
+    }
+
+    #[test]
+    fn plan_arguments_are_checked_before_sending() {
+        let plan = |extra: &[&str]| {
+            let mut a = vec!["plans", "create", "x"];
+            a.extend_from_slice(extra);
+            parse(&a)
+        };
+        assert!(plan(&["--quota", "5", "--period", "YEAR"]).is_err());
+        assert!(plan(&["--quota", "5"]).is_err(), "--quota needs --period");
+        assert!(
+            plan(&["--period", "DAY"]).is_err(),
+            "--period needs --quota"
+        );
+        assert!(plan(&["--offset", "1"]).is_err(), "--offset needs --quota");
+        assert!(plan(&["--rate", "5"]).is_err(), "--rate needs --burst");
+        assert!(plan(&["--stage", "nocolon"]).is_err());
+        assert!(plan(&["--stage", ":x"]).is_err());
+        assert!(
+            plan(&["--route-throttle", "a:b:GET /=1/1"]).is_err(),
+            "needs --stage"
+        );
+        for bad in [
+            "a:b:GET /",
+            "a:b=1/1",
+            "a:b:GET /=x/1",
+            "a:b:GET /=1/-1",
+            "a:b:GET /=-1/1",
+        ] {
+            assert!(
+                plan(&["--stage", "a:b", "--route-throttle", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(parse(&[
+            "plans",
+            "update",
+            "p",
+            "--no-quota",
+            "--quota",
+            "1",
+            "--period",
+            "DAY"
+        ])
+        .is_err());
+        assert!(parse(&[
+            "plans",
+            "update",
+            "p",
+            "--no-throttle",
+            "--rate",
+            "1",
+            "--burst",
+            "1"
+        ])
+        .is_err());
+        assert_eq!(
+            route_throttle("a:b:GET /x:y=2.5/3").unwrap(),
+            RouteThrottle {
+                api: "a".into(),
+                stage: "b".into(),
+                route: "GET /x:y".into(),
+                rate: 2.5,
+                burst: 3
+            }
+        );
+    }
+
+    #[test]
+    fn usage_and_quota_map_to_their_endpoints() {
+        let c = call_of(&["usage", "p1", "--from", "2026-01-01", "--to", "2026-01-31"]).unwrap();
+        assert_eq!(
+            (c.path.as_str(), c.pages),
+            (
+                "/usageplans/p1/usage?startDate=2026-01-01&endDate=2026-01-31&limit=500",
+                true
+            )
+        );
+        let c = call_of(&[
+            "usage",
+            "p1",
+            "--from",
+            "2026-01-01",
+            "--to",
+            "2026-01-01",
+            "--key",
+            "k1",
+            "--limit",
+            "2",
+            "--position",
+            "k0",
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.path.as_str(), c.pages),
+            (
+                "/usageplans/p1/usage?startDate=2026-01-01&endDate=2026-01-01&keyId=k1&limit=2\
+                 &position=k0",
+                false
+            )
+        );
+        assert!(parse(&["usage", "p1", "--from", "2026-02-30", "--to", "2026-03-01"]).is_err());
+        assert!(parse(&["usage", "p1", "--from", "2026-01-01"]).is_err());
+        let c = call_of(&["quota", "p1", "k1"]).unwrap();
+        assert_eq!(
+            (c.method, c.path.as_str(), c.body),
+            ("GET", "/usageplans/p1/keys/k1/usage", None)
+        );
+        let c = call_of(&["quota", "p1", "k1", "--remaining", "7"]).unwrap();
+        assert_eq!((c.method, c.body), ("PATCH", Some(json!({"remaining": 7}))));
+    }
+
+    #[test]
+    fn pages_merge_their_items() {
+        let mut all = json!({"items": [1, 2], "position": "2"});
+        merge_page(&mut all, json!({"items": [3], "position": "3"}));
+        merge_page(&mut all, json!({"items": [4]}));
+        assert_eq!(all, json!({"items": [1, 2, 3, 4]}));
+        let mut all = json!({"usagePlanId": "p", "items": {"a": [[1, 2]]}, "position": "a"});
+        merge_page(
+            &mut all,
+            json!({"usagePlanId": "p", "items": {"b": [[3, null]]}}),
+        );
+        assert_eq!(
+            all,
+            json!({"usagePlanId": "p", "items": {"a": [[1, 2]], "b": [[3, null]]}})
+        );
+    }
+
+    fn alice() -> Value {
+        json!({"id": "k1", "name": "alice", "description": "", "enabled": true, "source": "state",
+               "created_at": 0, "usage_plan_ids": ["p1", "p2"]})
+    }
+
+    fn gold() -> Value {
+        json!({"id": "p1", "name": "gold", "description": "", "source": "state",
+               "throttle": {"rate": 10.0, "burst": 20}, "quota": {"limit": 1000, "period": "DAY", "offset": 0},
+               "stages": [{"api": "shop", "stage": "prod", "route_throttle": {"GET /a": {"rate": 1.5, "burst": 2}}}],
+               "key_ids": ["k1"], "created_at": 0})
+    }
+
+    #[test]
+    fn keys_tables_and_lines() {
+        let mut bob = alice();
+        bob["id"] = json!("k2");
+        bob["name"] = json!("bob");
+        bob["enabled"] = json!(false);
+        bob["usage_plan_ids"] = json!([]);
+        assert_eq!(
+            format_keys(&json!({"items": [alice(), bob.clone()]})),
+            "ID  NAME   ENABLED  SOURCE  PLANS  CREATED\n\
+             k1  alice  yes      state   p1,p2  1970-01-01T00:00:00Z\n\
+             k2  bob    no       state   -      1970-01-01T00:00:00Z\n"
+        );
+        bob["value"] = json!("secret-value");
+        assert!(format_keys(&json!({"items": [bob.clone()]})).ends_with(
+            "  VALUE\nk2  bob   no       state   -      1970-01-01T00:00:00Z  secret-value\n"
+        ));
+        assert_eq!(format_keys(&json!({"items": []})), "(none)\n");
+        assert_eq!(
+            format_key(&bob),
+            "id:          k2\n\
+             name:        bob\n\
+             description: -\n\
+             enabled:     no\n\
+             source:      state\n\
+             created:     1970-01-01T00:00:00Z\n\
+             plans:       -\n\
+             value:       secret-value\n"
+        );
+        let mut created = alice();
+        created["value"] = json!("v".repeat(40));
+        let out = format_key_created(&created);
+        assert!(out.starts_with("created key k1 (alice), enabled, plans: p1,p2\nvalue: vvvv"));
+        assert!(out.contains("shown this once"), "{out}");
+        assert_eq!(
+            format_imported(&json!({"ids": ["k1"], "items": [alice()]})),
+            "imported 1 key\nID  NAME   ENABLED  PLANS\nk1  alice  yes      p1,p2\n"
+        );
+        let cmd = parse(&["keys", "disable", "k1"]).unwrap().command;
+        assert!(render(&cmd, &alice(), None).starts_with("disabled key k1 (alice): "));
+    }
+
+    #[test]
+    fn plans_tables_and_lines() {
+        assert_eq!(
+            format_plans(&json!({"items": [gold()]})),
+            "ID  NAME  SOURCE  THROTTLE        QUOTA         STAGES     KEYS\n\
+             p1  gold  state   10/s, burst 20  1000 per DAY  shop:prod  1\n"
+        );
+        assert_eq!(
+            format_plan(&gold()),
+            "id:          p1\n\
+             name:        gold\n\
+             description: -\n\
+             source:      state\n\
+             created:     1970-01-01T00:00:00Z\n\
+             throttle:    10/s, burst 20\n\
+             quota:       1000 per DAY\n\
+             stages:      1\n\
+             \x20 shop:prod\n\
+             \x20   GET /a: 1.5/s, burst 2\n\
+             keys:        1\n\
+             \x20 k1\n"
+        );
+        let mut p = gold();
+        p["throttle"] = Value::Null;
+        p["quota"] = json!({"limit": 5, "period": "MONTH", "offset": 2});
+        p["stages"] = json!([]);
+        p["key_ids"] = json!([]);
+        let cmd = parse(&["plans", "update", "p1", "--no-throttle"])
+            .unwrap()
+            .command;
+        assert_eq!(
+            render(&cmd, &p, None),
+            "updated plan p1 (gold): throttle none, quota 5 per MONTH, 2 off the first period, \
+             stages -, 0 keys\n"
+        );
+    }
+
+    #[test]
+    fn usage_and_quota_output() {
+        let v = json!({"usagePlanId": "p1", "startDate": "2026-02-28", "endDate": "2026-03-01",
+                       "items": {"k1": [[3, 0], [1, 4]], "k22": [[0, null], [12, null]]},
+                       "position": "k22"});
+        assert_eq!(
+            format_usage(&v),
+            "KEY  DATE        USED  REMAINING\n\
+             k1   2026-02-28  3     0\n\
+             k1   2026-03-01  1     4\n\
+             k22  2026-02-28  0     -\n\
+             k22  2026-03-01  12    -\n\
+             more: add --position k22 for the next page\n"
+        );
+        assert_eq!(format_usage(&json!({"items": {}})), "(none)\n");
+        let q = json!({"usage_plan_id": "p1", "key_id": "k1",
+                       "quota": {"limit": 3, "period": "DAY", "offset": 0},
+                       "period_start": "2026-03-01", "period_end": "2026-03-02",
+                       "allowance": 5, "used": 3, "remaining": 2});
+        assert_eq!(
+            format_quota(&q),
+            "plan:       p1\n\
+             key:        k1\n\
+             quota:      3 per DAY\n\
+             period:     2026-03-01 until 2026-03-02 (UTC)\n\
+             allowance:  5\n\
+             used:       3\n\
+             remaining:  2\n"
+        );
+        assert_eq!(
+            format_quota_set(&q),
+            "key k1 of plan p1: 2 remaining until 2026-03-02 (UTC); allowance 5, used 3\n"
         );
     }
 }

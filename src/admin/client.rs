@@ -84,6 +84,45 @@ pub fn request_with_timeout(
     body: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<Reply, String> {
+    send(
+        endpoint,
+        method,
+        path_and_query,
+        body,
+        "application/json",
+        timeout,
+    )
+}
+
+/// [`request`] with a body of another `Content-Type` (such as `text/csv`).
+pub fn request_typed(
+    endpoint: &Endpoint,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+    content_type: &str,
+) -> Result<Reply, String> {
+    if content_type.bytes().any(|b| b.is_ascii_control()) {
+        return Err(format!("invalid Content-Type {content_type:?}"));
+    }
+    send(
+        endpoint,
+        method,
+        path_and_query,
+        Some(body),
+        content_type,
+        TIMEOUT,
+    )
+}
+
+fn send(
+    endpoint: &Endpoint,
+    method: &str,
+    path_and_query: &str,
+    body: Option<&[u8]>,
+    content_type: &str,
+    timeout: Duration,
+) -> Result<Reply, String> {
     let valid_method = !method.is_empty()
         && method
             .bytes()
@@ -112,7 +151,7 @@ pub fn request_with_timeout(
     }
     match body {
         Some(b) => out.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
             b.len()
         )),
         None if matches!(method, "POST" | "PUT" | "PATCH") => out.push_str("Content-Length: 0\r\n"),
