@@ -659,7 +659,7 @@ impl Control {
         }
         let quota = view.quota.ok_or_else(|| {
             ControlError::conflict(format!(
-                "plan {plan:?} has no quota: there is nothing to extend"
+                "plan {plan:?} has no quota, so a key has no quota period in it (its usage is in the usage report)"
             ))
         })?;
         let period = self
