@@ -39,6 +39,8 @@ mod body;
 mod cached;
 mod connection;
 mod exchange;
+pub mod key_source;
+pub mod limits;
 pub mod outcome;
 mod pipeline;
 pub mod request_id;
