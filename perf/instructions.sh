@@ -13,10 +13,13 @@
 # usage: perf/instructions.sh [--bin PATH] [--baseline PATH]
 #                             [--scenario mock|proxy|cache|all] [--duration SECS]
 #                             [--top N] [--keep DIR] [--throttle on|off]
+#                             [--optins on|off]
 # Traffic goes to 127.0.0.1 only; every wrk run is bounded by --duration.
 # Output: one line per (scenario, binary) and, with --baseline, the ratio.
 # --throttle on checks every request against a route and an account limit
 # that never refuse (off, the default: no account limit), to price the check.
+# --optins on adds the opt-in extensions: `[throttle] headers = true` and a
+# per-client bucket (`client_throttle`) on the route that never refuses.
 # --top N also prints the N source files with the most instructions per
 # request for each run (from the callgrind dump's line table).
 # --keep DIR copies each callgrind dump to DIR/SCENARIO-LABEL.out (with its
@@ -31,6 +34,7 @@ SCENARIO=all
 DURATION=6
 TOP=0
 THROTTLE=off
+OPTINS=off
 KEEP=
 
 die() { echo "instructions.sh: $*" >&2; exit 1; }
@@ -42,8 +46,9 @@ while [[ $# -gt 0 ]]; do
         --duration) DURATION=$2; shift 2 ;;
         --top) TOP=$2; shift 2 ;;
         --throttle) THROTTLE=$2; shift 2 ;;
+        --optins) OPTINS=$2; shift 2 ;;
         --keep) KEEP=$2; shift 2 ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) die "unknown option $1" ;;
     esac
 done
@@ -145,8 +150,14 @@ count() {
     else
         throttle='[throttle]\nrate = -1'
     fi
+    local route_optins=
+    if [[ $OPTINS == on ]]; then
+        throttle="$throttle\nheaders = true"
+        route_optins='\n  client_throttle = { rate = 1000000000, burst = 1000000000 }'
+    fi
     sed -e "s/@PORT@/$port/" -e 's/@WORKERS@/1/' -e "s/@ORIGIN_PORT@/${ORIGIN_PORT:-0}/" \
         -e "s/@THROTTLE@/$throttle/" -e "s/@STAGE_THROTTLE@/$stage_throttle/" \
+        -e "s|^\(  route = \"[A-Z]* /[^\"]*\"\)\$|\1$route_optins|" \
         "$REPO_DIR/perf/ringgate-$scenario.toml.in" >"$cfg"
     case $scenario in
         cache) path=/perf/items/7 ;;

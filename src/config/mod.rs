@@ -193,6 +193,21 @@
 //! ([`RouteCacheConfig::whole_query`]); path parameters must still be
 //! listed.
 //!
+//! # Opt-in extensions (beyond API Gateway)
+//!
+//! All off by default: a file without them behaves, and answers, exactly as
+//! before.
+//! - `[throttle] headers = true` ([`Config::throttle_headers`]): responses
+//!   on throttled routes carry `RateLimit-Limit`, `RateLimit-Remaining` and
+//!   `RateLimit-Reset`; a 429 from throttling also `Retry-After`.
+//! - `client_throttle = { rate, burst }` on a route
+//!   ([`RouteConfig::client_throttle`]): a bucket per client IP address on
+//!   that route in each stage, checked before every other level; at most
+//!   100,000 addresses per (stage, route), idle ones swept every 5 s.
+//! - `[key_source]` ([`KeySourceConfig`]): the key's header, an optional
+//!   query parameter (percent-decoded), and `hide` to keep both from
+//!   backends and from a whole-query-string cache key.
+//!
 //! # Warnings
 //!
 //! A stage that lacks a stage variable used by an `http_proxy` uri is not
