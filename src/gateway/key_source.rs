@@ -61,6 +61,7 @@ impl KeySource {
 
     /// The request's API key, if it sent one: the header first, then the
     /// query parameter.
+    #[inline(never)]
     pub fn find<'h>(&self, head: &RequestHead<'h, '_>) -> Option<KeyValue<'h>> {
         let header = head
             .headers

@@ -14,8 +14,8 @@
 //!   fewest tokens left for an admitted request, the refusing level's
 //!   burst and wait for a refused one.
 //!
-//! With both options off, the pipeline never builds more than the
-//! [`Limiter`] itself (two words and a flag) and takes one branch on it.
+//! With both options off (for the route), no [`Limiter`] is built: the
+//! pipeline's plain throttle path runs after one branch.
 
 #![forbid(unsafe_code)]
 
@@ -29,6 +29,7 @@ use super::service::Published;
 use crate::config::{RouteConfig, ThrottleLimit};
 use crate::http::response::{secs_ceil, RateHeaders};
 use crate::throttle::{now_ns, take_all, KeyedBuckets, Level, Limit, LimitError};
+use crate::upstream::forward::ClientInfo;
 
 /// The most client addresses one per-client table holds (see
 /// [`KeyedBuckets`]: beyond it, idle buckets are evicted, and a new
@@ -100,42 +101,54 @@ fn limit(l: &ThrottleLimit) -> Result<Limit, LimitError> {
 
 /// The throttle phase with an opt-in on; see the [module page](self).
 pub(super) struct Limiter<'a> {
-    /// The route's per-client table and the client's address.
-    client: Option<(&'a KeyedBuckets, &'a [u8])>,
+    /// The route's per-client table.
+    client: Option<&'a KeyedBuckets>,
+    /// The client connection (its address keys the table).
+    peer: &'a ClientInfo,
     /// `[throttle] headers`.
     headers: bool,
-    /// What the request's responses carry, once checked.
-    pub rate: Option<RateHeaders>,
+    /// Where the request's rate-limit headers go (`Request::rate`).
+    rate: &'a mut Option<RateHeaders>,
 }
 
 impl<'a> Limiter<'a> {
-    /// For one request: the route's per-client table (if any), the client's
-    /// address, and whether rate-limit headers are on.
+    /// For one request: `None` when no opt-in applies (the plain throttle
+    /// path runs), else a limiter over the route's per-client table (if
+    /// any) that leaves the request's headers (if on) in `rate`.
     #[inline]
-    pub(super) fn new(client: Option<&'a KeyedBuckets>, peer: &'a [u8], headers: bool) -> Self {
-        Limiter {
-            client: client.map(|t| (t, peer)),
-            headers,
-            rate: None,
+    pub(super) fn for_request(
+        client: Option<&'a KeyedBuckets>,
+        peer: &'a ClientInfo,
+        headers: bool,
+        rate: &'a mut Option<RateHeaders>,
+    ) -> Option<Self> {
+        if client.is_none() && !headers {
+            return None;
         }
+        Some(Limiter {
+            client,
+            peer,
+            headers,
+            rate,
+        })
     }
 
-    /// Whether an opt-in applies to this request (else the plain throttle
-    /// path runs).
-    #[inline]
-    pub(super) fn active(&self) -> bool {
-        self.headers || self.client.is_some()
+    fn client(&self) -> Option<(&'a KeyedBuckets, &'a [u8])> {
+        let peer: &'a ClientInfo = self.peer;
+        self.client.map(|t| (t, peer.peer_ip()))
     }
 
     /// Whether the request is refused: the client's bucket, then `levels`
     /// (finest first; absent ones skipped) all or none. Leaves the
     /// request's rate-limit headers in [`Limiter::rate`] when they are on
     /// and some level applied.
+    // Kept out of line: the pipeline inlines the gate, not this.
+    #[inline(never)]
     pub(super) fn refuses(&mut self, levels: [Option<&Level>; 4]) -> bool {
         let now = now_ns();
         // (limit, remaining, reset ns) of the bucket with the fewest left.
         let mut least: Option<(u32, u32, u64)> = None;
-        if let Some((table, peer)) = self.client {
+        if let Some((table, peer)) = self.client() {
             match table.try_take_report(peer, now) {
                 Err(retry) => {
                     self.refused(table.limit().burst(), retry.as_ns());
@@ -154,7 +167,7 @@ impl<'a> Limiter<'a> {
             }
             let pairs = &pairs[..n];
             if let Err(refused) = take_all(pairs, now) {
-                if let Some((table, peer)) = self.client {
+                if let Some((table, peer)) = self.client() {
                     table.give_back(peer);
                 }
                 self.refused(pairs[refused.level].1.burst(), refused.retry_after_ns);
@@ -170,7 +183,7 @@ impl<'a> Limiter<'a> {
             }
         }
         if self.headers {
-            self.rate = least.map(|(limit, remaining, reset)| {
+            *self.rate = least.map(|(limit, remaining, reset)| {
                 RateHeaders::admitted(limit, remaining, secs_ceil(reset))
             });
         }
@@ -180,19 +193,19 @@ impl<'a> Limiter<'a> {
     /// A refusal by a level of capacity `burst` with `retry_ns` to wait.
     fn refused(&mut self, burst: u32, retry_ns: u64) {
         if self.headers {
-            self.rate = Some(RateHeaders::refused(burst, secs_ceil(retry_ns)));
+            *self.rate = Some(RateHeaders::refused(burst, secs_ceil(retry_ns)));
         }
     }
 
     /// For a 429 decided elsewhere (a usage-plan quota): with headers on,
     /// the request's responses carry `Retry-After: retry_after_secs` (at
-    /// least 1) and `RateLimit-Limit: limit`. Returns the headers set.
+    /// least 1) and `RateLimit-Limit: limit`. (`None` limiter: nothing to
+    /// do, headers are off.)
     #[allow(dead_code)]
-    pub(super) fn refuse_with(&mut self, limit: u32, retry_after_secs: u64) -> Option<RateHeaders> {
+    pub(super) fn refuse_with(&mut self, limit: u32, retry_after_secs: u64) {
         if self.headers {
-            self.rate = Some(RateHeaders::refused(limit, retry_after_secs));
+            *self.rate = Some(RateHeaders::refused(limit, retry_after_secs));
         }
-        self.rate
     }
 }
 

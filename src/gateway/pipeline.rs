@@ -89,8 +89,14 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
             key_source: snapshot.key_source(),
         };
         // Opt-ins: per-client buckets and rate-limit headers (the throttle
-        // phase), where API keys are read from (authorize).
-        let mut lim = Limiter::new(client, x.state.info.peer_ip(), snapshot.rate_headers());
+        // phase; `None` when neither applies), where API keys are read from
+        // (authorize).
+        let mut lim = Limiter::for_request(
+            client,
+            &x.state.info,
+            snapshot.rate_headers(),
+            &mut req.rate,
+        );
         let ks = snapshot.key_source();
 
         // authorize: a route that requires an API key needs an enabled
@@ -115,8 +121,6 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
                 None => d,
             },
         };
-
-        req.rate = lim.rate;
 
         // quota: usage-plan quotas go here, before the cache, as in API
         // Gateway.
@@ -178,8 +182,8 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
 /// account's. Reads the clock only when some level applies. With an
 /// opt-in on, [`Limiter::refuses`] instead (the client's bucket first).
 #[inline]
-fn throttled(snapshot: &Snapshot, route: Option<&Level>, lim: &mut Limiter<'_>) -> bool {
-    if lim.active() {
+fn throttled(snapshot: &Snapshot, route: Option<&Level>, lim: &mut Option<Limiter<'_>>) -> bool {
+    if let Some(lim) = lim {
         return lim.refuses([None, None, route, snapshot.account_throttle()]);
     }
     match (route, snapshot.account_throttle()) {
@@ -202,9 +206,9 @@ fn throttled_with_plan(
     snapshot: &Snapshot,
     plan: [Option<&Level>; 2],
     route: Option<&Level>,
-    lim: &mut Limiter<'_>,
+    lim: &mut Option<Limiter<'_>>,
 ) -> bool {
-    if lim.active() {
+    if let Some(lim) = lim {
         return lim.refuses([plan[0], plan[1], route, snapshot.account_throttle()]);
     }
     let mut levels = [plan[0], plan[1], route, snapshot.account_throttle()]

@@ -102,6 +102,9 @@ pub struct Snapshot {
     client_tables: ClientTables,
     /// Opt-in `[throttle] headers`.
     rate_headers: bool,
+    /// Some route of some stage has a per-client table (else `dispatch`
+    /// skips the lookup).
+    any_client_table: bool,
     /// `[key_source]`.
     key_source: KeySource,
 }
@@ -1117,6 +1120,7 @@ impl Snapshot {
             account,
             keys,
             plan_levels,
+            any_client_table: client_tables.len() > 0,
             client_tables,
             rate_headers: config.throttle_headers,
             key_source: KeySource::new(&config.key_source),
@@ -1420,7 +1424,11 @@ impl Snapshot {
             dispatch,
             is_canary,
             throttle: throttles[route].as_ref(),
-            client: clients[route].as_deref(),
+            client: if self.any_client_table {
+                clients[route].as_deref()
+            } else {
+                None
+            },
             keys: def.key_required[route].then_some(KeyCheck {
                 access: &access[..],
                 route,

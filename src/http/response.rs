@@ -143,10 +143,12 @@ pub struct RateHeaders {
     /// `RateLimit-Remaining`: whole tokens left after this request.
     pub remaining: u32,
     /// `RateLimit-Reset`: seconds until the bucket is full again (admitted)
-    /// or until a request can be admitted (refused).
-    pub reset_secs: u64,
-    /// `Retry-After` seconds, on a refusal only.
-    pub retry_after_secs: Option<u64>,
+    /// or until a request can be admitted (refused); also `Retry-After` on
+    /// a refusal. Waits beyond `u32::MAX` seconds (136 years: a bucket
+    /// that never refills) are written as `u32::MAX`.
+    pub reset_secs: u32,
+    /// A refusal: `Retry-After` is written too.
+    pub refused: bool,
 }
 
 impl RateHeaders {
@@ -155,8 +157,8 @@ impl RateHeaders {
         RateHeaders {
             limit,
             remaining,
-            reset_secs,
-            retry_after_secs: None,
+            reset_secs: clamp_secs(reset_secs),
+            refused: false,
         }
     }
 
@@ -164,20 +166,19 @@ impl RateHeaders {
     /// both `retry_after_secs` (at least 1: a `Retry-After: 0` would invite
     /// an immediate retry that is refused again).
     pub fn refused(limit: u32, retry_after_secs: u64) -> RateHeaders {
-        let secs = retry_after_secs.max(1);
         RateHeaders {
             limit,
             remaining: 0,
-            reset_secs: secs,
-            retry_after_secs: Some(secs),
+            reset_secs: clamp_secs(retry_after_secs.max(1)),
+            refused: true,
         }
     }
 
     /// Appends the header lines, each ending in CRLF.
     pub fn write(&self, out: &mut Vec<u8>) {
-        if let Some(secs) = self.retry_after_secs {
+        if self.refused {
             out.extend_from_slice(b"Retry-After: ");
-            write_u64(out, secs);
+            write_u64(out, u64::from(self.reset_secs));
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"RateLimit-Limit: ");
@@ -185,9 +186,14 @@ impl RateHeaders {
         out.extend_from_slice(b"\r\nRateLimit-Remaining: ");
         write_u64(out, u64::from(self.remaining));
         out.extend_from_slice(b"\r\nRateLimit-Reset: ");
-        write_u64(out, self.reset_secs);
+        write_u64(out, u64::from(self.reset_secs));
         out.extend_from_slice(b"\r\n");
     }
+}
+
+/// Seconds for a header field kept in 32 bits (see [`RateHeaders`]).
+fn clamp_secs(secs: u64) -> u32 {
+    u32::try_from(secs).unwrap_or(u32::MAX)
 }
 
 /// Appends `rate`'s header lines, if any.
@@ -246,5 +252,10 @@ mod tests {
         assert_eq!(secs_ceil(1), 1);
         assert_eq!(secs_ceil(1_000_000_000), 1);
         assert_eq!(secs_ceil(1_000_000_001), 2);
+        assert_eq!(
+            RateHeaders::refused(1, secs_ceil(u64::MAX)).reset_secs,
+            u32::MAX
+        );
+        assert_eq!(std::mem::size_of::<Option<RateHeaders>>(), 16);
     }
 }
