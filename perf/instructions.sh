@@ -13,12 +13,15 @@
 # usage: perf/instructions.sh [--bin PATH] [--baseline PATH]
 #                             [--scenario mock|proxy|cache|all] [--duration SECS]
 #                             [--top N] [--keep DIR] [--throttle on|keys|off]
+#                             [--optins on|off]
 # Traffic goes to 127.0.0.1 only; every wrk run is bounded by --duration.
 # Output: one line per (scenario, binary) and, with --baseline, the ratio.
 # --throttle on checks every request against a route and an account limit
 # that never refuse (off, the default: no account limit), to price the check;
 # --throttle keys adds an API key on the route in a usage plan with per-key,
 # per-key-per-route and quota limits that never refuse (wrk sends the key).
+# --optins on adds the opt-in extensions: `[throttle] headers = true` and a
+# per-client bucket (`client_throttle`) on the route that never refuses.
 # --top N also prints the N source files with the most instructions per
 # request for each run (from the callgrind dump's line table).
 # --keep DIR copies each callgrind dump to DIR/SCENARIO-LABEL.out (with its
@@ -33,6 +36,7 @@ SCENARIO=all
 DURATION=6
 TOP=0
 THROTTLE=off
+OPTINS=off
 KEEP=
 PERF_KEY=perf-key-0123456789abcdefghij
 
@@ -45,8 +49,9 @@ while [[ $# -gt 0 ]]; do
         --duration) DURATION=$2; shift 2 ;;
         --top) TOP=$2; shift 2 ;;
         --throttle) THROTTLE=$2; shift 2 ;;
+        --optins) OPTINS=$2; shift 2 ;;
         --keep) KEEP=$2; shift 2 ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) die "unknown option $1" ;;
     esac
 done
@@ -165,9 +170,16 @@ count() {
     else
         throttle='[throttle]\nrate = -1'
     fi
+    local route_optins=
+    if [[ $OPTINS == on ]]; then
+        # Right after the [throttle] line (keys mode appends other tables).
+        throttle=${throttle/'[throttle]'/'[throttle]\nheaders = true'}
+        route_optins='\n  client_throttle = { rate = 1000000000, burst = 1000000000 }'
+    fi
     sed -e "s/@PORT@/$port/" -e 's/@WORKERS@/1/' -e "s/@ORIGIN_PORT@/${ORIGIN_PORT:-0}/" \
         -e "s|@THROTTLE@|$throttle|" -e "s/@STAGE_THROTTLE@/$stage_throttle/" \
         -e "s/@ROUTE_KEY@/$route_key/" \
+        -e "s|^\(  route = \"[A-Z]* /[^\"]*\"\)\$|\1$route_optins|" \
         "$REPO_DIR/perf/ringgate-$scenario.toml.in" >"$cfg"
     case $scenario in
         cache) path=/perf/items/7 ;;

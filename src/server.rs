@@ -4,7 +4,8 @@
 //! [`Snapshot`](crate::gateway::Snapshot), starts the worker threads
 //! ([`crate::runtime::Workers`]) serving the [`Gateway`] on it, and, when
 //! backends are configured, the health thread
-//! ([`crate::upstream::health`]). This is the only module that knows all of
+//! ([`crate::upstream::health`]), and the thread that sweeps idle
+//! per-client buckets ([`ClientSweeper`], every 5 s). This is the only module that knows all of
 //! them; the runtime knows nothing of the gateway, and the gateway nothing
 //! of threads.
 
@@ -18,6 +19,7 @@ use crate::admin::api::AdminApi;
 use crate::admin::http::AdminServer;
 use crate::config::Config;
 use crate::control::{Control, ControlError, UsageFlusher, USAGE_FLUSH_INTERVAL};
+use crate::gateway::limits::ClientSweeper;
 use crate::gateway::{Gateway, GatewayOptions, OutcomeCounts, Snapshot};
 use crate::runtime::{self, Counters, DriverKind, Loads, Settings, Shutdown, WorkerHook, Workers};
 use crate::state::{StateError, Store};
@@ -54,6 +56,8 @@ pub enum StartError {
     Runtime(runtime::StartError),
     /// The admin socket could not be served.
     Admin(String),
+    /// The thread that sweeps per-client buckets could not start.
+    Sweeper(std::io::Error),
 }
 
 impl std::fmt::Display for StartError {
@@ -63,6 +67,7 @@ impl std::fmt::Display for StartError {
             StartError::Control(e) => write!(f, "{e}"),
             StartError::Runtime(e) => write!(f, "{e}"),
             StartError::Admin(e) => write!(f, "{e}"),
+            StartError::Sweeper(e) => write!(f, "cannot start the sweeper thread: {e}"),
         }
     }
 }
@@ -107,6 +112,8 @@ pub struct Server {
     admin: Option<AdminServer>,
     /// Writes usage-plan counts to the store every second.
     flusher: UsageFlusher,
+    /// Drops idle per-client buckets of the published snapshot.
+    sweeper: ClientSweeper,
 }
 
 /// A cloneable handle that can stop the server from another thread.
@@ -141,6 +148,8 @@ impl Server {
         let control = Arc::new(control);
         let flusher = UsageFlusher::start(control.clone(), USAGE_FLUSH_INTERVAL)
             .map_err(|e| StartError::Admin(format!("cannot start the usage flusher: {e}")))?;
+        let sweeper =
+            ClientSweeper::start(control.published().clone()).map_err(StartError::Sweeper)?;
         let gateway = Arc::new(Gateway::new(
             control.published().clone(),
             &limits,
@@ -175,6 +184,7 @@ impl Server {
             control,
             admin,
             flusher,
+            sweeper,
         })
     }
 
@@ -244,6 +254,7 @@ impl Server {
         self.workers.join();
         // The last requests' usage reaches the store.
         self.flusher.stop();
+        self.sweeper.stop();
         if let Some(a) = self.admin {
             a.stop();
         }

@@ -55,6 +55,8 @@
 //!   [[api.route]]
 //!   route = "GET /pets/{id}"     # or "ANY /{proxy+}" or "$default"
 //!   api_key_required = false     # true: needs an x-api-key in a plan of the stage (403)
+//!   client_throttle = { rate = 5, burst = 10 }   # opt-in: a bucket per client IP address
+//!                                # on this route per stage, checked first; default none
 //!   [api.route.mock]             # exactly one integration per route
 //!   status = 200
 //!   headers = { "content-type" = "application/json" }
@@ -101,7 +103,15 @@
 //!
 //! [throttle]                     # the account level (default 10,000 rps, burst 5,000)
 //! rate = 10000                   # requests/s, fractional allowed; -1: no account limit
-//! burst = 5000
+//! burst = 5000                   # rate and burst: both or neither (the default)
+//! headers = false                # opt-in: RateLimit-Limit/-Remaining/-Reset on throttled
+//!                                # routes' responses, Retry-After on a 429
+//!
+//! [key_source]                   # opt-in: where API keys are read from
+//! header = "x-api-key"           # the key's header (default x-api-key)
+//! query = "apikey"               # also accept ?apikey=KEY (percent-decoded); default none
+//! hide = false                   # true: the backend (and a whole-query cache key) never
+//!                                # sees the key header or parameter
 //!
 //! [[api_key]]
 //! name = "alice"
@@ -184,6 +194,21 @@
 //! ([`RouteCacheConfig::whole_query`]); path parameters must still be
 //! listed.
 //!
+//! # Opt-in extensions (beyond API Gateway)
+//!
+//! All off by default: a file without them behaves, and answers, exactly as
+//! before.
+//! - `[throttle] headers = true` ([`Config::throttle_headers`]): responses
+//!   on throttled routes carry `RateLimit-Limit`, `RateLimit-Remaining` and
+//!   `RateLimit-Reset`; a 429 from throttling also `Retry-After`.
+//! - `client_throttle = { rate, burst }` on a route
+//!   ([`RouteConfig::client_throttle`]): a bucket per client IP address on
+//!   that route in each stage, checked before every other level; at most
+//!   100,000 addresses per (stage, route), idle ones swept every 5 s.
+//! - `[key_source]` ([`KeySourceConfig`]): the key's header, an optional
+//!   query parameter (percent-decoded), and `hide` to keep both from
+//!   backends and from a whole-query-string cache key.
+//!
 //! # Warnings
 //!
 //! A stage that lacks a stage variable used by an `http_proxy` uri is not
@@ -257,7 +282,46 @@ pub struct Config {
     pub api_keys: Vec<ApiKeyConfig>,
     /// `[[usage_plan]]` in file order.
     pub usage_plans: Vec<UsagePlanConfig>,
+    /// `[throttle] headers` (default false, API Gateway sends none):
+    /// throttled routes' responses carry `RateLimit-Limit`,
+    /// `RateLimit-Remaining` and `RateLimit-Reset`, and a 429 from
+    /// throttling `Retry-After` too.
+    pub throttle_headers: bool,
+    /// `[key_source]`: where API keys are read from, and whether the
+    /// backend sees them.
+    pub key_source: KeySourceConfig,
 }
+
+/// `[key_source]`: where a request's API key is found (beyond API
+/// Gateway, which reads `x-api-key` only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySourceConfig {
+    /// `header`: the header holding the key, lowercased (default
+    /// `x-api-key`). Never one the gateway owns (`Host`, framing,
+    /// hop-by-hop, `X-Forwarded-*`, `x-request-id`).
+    pub header: String,
+    /// `query`: also accept the key as this query parameter (the header
+    /// wins when both are sent). `[A-Za-z0-9._~-]{1,64}`; `None`: header
+    /// only (the default).
+    pub query: Option<String>,
+    /// `hide`: the key header and query parameter are removed from the
+    /// request forwarded to a backend, and the query parameter from a
+    /// whole-query-string cache key (default false).
+    pub hide: bool,
+}
+
+impl Default for KeySourceConfig {
+    fn default() -> Self {
+        KeySourceConfig {
+            header: DEFAULT_KEY_HEADER.to_string(),
+            query: None,
+            hide: false,
+        }
+    }
+}
+
+/// The header API keys come in by default (API Gateway's).
+pub const DEFAULT_KEY_HEADER: &str = "x-api-key";
 
 /// `[[api_key]]`: an API key declared in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -690,6 +754,11 @@ pub struct RouteConfig {
     pub line: usize,
     /// `[api.route.cache]`, if given (see also [`RouteCacheConfig`]).
     pub cache: Option<RouteCacheConfig>,
+    /// `client_throttle`: one bucket per client IP address on this route
+    /// in each stage (beyond API Gateway), checked before every other
+    /// level. Absent from deployments stored before it existed: `None`.
+    #[serde(default)]
+    pub client_throttle: Option<ThrottleLimit>,
     /// `api_key_required`: requests need an enabled `x-api-key` in a usage
     /// plan of the stage (else 403), and the plan's limits apply.
     #[serde(default)]

@@ -30,7 +30,8 @@ pub(super) struct RawConfig {
     pub upstream: Vec<RawUpstream>,
     pub state: Option<RawState>,
     pub admin: Option<RawAdmin>,
-    pub throttle: Option<RawThrottle>,
+    pub throttle: Option<RawAccountThrottle>,
+    pub key_source: Option<RawKeySource>,
     #[serde(default)]
     pub api_key: Vec<RawApiKey>,
     #[serde(default)]
@@ -83,6 +84,25 @@ pub(super) struct RawPlanStage {
 pub(super) struct RawThrottle {
     pub rate: Spanned<Value>,
     pub burst: Option<Spanned<i64>>,
+}
+
+/// The top-level `[throttle]`: the account's limit (both optional there:
+/// absent means API Gateway's default) and the opt-in `headers`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAccountThrottle {
+    pub rate: Option<Spanned<Value>>,
+    pub burst: Option<Spanned<i64>>,
+    pub headers: Option<bool>,
+}
+
+/// `[key_source]`: where API keys are read from.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKeySource {
+    pub header: Option<Spanned<String>>,
+    pub query: Option<Spanned<String>>,
+    pub hide: Option<bool>,
 }
 
 /// `[state]`
@@ -177,6 +197,8 @@ pub(super) struct RawRoute {
     pub mock: Option<RawMock>,
     pub http_proxy: Option<RawHttpProxy>,
     pub cache: Option<RawRouteCache>,
+    #[serde(default)]
+    pub client_throttle: Option<RawThrottle>,
     pub api_key_required: Option<bool>,
 }
 

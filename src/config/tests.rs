@@ -2061,3 +2061,146 @@ fn bad_api_keys_and_plans() {
         assert!(!e.fix.is_empty());
     }
 }
+
+// --- opt-in extensions: rate-limit headers, per-client buckets, key source ------
+
+#[test]
+fn throttle_optins_default_off() {
+    let c = ok(&throttled("", ""));
+    assert!(!c.throttle_headers);
+    assert_eq!(c.key_source, KeySourceConfig::default());
+    assert_eq!(c.key_source.header, "x-api-key");
+    assert_eq!(c.apis[0].routes[0].client_throttle, None);
+}
+
+#[test]
+fn throttle_optins() {
+    // headers alone keeps the account default; with rate and burst, theirs.
+    let c = ok(&format!(
+        "[throttle]\nheaders = true\n{}",
+        throttled("", "")
+    ));
+    assert!(c.throttle_headers);
+    assert_eq!(c.throttle, Some(ACCOUNT_THROTTLE));
+    let c = ok(&format!(
+        "[throttle]\nrate = 7\nburst = 3\nheaders = false\n{}",
+        throttled("", "")
+    ));
+    assert!(!c.throttle_headers);
+    assert_eq!(
+        c.throttle,
+        Some(ThrottleLimit {
+            rate: 7.0,
+            burst: 3
+        })
+    );
+
+    let c = ok(&format!(
+        "[key_source]\nheader = \"X-Client-Key\"\nquery = \"api_key\"\nhide = true\n{}",
+        throttled("", "")
+    ));
+    assert_eq!(
+        c.key_source,
+        KeySourceConfig {
+            header: "x-client-key".into(),
+            query: Some("api_key".into()),
+            hide: true,
+        }
+    );
+
+    let text = throttled("", "").replace(
+        "route = \"GET /items/{id}\"",
+        "route = \"GET /items/{id}\"\nclient_throttle = { rate = 5, burst = 10 }",
+    );
+    let c = ok(&text);
+    assert_eq!(
+        c.apis[0].routes[0].client_throttle,
+        Some(ThrottleLimit {
+            rate: 5.0,
+            burst: 10
+        })
+    );
+    // rate = -1: no per-client limit, as at every level.
+    let text = throttled("", "").replace(
+        "route = \"GET /items/{id}\"",
+        "route = \"GET /items/{id}\"\nclient_throttle = { rate = -1 }",
+    );
+    assert_eq!(ok(&text).apis[0].routes[0].client_throttle, None);
+}
+
+#[test]
+fn route_config_without_client_throttle_still_deserializes() {
+    // A deployment stored before client_throttle existed.
+    let c = ok(&throttled("", ""));
+    let mut json = serde_json::to_value(&c.apis[0].routes[0]).unwrap();
+    json.as_object_mut().unwrap().remove("client_throttle");
+    let back: RouteConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(back, c.apis[0].routes[0]);
+}
+
+#[test]
+fn bad_throttle_optins() {
+    let base = throttled("", "");
+    let route = |line: &str| {
+        base.replace(
+            "route = \"GET /items/{id}\"",
+            &format!("route = \"GET /items/{{id}}\"\n{line}"),
+        )
+    };
+    let cases: Vec<(String, usize, &str, &str)> = vec![
+        (
+            format!("[throttle]\nburst = 5\n{base}"),
+            2,
+            "throttle.rate",
+            "has a burst but no rate",
+        ),
+        (
+            format!("[key_source]\nheader = \"bad header\"\n{base}"),
+            2,
+            "key_source.header",
+            "not a valid header name",
+        ),
+        (
+            format!("[key_source]\nheader = \"Host\"\n{base}"),
+            2,
+            "key_source.header",
+            "gateway itself sets",
+        ),
+        (
+            format!("[key_source]\nquery = \"a&b\"\n{base}"),
+            2,
+            "key_source.query",
+            "not a query parameter name",
+        ),
+        (
+            format!("[key_source]\nquery = \"\"\n{base}"),
+            2,
+            "key_source.query",
+            "not a query parameter name",
+        ),
+        (
+            route("client_throttle = { rate = 5 }"),
+            10,
+            "api[0].route[0].client_throttle.burst",
+            "needs a burst",
+        ),
+        (
+            route("client_throttle = { rate = \"fast\", burst = 1 }"),
+            10,
+            "api[0].route[0].client_throttle.rate",
+            "found string",
+        ),
+    ];
+    for (text, line, key, problem) in &cases {
+        let e = bad(text);
+        check(&e, *line, key, problem);
+    }
+    let e = bad(&format!("[key_source]\ncolour = 2\n{base}"));
+    assert!(e.to_string().contains("colour"), "{e}");
+    let e = bad(&format!("[throttle]\nheaders = \"yes\"\n{base}"));
+    assert!(e.to_string().contains("headers"), "{e}");
+    let e = bad(&route(
+        "client_throttle = { rate = 1, burst = 1, headers = true }",
+    ));
+    assert!(e.to_string().contains("headers"), "{e}");
+}

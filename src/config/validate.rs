@@ -14,18 +14,18 @@ use toml::{Spanned, Value};
 
 use super::error::{key_segment, ConfigError, Source};
 use super::raw::{
-    OrderedMap, RawAdmin, RawApi, RawApiKey, RawConfig, RawDomain, RawHealthCheck, RawHttpProxy,
-    RawLimits, RawMock, RawPassiveHealth, RawQuota, RawRoute, RawServer, RawStage, RawStageCache,
-    RawState, RawThrottle, RawUpstream, RawUsagePlan,
+    OrderedMap, RawAccountThrottle, RawAdmin, RawApi, RawApiKey, RawConfig, RawDomain,
+    RawHealthCheck, RawHttpProxy, RawKeySource, RawLimits, RawMock, RawPassiveHealth, RawQuota,
+    RawRoute, RawServer, RawStage, RawStageCache, RawState, RawThrottle, RawUpstream, RawUsagePlan,
 };
 use super::template::{self, ParsedRoute, Problem};
 use super::{
     parse_duration, parse_size, AdminConfig, ApiConfig, ApiKeyConfig, Balance, BodyPart, Config,
     ConfigWarning, DomainConfig, HealthCheck, HttpProxyIntegration, Integration, IoDriver,
-    KeyParameter, Limits, Mapping, MockIntegration, PassiveHealth, Period, PlanStageConfig,
-    QuotaSettings, RouteCacheConfig, RouteConfig, RouteKey, ServerConfig, StageCacheConfig,
-    StageConfig, StateConfig, TargetAddr, ThrottleLimit, UnauthorizedStrategy, UnmatchedRoute,
-    UpstreamConfig, UsagePlanConfig, ACCOUNT_THROTTLE, CAPACITY_CLASSES,
+    KeyParameter, KeySourceConfig, Limits, Mapping, MockIntegration, PassiveHealth, Period,
+    PlanStageConfig, QuotaSettings, RouteCacheConfig, RouteConfig, RouteKey, ServerConfig,
+    StageCacheConfig, StageConfig, StateConfig, TargetAddr, ThrottleLimit, UnauthorizedStrategy,
+    UnmatchedRoute, UpstreamConfig, UsagePlanConfig, ACCOUNT_THROTTLE, CAPACITY_CLASSES,
 };
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -56,10 +56,9 @@ pub(super) fn build(raw: RawConfig, src: &Source<'_>) -> Result<Config> {
     let domains = domains(&raw.domain, &raw.api, &apis, src)?;
     let state = state(raw.state.as_ref(), src)?;
     let admin = admin(raw.admin.as_ref(), src)?;
-    let throttle = match &raw.throttle {
-        None => Some(ACCOUNT_THROTTLE),
-        Some(t) => throttle_limit(t, "throttle", src)?,
-    };
+    let throttle = account_throttle(raw.throttle.as_ref(), src)?;
+    let throttle_headers = raw.throttle.as_ref().and_then(|t| t.headers) == Some(true);
+    let key_source = key_source(raw.key_source.as_ref(), src)?;
     check_stage_throttles(&raw.api, &apis, throttle, src)?;
     let api_keys = api_keys(&raw.api_key, src)?;
     let usage_plans = usage_plans(&raw.usage_plan, &apis, &api_keys, throttle, src)?;
@@ -76,6 +75,8 @@ pub(super) fn build(raw: RawConfig, src: &Source<'_>) -> Result<Config> {
         throttle,
         api_keys,
         usage_plans,
+        throttle_headers,
+        key_source,
     })
 }
 
@@ -346,6 +347,87 @@ fn throttle_limit(t: &RawThrottle, key: &str, src: &Source<'_>) -> Result<Option
     };
     let burst = int_range(burst, &format!("{key}.burst"), "burst", 0, MAX_BURST, src)? as u32;
     Ok(Some(ThrottleLimit { rate, burst }))
+}
+
+/// The top-level `[throttle]`: `rate` and `burst` as any limit, both
+/// optional (absent: API Gateway's default), besides `headers`.
+fn account_throttle(
+    raw: Option<&RawAccountThrottle>,
+    src: &Source<'_>,
+) -> Result<Option<ThrottleLimit>> {
+    let Some(t) = raw else {
+        return Ok(Some(ACCOUNT_THROTTLE));
+    };
+    match (&t.rate, &t.burst) {
+        (None, None) => Ok(Some(ACCOUNT_THROTTLE)),
+        (None, Some(burst)) => Err(src.error(
+            &burst.span(),
+            "throttle.rate",
+            "[throttle] has a burst but no rate",
+            "add rate = N next to burst (or remove both for the default 10,000 / 5,000)",
+        )),
+        (Some(rate), burst) => throttle_limit(
+            &RawThrottle {
+                rate: rate.clone(),
+                burst: burst.clone(),
+            },
+            "throttle",
+            src,
+        ),
+    }
+}
+
+/// Headers a `[key_source] header` may not name: the gateway sets or
+/// rewrites them on the way to a backend (or they frame the request).
+const GATEWAY_OWNED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-request-id",
+];
+
+/// `[key_source]`.
+fn key_source(raw: Option<&RawKeySource>, src: &Source<'_>) -> Result<KeySourceConfig> {
+    let mut out = KeySourceConfig::default();
+    let Some(k) = raw else {
+        return Ok(out);
+    };
+    if let Some(h) = &k.header {
+        let name = header_name(h, "key_source.header", src)?;
+        if GATEWAY_OWNED_HEADERS.contains(&name.as_str()) || name.starts_with("proxy-") {
+            return Err(src.error(
+                &h.span(),
+                "key_source.header",
+                format!("{name:?} is a header the gateway itself sets or frames requests with"),
+                "name a header of your own for the key, e.g. header = \"x-api-key\"",
+            ));
+        }
+        out.header = name;
+    }
+    if let Some(q) = &k.query {
+        let name = q.get_ref();
+        let unreserved = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '-');
+        if name.is_empty() || name.len() > 64 || !name.chars().all(unreserved) {
+            return Err(src.error(
+                &q.span(),
+                "key_source.query",
+                format!("{name:?} is not a query parameter name of 1 to 64 letters, digits, '.', '_', '~' or '-'"),
+                "use a plain name that needs no percent-encoding, e.g. query = \"apikey\"",
+            ));
+        }
+        out.query = Some(name.clone());
+    }
+    out.hide = k.hide.unwrap_or(false);
+    Ok(out)
 }
 
 /// Stage limits may not exceed the account's (as in API Gateway).
@@ -1182,12 +1264,17 @@ fn route(
         }
     };
     let cache = route_cache(r, p, &parsed, ctx, warnings)?;
+    let client_throttle = match &r.client_throttle {
+        Some(t) => throttle_limit(t, &format!("{p}.client_throttle"), src)?,
+        None => None,
+    };
     Ok((
         RouteConfig {
             key: parsed.key,
             integration,
             line: src.line(&span),
             cache,
+            client_throttle,
             api_key_required: r.api_key_required.unwrap_or(false),
         },
         parsed.shape,

@@ -61,7 +61,7 @@ pub(super) async fn discard<S: AsyncReadRent + AsyncWriteRent>(
         Err(BodyError::Framing(why)) => GatewayError::BadRequest(why),
         Err(BodyError::TimedOut) => GatewayError::RequestTimeout,
     };
-    write_error(x, e, head, req.rid, true);
+    write_error(x, e, head, req.rid, true, req.rate.as_ref());
     Err((Next::Close { linger: true }, Outcome::Error(e)))
 }
 

@@ -53,7 +53,7 @@ use crate::cache::policy::{asks_refresh, origin_freshness};
 use crate::cache::{Entry, Fetch, KeyBuilder, ParamKind};
 use crate::config::{StageCacheConfig, UnauthorizedStrategy};
 use crate::http::response::{
-    status_has_no_body, write_common_headers, write_content_length, write_u64,
+    status_has_no_body, write_common_headers, write_content_length, write_rate_headers, write_u64,
 };
 use crate::http::RequestHead;
 use crate::router::Params;
@@ -115,7 +115,7 @@ pub(super) async fn serve<S: AsyncReadRent + AsyncWriteRent>(
                 UnauthorizedStrategy::FailWith403 => {
                     let close = head.framing != crate::http::BodyFraming::None || !head.keep_alive;
                     let e = GatewayError::Forbidden;
-                    write_error(x, e, head, req.rid, close);
+                    write_error(x, e, head, req.rid, close, req.rate.as_ref());
                     let next = if close {
                         Next::Close { linger: true }
                     } else {
@@ -280,24 +280,34 @@ fn extra_lines(show: bool, warn: bool, status: Status) -> &'static [u8] {
 
 fn build_key(keys: &mut KeyBuilder, rc: &RouteCache, req: &Request<'_, '_, '_>) {
     let head = req.head;
-    key_fields(keys, rc, head.method, req.params, head.query, |name| {
-        head.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| crate::http::parse::trim(h.value))
-    });
+    let hidden = req.key_source.hidden_query();
+    key_fields(
+        keys,
+        rc,
+        head.method,
+        req.params,
+        (head.query, hidden),
+        |name| {
+            head.headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| crate::http::parse::trim(h.value))
+        },
+    );
 }
 
 /// Writes a request's key fields: the route's namespace, the method (HEAD
 /// keyed as GET: it is answered from the GET entry), then each key
 /// parameter; `header(name)` gives a request header's trimmed value. Also
 /// used by the admin socket to find the entry of a request it describes.
+/// `query` is the query string and the API key parameter hidden from
+/// backends (`[key_source] hide`), left out of a whole-query key.
 pub(super) fn key_fields<'h>(
     keys: &mut KeyBuilder,
     rc: &RouteCache,
     method: &str,
     params: &Params<'_, '_>,
-    query: &str,
+    (query, hidden): (&str, Option<&str>),
     header: impl Fn(&str) -> Option<&'h [u8]>,
 ) {
     let method = if method == "HEAD" { "GET" } else { method };
@@ -313,7 +323,15 @@ pub(super) fn key_fields<'h>(
         }
     }
     if rc.whole_query {
-        keys.param(ParamKind::WholeQuery, "", Some(query.as_bytes()));
+        match hidden {
+            None => keys.param(ParamKind::WholeQuery, "", Some(query.as_bytes())),
+            Some(name) => keys.param_joined(
+                ParamKind::WholeQuery,
+                "",
+                super::key_source::without_param(query, name),
+                b'&',
+            ),
+        }
     }
 }
 
@@ -419,6 +437,7 @@ async fn write_hit<S: AsyncReadRent + AsyncWriteRent>(
         wbuf.extend_from_slice(b"\r\n");
     }
     wbuf.extend_from_slice(lines);
+    write_rate_headers(wbuf, req.rate.as_ref());
     let body = entry.body();
     let has_body = !status_has_no_body(entry.status());
     if has_body {

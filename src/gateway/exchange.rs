@@ -11,12 +11,13 @@ use std::ops::Range;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
+use super::key_source::{strip_query_tail, KeySource};
 use super::outcome::Outcome;
 use super::response::GatewayError;
 use super::snapshot::ProxyRoute;
 use super::worker::GatewayWorker;
 use crate::cache::KeyBuilder;
-use crate::http::response::ConnectionHeader;
+use crate::http::response::{ConnectionHeader, RateHeaders};
 use crate::http::response_head::named_by_connection;
 use crate::http::{RequestHead, Version};
 use crate::router::Params;
@@ -88,6 +89,11 @@ pub(super) struct Request<'r, 'h, 's> {
     /// The stage's canary answers it (for what records the request).
     #[allow(dead_code)]
     pub is_canary: bool,
+    /// Rate-limit headers for every response to it (`[throttle] headers`
+    /// on and some throttle level applied; set by the throttle phase).
+    pub rate: Option<RateHeaders>,
+    /// Where the API key is read from, and whether backends see it.
+    pub key_source: &'s KeySource,
 }
 
 /// What the connection does after a request has been answered.
@@ -118,21 +124,24 @@ pub(super) fn connection_header(head: &RequestHead<'_, '_>, close: bool) -> Conn
     }
 }
 
-/// Writes a gateway error into the connection's write buffer.
+/// Writes a gateway error into the connection's write buffer, with the
+/// request's rate-limit headers if it has them.
 pub(super) fn write_error<S: AsyncReadRent + AsyncWriteRent>(
     x: &mut Exchange<'_, S>,
     e: GatewayError,
     head: &RequestHead<'_, '_>,
     rid: &[u8],
     close: bool,
+    rate: Option<&RateHeaders>,
 ) {
     let date = x.io.worker().date();
-    e.write(
+    e.write_with(
         x.wbuf,
         date.as_bytes(),
         rid,
         connection_header(head, close),
         head.method == "HEAD",
+        rate,
     );
 }
 
@@ -156,12 +165,19 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
         ..
     } = &mut *x.state;
     x.io.buffers().ensure_small(ubuf);
+    let hidden_query = req.key_source.hidden_query();
     let fwd = ForwardRequest {
         head,
         after: req.after,
         request_id: req.rid,
         group: route.group,
-        target: &|out: &mut Vec<u8>| route.write_target(params, head.query, out),
+        target: &|out: &mut Vec<u8>| {
+            route.write_target(params, head.query, out);
+            if let Some(name) = hidden_query {
+                // The client's query string is what write_target wrote last.
+                strip_query_tail(out, head.query.len(), name);
+            }
+        },
         timeout: route.timeout,
         preserve_host: route.preserve_host,
         upgrading: route.allow_upgrade
@@ -170,6 +186,8 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
         max_body: gw.max_body,
         client: info,
         extra_headers,
+        rate: req.rate.as_ref(),
+        hidden_header: req.key_source.hidden_header(),
     };
     forward::forward(
         &mut *x.io,
@@ -225,7 +243,7 @@ pub(super) fn respond_forwarded<S: AsyncReadRent + AsyncWriteRent>(
             leftover,
         } => {
             let e = forward_error(error, gw.max_body);
-            write_error(x, e, req.head, req.rid, close);
+            write_error(x, e, req.head, req.rid, close, req.rate.as_ref());
             let next = if close {
                 // Errors before the request was read whole among them.
                 Next::Close { linger: true }

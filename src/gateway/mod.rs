@@ -15,6 +15,10 @@
 //!   backend.
 //! - [`outcome`]: how each request ended, as a typed [`Outcome`].
 //! - [`response`]: the gateway's own error responses; [`request_id`].
+//! - [`limits`]: the opt-in throttling beyond API Gateway (per-client-IP
+//!   buckets, rate-limit headers) and the thread that sweeps idle client
+//!   buckets; [`key_source`]: where API keys are read from and hiding them
+//!   from backends (`[key_source]`).
 //!
 //! ## A request, top to bottom (`pipeline::handle`)
 //! ```text
@@ -39,6 +43,8 @@ mod body;
 mod cached;
 mod connection;
 mod exchange;
+pub mod key_source;
+pub mod limits;
 pub mod outcome;
 mod pipeline;
 pub mod request_id;

@@ -22,6 +22,8 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use super::exchange::{
     connection_header, forward, respond_forwarded, write_error, Exchange, Next, Request,
 };
+use super::key_source::{KeySource, KeyValue};
+use super::limits::Limiter;
 use super::outcome::Outcome;
 use super::response::GatewayError;
 use super::snapshot::{Dispatch, ResponseContext, Routed, Snapshot};
@@ -58,7 +60,7 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
         if let BodyFraming::Length(n) = head.framing {
             if n > gw.max_body {
                 let e = GatewayError::PayloadTooLarge(gw.max_body);
-                write_error(x, e, head, rid, true);
+                write_error(x, e, head, rid, true, None);
                 break 'answer (Next::Close { linger: true }, Outcome::Error(e));
             }
         }
@@ -72,9 +74,10 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
             dispatch,
             is_canary,
             throttle,
+            client,
             keys,
         } = snapshot.dispatch(head.method, head.host, head.path, &mut params, || gw.roll());
-        let req = Request {
+        let mut req = Request {
             head,
             after,
             rid,
@@ -82,7 +85,19 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
             head_only,
             upstreams: &snapshot.upstreams,
             is_canary,
+            rate: None,
+            key_source: snapshot.key_source(),
         };
+        // Opt-ins: per-client buckets and rate-limit headers (the throttle
+        // phase; `None` when neither applies), where API keys are read from
+        // (authorize).
+        let mut lim = Limiter::for_request(
+            client,
+            &x.state.info,
+            snapshot.rate_headers(),
+            &mut req.rate,
+        );
+        let ks = snapshot.key_source();
 
         // authorize: a route that requires an API key needs an enabled
         // `x-api-key` in a usage plan of the stage (else 403 Forbidden).
@@ -94,20 +109,27 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
         // (429 Limit Exceeded) before the cache, as in API Gateway.
         let dispatch = match dispatch {
             Dispatch::Fail(e) => Dispatch::Fail(e),
-            d => match keys.map(|k| api_key(head).and_then(|v| snapshot.key_access(&k, v))) {
+            d => match keys.map(|k| api_key(head, ks).and_then(|v| snapshot.key_access(&k, &v))) {
                 Some(None) => Dispatch::Fail(GatewayError::Forbidden),
                 Some(Some((plan, route))) => {
                     let now = now_ns();
-                    if throttled_with_plan(&snapshot, plan.levels(route), throttle, now) {
+                    if throttled_with_plan(&snapshot, plan.levels(route), throttle, &mut lim, now) {
                         Dispatch::Fail(GatewayError::TooManyRequests)
-                    } else if plan.usage().admit(now).is_err() {
+                    } else if let Err(q) = plan.usage().admit(now) {
                         // quota: counted once admitted past throttling.
+                        if let Some(lim) = &mut lim {
+                            let limit = plan.usage().quota().map_or(0, |q| q.limit);
+                            lim.refuse_with(
+                                u32::try_from(limit).unwrap_or(u32::MAX),
+                                q.retry_after_secs,
+                            );
+                        }
                         Dispatch::Fail(GatewayError::QuotaExceeded)
                     } else {
                         d
                     }
                 }
-                None if throttled(&snapshot, throttle) => {
+                None if throttled(&snapshot, throttle, &mut lim) => {
                     Dispatch::Fail(GatewayError::TooManyRequests)
                 }
                 None => d,
@@ -149,12 +171,14 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
                     date: date.as_bytes(),
                     request_id: rid,
                     connection,
+                    rate: req.rate.as_ref(),
                 };
                 m.write(&params, &ctx, x.wbuf, head_only);
                 Outcome::Mock
             }
             Err(e) => {
-                e.write(x.wbuf, date.as_bytes(), rid, connection, head_only);
+                let rate = req.rate.as_ref();
+                e.write_with(x.wbuf, date.as_bytes(), rid, connection, head_only, rate);
                 Outcome::Error(e)
             }
         };
@@ -166,9 +190,13 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
 }
 
 /// Whether a throttle refuses the request: the route's level, then the
-/// account's. Reads the clock only when some level applies.
+/// account's. Reads the clock only when some level applies. With an
+/// opt-in on, [`Limiter::refuses`] instead (the client's bucket first).
 #[inline]
-fn throttled(snapshot: &Snapshot, route: Option<&Level>) -> bool {
+fn throttled(snapshot: &Snapshot, route: Option<&Level>, lim: &mut Option<Limiter<'_>>) -> bool {
+    if let Some(lim) = lim {
+        return lim.refuses([None, None, route, snapshot.account_throttle()], now_ns());
+    }
     match (route, snapshot.account_throttle()) {
         (None, None) => false,
         (Some(l), None) | (None, Some(l)) => l.try_take(now_ns()).is_err(),
@@ -176,12 +204,11 @@ fn throttled(snapshot: &Snapshot, route: Option<&Level>) -> bool {
     }
 }
 
-/// The request's `x-api-key` value (trimmed), if it sent one.
-fn api_key<'h>(head: &RequestHead<'h, '_>) -> Option<&'h [u8]> {
-    head.headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("x-api-key"))
-        .map(|h| crate::http::parse::trim(h.value))
+/// The request's API key, if it sent one: its `x-api-key` value
+/// (trimmed), or as `[key_source]` says (another header, a query
+/// parameter).
+fn api_key<'h>(head: &RequestHead<'h, '_>, source: &KeySource) -> Option<KeyValue<'h>> {
+    source.find(head)
 }
 
 /// [`throttled`] with a usage plan's levels first (per key per route, per
@@ -190,8 +217,12 @@ fn throttled_with_plan(
     snapshot: &Snapshot,
     plan: [Option<&Level>; 2],
     route: Option<&Level>,
+    lim: &mut Option<Limiter<'_>>,
     now: u64,
 ) -> bool {
+    if let Some(lim) = lim {
+        return lim.refuses([plan[0], plan[1], route, snapshot.account_throttle()], now);
+    }
     let mut levels = [plan[0], plan[1], route, snapshot.account_throttle()]
         .into_iter()
         .flatten();

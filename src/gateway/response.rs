@@ -6,7 +6,8 @@
 #![forbid(unsafe_code)]
 
 use crate::http::response::{
-    u64_digits, write_common_headers, write_content_length, write_status_line, ConnectionHeader,
+    u64_digits, write_common_headers, write_content_length, write_rate_headers, write_status_line,
+    ConnectionHeader, RateHeaders,
 };
 
 /// An error the gateway answers itself, before or instead of an integration.
@@ -120,8 +121,25 @@ impl GatewayError {
         connection: ConnectionHeader,
         head_only: bool,
     ) {
+        self.write_with(out, date, request_id, connection, head_only, None);
+    }
+
+    /// [`GatewayError::write`] with rate-limit headers (the opt-in
+    /// `[throttle] headers`): a 429 from throttling or a quota passes
+    /// [`RateHeaders::refused`] for its `Retry-After`; any other error on a
+    /// throttled route passes the admitted request's headers.
+    pub fn write_with(
+        self,
+        out: &mut Vec<u8>,
+        date: &[u8],
+        request_id: &[u8],
+        connection: ConnectionHeader,
+        head_only: bool,
+        rate: Option<&RateHeaders>,
+    ) {
         write_status_line(out, self.status());
         write_common_headers(out, date, request_id, connection);
+        write_rate_headers(out, rate);
         if let Some(t) = self.error_type() {
             out.extend_from_slice(b"x-amzn-ErrorType: ");
             out.extend_from_slice(t.as_bytes());
@@ -221,5 +239,31 @@ mod tests {
         assert!(r.contains("Content-Length: 56\r\n"), "{r}");
         let r = render(GatewayError::BadGateway);
         assert!(r.contains("Content-Length: 36\r\n"), "{r}");
+    }
+
+    #[test]
+    fn a_429_can_carry_retry_after() {
+        let mut out = Vec::new();
+        let rate = RateHeaders::refused(20, 3);
+        GatewayError::TooManyRequests.write_with(
+            &mut out,
+            b"DATE",
+            b"rid",
+            ConnectionHeader::Omit,
+            false,
+            Some(&rate),
+        );
+        let r = String::from_utf8(out).unwrap();
+        assert!(r.starts_with("HTTP/1.1 429 Too Many Requests\r\n"), "{r}");
+        assert!(
+            r.contains("\r\nRetry-After: 3\r\nRateLimit-Limit: 20\r\n"),
+            "{r}"
+        );
+        assert!(
+            r.ends_with("\r\n\r\n{\"message\":\"Too Many Requests\"}"),
+            "{r}"
+        );
+        // Without: byte for byte what API Gateway's shape is.
+        assert!(!render(GatewayError::TooManyRequests).contains("Retry-After"));
     }
 }

@@ -43,16 +43,19 @@ use crate::config::{
     ThrottleLimit, UnmatchedRoute,
 };
 use crate::http::response::{
-    write_common_headers, write_content_length, write_status_line, ConnectionHeader,
+    write_common_headers, write_content_length, write_rate_headers, write_status_line,
+    ConnectionHeader, RateHeaders,
 };
 use crate::router::{
     Method, MethodSpec, Params, RouteError, RouteId, RouteTable, RouteTableBuilder,
 };
 use crate::state::Deployment;
 use crate::throttle::quota::Restored;
-use crate::throttle::{Level, Limit, Usage, UsageCell};
+use crate::throttle::{KeyedBuckets, Level, Limit, Usage, UsageCell};
 use crate::upstream::Registry;
 
+use super::key_source::KeySource;
+use super::limits::ClientTables;
 use super::response::GatewayError;
 
 /// An error compiling a configuration into a [`Snapshot`].
@@ -95,6 +98,16 @@ pub struct Snapshot {
     /// Usage-plan buckets by `plan\0key[\0api\0stage\0route]`, to carry
     /// them to the next snapshot.
     plan_levels: HashMap<String, Level>,
+    /// Opt-in: every per-client table (`client_throttle`), to carry and
+    /// to sweep.
+    client_tables: ClientTables,
+    /// Opt-in `[throttle] headers`.
+    rate_headers: bool,
+    /// Some route of some stage has a per-client table (else `dispatch`
+    /// skips the lookup).
+    any_client_table: bool,
+    /// `[key_source]`.
+    key_source: KeySource,
 }
 
 /// API keys by value. A lookup hashes the presented value with a random
@@ -261,6 +274,9 @@ struct Stage {
     throttles: Vec<Option<Level>>,
     /// By API key index: the key's plan on this stage, if it has one.
     access: Vec<Option<KeyAccess>>,
+    /// Each route's per-client table (`client_throttle`), indexed like
+    /// `integrations`.
+    clients: Vec<Option<Arc<KeyedBuckets>>>,
     /// The canary, when the stage has one.
     canary: Option<Box<Canary>>,
 }
@@ -279,6 +295,9 @@ struct Canary {
     throttles: Vec<Option<Level>>,
     /// By API key index: the key's plan (the stage's buckets).
     access: Vec<Option<KeyAccess>>,
+    /// Each route's per-client table (the stage's for the same route and
+    /// limit).
+    clients: Vec<Option<Arc<KeyedBuckets>>>,
 }
 
 /// A request described by its parts, to find its cache entry
@@ -980,6 +999,8 @@ pub struct ResponseContext<'a> {
     pub request_id: &'a [u8],
     /// What the `Connection` header says.
     pub connection: ConnectionHeader,
+    /// Rate-limit headers (opt-in), if the request has them.
+    pub rate: Option<&'a RateHeaders>,
 }
 
 impl Snapshot {
@@ -1004,6 +1025,12 @@ impl Snapshot {
             usage_plans: &plan.usage_plans,
             key_ids: plan.keys.iter().map(|k| k.id.as_str()).collect(),
             keys: plan.keys.len(),
+        };
+        let mut client_tables = ClientTables::default();
+        let client_err = |message: String| BuildError {
+            file: config.source.clone(),
+            line: 0,
+            message,
         };
         let mut apis = Vec::with_capacity(config.apis.len());
         let mut api_hosts = Vec::new();
@@ -1097,6 +1124,14 @@ impl Snapshot {
                     };
                 let throttles = throttles_for(&def)?;
                 let access = plans.access(&api.name, &sp.stage.name, &def)?;
+                let clients = client_tables
+                    .for_routes(
+                        previous.map(|p| &p.client_tables),
+                        &api.name,
+                        &sp.stage.name,
+                        routes,
+                    )
+                    .map_err(client_err)?;
                 let canary = match &sp.canary {
                     None => None,
                     Some(c) => {
@@ -1117,8 +1152,17 @@ impl Snapshot {
                         )?;
                         let throttles = throttles_for(&cdef)?;
                         let access = plans.access(&api.name, &sp.stage.name, &cdef)?;
+                        let clients = client_tables
+                            .for_routes(
+                                previous.map(|p| &p.client_tables),
+                                &api.name,
+                                &sp.stage.name,
+                                &c.deployment.definition.routes,
+                            )
+                            .map_err(client_err)?;
                         Some(Box::new(Canary {
                             access,
+                            clients,
                             threshold: canary_threshold(c.percent),
                             def: cdef,
                             integrations,
@@ -1134,6 +1178,7 @@ impl Snapshot {
                     cache,
                     throttles,
                     access,
+                    clients,
                     canary,
                 });
             }
@@ -1206,6 +1251,10 @@ impl Snapshot {
             account,
             keys,
             plan_levels,
+            any_client_table: client_tables.len() > 0,
+            client_tables,
+            rate_headers: config.throttle_headers,
+            key_source: KeySource::new(&config.key_source),
             upstreams: Arc::new(registry),
             apis,
             domains,
@@ -1256,6 +1305,31 @@ impl Snapshot {
     /// The account-level throttle, if one is set.
     pub fn account_throttle(&self) -> Option<&Level> {
         self.account.as_ref()
+    }
+
+    /// Drops the idle buckets of every per-client table (`client_throttle`);
+    /// returns how many. Run every few seconds off the request path (the
+    /// server's `ringgate-sweep` thread does, see
+    /// [`ClientSweeper`](super::limits::ClientSweeper)).
+    pub fn sweep_client_buckets(&self, now_ns: u64) -> usize {
+        self.client_tables.sweep(now_ns)
+    }
+
+    /// How many per-client tables the snapshot has (one per stage and
+    /// route with `client_throttle`, shared with a canary of the same
+    /// limit).
+    pub fn client_table_count(&self) -> usize {
+        self.client_tables.len()
+    }
+
+    /// Whether responses carry rate-limit headers (`[throttle] headers`).
+    pub fn rate_headers(&self) -> bool {
+        self.rate_headers
+    }
+
+    /// Where API keys are read from (`[key_source]`).
+    pub fn key_source(&self) -> &KeySource {
+        &self.key_source
     }
 
     /// The cache of a stage, if it has one (for flushing and statistics).
@@ -1325,7 +1399,8 @@ impl Snapshot {
             )
         })?;
         let mut keys = crate::cache::KeyBuilder::new();
-        super::cached::key_fields(&mut keys, rc, method, &params, query, |name| {
+        let hidden = self.key_source.hidden_query();
+        super::cached::key_fields(&mut keys, rc, method, &params, (query, hidden), |name| {
             headers
                 .iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -1430,13 +1505,15 @@ impl Snapshot {
             Err(e) => return Routed::fail(e, false),
         };
         let stage = &target.api.stages[target.stage];
-        let (def, integrations, cache, throttles, access, is_canary) = match &stage.canary {
+        let (def, integrations, cache, throttles, access, clients, is_canary) = match &stage.canary
+        {
             Some(c) if u64::from(roll()) < c.threshold => (
                 &*c.def,
                 &c.integrations,
                 c.cache.as_deref(),
                 &c.throttles,
                 &c.access,
+                &c.clients,
                 true,
             ),
             _ => (
@@ -1445,6 +1522,7 @@ impl Snapshot {
                 stage.cache.as_deref(),
                 &stage.throttles,
                 &stage.access,
+                &stage.clients,
                 false,
             ),
         };
@@ -1477,6 +1555,11 @@ impl Snapshot {
             dispatch,
             is_canary,
             throttle: throttles[route].as_ref(),
+            client: if self.any_client_table {
+                clients[route].as_deref()
+            } else {
+                None
+            },
             keys: def.key_required[route].then_some(KeyCheck {
                 access: &access[..],
                 route,
@@ -1535,6 +1618,8 @@ pub struct Routed<'s> {
     pub is_canary: bool,
     /// The route's throttle in its stage, if it has one.
     pub throttle: Option<&'s Level>,
+    /// The route's per-client table in its stage (`client_throttle`).
+    pub client: Option<&'s KeyedBuckets>,
     /// The route requires an API key: where to find the key's plan.
     pub keys: Option<KeyCheck<'s>>,
 }
@@ -1545,6 +1630,7 @@ impl Routed<'_> {
             dispatch: Dispatch::Fail(e),
             is_canary,
             throttle: None,
+            client: None,
             keys: None,
         }
     }
@@ -1572,6 +1658,7 @@ impl MockResponse {
     ) -> u16 {
         out.extend_from_slice(&self.status_line);
         write_common_headers(out, ctx.date, ctx.request_id, ctx.connection);
+        write_rate_headers(out, ctx.rate);
         out.extend_from_slice(&self.headers);
         if crate::http::response::status_has_no_body(self.status) {
             out.extend_from_slice(b"\r\n");

@@ -134,10 +134,29 @@ impl KeyedBuckets {
     /// A new key that finds no room is admitted unmetered (see the type's
     /// page) and counted in [`KeyedBuckets::overflow`].
     pub fn try_take(&self, key: &[u8], now: u64) -> Result<(), RetryAfter> {
+        self.take(key, now).map(|_| ())
+    }
+
+    /// [`KeyedBuckets::try_take`], also saying what is left in `key`'s
+    /// bucket after the take: whole tokens, and nanoseconds until it is
+    /// full again (`u64::MAX`: never), for `RateLimit-*` headers. One lock,
+    /// as `try_take`.
+    pub fn try_take_report(&self, key: &[u8], now: u64) -> Result<(u32, u64), RetryAfter> {
+        self.take(key, now).map(|tat| {
+            (
+                self.limit.remaining(tat, now),
+                self.limit.reset_after(tat, now),
+            )
+        })
+    }
+
+    /// The take; returns the bucket's TAT after it (0, a full bucket, for
+    /// a request admitted unmetered on overflow).
+    fn take(&self, key: &[u8], now: u64) -> Result<u64, RetryAfter> {
         let mut shard = self.shard(key);
         if let Some(tat) = shard.map.get_mut(key) {
             *tat = self.limit.admit(*tat, now)?;
-            return Ok(());
+            return Ok(*tat);
         }
         // A new key: its bucket is full. Burst 0 refuses here, storing
         // nothing.
@@ -152,13 +171,13 @@ impl KeyedBuckets {
             if shard.map.len() >= shard.cap {
                 drop(shard);
                 self.overflow.fetch_add(1, Relaxed);
-                return Ok(());
+                return Ok(0);
             }
         }
         shard.map.insert(key.into(), tat);
         shard.next_idle = shard.next_idle.min(self.limit.full_at(tat));
         self.len.fetch_add(1, Relaxed);
-        Ok(())
+        Ok(tat)
     }
 
     /// Returns one token to `key`'s bucket (a request admitted here but
@@ -227,6 +246,17 @@ impl KeyedBuckets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_take_reports_what_is_left() {
+        let s = 1_000_000_000;
+        let table = KeyedBuckets::new(Limit::new(1.0, 3).unwrap(), 10);
+        assert_eq!(table.try_take_report(b"a", 10 * s), Ok((2, s)));
+        assert_eq!(table.try_take_report(b"a", 10 * s), Ok((1, 2 * s)));
+        assert_eq!(table.try_take_report(b"a", 10 * s), Ok((0, 3 * s)));
+        assert_eq!(table.try_take_report(b"a", 10 * s), Err(RetryAfter(s)));
+        assert_eq!(table.try_take_report(b"b", 10 * s), Ok((2, s)));
+    }
 
     #[test]
     fn large_tables_are_sharded_and_the_bound_stays_exact() {

@@ -53,7 +53,9 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use super::pool::{connect, Pool, UpstreamConn};
 use super::{now_ms, Registry, Target};
 use crate::http::chunked::{write_chunk_size, ChunkedDecoder};
-use crate::http::response::{write_common_headers, write_u64, ConnectionHeader};
+use crate::http::response::{
+    write_common_headers, write_rate_headers, write_u64, ConnectionHeader, RateHeaders,
+};
 use crate::http::response_head::{
     is_hop_by_hop, named_by_connection, parse_response_head, ResponseFraming,
 };
@@ -93,7 +95,8 @@ impl ClientInfo {
         }
     }
 
-    fn peer_ip(&self) -> &[u8] {
+    /// The peer's IP address as text (`203.0.113.7`, `2001:db8::1`).
+    pub fn peer_ip(&self) -> &[u8] {
         &self.peer_ip[..self.peer_ip_len as usize]
     }
 }
@@ -136,6 +139,11 @@ pub struct ForwardRequest<'a, 'h> {
     /// Header lines (each ending in CRLF) added to the client's response
     /// (`X-Cache-Status`, a `Warning`).
     pub extra_headers: &'a [u8],
+    /// Rate-limit headers added to the client's response.
+    pub rate: Option<&'a RateHeaders>,
+    /// A request header (lowercase name) not forwarded: the API key's,
+    /// with `[key_source] hide`.
+    pub hidden_header: Option<&'a str>,
 }
 
 /// The backends a worker forwards to.
@@ -483,6 +491,7 @@ pub async fn forward<S: AsyncReadRent + AsyncWriteRent>(
         body_complete: body.complete,
         draining: io.worker().is_draining(),
         extra_headers: req.extra_headers,
+        rate: req.rate,
     };
     let Some(ClientHead {
         head_len,
@@ -547,6 +556,7 @@ struct ClientHeadInput<'a> {
     body_complete: bool,
     draining: bool,
     extra_headers: &'a [u8],
+    rate: Option<&'a RateHeaders>,
 }
 
 /// What [`write_client_head`] decided.
@@ -630,6 +640,7 @@ fn write_client_head(
     }
     write_common_headers(wbuf, input.date, input.rid, connection);
     wbuf.extend_from_slice(input.extra_headers);
+    write_rate_headers(wbuf, input.rate);
     let connection_lists_names = rh
         .headers
         .iter()
@@ -1140,6 +1151,7 @@ fn write_request_head(out: &mut Vec<u8>, req: &ForwardRequest<'_, '_>, target: &
             || is("x-forwarded-port")
             || is("x-request-id")
             || (connection_lists_names && named_by_connection(head.headers, name))
+            || req.hidden_header.is_some_and(is)
         {
             continue;
         }

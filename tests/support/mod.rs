@@ -462,6 +462,28 @@ impl Client {
         }
     }
 
+    /// Opens a connection to `addr` from the local address `from` (e.g.
+    /// `127.0.0.2`, to be another client on loopback), with the timeouts
+    /// of [`Client::connect`].
+    pub fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> Client {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
+        socket
+            .bind(&SocketAddr::new(from, 0).into())
+            .unwrap_or_else(|e| panic!("bind {from}: {e}"));
+        socket
+            .connect(&addr.into())
+            .unwrap_or_else(|e| panic!("connect {addr} from {from}: {e}"));
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     /// Writes all of `bytes` in one call.
     pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
         self.stream
