@@ -828,3 +828,31 @@ fn ten_thousand_imported_keys() {
     let plan = g.ok("GET", &format!("/usageplans/{plan_id}"), None);
     assert_eq!(plan["key_ids"].as_array().unwrap().len(), 10_001);
 }
+
+#[test]
+fn a_quota_refusal_says_when_the_period_ends_when_headers_are_on() {
+    let dir = support::temp_path("quota-headers").with_extension("d");
+    std::fs::create_dir_all(&dir).unwrap();
+    let toml = config(&dir.join("state"), "").replace(
+        "[throttle]\nrate = -1",
+        "[throttle]\nrate = -1\nheaders = true",
+    );
+    let srv = TestServer::start(&toml);
+    let mut c = srv.client();
+    assert_eq!(send(&mut c, "/beta/a", FILE_KEY, 3), (3, 0));
+    let r = get(&mut c, "/beta/a", FILE_KEY);
+    assert_eq!(r.status, 429);
+    assert_eq!(r.text(), r#"{"message":"Limit Exceeded"}"#);
+    // Until the next 00:00 UTC.
+    let now = ringgate::state::unix_now();
+    let to_midnight = (now / DAY_SECS + 1) * DAY_SECS - now;
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!(
+        retry.abs_diff(to_midnight) <= 2,
+        "Retry-After {retry}, midnight in {to_midnight}"
+    );
+    assert_eq!(r.header("ratelimit-limit"), Some("3"));
+    assert_eq!(r.header("ratelimit-remaining"), Some("0"));
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}
