@@ -40,6 +40,8 @@ ORIGIN_KIND=ringgate-origin
 SERVERS_OVERRIDE="${PERF_SERVERS:-}"
 SAVE=1
 WITH_MOCK=0
+KEYS=0
+PERF_KEY=perf-key-0123456789abcdefghij
 
 usage() {
     cat <<'EOF'
@@ -72,6 +74,11 @@ Usage: perf/run.sh [options]
   --with-mock         cache only: in the hot-URL workload, also run
                       ringgate's mock route (the mock scenario's config,
                       GET /perf/hello) and compare the cache hits with it
+  --keys              mock only: add "ringgate-keys", the same binary with the
+                      route behind an API key in a usage plan (per-key,
+                      per-key-per-route, stage and account limits and a
+                      monthly quota, none reached); every client sends the
+                      key header, so ringgate/ringgate-keys prices the checks
   --no-save           do not write perf/results/<scenario>-<date>.txt
 Ratios ringgate/X are paired: per round (and workload), ringgate's figure
 over X's from the same round, then the median of those per-round ratios
@@ -100,6 +107,7 @@ while [[ $# -gt 0 ]]; do
         --servers)     need_arg "$@"; SERVERS_OVERRIDE=$2; shift 2 ;;
         --no-save)     SAVE=0; shift ;;
         --with-mock)   WITH_MOCK=1; shift ;;
+        --keys)        KEYS=1; shift ;;
         -h|--help)     usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -199,6 +207,14 @@ MOCK_BODY=$'hello, world\n'
 
 declare -F "scenario_$SCENARIO" >/dev/null || die "unknown scenario: $SCENARIO"
 "scenario_$SCENARIO"
+
+# --keys: ringgate-keys runs right after ringgate; every request carries the key.
+if ((KEYS)); then
+    [[ $SCENARIO == mock ]] || die "--keys is for --scenario mock only"
+    SCENARIO_SERVERS=("${SCENARIO_SERVERS[0]}" ringgate-keys "${SCENARIO_SERVERS[@]:1}")
+fi
+KEY_HEADER=()
+((KEYS)) && KEY_HEADER=(-H "x-api-key: $PERF_KEY")
 
 # --baseline: ringgate-base is part of every scenario, right after ringgate.
 if [[ -n $BASELINE ]]; then
@@ -332,6 +348,7 @@ ensure_server_ringgate() {
     fi
 }
 ensure_server_ringgate-mock() { ensure_server_ringgate; }
+ensure_server_ringgate-keys() { ensure_server_ringgate; }
 ensure_server_ringgate-base() { [[ -x $BASELINE ]] || die "baseline binary not found: $BASELINE"; }
 
 # --------------------------------------------------------------------------
@@ -387,13 +404,26 @@ start_server_nginx() {
     SERVER_ERRLOG=$dir/error.log
 }
 
-start_ringgate() { # start_ringgate PORT TEMPLATE-SCENARIO BINARY
-    local port=$1 dir workers=1
+start_ringgate() { # start_ringgate PORT TEMPLATE-SCENARIO BINARY [keys]
+    local port=$1 dir workers=1 throttle stage_throttle='' route_key='' big
     dir=$(mktemp -d "$WORK/ringgate.XXXX")
     [[ $MODE == wide ]] && workers='"auto"'
+    throttle=$(throttle_off "$3")
+    if [[ ${4:-} == keys ]]; then
+        # Every level and the quota, with limits no run reaches.
+        big='{ rate = 1000000000, burst = 1000000000 }'
+        throttle=$(printf '%s\n' '[throttle]' 'rate = 1000000000' 'burst = 1000000000' \
+            '[[api_key]]' 'name = "perf"' "value = \"$PERF_KEY\"" \
+            '[[usage_plan]]' 'name = "perf"' 'keys = ["perf"]' "throttle = $big" \
+            'quota = { limit = 1000000000000, period = "MONTH" }' \
+            '[[usage_plan.stage]]' 'api = "perf"' 'stage = "perf"' \
+            "route_throttle = { \"GET /hello\" = $big }")
+        stage_throttle="throttle = $big"
+        route_key='api_key_required = true'
+    fi
     render "$PERF_DIR/ringgate-$2.toml.in" "$dir/ringgate.toml" \
         PORT="$port" WORKERS="$workers" ORIGIN_PORT="${ORIGIN_PORT:-0}" \
-        THROTTLE="$(throttle_off "$3")" STAGE_THROTTLE="" ROUTE_KEY=""
+        THROTTLE="$throttle" STAGE_THROTTLE="$stage_throttle" ROUTE_KEY="$route_key"
     SERVER_LOG=$dir/stdout.log
     SERVER_ERRLOG=$SERVER_LOG
     ${SERVER_AFFINITY[@]+"${SERVER_AFFINITY[@]}"} \
@@ -404,6 +434,9 @@ start_server_ringgate() { start_ringgate "$1" "$SCENARIO" "$BIN"; }
 
 # ringgate with the mock scenario's config (cache --with-mock).
 start_server_ringgate-mock() { start_ringgate "$1" mock "$BIN"; }
+
+# --keys: the same binary, the route behind an API key and every limit.
+start_server_ringgate-keys() { start_ringgate "$1" mock "$BIN" keys; }
 
 # --baseline: the same config as ringgate, run from the baseline binary.
 start_server_ringgate-base() { start_ringgate "$1" "$SCENARIO" "$BASELINE"; }
@@ -584,7 +617,7 @@ wait_ready() { # wait_ready PORT PID: up to 10 s for the port to accept
 check_response() { # check_response URL [BODY]: expected status and body
     local url=$1 body=${2-$SCENARIO_BODY} out code
     out=$WORK/check.body
-    code=$(curl -sS --max-time 5 -o "$out" -w '%{http_code}' "$url") ||
+    code=$(curl -sS --max-time 5 ${KEY_HEADER[@]+"${KEY_HEADER[@]}"} -o "$out" -w '%{http_code}' "$url") ||
         die "curl $url failed"
     [[ $code == "$SCENARIO_STATUS" ]] || die "GET $url: status $code, expected $SCENARIO_STATUS"
     if [[ -n $body ]]; then
@@ -750,7 +783,7 @@ start_origin_nginx() {
 run_wrk() {
     ${LOAD_AFFINITY[@]+"${LOAD_AFFINITY[@]}"} \
         wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$1"s --timeout 5s --latency \
-        ${WL_WRK[@]+"${WL_WRK[@]}"} "$2" ${WL_WRK_ARGS[@]+"${WL_WRK_ARGS[@]}"} >"$3" 2>&1 ||
+        ${KEY_HEADER[@]+"${KEY_HEADER[@]}"} ${WL_WRK[@]+"${WL_WRK[@]}"} "$2" ${WL_WRK_ARGS[@]+"${WL_WRK_ARGS[@]}"} >"$3" 2>&1 ||
         { cat "$3" >&2; die "wrk failed"; }
 }
 
