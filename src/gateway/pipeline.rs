@@ -22,7 +22,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use super::exchange::{
     connection_header, forward, respond_forwarded, write_error, Exchange, Next, Request,
 };
-use super::key_source::{KeySource, KeyValue};
+use super::key_source::{KeySource, MAX_KEY_LEN};
 use super::limits::Limiter;
 use super::outcome::Outcome;
 use super::response::GatewayError;
@@ -109,7 +109,10 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
         // (429 Limit Exceeded) before the cache, as in API Gateway.
         let dispatch = match dispatch {
             Dispatch::Fail(e) => Dispatch::Fail(e),
-            d => match keys.map(|k| api_key(head, ks).and_then(|v| snapshot.key_access(&k, &v))) {
+            d => match keys.map(|k| {
+                let mut buf = [0u8; MAX_KEY_LEN];
+                api_key(head, ks, &mut buf).and_then(|v| snapshot.key_access(&k, v))
+            }) {
                 Some(None) => Dispatch::Fail(GatewayError::Forbidden),
                 Some(Some((plan, route))) => {
                     let now = now_ns();
@@ -207,8 +210,12 @@ fn throttled(snapshot: &Snapshot, route: Option<&Level>, lim: &mut Option<Limite
 /// The request's API key, if it sent one: its `x-api-key` value
 /// (trimmed), or as `[key_source]` says (another header, a query
 /// parameter).
-fn api_key<'h>(head: &RequestHead<'h, '_>, source: &KeySource) -> Option<KeyValue<'h>> {
-    source.find(head)
+fn api_key<'a>(
+    head: &RequestHead<'a, '_>,
+    source: &KeySource,
+    buf: &'a mut [u8; MAX_KEY_LEN],
+) -> Option<&'a [u8]> {
+    source.find(head, buf)
 }
 
 /// [`throttled`] with a usage plan's levels first (per key per route, per
