@@ -31,7 +31,7 @@ use super::worker::GatewayWorker;
 use crate::http::response::ConnectionHeader;
 use crate::http::{BodyFraming, RequestHead};
 use crate::router::Params;
-use crate::throttle::{now_ns, take_all, take_two, Level};
+use crate::throttle::{now_ns, take_levels, take_two, Level};
 
 /// Answers one request whose head is parsed, and records how it ended.
 ///
@@ -230,19 +230,7 @@ fn throttled_with_plan(
     if let Some(lim) = lim {
         return lim.refuses([plan[0], plan[1], route, snapshot.account_throttle()], now);
     }
-    let mut levels = [plan[0], plan[1], route, snapshot.account_throttle()]
-        .into_iter()
-        .flatten();
-    let Some(first) = levels.next() else {
-        return false;
-    };
-    let mut pairs = [first.pair(); 4];
-    let mut n = 1;
-    for l in levels {
-        pairs[n] = l.pair();
-        n += 1;
-    }
-    take_all(&pairs[..n], now).is_err()
+    take_levels([plan[0], plan[1], route, snapshot.account_throttle()], now).is_err()
 }
 
 /// Whether the connection stays open after a response written once the

@@ -172,6 +172,33 @@ pub fn take_all(levels: &[(&Bucket, &Limit)], now: u64) -> Result<(), Refused> {
     Ok(())
 }
 
+/// [`take_all`] over a snapshot's levels as the request path holds them:
+/// a fixed array, absent levels skipped (no list of pairs built first).
+/// `Refused::level` is the index in `levels`.
+#[inline]
+pub fn take_levels<const N: usize>(levels: [Option<&Level>; N], now: u64) -> Result<(), Refused> {
+    let mut undo = [(0u64, 0u64); N];
+    for i in 0..N {
+        let Some(l) = levels[i] else { continue };
+        match l.bucket.take(&l.limit, now) {
+            Ok(taken) => undo[i] = taken,
+            Err(retry) => {
+                for j in 0..i {
+                    if let Some(t) = levels[j] {
+                        let (old, new) = undo[j];
+                        t.bucket.restore(&t.limit, old, new);
+                    }
+                }
+                return Err(Refused {
+                    level: i,
+                    retry_after_ns: retry.0,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 fn take_all_recursive(levels: &[(&Bucket, &Limit)], now: u64) -> Result<(), Refused> {
     let Some((&(bucket, limit), rest)) = levels.split_first() else {
         return Ok(());

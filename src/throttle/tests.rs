@@ -263,6 +263,25 @@ fn take_all_takes_one_token_per_level() {
 }
 
 #[test]
+fn take_levels_skips_absent_levels_and_undoes_on_refusal() {
+    let open = Level::new(limit(1.0, 5));
+    let one = Level::new(limit(1.0, 1));
+    // Absent levels are skipped; all present ones take a token.
+    assert_eq!(
+        take_levels([None, Some(&open), None, Some(&one)], 0),
+        Ok(())
+    );
+    assert_eq!(open.bucket().remaining(open.limit(), 0), 4);
+    // `one` is empty: refused at index 3, and `open` gets its token back.
+    assert_eq!(
+        take_levels([Some(&open), None, None, Some(&one)], 0).map_err(|r| r.level),
+        Err(3)
+    );
+    assert_eq!(open.bucket().remaining(open.limit(), 0), 4);
+    assert_eq!(take_levels::<4>([None; 4], 0), Ok(()));
+}
+
+#[test]
 fn take_all_with_more_levels_than_its_stack_list() {
     let l = limit(1.0, 2);
     let empty = limit(1.0, 0);
