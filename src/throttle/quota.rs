@@ -525,7 +525,31 @@ impl Usage {
         let mut cells = self.lock();
         let k = (plan.to_string(), key.to_string());
         if let Some(c) = cells.get(&k) {
-            c.configure(quota, created, Restored::default());
+            if quota.is_some() && (c.quota() != quota || c.created.load(Relaxed) != created) {
+                // A new or changed quota (another period, say) counts what
+                // the key used in its current period: what the store has,
+                // plus what is not flushed yet.
+                let r = restored();
+                let today = self.clock.unix_secs() / DAY_SECS;
+                let start_day =
+                    quota.map_or(today, |q| q.period.bounds(today * DAY_SECS).0 / DAY_SECS);
+                let pending: u64 = c
+                    .peek(today)
+                    .filter(|&(day, _)| day >= start_day)
+                    .map(|(_, n)| n)
+                    .sum();
+                c.configure(
+                    quota,
+                    created,
+                    Restored {
+                        used: r.used + pending,
+                        force: true,
+                        ..r
+                    },
+                );
+            } else {
+                c.configure(quota, created, Restored::default());
+            }
             return c.clone();
         }
         let c = Arc::new(UsageCell::new(self.clock.clone()));
@@ -710,6 +734,32 @@ mod tests {
         assert_eq!(rows.iter().map(|r| r.count).sum::<u64>(), 4);
         assert_eq!(rows.len(), 2);
         assert!(usage.drain().is_empty());
+    }
+
+    #[test]
+    fn a_quota_added_later_counts_what_the_period_used() {
+        let usage = Usage::new();
+        let free = usage.cell("p", "k", None, 0, Restored::default);
+        let mono = crate::throttle::now_ns();
+        for _ in 0..4 {
+            free.admit(mono).unwrap();
+        }
+        // 4 unflushed, and the store says 3 more earlier in the month.
+        let q = QuotaSettings {
+            limit: 10,
+            period: Period::Month,
+            offset: 0,
+        };
+        let cell = usage.cell("p", "k", Some(q), 0, || Restored {
+            used: 3,
+            ..Restored::default()
+        });
+        assert!(Arc::ptr_eq(&free, &cell));
+        assert_eq!(cell.period_state().unwrap().used, 7);
+        for _ in 0..3 {
+            cell.admit(mono).unwrap();
+        }
+        assert!(cell.admit(mono).is_err());
     }
 
     #[test]
