@@ -74,7 +74,7 @@ Usage: perf/run.sh [options]
   --with-mock         cache only: in the hot-URL workload, also run
                       ringgate's mock route (the mock scenario's config,
                       GET /perf/hello) and compare the cache hits with it
-  --keys              mock only: add "ringgate-keys", the same binary with the
+  --keys              mock, proxy: add "ringgate-keys", the same binary with the
                       route behind an API key in a usage plan (per-key,
                       per-key-per-route, stage and account limits and a
                       monthly quota, none reached); every client sends the
@@ -210,7 +210,7 @@ declare -F "scenario_$SCENARIO" >/dev/null || die "unknown scenario: $SCENARIO"
 
 # --keys: ringgate-keys runs right after ringgate; every request carries the key.
 if ((KEYS)); then
-    [[ $SCENARIO == mock ]] || die "--keys is for --scenario mock only"
+    [[ $SCENARIO == mock || $SCENARIO == proxy ]] || die "--keys is for --scenario mock or proxy"
     SCENARIO_SERVERS=("${SCENARIO_SERVERS[0]}" ringgate-keys "${SCENARIO_SERVERS[@]:1}")
 fi
 KEY_HEADER=()
@@ -436,7 +436,7 @@ start_server_ringgate() { start_ringgate "$1" "$SCENARIO" "$BIN"; }
 start_server_ringgate-mock() { start_ringgate "$1" mock "$BIN"; }
 
 # --keys: the same binary, the route behind an API key and every limit.
-start_server_ringgate-keys() { start_ringgate "$1" mock "$BIN" keys; }
+start_server_ringgate-keys() { start_ringgate "$1" "$SCENARIO" "$BIN" keys; }
 
 # --baseline: the same config as ringgate, run from the baseline binary.
 start_server_ringgate-base() { start_ringgate "$1" "$SCENARIO" "$BASELINE"; }
