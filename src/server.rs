@@ -139,6 +139,7 @@ impl Server {
         .map_err(StartError::State)?;
         let settings = Settings::from_config(&config);
         let limits = config.limits.clone();
+        let health_path = config.server.health_path.clone();
         let admin_at = options
             .admin
             .then(|| admin_endpoints(&config))
@@ -157,6 +158,7 @@ impl Server {
             GatewayOptions {
                 #[cfg(debug_assertions)]
                 fault_injection: options.fault_injection,
+                health_path,
             },
         ));
         let workers = Workers::start(settings, gateway.clone(), options.on_worker_start)

@@ -19,6 +19,7 @@
 //! io_driver = "auto"             # "io_uring" | "epoll"
 //! ring_entries = 4096            # power of two, 64..=32768
 //! drain_timeout = "10s"
+//! health_path = "/ringgate/health"   # optional: GET answers 200 {"status":"ok"}, 503 while draining
 //!
 //! [limits]                       # all optional; see [`Limits`]
 //! max_body_bytes = "10MiB"
@@ -499,6 +500,9 @@ pub struct ServerConfig {
     pub ring_entries: u32,
     /// How long a graceful shutdown may wait for connections to finish.
     pub drain_timeout: Duration,
+    /// A path the gateway answers itself, before routing, for load
+    /// balancers: 200 while serving, 503 while draining. `None`: off.
+    pub health_path: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -510,6 +514,7 @@ impl Default for ServerConfig {
             io_driver: IoDriver::Auto,
             ring_entries: 4096,
             drain_timeout: Duration::from_secs(10),
+            health_path: None,
         }
     }
 }

@@ -131,6 +131,7 @@ pub(super) struct RawServer {
     pub io_driver: Option<Spanned<String>>,
     pub ring_entries: Option<Spanned<i64>>,
     pub drain_timeout: Option<Spanned<Value>>,
+    pub health_path: Option<Spanned<String>>,
 }
 
 /// `[limits]`

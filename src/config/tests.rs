@@ -123,6 +123,7 @@ fn full_config() {
             io_driver: IoDriver::Epoll,
             ring_entries: 1024,
             drain_timeout: Duration::from_millis(500),
+            health_path: None,
         }
     );
     assert_eq!(

@@ -749,6 +749,22 @@ fn server(raw: Option<RawServer>, src: &Source<'_>) -> Result<ServerConfig> {
             src,
         )?;
     }
+    if let Some(p) = &raw.health_path {
+        let v = p.get_ref();
+        let ok = v.starts_with('/')
+            && v.len() <= 256
+            && v.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
+        if !ok {
+            return Err(src.error(
+                &p.span(),
+                "server.health_path",
+                format!("{v:?} is not a request path"),
+                "use an absolute path without a query, e.g. health_path = \"/ringgate/health\"",
+            ));
+        }
+        out.health_path = Some(v.clone());
+    }
     Ok(out)
 }
 

@@ -39,12 +39,14 @@ pub enum Outcome {
     /// The response was cut off after its head (the backend failed
     /// mid-body), or the client left before it was answered.
     Aborted,
+    /// The health path (`[server] health_path`) was answered.
+    Health,
     /// The gateway answered with one of its own errors.
     Error(GatewayError),
 }
 
 /// The non-error outcomes, in index order.
-const PLAIN: [Outcome; 9] = [
+const PLAIN: [Outcome; 10] = [
     Outcome::Mock,
     Outcome::CacheHit,
     Outcome::CacheMiss,
@@ -54,6 +56,7 @@ const PLAIN: [Outcome; 9] = [
     Outcome::Proxied,
     Outcome::Upgraded,
     Outcome::Aborted,
+    Outcome::Health,
 ];
 
 /// One instance of each gateway error kind, in index order.
@@ -93,6 +96,7 @@ impl Outcome {
             Outcome::Proxied => "proxied",
             Outcome::Upgraded => "upgraded",
             Outcome::Aborted => "aborted",
+            Outcome::Health => "health",
             Outcome::Error(e) => match e {
                 GatewayError::BadRequest(_) => "error_bad_request",
                 GatewayError::MissingAuthenticationToken => "error_missing_authentication_token",
@@ -124,6 +128,7 @@ impl Outcome {
             Outcome::Proxied => 6,
             Outcome::Upgraded => 7,
             Outcome::Aborted => 8,
+            Outcome::Health => 9,
             Outcome::Error(e) => {
                 PLAIN.len()
                     + match e {

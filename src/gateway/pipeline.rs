@@ -56,6 +56,13 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
     // The phases up to the response.
     let (next, outcome) = 'answer: {
         let head_only = head.method == "HEAD";
+        // The health path, when configured, before anything else: a load
+        // balancer's probe never reaches routing, keys or throttles.
+        if let Some(path) = gw.health_path.as_deref() {
+            if head.path == path && head.framing == BodyFraming::None && !head.upgrade {
+                break 'answer health(x, head, rid);
+            }
+        }
         // A declared body over the limit is refused before anything else.
         if let BodyFraming::Length(n) = head.framing {
             if n > gw.max_body {
@@ -190,6 +197,50 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
     // record
     gw.record(outcome);
     next
+}
+
+/// `[server] health_path`: 200 `{"status":"ok"}` while serving, 503
+/// `{"status":"draining"}` (and the connection closed) once a graceful
+/// shutdown has begun, so a load balancer takes the instance out before it
+/// stops. GET and HEAD; another method gets 405 with `Allow`.
+#[cold]
+fn health<S: AsyncReadRent + AsyncWriteRent>(
+    x: &mut Exchange<'_, S>,
+    head: &RequestHead<'_, '_>,
+    rid: &[u8],
+) -> (Next, Outcome) {
+    use crate::http::response::{write_common_headers, write_content_length, write_status_line};
+    let draining = x.io.worker().is_draining();
+    let head_only = head.method == "HEAD";
+    let allowed = head_only || head.method == "GET";
+    let (status, body): (u16, &[u8]) = match (allowed, draining) {
+        (false, _) => (405, b"{\"message\":\"Method Not Allowed\"}"),
+        (true, false) => (200, b"{\"status\":\"ok\"}"),
+        (true, true) => (503, b"{\"status\":\"draining\"}"),
+    };
+    let close = draining || !head.keep_alive;
+    let date = x.io.worker().date();
+    write_status_line(x.wbuf, status);
+    write_common_headers(x.wbuf, date.as_bytes(), rid, connection_header(head, close));
+    if !allowed {
+        x.wbuf.extend_from_slice(b"Allow: GET, HEAD\r\n");
+    }
+    x.wbuf
+        .extend_from_slice(b"Content-Type: application/json\r\nCache-Control: no-store\r\n");
+    write_content_length(x.wbuf, body.len() as u64);
+    x.wbuf.extend_from_slice(b"\r\n");
+    if !head_only {
+        x.wbuf.extend_from_slice(body);
+    }
+    let next = if close {
+        Next::Close { linger: false }
+    } else {
+        Next::Continue {
+            consumed: 0,
+            leftover: None,
+        }
+    };
+    (next, Outcome::Health)
 }
 
 /// Whether a throttle refuses the request: the route's level, then the

@@ -31,6 +31,8 @@ pub struct GatewayOptions {
     /// (`kill-worker`), to test containment and the supervisor.
     #[cfg(debug_assertions)]
     pub fault_injection: bool,
+    /// `[server] health_path`: answered by the gateway itself.
+    pub health_path: Option<String>,
 }
 
 /// The snapshot being served, published by the control side and picked up
@@ -133,6 +135,7 @@ impl Service for Gateway {
             self.published.clone(),
             (self.head_limits, self.max_body),
             self.outcomes.clone(),
+            self.options.health_path.as_deref().map(Box::from),
             #[cfg(debug_assertions)]
             self.options.fault_injection,
         )

@@ -37,6 +37,8 @@ pub struct GatewayWorker {
     pub(super) pool: Pool,
     ids: RefCell<IdGenerator>,
     outcomes: Arc<OutcomeTable>,
+    /// `[server] health_path`, if set.
+    pub(super) health_path: Option<Box<str>>,
     /// Debug builds: honour `x-ringgate-fault`.
     #[cfg(debug_assertions)]
     pub(super) fault_injection: bool,
@@ -87,6 +89,7 @@ impl GatewayWorker {
         published: Arc<Published>,
         (head_limits, max_body): (HeadLimits, u64),
         outcomes: Arc<OutcomeTable>,
+        health_path: Option<Box<str>>,
         #[cfg(debug_assertions)] fault_injection: bool,
     ) -> GatewayWorker {
         let (generation, snapshot) = published.load();
@@ -101,6 +104,7 @@ impl GatewayWorker {
             pool: Pool::new(),
             ids: RefCell::new(IdGenerator::new(entropy_seed() ^ ((id as u64) << 56))),
             outcomes,
+            health_path,
             #[cfg(debug_assertions)]
             fault_injection,
         }
