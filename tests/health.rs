@@ -1,6 +1,7 @@
 //! `[server] health_path`: answered by the gateway itself before routing
-//! (200 while serving, 503 once draining, 405 for other methods), off by
-//! default, and refused at load when it is not a path.
+//! (200 while serving, 503 once draining or while a worker is down, 405 for
+//! other methods), off by default, and refused at load when it is not a
+//! path.
 
 mod support;
 
@@ -99,4 +100,20 @@ fn a_health_path_that_is_not_a_path_is_refused_at_load() {
         assert!(e.contains("server.health_path"), "{bad:?}: {e}");
         assert!(e.contains("t.toml:"), "{e}");
     }
+}
+
+#[test]
+fn a_worker_down_answers_503() {
+    use std::sync::atomic::Ordering;
+    let srv = TestServer::start(&config("health_path = \"/ringgate/health\""));
+    let mut c = srv.client();
+    assert_eq!(c.get("/ringgate/health").status, 200);
+    // As while the supervisor restarts a worker that died: one fewer live.
+    let counters = srv.server().counters();
+    counters.live_workers.fetch_sub(1, Ordering::SeqCst);
+    let r = c.get("/ringgate/health");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.text(), r#"{"status":"workers_down"}"#);
+    counters.live_workers.fetch_add(1, Ordering::SeqCst);
+    assert_eq!(c.get("/ringgate/health").status, 200);
 }

@@ -58,9 +58,9 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
         let head_only = head.method == "HEAD";
         // The health path, when configured, before anything else: a load
         // balancer's probe never reaches routing, keys or throttles.
-        if let Some(path) = gw.health_path.as_deref() {
-            if head.path == path && head.framing == BodyFraming::None && !head.upgrade {
-                break 'answer health(x, head, rid);
+        if let Some((path, workers)) = &gw.health_path {
+            if head.path == &**path && head.framing == BodyFraming::None && !head.upgrade {
+                break 'answer health(x, head, rid, *workers);
             }
         }
         // A declared body over the limit is refused before anything else.
@@ -199,24 +199,33 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
     next
 }
 
-/// `[server] health_path`: 200 `{"status":"ok"}` while serving, 503
-/// `{"status":"draining"}` (and the connection closed) once a graceful
+/// `[server] health_path`: 200 `{"status":"ok"}` while every worker runs,
+/// 503 `{"status":"draining"}` (and the connection closed) once a graceful
 /// shutdown has begun, so a load balancer takes the instance out before it
-/// stops. GET and HEAD; another method gets 405 with `Allow`.
+/// stops, and 503 `{"status":"workers_down"}` while a worker is down (the
+/// supervisor restarting it). GET and HEAD; another method gets 405 with
+/// `Allow`.
 #[cold]
 fn health<S: AsyncReadRent + AsyncWriteRent>(
     x: &mut Exchange<'_, S>,
     head: &RequestHead<'_, '_>,
     rid: &[u8],
+    workers: usize,
 ) -> (Next, Outcome) {
     use crate::http::response::{write_common_headers, write_content_length, write_status_line};
     let draining = x.io.worker().is_draining();
+    let live =
+        x.io.worker()
+            .counters
+            .live_workers
+            .load(std::sync::atomic::Ordering::Relaxed);
     let head_only = head.method == "HEAD";
     let allowed = head_only || head.method == "GET";
     let (status, body): (u16, &[u8]) = match (allowed, draining) {
         (false, _) => (405, b"{\"message\":\"Method Not Allowed\"}"),
-        (true, false) => (200, b"{\"status\":\"ok\"}"),
         (true, true) => (503, b"{\"status\":\"draining\"}"),
+        (true, false) if live < workers => (503, b"{\"status\":\"workers_down\"}"),
+        (true, false) => (200, b"{\"status\":\"ok\"}"),
     };
     let close = draining || !head.keep_alive;
     let date = x.io.worker().date();

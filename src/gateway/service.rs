@@ -86,6 +86,8 @@ pub struct Gateway {
     outcomes: Arc<OutcomeTable>,
     #[cfg_attr(not(debug_assertions), allow(dead_code))]
     options: GatewayOptions,
+    /// How many workers serve it.
+    workers: usize,
 }
 
 impl Gateway {
@@ -106,6 +108,7 @@ impl Gateway {
             },
             max_body: limits.max_body_bytes,
             outcomes: Arc::new(OutcomeTable::new(workers)),
+            workers,
             options,
         }
     }
@@ -135,7 +138,10 @@ impl Service for Gateway {
             self.published.clone(),
             (self.head_limits, self.max_body),
             self.outcomes.clone(),
-            self.options.health_path.as_deref().map(Box::from),
+            self.options
+                .health_path
+                .as_deref()
+                .map(|p| (Box::from(p), self.workers)),
             #[cfg(debug_assertions)]
             self.options.fault_injection,
         )

@@ -37,8 +37,8 @@ pub struct GatewayWorker {
     pub(super) pool: Pool,
     ids: RefCell<IdGenerator>,
     outcomes: Arc<OutcomeTable>,
-    /// `[server] health_path`, if set.
-    pub(super) health_path: Option<Box<str>>,
+    /// `[server] health_path`, if set, and how many workers there are.
+    pub(super) health_path: Option<(Box<str>, usize)>,
     /// Debug builds: honour `x-ringgate-fault`.
     #[cfg(debug_assertions)]
     pub(super) fault_injection: bool,
@@ -89,7 +89,7 @@ impl GatewayWorker {
         published: Arc<Published>,
         (head_limits, max_body): (HeadLimits, u64),
         outcomes: Arc<OutcomeTable>,
-        health_path: Option<Box<str>>,
+        health_path: Option<(Box<str>, usize)>,
         #[cfg(debug_assertions)] fault_injection: bool,
     ) -> GatewayWorker {
         let (generation, snapshot) = published.load();
