@@ -22,6 +22,7 @@
 //!                                                                          ▼
 //!   gateway::connection: read → http::parse_head (stack headers, strict framing)
 //!   gateway::pipeline, per request:
+//!     [health_path: 200 / 503 draining or a worker down, before anything]
 //!     snapshot (the last published; one atomic load when unchanged)
 //!     resolve (host/base path → API → stage, or its canary → route)
 //!     authorize (API key on key-required routes: 403) · throttle (plan per

@@ -1,5 +1,5 @@
-//! One request, phase by phase: resolve → authorize → throttle → quota →
-//! cache → integrate → respond → record (see the [module page](super)).
+//! One request, phase by phase: (health) → resolve → authorize → throttle →
+//! quota → cache → integrate → respond → record (see the [module page](super)).
 //!
 //! [`handle`] runs for each request whose head is parsed. It builds the
 //! request's context ([`Request`]: the head, the bytes after it, the route's
