@@ -166,7 +166,12 @@ impl Server {
         let admin = match admin_at {
             None => None,
             Some((socket, tcp)) => {
-                let api = AdminApi::new(control.clone(), Some(workers.loads()));
+                let api = AdminApi::new(control.clone(), Some(workers.loads())).with_metrics(
+                    crate::admin::metrics::MetricsSources {
+                        gateway: gateway.clone(),
+                        counters: workers.counters(),
+                    },
+                );
                 match AdminServer::start(&socket, tcp, Arc::new(api)) {
                     Ok(a) => Some(a),
                     Err(e) => {

@@ -34,6 +34,7 @@ pub struct AdminApi {
     control: Arc<Control>,
     loads: Option<Loads>,
     started: Instant,
+    metrics: Option<super::metrics::MetricsSources>,
 }
 
 impl AdminApi {
@@ -43,7 +44,14 @@ impl AdminApi {
             control,
             loads,
             started: Instant::now(),
+            metrics: None,
         }
+    }
+
+    /// Serves `GET /metrics` from `sources` (without them it answers 404).
+    pub fn with_metrics(mut self, sources: super::metrics::MetricsSources) -> AdminApi {
+        self.metrics = Some(sources);
+        self
     }
 }
 
@@ -80,6 +88,21 @@ impl AdminApi {
             ("GET", []) => ok(json!({ "endpoints": ENDPOINTS })),
             (_, []) => method_not_allowed("GET"),
             ("GET", ["status"]) => ok(self.status()),
+            ("GET", ["metrics"]) => {
+                let sources = self.metrics.as_ref().ok_or_else(|| {
+                    ControlError::not_found("this gateway was started without metrics")
+                })?;
+                let text = self.control.read(|_, _, snap| {
+                    super::metrics::render(sources, snap, self.loads.as_ref(), self.started)
+                });
+                Ok(AdminResponse {
+                    status: 200,
+                    body: text.into_bytes(),
+                    headers: Vec::new(),
+                }
+                .with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8"))
+            }
+            (_, ["metrics"]) => method_not_allowed("GET"),
             (_, ["status"]) => method_not_allowed("GET"),
             ("POST", ["reload"]) => {
                 no_body(req)?;
@@ -319,6 +342,7 @@ impl AdminApi {
 /// Every endpoint, for `GET /` (and the docs).
 pub const ENDPOINTS: &[&str] = &[
     "GET /status",
+    "GET /metrics",
     "GET /apikeys",
     "POST /apikeys",
     "POST /apikeys?mode=import&format=csv",

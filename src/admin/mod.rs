@@ -13,6 +13,7 @@
 //! |---|---|---|
 //! | `GET /` | lists the endpoints | 200 |
 //! | `GET /status` | version, uptime, config and state files, each worker's open connections | 200 |
+//! | `GET /metrics` | Prometheus text: requests by outcome, workers, connections, stage caches, RSS ([`metrics`]) | 200 `text/plain` |
 //! | `POST /reload` | re-reads the configuration file (as SIGHUP does); a bad file is refused with its `file:line` error (400 `invalid_config`) and the running configuration stays | 200 `{warnings, restart_required, pinned_stages}` |
 //! | `GET /apis` | the APIs with their stages and deployment pointers (paged) | 200 |
 //! | `GET /apis/{api}` | one API | 200 |
@@ -102,4 +103,5 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod http;
+pub mod metrics;
 mod plans;
