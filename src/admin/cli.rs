@@ -2242,7 +2242,7 @@ pub fn format_plan(v: &Value) -> String {
         ("keys", count(&v["key_ids"]).to_string()),
     ]);
     // The keys line goes after the stages' lines, aligned with the rest.
-    let keys_line = out.split_off(out[..out.len() - 1].rfind('\n').map_or(0, |i| i + 1));
+    let keys_line = out.split_off(out.trim_end_matches('\n').rfind('\n').map_or(0, |i| i + 1));
     for s in stages {
         let _ = writeln!(out, "  {}:{}", text(&s["api"]), text(&s["stage"]));
         if let Some(routes) = s["route_throttle"].as_object() {

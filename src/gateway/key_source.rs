@@ -186,7 +186,9 @@ pub fn strip_query_tail(out: &mut Vec<u8>, tail: usize, name: &str) {
     let mut write = start;
     let mut read = start;
     let mut kept_any = false;
-    while read < out.len() {
+    // Every pair, the empty one after a trailing `&` included (the rest
+    // stays byte for byte).
+    loop {
         let end = out[read..]
             .iter()
             .position(|&b| b == b'&')
@@ -199,6 +201,9 @@ pub fn strip_query_tail(out: &mut Vec<u8>, tail: usize, name: &str) {
             out.copy_within(read..end, write);
             write += end - read;
             kept_any = true;
+        }
+        if end == out.len() {
+            break;
         }
         read = end + 1;
     }
@@ -270,5 +275,48 @@ mod tests {
         assert_eq!(query_param("a=1&apikey=k%41", "apikey"), Some(&b"k%41"[..]));
         assert_eq!(query_param("apikey", "apikey"), Some(&b""[..]));
         assert_eq!(query_param("x=apikey", "apikey"), None);
+    }
+
+    proptest::proptest! {
+        /// Arbitrary (and %-laden) query values: no panic, and a decoded
+        /// value never longer than the stack buffer.
+        #[test]
+        fn decoding_any_value_is_safe(raw in proptest::collection::vec(
+            proptest::prop_oneof![proptest::prelude::any::<u8>(), proptest::strategy::Just(b'%')],
+            0..300,
+        )) {
+            let mut buf = [0u8; MAX_KEY_LEN];
+            if let Some(v) = decode(&raw, &mut buf) {
+                if raw.contains(&b'%') {
+                    proptest::prop_assert!(v.len() <= MAX_KEY_LEN);
+                } else {
+                    proptest::prop_assert_eq!(v, &raw[..]);
+                }
+            }
+        }
+
+        /// Stripping the key parameter from any query left behind any
+        /// prefix gives exactly the prefix and the other pairs, in order,
+        /// and agrees with the cache key's [`without_param`].
+        #[test]
+        fn stripping_any_query_keeps_the_rest(
+            prefix in "/[a-z/]{0,8}[?&]?",
+            query in "[a-z=&]{0,40}",
+            name in "[a-z]{1,3}",
+        ) {
+            let mut out = format!("{prefix}{query}").into_bytes();
+            strip_query_tail(&mut out, query.len(), &name);
+            let kept: Vec<&str> = without_param(&query, &name).collect();
+            let mut want = prefix.clone();
+            if kept.is_empty() {
+                if !query.is_empty() && (want.ends_with('?') || want.ends_with('&')) {
+                    want.pop();
+                }
+            } else {
+                want.push_str(&kept.join("&"));
+            }
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), want);
+            let _ = query_param(&query, &name);
+        }
     }
 }

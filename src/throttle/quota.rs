@@ -423,24 +423,19 @@ impl UsageCell {
         self.limit.store(q.limit, Relaxed);
     }
 
-    /// Takes the unflushed counts: `(day, count)` for each non-empty slot,
-    /// `today` being the flusher's UTC day (slots are `day mod 4`: today,
-    /// yesterday, tomorrow and the day before yesterday).
-    fn drain(&self, today: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
-        (0..4u64).filter_map(move |i| {
-            // Slot of day today-1, today, today+1, today-2.
-            let day = (today + i).wrapping_sub(1);
-            let slot = (day & 3) as usize;
-            let n = self.pending[slot].swap(0, Relaxed);
-            (n > 0).then_some((day, n))
-        })
-    }
-
-    /// Unflushed counts without taking them: (day, count).
-    fn peek(&self, today: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+    /// The unflushed counts, `(day, count)` for each non-empty slot, taken
+    /// (`take`) or only read; `today` is the reader's UTC day (slots are
+    /// `day mod 4`: yesterday, today, tomorrow and the day before
+    /// yesterday).
+    fn pending_days(&self, today: u64, take: bool) -> impl Iterator<Item = (u64, u64)> + '_ {
         (0..4u64).filter_map(move |i| {
             let day = (today + i).wrapping_sub(1);
-            let n = self.pending[(day & 3) as usize].load(Relaxed);
+            let slot = &self.pending[(day & 3) as usize];
+            let n = if take {
+                slot.swap(0, Relaxed)
+            } else {
+                slot.load(Relaxed)
+            };
             (n > 0).then_some((day, n))
         })
     }
@@ -534,7 +529,7 @@ impl Usage {
                 let start_day =
                     quota.map_or(today, |q| q.period.bounds(today * DAY_SECS).0 / DAY_SECS);
                 let pending: u64 = c
-                    .peek(today)
+                    .pending_days(today, false)
                     .filter(|&(day, _)| day >= start_day)
                     .map(|(_, n)| n)
                     .sum();
@@ -573,23 +568,9 @@ impl Usage {
     }
 
     /// Forgets cells for which `keep` is false (deleted plans or keys),
-    /// returning their unflushed counts.
-    pub fn retain(&self, mut keep: impl FnMut(&str, &str) -> bool) -> Vec<UsageRow> {
-        let today = self.clock.unix_secs() / DAY_SECS;
-        let mut rows = Vec::new();
-        self.lock().retain(|(p, k), c| {
-            let kept = keep(p, k);
-            if !kept {
-                rows.extend(c.drain(today).map(|(day, count)| UsageRow {
-                    plan: p.clone(),
-                    key: k.clone(),
-                    day,
-                    count,
-                }));
-            }
-            kept
-        });
-        rows
+    /// with their unflushed counts.
+    pub fn retain(&self, mut keep: impl FnMut(&str, &str) -> bool) {
+        self.lock().retain(|(p, k), _| keep(p, k));
     }
 
     /// Takes every unflushed count (refreshing the clock first).
@@ -599,7 +580,7 @@ impl Usage {
         let cells = self.lock();
         let mut rows = Vec::new();
         for ((p, k), c) in cells.iter() {
-            for (day, count) in c.drain(today) {
+            for (day, count) in c.pending_days(today, true) {
                 rows.push(UsageRow {
                     plan: p.clone(),
                     key: k.clone(),
@@ -619,24 +600,6 @@ impl Usage {
                 c.pending[(r.day & 3) as usize].fetch_add(r.count, Relaxed);
             }
         }
-    }
-
-    /// Unflushed counts of one plan, without taking them.
-    pub fn peek(&self, plan: &str) -> Vec<UsageRow> {
-        let today = self.clock.unix_secs() / DAY_SECS;
-        let cells = self.lock();
-        let mut rows = Vec::new();
-        for ((p, k), c) in cells.iter().filter(|((p, _), _)| p == plan) {
-            for (day, count) in c.peek(today) {
-                rows.push(UsageRow {
-                    plan: p.clone(),
-                    key: k.clone(),
-                    day,
-                    count,
-                });
-            }
-        }
-        rows
     }
 }
 
@@ -809,6 +772,6 @@ mod tests {
             assert!(free.admit(crate::throttle::now_ns()).is_ok());
         }
         assert!(free.period_state().is_none());
-        assert_eq!(usage.peek("p").iter().map(|r| r.count).sum::<u64>(), 100);
+        assert_eq!(usage.drain().iter().map(|r| r.count).sum::<u64>(), 100);
     }
 }
