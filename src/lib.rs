@@ -130,6 +130,7 @@ pub mod config;
 pub mod control;
 pub mod gateway;
 pub mod http;
+pub mod observe;
 pub mod router;
 pub mod runtime;
 pub mod server;

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::control::{Control, ControlError, UsageFlusher, USAGE_FLUSH_INTERVAL};
 use crate::gateway::limits::ClientSweeper;
 use crate::gateway::{Gateway, GatewayOptions, OutcomeCounts, Snapshot};
+use crate::observe::metrics::Metrics;
 use crate::runtime::{self, Counters, DriverKind, Loads, Settings, Shutdown, WorkerHook, Workers};
 use crate::state::{StateError, Store};
 
@@ -140,6 +141,7 @@ impl Server {
         let settings = Settings::from_config(&config);
         let limits = config.limits.clone();
         let health_path = config.server.health_path.clone();
+        let metrics_enabled = config.metrics.enabled;
         let admin_at = options
             .admin
             .then(|| admin_endpoints(&config))
@@ -147,6 +149,8 @@ impl Server {
         let (control, _) = Control::start(config, options.config_path.clone(), store, state)
             .map_err(StartError::Control)?;
         let control = Arc::new(control);
+        let metrics = Arc::new(Metrics::new(settings.workers, metrics_enabled));
+        control.published().attach_metrics(metrics);
         let flusher = UsageFlusher::start(control.clone(), USAGE_FLUSH_INTERVAL)
             .map_err(|e| StartError::Admin(format!("cannot start the usage flusher: {e}")))?;
         let sweeper =

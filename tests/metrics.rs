@@ -9,15 +9,6 @@ use ringgate::admin::client::{request, Endpoint};
 use ringgate::server::StartOptions;
 use support::TestServer;
 
-fn value(v: &prometheus_parse::Value) -> f64 {
-    match v {
-        prometheus_parse::Value::Counter(x)
-        | prometheus_parse::Value::Gauge(x)
-        | prometheus_parse::Value::Untyped(x) => *x,
-        other => panic!("unexpected value {other:?}"),
-    }
-}
-
 #[test]
 fn metrics_parse_and_count_what_was_sent() {
     let dir = support::temp_path("metrics").with_extension("d");
@@ -67,22 +58,15 @@ name = "t"
     let reply = request(&endpoint, "GET", "/metrics", None).unwrap();
     assert_eq!(reply.status, 200);
     let text = String::from_utf8(reply.body).unwrap();
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
-    let find = |name: &str, labels: &[(&str, &str)]| -> f64 {
-        let s = scrape
-            .samples
-            .iter()
-            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-            .unwrap_or_else(|| panic!("no sample {name} {labels:?} in\n{text}"));
-        value(&s.value)
-    };
-    assert_eq!(find("ringgate_requests_total", &[("outcome", "mock")]), 5.0);
+    let scrape = support::prom::Prom::parse(&text);
+    let find = |name: &str, labels: &[(&str, &str)]| -> f64 { scrape.value(name, labels) };
+    assert_eq!(find("ringgate_outcomes_total", &[("outcome", "mock")]), 5.0);
     assert_eq!(
-        find("ringgate_requests_total", &[("outcome", "error_forbidden")]),
+        find("ringgate_outcomes_total", &[("outcome", "error_forbidden")]),
         2.0
     );
     assert_eq!(
-        find("ringgate_requests_total", &[("outcome", "cache_hit")]),
+        find("ringgate_outcomes_total", &[("outcome", "cache_hit")]),
         0.0
     );
     assert_eq!(find("ringgate_workers_live", &[]), 2.0);
@@ -116,12 +100,8 @@ name = "t"
         0.0
     );
     // Every family is documented and typed.
-    for s in &scrape.samples {
-        assert!(
-            scrape.docs.contains_key(&s.metric),
-            "no HELP for {}",
-            s.metric
-        );
+    for (name, (_, help)) in &scrape.families {
+        assert!(!help.is_empty(), "no HELP for {name}");
     }
     assert!(text.contains("# TYPE ringgate_requests_total counter"));
     assert!(text.contains("# TYPE ringgate_stage_cache_bytes gauge"));

@@ -103,6 +103,13 @@ impl AdminApi {
                 .with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8"))
             }
             (_, ["metrics"]) => method_not_allowed("GET"),
+            ("GET", ["stats"]) => {
+                let sources = self.metrics.as_ref().ok_or_else(|| {
+                    ControlError::not_found("this gateway was started without metrics")
+                })?;
+                ok(super::metrics::stats_json(sources, self.started))
+            }
+            (_, ["stats"]) => method_not_allowed("GET"),
             (_, ["status"]) => method_not_allowed("GET"),
             ("POST", ["reload"]) => {
                 no_body(req)?;
@@ -343,6 +350,7 @@ impl AdminApi {
 pub const ENDPOINTS: &[&str] = &[
     "GET /status",
     "GET /metrics",
+    "GET /stats",
     "GET /apikeys",
     "POST /apikeys",
     "POST /apikeys?mode=import&format=csv",

@@ -2,10 +2,13 @@
 //! the Prometheus text exposition format (version 0.0.4).
 //!
 //! Read when scraped, never on the request path: the workers' outcome rows
-//! (summed), the containment counters, each worker's open connections, each
-//! stage cache's counters, process RSS, uptime and build. Per-route
-//! latency histograms and per-API/stage request counts are not recorded
-//! yet (the observability issue's next step).
+//! (summed), the per-series counts and latency histograms
+//! ([`crate::observe::metrics`]: by API, stage, route where detailed, and
+//! canary), the containment counters, each worker's open connections, each
+//! stage cache's counters, process RSS, uptime and build.
+//!
+//! [`stats_json`] gives the same series as JSON with p50, p90, p99, p99.9
+//! and max (`GET /stats`, `ringgate admin stats`).
 
 #![forbid(unsafe_code)]
 
@@ -14,7 +17,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::gateway::{Gateway, Outcome, Snapshot};
+use crate::gateway::{Gateway, GatewayError, Outcome, Snapshot};
+use crate::observe::metrics::{
+    HistogramRead, SeriesLabels, SeriesRead, PROM_BOUNDS_US, STATUS_CLASSES,
+};
 use crate::runtime::{Counters, Loads};
 
 /// Where the numbers come from.
@@ -106,9 +112,9 @@ pub fn render(
 
     family(
         &mut out,
-        "ringgate_requests_total",
+        "ringgate_outcomes_total",
         "counter",
-        "Requests answered, by how they ended (mock, cache_hit, proxied, error_*, ...).",
+        "Requests answered by the whole process, by how they ended (mock, cache_hit, proxied, error_*, ...).",
     );
     let counts = sources.gateway.outcomes();
     for i in 0.. {
@@ -117,10 +123,13 @@ pub fn render(
         };
         let _ = writeln!(
             out,
-            "ringgate_requests_total{{outcome=\"{}\"}} {}",
+            "ringgate_outcomes_total{{outcome=\"{}\"}} {}",
             o.as_str(),
             counts.get(o)
         );
+    }
+    if let Some(m) = sources.gateway.published().metrics() {
+        render_series(&mut out, &m.read());
     }
 
     let c = &sources.counters;
@@ -238,6 +247,175 @@ pub fn render(
         }
     }
     out
+}
+
+/// `api="…",stage="…",route="…",canary="…"`.
+fn series_labels(l: &SeriesLabels) -> String {
+    format!(
+        "api=\"{}\",stage=\"{}\",route=\"{}\",canary=\"{}\"",
+        label(&l.api),
+        label(&l.stage),
+        label(&l.route),
+        l.canary
+    )
+}
+
+/// The per-series families: requests by status class, cache hits and
+/// misses, throttled and quota-refused requests, outcomes, and the two
+/// latency histograms.
+fn render_series(out: &mut String, series: &[SeriesRead]) {
+    if series.is_empty() {
+        return;
+    }
+    let labels: Vec<String> = series.iter().map(|r| series_labels(&r.labels)).collect();
+    family(
+        out,
+        "ringgate_requests_total",
+        "counter",
+        "Requests (Count) by API, stage, route (detailed metrics only) and canary, and the status class of the answer (4XXError, 5XXError).",
+    );
+    for (r, l) in series.iter().zip(&labels) {
+        for (class, n) in STATUS_CLASSES.iter().zip(r.status) {
+            let _ = writeln!(
+                out,
+                "ringgate_requests_total{{{l},status_class=\"{class}\"}} {n}"
+            );
+        }
+    }
+    type Figure = (&'static str, &'static str, fn(&SeriesRead) -> u64);
+    let figures: [Figure; 4] = [
+        (
+            "ringgate_cache_hits_total",
+            "Requests answered from the stage cache (CacheHitCount; stale_if_error answers included).",
+            SeriesRead::cache_hits,
+        ),
+        (
+            "ringgate_cache_misses_total",
+            "Requests on caching routes sent to the backend (CacheMissCount: misses, max-age=0 refreshes, lock-timeout bypasses).",
+            SeriesRead::cache_misses,
+        ),
+        (
+            "ringgate_throttled_total",
+            "Requests refused 429 Too Many Requests by a throttle (per key, per route, stage or account).",
+            |r| r.outcome(Outcome::Error(GatewayError::TooManyRequests)),
+        ),
+        (
+            "ringgate_quota_exceeded_total",
+            "Requests refused 429 Limit Exceeded by a usage plan's quota.",
+            |r| r.outcome(Outcome::Error(GatewayError::QuotaExceeded)),
+        ),
+    ];
+    for (name, help, get) in figures {
+        family(out, name, "counter", help);
+        for (r, l) in series.iter().zip(&labels) {
+            let _ = writeln!(out, "{name}{{{l}}} {}", get(r));
+        }
+    }
+    family(
+        out,
+        "ringgate_request_outcomes_total",
+        "counter",
+        "Requests by how they ended (mock, cache_hit, cache_miss, proxied, error_*, ...); kinds never seen are left out.",
+    );
+    for (r, l) in series.iter().zip(&labels) {
+        for (i, &n) in r.outcomes.iter().enumerate() {
+            if let (true, Some(o)) = (n > 0, Outcome::from_index(i)) {
+                let _ = writeln!(
+                    out,
+                    "ringgate_request_outcomes_total{{{l},outcome=\"{}\"}} {n}",
+                    o.as_str()
+                );
+            }
+        }
+    }
+    type Histogram = (&'static str, &'static str, fn(&SeriesRead) -> &HistogramRead);
+    let histograms: [Histogram; 2] = [
+        (
+            "ringgate_request_duration_seconds",
+            "Latency: from the request's head parsed to its response written (bounds within 3 %).",
+            |r| &r.latency,
+        ),
+        (
+            "ringgate_integration_duration_seconds",
+            "IntegrationLatency: from the request sent to the backend to the backend's response head (bounds within 3 %).",
+            |r| &r.integration,
+        ),
+    ];
+    for (name, help, get) in histograms {
+        family(out, name, "histogram", help);
+        for (r, l) in series.iter().zip(&labels) {
+            let h = get(r);
+            let cumulative = h.cumulative();
+            for (bound, n) in PROM_BOUNDS_US.iter().zip(cumulative) {
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{{l},le=\"{}\"}} {n}",
+                    *bound as f64 / 1e6
+                );
+            }
+            let total = cumulative[cumulative.len() - 1];
+            let _ = writeln!(out, "{name}_bucket{{{l},le=\"+Inf\"}} {total}");
+            let _ = writeln!(out, "{name}_sum{{{l}}} {}", h.sum_us as f64 / 1e6);
+            let _ = writeln!(out, "{name}_count{{{l}}} {total}");
+        }
+    }
+}
+
+/// Percentiles as JSON milliseconds.
+fn percentiles_json(h: &HistogramRead) -> serde_json::Value {
+    match h.percentiles() {
+        None => serde_json::Value::Null,
+        Some(p) => {
+            let ms = |us: u64| us as f64 / 1e3;
+            serde_json::json!({
+                "count": h.count(),
+                "p50": ms(p.p50),
+                "p90": ms(p.p90),
+                "p99": ms(p.p99),
+                "p99.9": ms(p.p999),
+                "max": ms(p.max),
+            })
+        }
+    }
+}
+
+/// `GET /stats`: per API, stage, route and canary, the counts and the
+/// latency percentiles (milliseconds), as JSON.
+pub fn stats_json(sources: &MetricsSources, started: Instant) -> serde_json::Value {
+    let series = sources
+        .gateway
+        .published()
+        .metrics()
+        .map(|m| m.read())
+        .unwrap_or_default();
+    let rows: Vec<serde_json::Value> = series
+        .iter()
+        .map(|r| {
+            let l = &r.labels;
+            serde_json::json!({
+                "api": &*l.api,
+                "stage": &*l.stage,
+                "route": if l.route.is_empty() { None } else { Some(&*l.route) },
+                "canary": l.canary,
+                "count": r.count(),
+                "2xx": r.status[1],
+                "3xx": r.status[2],
+                "4xx": r.status[3],
+                "5xx": r.status[4],
+                "cache_hits": r.cache_hits(),
+                "cache_misses": r.cache_misses(),
+                "throttled": r.outcome(Outcome::Error(GatewayError::TooManyRequests)),
+                "quota_exceeded": r.outcome(Outcome::Error(GatewayError::QuotaExceeded)),
+                "latency_ms": percentiles_json(&r.latency),
+                "integration_latency_ms": percentiles_json(&r.integration),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "uptime_seconds": started.elapsed().as_secs_f64(),
+        "enabled": sources.gateway.published().metrics().is_some_and(|m| m.enabled()),
+        "series": rows,
+    })
 }
 
 #[cfg(test)]

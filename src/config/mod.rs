@@ -291,6 +291,30 @@ pub struct Config {
     /// `[key_source]`: where API keys are read from, and whether the
     /// backend sees them.
     pub key_source: KeySourceConfig,
+    /// `[metrics]`: per-request metrics and the optional scrape listener.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// `enabled` (default true): count and time every request by API,
+    /// stage (and route, where a stage sets `detailed_metrics`). `false`
+    /// keeps only the process-wide counts.
+    pub enabled: bool,
+    /// `listen`: a plain HTTP listener answering `GET /metrics` for
+    /// scrapers, on a loopback or private address only (the admin socket
+    /// answers it too). `None`: the socket only.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: None,
+        }
+    }
 }
 
 /// `[key_source]`: where a request's API key is found (beyond API
@@ -636,6 +660,9 @@ pub struct StageConfig {
     /// `route_throttle`: per-route limits by route key as written
     /// (`"GET /pets"`), overriding `throttle` for that route.
     pub route_throttle: BTreeMap<String, ThrottleLimit>,
+    /// `detailed_metrics` (default false; API Gateway's `metricsEnabled`):
+    /// metrics by route as well as by stage.
+    pub detailed_metrics: bool,
 }
 
 /// The stage cache capacity classes of API Gateway (`cacheClusterSize`,

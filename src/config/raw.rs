@@ -32,10 +32,19 @@ pub(super) struct RawConfig {
     pub admin: Option<RawAdmin>,
     pub throttle: Option<RawAccountThrottle>,
     pub key_source: Option<RawKeySource>,
+    pub metrics: Option<RawMetrics>,
     #[serde(default)]
     pub api_key: Vec<RawApiKey>,
     #[serde(default)]
     pub usage_plan: Vec<RawUsagePlan>,
+}
+
+/// `[metrics]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub enabled: Option<bool>,
+    pub listen: Option<Spanned<String>>,
 }
 
 /// `[[api_key]]`
@@ -170,6 +179,7 @@ pub(super) struct RawStage {
     pub cache: Option<RawStageCache>,
     pub throttle: Option<RawThrottle>,
     pub route_throttle: Option<std::collections::BTreeMap<String, RawThrottle>>,
+    pub detailed_metrics: Option<bool>,
 }
 
 /// `[api.stage.cache]`

@@ -15,15 +15,16 @@ use toml::{Spanned, Value};
 use super::error::{key_segment, ConfigError, Source};
 use super::raw::{
     OrderedMap, RawAccountThrottle, RawAdmin, RawApi, RawApiKey, RawConfig, RawDomain,
-    RawHealthCheck, RawHttpProxy, RawKeySource, RawLimits, RawMock, RawPassiveHealth, RawQuota,
-    RawRoute, RawServer, RawStage, RawStageCache, RawState, RawThrottle, RawUpstream, RawUsagePlan,
+    RawHealthCheck, RawHttpProxy, RawKeySource, RawLimits, RawMetrics, RawMock, RawPassiveHealth,
+    RawQuota, RawRoute, RawServer, RawStage, RawStageCache, RawState, RawThrottle, RawUpstream,
+    RawUsagePlan,
 };
 use super::template::{self, ParsedRoute, Problem};
 use super::{
     parse_duration, parse_size, AdminConfig, ApiConfig, ApiKeyConfig, Balance, BodyPart, Config,
     ConfigWarning, DomainConfig, HealthCheck, HttpProxyIntegration, Integration, IoDriver,
-    KeyParameter, KeySourceConfig, Limits, Mapping, MockIntegration, PassiveHealth, Period,
-    PlanStageConfig, QuotaSettings, RouteCacheConfig, RouteConfig, RouteKey, ServerConfig,
+    KeyParameter, KeySourceConfig, Limits, Mapping, MetricsConfig, MockIntegration, PassiveHealth,
+    Period, PlanStageConfig, QuotaSettings, RouteCacheConfig, RouteConfig, RouteKey, ServerConfig,
     StageCacheConfig, StageConfig, StateConfig, TargetAddr, ThrottleLimit, UnauthorizedStrategy,
     UnmatchedRoute, UpstreamConfig, UsagePlanConfig, ACCOUNT_THROTTLE, CAPACITY_CLASSES,
 };
@@ -59,6 +60,7 @@ pub(super) fn build(raw: RawConfig, src: &Source<'_>) -> Result<Config> {
     let throttle = account_throttle(raw.throttle.as_ref(), src)?;
     let throttle_headers = raw.throttle.as_ref().and_then(|t| t.headers) == Some(true);
     let key_source = key_source(raw.key_source.as_ref(), src)?;
+    let metrics = metrics(raw.metrics.as_ref(), src)?;
     check_stage_throttles(&raw.api, &apis, throttle, src)?;
     let api_keys = api_keys(&raw.api_key, src)?;
     let usage_plans = usage_plans(&raw.usage_plan, &apis, &api_keys, throttle, src)?;
@@ -77,7 +79,52 @@ pub(super) fn build(raw: RawConfig, src: &Source<'_>) -> Result<Config> {
         usage_plans,
         throttle_headers,
         key_source,
+        metrics,
     })
+}
+
+/// `[metrics]`.
+fn metrics(raw: Option<&RawMetrics>, src: &Source<'_>) -> Result<MetricsConfig> {
+    let mut out = MetricsConfig::default();
+    let Some(m) = raw else {
+        return Ok(out);
+    };
+    out.enabled = m.enabled.unwrap_or(true);
+    if let Some(l) = &m.listen {
+        let addr: std::net::SocketAddr = l.get_ref().parse().map_err(|_| {
+            src.error(
+                &l.span(),
+                "metrics.listen",
+                format!("{:?} is not an address and port", l.get_ref()),
+                "write it as ip:port, e.g. listen = \"127.0.0.1:9464\"",
+            )
+        })?;
+        if !private_ip(addr.ip()) {
+            return Err(src.error(
+                &l.span(),
+                "metrics.listen",
+                format!(
+                    "{addr} is not a loopback or private address: the metrics listener has no \
+                     authentication"
+                ),
+                "listen on 127.0.0.1 (or a private address your scraper reaches, e.g. 10.0.0.5:9464)",
+            ));
+        }
+        out.listen = Some(addr);
+    }
+    Ok(out)
+}
+
+/// Loopback, RFC 1918, IPv6 unique-local or link-local: an address not
+/// reachable from the internet.
+fn private_ip(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+    }
 }
 
 // --- API keys and usage plans -------------------------------------------------
@@ -1213,6 +1260,7 @@ fn stage(s: &RawStage, p: &str, src: &Source<'_>) -> Result<StageConfig> {
         cache,
         throttle,
         route_throttle,
+        detailed_metrics: s.detailed_metrics.unwrap_or(false),
     })
 }
 

@@ -459,6 +459,8 @@ fn stage_plan(
             cache: record.cache.clone(),
             throttle: record.throttle,
             route_throttle: record.route_throttle.clone(),
+            // A setting of the file's stage, not of the deployment.
+            detailed_metrics: stage.detailed_metrics,
         },
         deployment: Some(deployment),
         canary,

@@ -422,6 +422,7 @@ async fn write_hit<S: AsyncReadRent + AsyncWriteRent>(
     (now, show, lines): (u64, bool, &[u8]),
     (keep_client, consumed, leftover): (bool, usize, Option<std::ops::Range<usize>>),
 ) -> Next {
+    x.state.answer.status = entry.status();
     let wbuf = &mut *x.wbuf;
     let date = x.io.worker().date();
     wbuf.extend_from_slice(entry.head().as_ref());

@@ -33,6 +33,7 @@ use super::response::GatewayError;
 use super::worker::GatewayWorker;
 use crate::http::response::ConnectionHeader;
 use crate::http::{header_array, parse_head, HeadError};
+use crate::observe::metrics::{Sample, UNROUTED};
 use crate::runtime::{ClientConn, Fill, NextRequest, Readiness};
 use crate::upstream::forward::ClientInfo;
 use crate::upstream::pool::UpstreamConn;
@@ -272,5 +273,12 @@ fn answer_unparsed(
         ConnectionHeader::Close,
         false,
     );
-    gw.record(Outcome::Error(err));
+    let sample = Sample {
+        series: UNROUTED,
+        status: err.status(),
+        outcome: Outcome::Error(err),
+        latency_us: None,
+        integration_us: None,
+    };
+    gw.record(Outcome::Error(err), Some(&sample));
 }

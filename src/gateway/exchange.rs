@@ -39,6 +39,16 @@ pub(super) struct ConnState {
     pub capture: Capture,
     /// Peer address and local port, for `X-Forwarded-*`.
     pub info: ClientInfo,
+    /// What the current request was answered with (for metrics and logs).
+    pub answer: Answer,
+}
+
+/// What a request was answered with, set where the response head is
+/// written.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Answer {
+    /// The response's status; 0 until one is written.
+    pub status: u16,
 }
 
 impl ConnState {
@@ -48,6 +58,7 @@ impl ConnState {
             keys: KeyBuilder::default(),
             capture: Capture::default(),
             info,
+            answer: Answer::default(),
         }
     }
 
@@ -134,6 +145,7 @@ pub(super) fn write_error<S: AsyncReadRent + AsyncWriteRent>(
     close: bool,
     rate: Option<&RateHeaders>,
 ) {
+    x.state.answer.status = e.status();
     let date = x.io.worker().date();
     e.write_with(
         x.wbuf,

@@ -20,7 +20,7 @@ use std::ops::Range;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 use super::exchange::{
-    connection_header, forward, respond_forwarded, write_error, Exchange, Next, Request,
+    connection_header, forward, respond_forwarded, write_error, Answer, Exchange, Next, Request,
 };
 use super::key_source::{KeySource, MAX_KEY_LEN};
 use super::limits::Limiter;
@@ -30,6 +30,7 @@ use super::snapshot::{Dispatch, ResponseContext, Routed, Snapshot};
 use super::worker::GatewayWorker;
 use crate::http::response::ConnectionHeader;
 use crate::http::{BodyFraming, RequestHead};
+use crate::observe::metrics::Sample;
 use crate::router::Params;
 use crate::throttle::{now_ns, take_levels, take_two, Level};
 
@@ -46,6 +47,15 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
 ) -> Next {
     let rid = gw.new_request_id(head.request_id);
     x.io.start_request(rid.as_bytes());
+    // One clock read for the request's start: Latency's origin and the
+    // time every throttle level is taken at.
+    let start = now_ns();
+    x.state.answer = Answer::default();
+    // The snapshot current now; a change published while the request runs
+    // does not touch it.
+    let snapshot = gw.snapshot();
+    // Where the request is counted (a stage's series once it resolves).
+    let mut series = 0u32;
     #[cfg(debug_assertions)]
     if gw.fault_injection {
         inject_fault(&head);
@@ -73,17 +83,17 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
         }
 
         // resolve: host and base path → API → stage (or its canary) →
-        // route, on the snapshot current now; a change published while the
-        // request runs does not touch it.
-        let snapshot = gw.snapshot();
+        // route.
         let mut params = Params::new();
         let Routed {
             dispatch,
             is_canary,
+            series: routed_series,
             throttle,
             client,
             keys,
         } = snapshot.dispatch(head.method, head.host, head.path, &mut params, || gw.roll());
+        series = routed_series;
         let mut req = Request {
             head,
             after,
@@ -122,7 +132,7 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
             }) {
                 Some(None) => Dispatch::Fail(GatewayError::Forbidden),
                 Some(Some((plan, route))) => {
-                    let now = now_ns();
+                    let now = start;
                     if throttled_with_plan(&snapshot, plan.levels(route), throttle, &mut lim, now) {
                         Dispatch::Fail(GatewayError::TooManyRequests)
                     } else if let Err(q) = plan.usage().admit(now) {
@@ -139,7 +149,7 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
                         d
                     }
                 }
-                None if throttled(&snapshot, throttle, &mut lim) => {
+                None if throttled(&snapshot, throttle, &mut lim, start) => {
                     Dispatch::Fail(GatewayError::TooManyRequests)
                 }
                 None => d,
@@ -183,11 +193,12 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
                     connection,
                     rate: req.rate.as_ref(),
                 };
-                m.write(&params, &ctx, x.wbuf, head_only);
+                x.state.answer.status = m.write(&params, &ctx, x.wbuf, head_only);
                 Outcome::Mock
             }
             Err(e) => {
                 let rate = req.rate.as_ref();
+                x.state.answer.status = e.status();
                 e.write_with(x.wbuf, date.as_bytes(), rid, connection, head_only, rate);
                 Outcome::Error(e)
             }
@@ -195,7 +206,14 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
         (next_after_body(keep, consumed, leftover), outcome)
     };
     // record
-    gw.record(outcome);
+    let sample = gw.metrics.is_some().then(|| Sample {
+        series: snapshot.series_id(series),
+        status: x.state.answer.status,
+        outcome,
+        latency_us: Some(now_ns().saturating_sub(start) / 1_000),
+        integration_us: None,
+    });
+    gw.record(outcome, sample.as_ref());
     next
 }
 
@@ -229,6 +247,7 @@ fn health<S: AsyncReadRent + AsyncWriteRent>(
     };
     let close = draining || !head.keep_alive;
     let date = x.io.worker().date();
+    x.state.answer.status = status;
     write_status_line(x.wbuf, status);
     write_common_headers(x.wbuf, date.as_bytes(), rid, connection_header(head, close));
     if !allowed {
@@ -252,18 +271,23 @@ fn health<S: AsyncReadRent + AsyncWriteRent>(
     (next, Outcome::Health)
 }
 
-/// Whether a throttle refuses the request: the route's level, then the
-/// account's. Reads the clock only when some level applies. With an
+/// Whether a throttle refuses the request at `now`: the route's level,
+/// then the account's. With an
 /// opt-in on, [`Limiter::refuses`] instead (the client's bucket first).
 #[inline]
-fn throttled(snapshot: &Snapshot, route: Option<&Level>, lim: &mut Option<Limiter<'_>>) -> bool {
+fn throttled(
+    snapshot: &Snapshot,
+    route: Option<&Level>,
+    lim: &mut Option<Limiter<'_>>,
+    now: u64,
+) -> bool {
     if let Some(lim) = lim {
-        return lim.refuses([None, None, route, snapshot.account_throttle()], now_ns());
+        return lim.refuses([None, None, route, snapshot.account_throttle()], now);
     }
     match (route, snapshot.account_throttle()) {
         (None, None) => false,
-        (Some(l), None) | (None, Some(l)) => l.try_take(now_ns()).is_err(),
-        (Some(r), Some(a)) => take_two(r.pair(), a.pair(), now_ns()).is_err(),
+        (Some(l), None) | (None, Some(l)) => l.try_take(now).is_err(),
+        (Some(r), Some(a)) => take_two(r.pair(), a.pair(), now).is_err(),
     }
 }
 

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use monoio::net::TcpStream;
 
@@ -20,6 +20,7 @@ use super::snapshot::Snapshot;
 use super::worker::GatewayWorker;
 use crate::config::Limits;
 use crate::http::HeadLimits;
+use crate::observe::metrics::Metrics;
 use crate::runtime::{ClientConn, LocalService, Service, Worker};
 use crate::upstream::forward::ClientInfo;
 
@@ -42,6 +43,8 @@ pub struct GatewayOptions {
 pub struct Published {
     generation: AtomicU64,
     current: Mutex<Arc<Snapshot>>,
+    /// Gives each published snapshot's metrics series their ids.
+    metrics: OnceLock<Arc<Metrics>>,
 }
 
 impl Published {
@@ -50,7 +53,22 @@ impl Published {
         Published {
             generation: AtomicU64::new(0),
             current: Mutex::new(snapshot),
+            metrics: OnceLock::new(),
         }
+    }
+
+    /// Registers the series of the snapshot being served, and of every
+    /// snapshot published from now on, with `metrics` (once; before the
+    /// workers start).
+    pub fn attach_metrics(&self, metrics: Arc<Metrics>) {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        current.set_series_ids(metrics.register(current.series_labels()));
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// The metrics the published snapshots count into, once attached.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.get()
     }
 
     /// Bumped by every publish.
@@ -73,6 +91,9 @@ impl Published {
 
     /// Makes `snapshot` the one new requests start on.
     pub fn publish(&self, snapshot: Arc<Snapshot>) {
+        if let Some(m) = self.metrics.get() {
+            snapshot.set_series_ids(m.register(snapshot.series_labels()));
+        }
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
         self.generation.fetch_add(1, Ordering::Release);
     }
@@ -138,6 +159,7 @@ impl Service for Gateway {
             self.published.clone(),
             (self.head_limits, self.max_body),
             self.outcomes.clone(),
+            self.published.metrics().filter(|m| m.enabled()).cloned(),
             self.options
                 .health_path
                 .as_deref()

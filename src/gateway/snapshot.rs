@@ -35,7 +35,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::cache::StageCache;
 use crate::config::{
@@ -46,6 +46,7 @@ use crate::http::response::{
     write_common_headers, write_content_length, write_rate_headers, write_status_line,
     ConnectionHeader, RateHeaders,
 };
+use crate::observe::metrics::{SeriesLabels, UNROUTED};
 use crate::router::{
     Method, MethodSpec, Params, RouteError, RouteId, RouteTable, RouteTableBuilder,
 };
@@ -108,6 +109,12 @@ pub struct Snapshot {
     any_client_table: bool,
     /// `[key_source]`.
     key_source: KeySource,
+    /// The metrics label sets this snapshot's stages count under; index 0
+    /// is the requests no stage answered.
+    series_labels: Vec<SeriesLabels>,
+    /// Their process-wide ids, set when the snapshot is published
+    /// ([`super::Published`]) and before any worker sees it.
+    series_ids: OnceLock<Box<[u32]>>,
 }
 
 /// API keys by value. A lookup hashes the presented value with a random
@@ -279,6 +286,46 @@ struct Stage {
     clients: Vec<Option<Arc<KeyedBuckets>>>,
     /// The canary, when the stage has one.
     canary: Option<Box<Canary>>,
+    /// Metrics series ([`Snapshot::series_labels`] index) of the stage.
+    series: Series,
+}
+
+/// Where a stage's (or canary's) requests are counted: indexes into
+/// [`Snapshot::series_labels`].
+#[derive(Debug)]
+struct Series {
+    /// Requests no route of the stage matched, and every request when the
+    /// stage does not record detailed metrics.
+    stage: u32,
+    /// By route (`detailed_metrics`), indexed like the integrations.
+    routes: Option<Box<[u32]>>,
+}
+
+impl Series {
+    fn new(
+        labels: &mut Vec<SeriesLabels>,
+        api: &str,
+        stage: &str,
+        detailed: bool,
+        def: &Definition,
+        canary: bool,
+    ) -> Series {
+        let mut add = |route: &str| {
+            labels.push(SeriesLabels::new(api, stage, route, canary));
+            (labels.len() - 1) as u32
+        };
+        let stage = add("");
+        let routes = detailed.then(|| def.routes.iter().map(|r| add(&r.display)).collect());
+        Series { stage, routes }
+    }
+
+    #[inline]
+    fn route(&self, route: usize) -> u32 {
+        match &self.routes {
+            Some(r) => r.get(route).copied().unwrap_or(self.stage),
+            None => self.stage,
+        }
+    }
 }
 
 /// A stage's canary: a share of requests served by another deployment.
@@ -298,6 +345,8 @@ struct Canary {
     /// Each route's per-client table (the stage's for the same route and
     /// limit).
     clients: Vec<Option<Arc<KeyedBuckets>>>,
+    /// Metrics series of the canary's requests (`canary="true"`).
+    series: Series,
 }
 
 /// A request described by its parts, to find its cache entry
@@ -1032,6 +1081,7 @@ impl Snapshot {
             line: 0,
             message,
         };
+        let mut series_labels = vec![SeriesLabels::new("", "", "", false)];
         let mut apis = Vec::with_capacity(config.apis.len());
         let mut api_hosts = Vec::new();
         let mut default_api = None;
@@ -1160,7 +1210,16 @@ impl Snapshot {
                                 &c.deployment.definition.routes,
                             )
                             .map_err(client_err)?;
+                        let series = Series::new(
+                            &mut series_labels,
+                            &api.name,
+                            &sp.stage.name,
+                            sp.stage.detailed_metrics,
+                            &cdef,
+                            true,
+                        );
                         Some(Box::new(Canary {
+                            series,
                             access,
                             clients,
                             threshold: canary_threshold(c.percent),
@@ -1171,7 +1230,16 @@ impl Snapshot {
                         }))
                     }
                 };
+                let series = Series::new(
+                    &mut series_labels,
+                    &api.name,
+                    &sp.stage.name,
+                    sp.stage.detailed_metrics,
+                    &def,
+                    false,
+                );
                 stages.push(Stage {
+                    series,
                     name: sp.stage.name.clone(),
                     def,
                     integrations,
@@ -1255,6 +1323,8 @@ impl Snapshot {
             client_tables,
             rate_headers: config.throttle_headers,
             key_source: KeySource::new(&config.key_source),
+            series_labels,
+            series_ids: OnceLock::new(),
             upstreams: Arc::new(registry),
             apis,
             domains,
@@ -1262,6 +1332,29 @@ impl Snapshot {
             api_hosts,
             default_api,
         })
+    }
+
+    /// The metrics label sets this snapshot counts requests under, by the
+    /// index [`Routed::series`] gives.
+    pub fn series_labels(&self) -> &[SeriesLabels] {
+        &self.series_labels
+    }
+
+    /// Gives the label sets their process-wide ids (once; the publisher
+    /// does it before any worker sees the snapshot).
+    pub fn set_series_ids(&self, ids: Box<[u32]>) {
+        let _ = self.series_ids.set(ids);
+    }
+
+    /// The process-wide metrics id of series `local` ([`UNROUTED`] before
+    /// the snapshot was published).
+    #[inline]
+    pub fn series_id(&self, local: u32) -> u32 {
+        self.series_ids
+            .get()
+            .and_then(|ids| ids.get(local as usize))
+            .copied()
+            .unwrap_or(UNROUTED)
     }
 
     /// Routes some stage (or canary) cannot serve (a stage variable their
@@ -1502,30 +1595,32 @@ impl Snapshot {
     ) -> Routed<'s> {
         let target = match self.resolve(host, path) {
             Ok(t) => t,
-            Err(e) => return Routed::fail(e, false),
+            Err(e) => return Routed::fail(e, false, 0),
         };
         let stage = &target.api.stages[target.stage];
-        let (def, integrations, cache, throttles, access, clients, is_canary) = match &stage.canary
-        {
-            Some(c) if u64::from(roll()) < c.threshold => (
-                &*c.def,
-                &c.integrations,
-                c.cache.as_deref(),
-                &c.throttles,
-                &c.access,
-                &c.clients,
-                true,
-            ),
-            _ => (
-                &*stage.def,
-                &stage.integrations,
-                stage.cache.as_deref(),
-                &stage.throttles,
-                &stage.access,
-                &stage.clients,
-                false,
-            ),
-        };
+        let (def, integrations, cache, throttles, access, clients, series, is_canary) =
+            match &stage.canary {
+                Some(c) if u64::from(roll()) < c.threshold => (
+                    &*c.def,
+                    &c.integrations,
+                    c.cache.as_deref(),
+                    &c.throttles,
+                    &c.access,
+                    &c.clients,
+                    &c.series,
+                    true,
+                ),
+                _ => (
+                    &*stage.def,
+                    &stage.integrations,
+                    stage.cache.as_deref(),
+                    &stage.throttles,
+                    &stage.access,
+                    &stage.clients,
+                    &stage.series,
+                    false,
+                ),
+            };
         let route = Method::from_bytes(method.as_bytes()).and_then(|m| {
             def.table.lookup(m, target.path, params).or_else(|| {
                 if m == Method::Head {
@@ -1543,7 +1638,7 @@ impl Snapshot {
                 }
                 UnmatchedRoute::NotFound => GatewayError::NotFound,
             };
-            return Routed::fail(e, is_canary);
+            return Routed::fail(e, is_canary, series.stage);
         };
         let route = route as usize;
         let dispatch = match &integrations[route] {
@@ -1554,6 +1649,7 @@ impl Snapshot {
         Routed {
             dispatch,
             is_canary,
+            series: series.route(route),
             throttle: throttles[route].as_ref(),
             client: if self.any_client_table {
                 clients[route].as_deref()
@@ -1616,6 +1712,8 @@ pub struct Routed<'s> {
     pub dispatch: Dispatch<'s>,
     /// The stage's canary answers it.
     pub is_canary: bool,
+    /// Where it is counted ([`Snapshot::series_id`] gives the metrics id).
+    pub series: u32,
     /// The route's throttle in its stage, if it has one.
     pub throttle: Option<&'s Level>,
     /// The route's per-client table in its stage (`client_throttle`).
@@ -1625,10 +1723,11 @@ pub struct Routed<'s> {
 }
 
 impl Routed<'_> {
-    fn fail(e: GatewayError, is_canary: bool) -> Self {
+    fn fail(e: GatewayError, is_canary: bool, series: u32) -> Self {
         Routed {
             dispatch: Dispatch::Fail(e),
             is_canary,
+            series,
             throttle: None,
             client: None,
             keys: None,

@@ -14,6 +14,7 @@ use super::request_id::{entropy_seed, IdGenerator, RequestId};
 use super::service::Published;
 use super::snapshot::Snapshot;
 use crate::http::HeadLimits;
+use crate::observe::metrics::{Metrics, Sample};
 use crate::upstream::pool::Pool;
 
 /// One worker's gateway state, shared by the worker's connections.
@@ -37,6 +38,8 @@ pub struct GatewayWorker {
     pub(super) pool: Pool,
     ids: RefCell<IdGenerator>,
     outcomes: Arc<OutcomeTable>,
+    /// Per-series metrics, when `[metrics] enabled`.
+    pub(super) metrics: Option<Arc<Metrics>>,
     /// `[server] health_path`, if set, and how many workers there are.
     pub(super) health_path: Option<(Box<str>, usize)>,
     /// Debug builds: honour `x-ringgate-fault`.
@@ -74,10 +77,14 @@ impl GatewayWorker {
         self.ids.borrow_mut().from_client_or_new(client)
     }
 
-    /// Counts how a request ended.
+    /// Counts how a request ended; with metrics on, times and counts it
+    /// under its series too.
     #[inline]
-    pub(super) fn record(&self, outcome: Outcome) {
+    pub(super) fn record(&self, outcome: Outcome, sample: Option<&Sample>) {
         self.outcomes.record(self.id, outcome);
+        if let (Some(m), Some(s)) = (&self.metrics, sample) {
+            m.record(self.id, s);
+        }
     }
 }
 
@@ -89,6 +96,7 @@ impl GatewayWorker {
         published: Arc<Published>,
         (head_limits, max_body): (HeadLimits, u64),
         outcomes: Arc<OutcomeTable>,
+        metrics: Option<Arc<Metrics>>,
         health_path: Option<(Box<str>, usize)>,
         #[cfg(debug_assertions)] fault_injection: bool,
     ) -> GatewayWorker {
@@ -104,6 +112,7 @@ impl GatewayWorker {
             pool: Pool::new(),
             ids: RefCell::new(IdGenerator::new(entropy_seed() ^ ((id as u64) << 56))),
             outcomes,
+            metrics,
             health_path,
             #[cfg(debug_assertions)]
             fault_injection,

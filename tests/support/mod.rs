@@ -6,6 +6,8 @@
 //! every helper.
 #![allow(dead_code)]
 
+pub mod prom;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
