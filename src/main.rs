@@ -228,6 +228,9 @@ fn serve(path: &std::path::Path) -> ExitCode {
     if let Some(socket) = server.admin_socket() {
         println!("ringgate: admin socket {}", socket.display());
     }
+    if let Some(addr) = server.metrics_addr() {
+        println!("ringgate: metrics listener http://{addr}/metrics");
+    }
     if let Some(addr) = server.admin_tcp_addr() {
         println!("ringgate: admin listener {addr} (bearer token required)");
     }

@@ -142,6 +142,7 @@ impl Server {
         let limits = config.limits.clone();
         let health_path = config.server.health_path.clone();
         let metrics_enabled = config.metrics.enabled;
+        let metrics_listen = config.metrics.listen;
         let admin_at = options
             .admin
             .then(|| admin_endpoints(&config))
@@ -176,7 +177,11 @@ impl Server {
                         counters: workers.counters(),
                     },
                 );
-                match AdminServer::start(&socket, tcp, Arc::new(api)) {
+                let options = crate::admin::http::Options {
+                    metrics_listen,
+                    ..Default::default()
+                };
+                match AdminServer::start_with(&socket, tcp, Arc::new(api), options) {
                     Ok(a) => Some(a),
                     Err(e) => {
                         workers.shutdown();
@@ -207,6 +212,11 @@ impl Server {
     /// The TCP admin listener's address, when one is configured.
     pub fn admin_tcp_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().and_then(|a| a.tcp_addr())
+    }
+
+    /// The scrape listener's address (`[metrics] listen`), if it serves.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|a| a.metrics_addr())
     }
 
     /// The control side: deployments, stages, canaries, reloads.

@@ -112,3 +112,69 @@ name = "t"
     drop(srv);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `[metrics] listen`: a plain listener for scrapers answers GET /metrics
+/// without a token, and nothing else.
+#[test]
+fn scrape_listener_serves_metrics_only() {
+    let dir = support::temp_path("metrics-listen").with_extension("d");
+    std::fs::create_dir_all(&dir).unwrap();
+    let toml = format!(
+        r#"[server]
+listen = ["127.0.0.1:0"]
+workers = 1
+pin_workers = false
+
+[state]
+dir = "{state}"
+
+[metrics]
+listen = "127.0.0.1:0"
+
+[[api]]
+name = "t"
+  [[api.stage]]
+  name = "prod"
+  [[api.route]]
+  route = "GET /a"
+  mock = {{ body = "a" }}
+"#,
+        state = dir.join("state").display()
+    );
+    let cfg = ringgate::config::parse(&toml, "m.toml").unwrap();
+    let srv = TestServer::start_config(
+        cfg,
+        StartOptions {
+            durable_state: true,
+            admin: true,
+            ..StartOptions::default()
+        },
+    );
+    let mut c = srv.client();
+    for _ in 0..3 {
+        assert_eq!(c.get("/prod/a").status, 200);
+    }
+    let addr = srv.server().metrics_addr().expect("a metrics listener");
+    let mut scraper = support::connect(addr);
+    let r = scraper.get("/metrics");
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let m = support::prom::Prom::parse(&r.text());
+    assert_eq!(
+        m.value(
+            "ringgate_requests_total",
+            &[("api", "t"), ("stage", "prod"), ("status_class", "2xx")]
+        ),
+        3.0
+    );
+    // Nothing else is reachable there, token or not.
+    for path in ["/stats", "/apis", "/", "/reload"] {
+        assert_eq!(scraper.get(path).status, 404, "{path}");
+    }
+    drop(c);
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}

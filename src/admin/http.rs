@@ -585,6 +585,9 @@ pub struct Options {
     pub max_connections: usize,
     /// Head and body limits.
     pub limits: Limits,
+    /// `[metrics] listen`: a plain TCP listener for scrapers that answers
+    /// `GET /metrics` without a token and 404 to everything else.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Options {
@@ -594,8 +597,20 @@ impl Default for Options {
             request_timeout: Duration::from_secs(30),
             max_connections: 32,
             limits: Limits::default(),
+            metrics_listen: None,
         }
     }
+}
+
+/// What a listener's connections may ask for.
+#[derive(Clone)]
+enum Access {
+    /// The Unix socket: everything (its file mode is the access control).
+    Socket,
+    /// The admin TCP listener: everything, with the bearer token.
+    Bearer(Arc<str>),
+    /// The scrape listener: `GET /metrics` only, no token.
+    Scrape,
 }
 
 /// The admin server: the listeners' accept threads and the connection
@@ -606,6 +621,7 @@ pub struct AdminServer {
     /// only our own.
     socket_id: (u64, u64),
     tcp_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     /// Clones of the listeners, to shut them down (which wakes accept).
     listeners: Vec<Listener>,
@@ -712,6 +728,19 @@ impl AdminServer {
             },
         };
 
+        let metrics_bound = match options.metrics_listen {
+            None => None,
+            Some(addr) => match TcpListener::bind(addr).and_then(|l| Ok((l.local_addr()?, l))) {
+                Ok(bound) => Some(bound),
+                Err(e) => {
+                    remove_if_ours(socket, socket_id);
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("cannot listen on the metrics address {addr}: {e}"),
+                    ));
+                }
+            },
+        };
         let shared = Arc::new(Shared {
             handler,
             options,
@@ -722,23 +751,30 @@ impl AdminServer {
             socket: socket.to_path_buf(),
             socket_id,
             tcp_addr: tcp_bound.as_ref().map(|(a, _)| *a),
+            metrics_addr: metrics_bound.as_ref().map(|(a, _)| *a),
             shared,
             listeners: Vec::new(),
             accept_threads: Vec::new(),
         };
-        let mut to_start = vec![(Listener::Unix(unix), None, "admin-accept-unix")];
+        let mut to_start = vec![(Listener::Unix(unix), Access::Socket, "admin-accept-unix")];
         if let (Some((_, listener)), Some((_, token))) = (tcp_bound, tcp) {
-            to_start.push((Listener::Tcp(listener), Some(token), "admin-accept-tcp"));
+            to_start.push((
+                Listener::Tcp(listener),
+                Access::Bearer(Arc::from(token)),
+                "admin-accept-tcp",
+            ));
         }
-        for (listener, token, name) in to_start {
+        if let Some((_, listener)) = metrics_bound {
+            to_start.push((Listener::Tcp(listener), Access::Scrape, "metrics-accept"));
+        }
+        for (listener, access, name) in to_start {
             // On failure, `server` is dropped: what started is stopped and
             // the socket file removed.
             let clone = listener.try_clone()?;
             let shared = Arc::clone(&server.shared);
-            let token: Option<Arc<str>> = token.map(Arc::from);
             let handle = thread::Builder::new()
                 .name(name.into())
-                .spawn(move || accept_loop(listener, shared, token))?;
+                .spawn(move || accept_loop(listener, shared, access))?;
             server.listeners.push(clone);
             server.accept_threads.push(handle);
         }
@@ -753,6 +789,12 @@ impl AdminServer {
     /// The TCP listener's bound address (port 0 resolved), if there is one.
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.tcp_addr
+    }
+
+    /// The scrape listener's bound address (port 0 resolved), if there is
+    /// one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// How many connections are being served right now.
@@ -1022,7 +1064,7 @@ impl Write for Conn {
     }
 }
 
-fn accept_loop(listener: Listener, shared: Arc<Shared>, token: Option<Arc<str>>) {
+fn accept_loop(listener: Listener, shared: Arc<Shared>, access: Access) {
     let mut conn_threads: Vec<JoinHandle<()>> = Vec::new();
     loop {
         let accepted = listener.accept();
@@ -1072,7 +1114,7 @@ fn accept_loop(listener: Listener, shared: Arc<Shared>, token: Option<Arc<str>>)
             continue;
         };
         let worker_shared = Arc::clone(&shared);
-        let token = token.clone();
+        let access = access.clone();
         let spawned = thread::Builder::new()
             .name("admin-conn".into())
             .spawn(move || {
@@ -1080,7 +1122,7 @@ fn accept_loop(listener: Listener, shared: Arc<Shared>, token: Option<Arc<str>>)
                     shared: &worker_shared,
                     id,
                 };
-                serve(conn, &worker_shared, token.as_deref());
+                serve(conn, &worker_shared, &access);
             });
         match spawned {
             Ok(t) => conn_threads.push(t),
@@ -1135,7 +1177,7 @@ fn refuse(mut conn: Conn, max: usize) {
 }
 
 /// Serves one connection until it closes.
-fn serve(mut conn: Conn, shared: &Shared, token: Option<&str>) {
+fn serve(mut conn: Conn, shared: &Shared, access: &Access) {
     let opts = &shared.options;
     let _ = conn.set_write_timeout(Some(opts.read_timeout));
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
@@ -1153,9 +1195,19 @@ fn serve(mut conn: Conn, shared: &Shared, token: Option<&str>) {
                     started = (!buf.is_empty()).then(Instant::now);
                     sent_continue = false;
                     let mut close = !parsed.keep_alive;
-                    let resp = match token {
-                        Some(token) if !bearer_matches(parsed.authorization.as_deref(), token) => {
+                    let resp = match access {
+                        Access::Bearer(token)
+                            if !bearer_matches(parsed.authorization.as_deref(), token) =>
+                        {
                             unauthorized(parsed.authorization.is_some())
+                        }
+                        Access::Scrape if parsed.request.path != "/metrics" => {
+                            AdminResponse::error(
+                                404,
+                                "not_found",
+                                "this listener serves GET /metrics only",
+                                None,
+                            )
                         }
                         _ => dispatch(&*shared.handler, &parsed.request),
                     };

@@ -328,7 +328,11 @@ fn render_series(out: &mut String, series: &[SeriesRead]) {
             }
         }
     }
-    type Histogram = (&'static str, &'static str, fn(&SeriesRead) -> &HistogramRead);
+    type Histogram = (
+        &'static str,
+        &'static str,
+        fn(&SeriesRead) -> &HistogramRead,
+    );
     let histograms: [Histogram; 2] = [
         (
             "ringgate_request_duration_seconds",

@@ -2205,3 +2205,55 @@ fn bad_throttle_optins() {
     ));
     assert!(e.to_string().contains("headers"), "{e}");
 }
+
+#[test]
+fn metrics_settings() {
+    let base = throttled("", "");
+    let c = parse(
+        &format!("[metrics]\nenabled = false\nlisten = \"127.0.0.1:9464\"\n{base}"),
+        "m.toml",
+    )
+    .unwrap();
+    assert!(!c.metrics.enabled);
+    assert_eq!(c.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
+    let c = parse(
+        &format!("[metrics]\nlisten = \"10.1.2.3:9464\"\n{base}"),
+        "m.toml",
+    )
+    .unwrap();
+    assert!(c.metrics.enabled);
+    assert!(parse(
+        &format!("[metrics]\nlisten = \"[fd00::1]:9464\"\n{base}"),
+        "m.toml"
+    )
+    .is_ok());
+    let c = parse(&base, "m.toml").unwrap();
+    assert_eq!(c.metrics, MetricsConfig::default());
+    assert!(!c.apis[0].stages[0].detailed_metrics);
+    let cases: Vec<(String, usize, &str, &str)> = vec![
+        (
+            format!("[metrics]\nlisten = \"0.0.0.0:9464\"\n{base}"),
+            2,
+            "metrics.listen",
+            "not a loopback or private address",
+        ),
+        (
+            format!("[metrics]\nlisten = \"8.8.8.8:9464\"\n{base}"),
+            2,
+            "metrics.listen",
+            "not a loopback or private address",
+        ),
+        (
+            format!("[metrics]\nlisten = \"localhost\"\n{base}"),
+            2,
+            "metrics.listen",
+            "not an address and port",
+        ),
+    ];
+    for (text, line, key, problem) in &cases {
+        let e = bad(text);
+        check(&e, *line, key, problem);
+    }
+    let e = bad(&format!("[metrics]\nenabled = \"yes\"\n{base}"));
+    assert!(e.to_string().contains("enabled"), "{e}");
+}
