@@ -171,6 +171,9 @@ pub struct Page {
 pub enum AdminCommand {
     /// Version, uptime, files and worker loads (GET /status).
     Status,
+    /// Requests and latency percentiles by API, stage, route and canary
+    /// (GET /stats).
+    Stats,
     /// Re-read the configuration file and apply it (POST /reload).
     Reload,
     /// The APIs, their stages and deployment counts (GET /apis).
@@ -830,6 +833,7 @@ pub fn call(cmd: &AdminCommand) -> Result<Call, String> {
     };
     Ok(match cmd {
         A::Status => get("/status".into()),
+        A::Stats => get("/stats".into()),
         A::Reload => Call {
             method: "POST",
             path: "/reload".into(),
@@ -1506,6 +1510,7 @@ pub fn render(cmd: &AdminCommand, v: &Value, stage: Option<&Value>) -> String {
     use AdminCommand as A;
     match cmd {
         A::Status => format_status(v),
+        A::Stats => format_stats(v),
         A::Reload => format_reload(v),
         A::Apis { .. } => format_apis(v),
         A::Deployments(DeploymentsCommand::List { .. }) => format_deployments(v),
@@ -2026,6 +2031,79 @@ pub fn format_cache_stats(v: &Value) -> String {
         ("evictions", text(&v["evictions"])),
         ("rejected", text(&v["rejected"])),
     ])
+}
+
+/// `stats`: a row per series: requests, status classes, cache hits and
+/// misses, throttled and quota-refused, and latency percentiles in ms.
+pub fn format_stats(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v["series"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .map(|r| {
+            let name = if r["api"].as_str() == Some("") {
+                "(no stage)".to_string()
+            } else {
+                let mut n = format!("{}/{}", text(&r["api"]), text(&r["stage"]));
+                if let Some(route) = r["route"].as_str() {
+                    let _ = write!(n, " {}", clean(route));
+                }
+                if r["canary"] == Value::Bool(true) {
+                    n.push_str(" (canary)");
+                }
+                n
+            };
+            let ms = |h: &Value, q: &str| match h[q].as_f64() {
+                Some(x) if x >= 100.0 => format!("{x:.0}"),
+                Some(x) => format!("{x:.2}"),
+                None => "-".to_string(),
+            };
+            let l = &r["latency_ms"];
+            let i = &r["integration_latency_ms"];
+            vec![
+                name,
+                text(&r["count"]),
+                text(&r["2xx"]),
+                text(&r["4xx"]),
+                text(&r["5xx"]),
+                format!("{}/{}", text(&r["cache_hits"]), text(&r["cache_misses"])),
+                format!("{}/{}", text(&r["throttled"]), text(&r["quota_exceeded"])),
+                ms(l, "p50"),
+                ms(l, "p90"),
+                ms(l, "p99"),
+                ms(l, "p99.9"),
+                ms(l, "max"),
+                ms(i, "p99"),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return if v["enabled"] == Value::Bool(false) {
+            "(metrics are off: [metrics] enabled = false)\n".to_string()
+        } else {
+            "(no requests yet)\n".to_string()
+        };
+    }
+    let mut out = table(
+        &[
+            "SERIES",
+            "COUNT",
+            "2XX",
+            "4XX",
+            "5XX",
+            "HIT/MISS",
+            "429/QUOTA",
+            "P50",
+            "P90",
+            "P99",
+            "P99.9",
+            "MAX",
+            "INT P99",
+        ],
+        &rows,
+    );
+    out.push_str("latency in ms (INT: the backend's part)\n");
+    out
 }
 
 /// `cache drop`: one line, whether there was an entry or not.
@@ -2815,6 +2893,32 @@ mod tests {
         assert!(out.starts_with("cache:      0.5 GB, ttl 300s\n"), "{out}");
         assert!(out.contains("hit ratio:  75.0%\n"), "{out}");
         assert!(out.contains("bytes:      10 of 500\n"), "{out}");
+    }
+
+    #[test]
+    fn stats_table() {
+        let v = json!({"enabled": true, "series": [
+            {"api": "", "stage": "", "route": null, "canary": false, "count": 2, "2xx": 0,
+             "3xx": 0, "4xx": 2, "5xx": 0, "cache_hits": 0, "cache_misses": 0, "throttled": 0,
+             "quota_exceeded": 0, "latency_ms": {"p50": 0.05, "p90": 0.05, "p99": 0.05,
+             "p99.9": 0.05, "max": 0.05, "count": 2}, "integration_latency_ms": null},
+            {"api": "shop", "stage": "prod", "route": "GET /a", "canary": true, "count": 10,
+             "2xx": 9, "3xx": 0, "4xx": 0, "5xx": 1, "cache_hits": 3, "cache_misses": 1,
+             "throttled": 0, "quota_exceeded": 0, "latency_ms": {"p50": 1.5, "p90": 2.0,
+             "p99": 250.4, "p99.9": 250.4, "max": 251.0, "count": 10},
+             "integration_latency_ms": {"p99": 249.0}},
+        ]});
+        let out = format_stats(&v);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].starts_with("SERIES"), "{out}");
+        assert!(lines[1].starts_with("(no stage)"), "{out}");
+        assert!(lines[2].starts_with("shop/prod GET /a (canary)"), "{out}");
+        assert!(lines[2].contains(" 3/1 "), "{out}");
+        assert!(lines[2].trim_end().ends_with("250   250    251   249"), "{out}");
+        assert_eq!(
+            format_stats(&json!({"enabled": false, "series": []})),
+            "(metrics are off: [metrics] enabled = false)\n"
+        );
     }
 
     #[test]
