@@ -1173,21 +1173,24 @@ impl Writer {
     }
 
     fn write(&mut self, mut buf: Vec<u8>, lines: u64) {
-        match self.sink.write_all(&buf) {
+        let written = self.sink.write_all(&buf);
+        let bytes = buf.len() as u64;
+        buf.clear();
+        // Back before the counts move, so that a worker that saw its lines
+        // counted finds the buffer free. The list is full only when
+        // buffers were made beyond need: let this one go then.
+        let _ = self.free_tx.try_send(buf);
+        match written {
             Ok(()) => {
                 let s = &self.shared;
                 s.lines_written.fetch_add(lines, Ordering::Relaxed);
-                s.bytes_written
-                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
+                s.bytes_written.fetch_add(bytes, Ordering::Relaxed);
             }
             Err(e) => {
                 self.shared.drop_lines(lines);
                 self.failed("write failed", &e);
             }
         }
-        buf.clear();
-        // Full only when buffers were made beyond need: let this one go.
-        let _ = self.free_tx.try_send(buf);
     }
 
     fn reopen_if_asked(&mut self) {
