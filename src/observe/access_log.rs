@@ -16,12 +16,14 @@
 //! ## Escaping
 //! Values come from the client (the path, the `User-Agent`, the `Host`), so
 //! each is escaped for the format's kind ([`Escape`]), chosen at parse:
-//! JSON string content when the format starts with `{` (every line is then
-//! ASCII and valid JSON, whatever bytes the client sent), CSV quoting for
-//! the `csv` preset, and nginx's `\xHH` for `"`, `\`, control bytes and
-//! non-ASCII bytes otherwise (a CLF line never holds a raw quote or line
-//! break inside a value). A value that is unset or empty is `-`, in every
-//! kind. Literal text is written as it is in the format; line breaks in the
+//! JSON string content when the format starts with `{` (a value is ASCII
+//! and never breaks the JSON, whatever bytes the client sent), CSV quoting
+//! for the `csv` preset, and nginx's `\xHH` for `"`, `\`, control bytes
+//! and non-ASCII bytes otherwise (a CLF line never holds a raw quote or
+//! line break inside a value). A value that is unset or empty is `-`, in
+//! every kind — so, as in API Gateway, a variable a JSON format leaves
+//! outside quotes (`"status":$context.status`) gives invalid JSON when
+//! unset; the `json` preset quotes them all. Literal text is written as it is in the format; line breaks in the
 //! format become spaces, so a record is always one line ending `\n`.
 //!
 //! ## The request path
