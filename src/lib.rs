@@ -70,6 +70,7 @@
 //!   JSON on a Unix socket (and optionally loopback TCP with a bearer
 //!   token), served by threads of their own with blocking std I/O, never by
 //!   the workers; and the client `ringgate admin` uses.
+//! - [`observe`]: API Gateway style access logs, written off the workers.
 //! - [`server`]: the composition root that starts all of the above.
 //!
 //! Module dependencies run one way: `config`, `http`, `router` at the

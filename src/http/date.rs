@@ -74,7 +74,7 @@ fn two_digits(out: &mut [u8], v: u64) {
 }
 
 /// Howard Hinnant's days-to-civil algorithm: (year, month 1-12, day 1-31).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
