@@ -23,7 +23,7 @@ use crate::http::{RequestHead, Version};
 use crate::router::Params;
 use crate::runtime::{BufPool, ClientIo};
 use crate::upstream::forward::{
-    self, Backends, Buffers, Capture, ClientInfo, ForwardError, ForwardRequest, Forwarded,
+    self, Backends, Buffers, Capture, ClientInfo, ForwardError, ForwardRequest, Forwarded, Trace,
 };
 use crate::upstream::pool::UpstreamConn;
 use crate::upstream::Registry;
@@ -39,6 +39,9 @@ pub(super) struct ConnState {
     pub capture: Capture,
     /// Peer address and local port, for `X-Forwarded-*`.
     pub info: ClientInfo,
+    /// What the last forward recorded (status, integration latency,
+    /// target, failure reason…), for metrics and access logs.
+    pub trace: Trace,
 }
 
 impl ConnState {
@@ -48,6 +51,7 @@ impl ConnState {
             keys: KeyBuilder::default(),
             capture: Capture::default(),
             info,
+            trace: Trace::default(),
         }
     }
 
@@ -162,6 +166,7 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
         ubuf,
         capture: copy,
         info,
+        trace,
         ..
     } = &mut *x.state;
     x.io.buffers().ensure_small(ubuf);
@@ -195,6 +200,7 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
         Backends {
             registry: req.upstreams,
             pool: &gw.pool,
+            worker: gw.id(),
         },
         Buffers {
             wbuf: &mut *x.wbuf,
@@ -202,6 +208,7 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
             ubuf,
         },
         capture.then_some(copy),
+        trace,
     )
     .await
 }

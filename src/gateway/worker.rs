@@ -74,6 +74,12 @@ impl GatewayWorker {
         self.ids.borrow_mut().from_client_or_new(client)
     }
 
+    /// The worker's id (its row in per-worker counters).
+    #[inline]
+    pub(super) fn id(&self) -> usize {
+        self.id
+    }
+
     /// Counts how a request ended.
     #[inline]
     pub(super) fn record(&self, outcome: Outcome) {
