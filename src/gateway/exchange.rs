@@ -23,7 +23,7 @@ use crate::http::{RequestHead, Version};
 use crate::router::Params;
 use crate::runtime::{BufPool, ClientIo};
 use crate::upstream::forward::{
-    self, Backends, Buffers, Capture, ClientInfo, ForwardError, ForwardRequest, Forwarded,
+    self, Backends, Buffers, Capture, ClientInfo, ForwardError, ForwardRequest, Forwarded, Trace,
 };
 use crate::upstream::pool::UpstreamConn;
 use crate::upstream::Registry;
@@ -41,6 +41,9 @@ pub(super) struct ConnState {
     pub info: ClientInfo,
     /// What the current request was answered with (for metrics and logs).
     pub answer: Answer,
+    /// What the last forward recorded (status, integration latency,
+    /// target, failure reason…), for metrics and access logs.
+    pub trace: Trace,
 }
 
 /// What a request was answered with, set where the response head is
@@ -59,6 +62,7 @@ impl ConnState {
             capture: Capture::default(),
             info,
             answer: Answer::default(),
+            trace: Trace::default(),
         }
     }
 
@@ -174,6 +178,7 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
         ubuf,
         capture: copy,
         info,
+        trace,
         ..
     } = &mut *x.state;
     x.io.buffers().ensure_small(ubuf);
@@ -207,6 +212,7 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
         Backends {
             registry: req.upstreams,
             pool: &gw.pool,
+            worker: gw.id(),
         },
         Buffers {
             wbuf: &mut *x.wbuf,
@@ -214,6 +220,7 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
             ubuf,
         },
         capture.then_some(copy),
+        trace,
     )
     .await
 }

@@ -77,6 +77,12 @@ impl GatewayWorker {
         self.ids.borrow_mut().from_client_or_new(client)
     }
 
+    /// The worker's id (its row in per-worker counters).
+    #[inline]
+    pub(super) fn id(&self) -> usize {
+        self.id
+    }
+
     /// Counts how a request ended; with metrics on, times and counts it
     /// under its series too.
     #[inline]

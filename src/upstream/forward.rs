@@ -40,6 +40,34 @@
 //! their `Upgrade`/`Connection` headers; a `101` answer hands both sockets
 //! back to the caller for [`super::tunnel`], a two-way copy until either
 //! side closes or goes idle.
+//!
+//! What happened is recorded twice, for the metrics page and access logs,
+//! without allocating or locking:
+//! - in the caller's [`Trace`] (one per client connection, reset at the
+//!   start of each forward): the backend's status, the integration latency
+//!   (API Gateway's `IntegrationLatency`: first request byte written to the
+//!   backend → final response head received), the target, whether the
+//!   connection was pooled or a stale one was retried, the response body
+//!   bytes relayed, and the [`FailReason`] of a forward that failed or was
+//!   cut off;
+//! - in the target's counters ([`super::stats`]), in the forwarding
+//!   worker's own row ([`Backends::worker`]): the request, the response's
+//!   status class and latency, the failure reason, a reuse, a stale retry,
+//!   a new connection's connect time.
+//!
+//! The reasons map onto the [`ForwardError`]s (which fix the client's
+//! answer) as follows: `Network` is `no_healthy_target` (no target is
+//! charged), `connect_refused`, `connect_timeout`, `connect_error` or
+//! `reset`; `Timeout` is `timeout`; `BadResponse` is `bad_response`; the
+//! client's body errors, and a client that leaves before the response head,
+//! are `client_body` (passive health does not count those); a body cut off
+//! by the backend after the head went out is `cut_off`. A client that
+//! leaves during the response body is no failure of the forward.
+//!
+//! The integration latency costs two reads of the monotonic clock
+//! ([`crate::throttle::now_ns`]): when the request starts out (the pooled
+//! connection is taken, or the new one connected) and when the head is in;
+//! a new connection adds one read before its connect, for the connect time.
 
 #![forbid(unsafe_code)]
 
@@ -50,7 +78,8 @@ use std::time::Duration;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
-use super::pool::{connect, Pool, UpstreamConn};
+use super::pool::{connect, ConnectError, Pool, UpstreamConn};
+use super::stats::{FailReason, Tally};
 use super::{now_ms, Registry, Target};
 use crate::http::chunked::{write_chunk_size, ChunkedDecoder};
 use crate::http::response::{
@@ -61,6 +90,7 @@ use crate::http::response_head::{
 };
 use crate::http::{header_array, BodyFraming, RequestHead, Version};
 use crate::runtime::{ClientIo, ClientStop};
+use crate::throttle::now_ns;
 
 /// Bytes read from a client or backend per read while streaming a body.
 const STREAM_CHUNK: usize = 16 * 1024;
@@ -153,6 +183,39 @@ pub struct Backends<'a> {
     pub registry: &'a Registry,
     /// This worker's idle keep-alive connections.
     pub pool: &'a Pool,
+    /// This worker's id: the row of the targets' counters it writes (an id
+    /// past the rows counts nothing).
+    pub worker: usize,
+}
+
+/// What happened to one forward, for metrics and access logs: filled by
+/// [`forward`] (reset at its start), read by the caller afterwards. Plain
+/// values, nothing allocated; recording it costs a few stores and the two
+/// clock reads of the integration latency.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Trace {
+    /// The backend response's status; 0 if no response head arrived (or
+    /// it could not be parsed).
+    pub status: u16,
+    /// API Gateway's `IntegrationLatency`, in nanoseconds: from the moment
+    /// the request's first byte was written to the backend (a stale pooled
+    /// connection's attempt included, and the client's body as it streams)
+    /// until the backend's final response head had arrived. 0 if no head
+    /// arrived; at least 1 otherwise.
+    pub integration_ns: u64,
+    /// The [`Target`] id used (`None` when none was picked).
+    pub target: Option<usize>,
+    /// The connection used (last) came from the worker's pool.
+    pub reused: bool,
+    /// A pooled connection turned out stale and the request was sent again
+    /// on a new one.
+    pub stale_retried: bool,
+    /// Response body bytes relayed to the client (its payload, without
+    /// chunk framing), as far as it went.
+    pub response_body_bytes: u64,
+    /// Why the forward failed or was cut off; `None` when the response
+    /// went through (or the client left while it was being relayed).
+    pub reason: Option<FailReason>,
 }
 
 /// A copy of a backend response, for the stage cache.
@@ -299,13 +362,15 @@ enum ExchangeError {
 
 /// Forwards one request; see the module docs. With a `capture`, a copy
 /// of the response is kept for the stage cache (its `ok` says whether it
-/// may be stored).
+/// may be stored). `trace` is reset, then filled with what happened; the
+/// target's counters (the worker's row) are counted on the way.
 pub async fn forward<S: AsyncReadRent + AsyncWriteRent>(
     io: &mut ClientIo<S>,
     req: &ForwardRequest<'_, '_>,
     backends: Backends<'_>,
     bufs: Buffers<'_>,
     mut capture: Option<&mut Capture>,
+    trace: &mut Trace,
 ) -> Forwarded {
     let Buffers {
         wbuf,
@@ -315,9 +380,14 @@ pub async fn forward<S: AsyncReadRent + AsyncWriteRent>(
     if let Some(c) = capture.as_deref_mut() {
         c.reset();
     }
+    *trace = Trace::default();
     let head = req.head;
     let after = req.after;
-    let Backends { registry, pool } = backends;
+    let Backends {
+        registry,
+        pool,
+        worker,
+    } = backends;
     let group = &registry.groups[req.group];
     let limit = req.max_body;
 
@@ -351,12 +421,16 @@ pub async fn forward<S: AsyncReadRent + AsyncWriteRent>(
         BodyFraming::Chunked => {
             let s = match body.decoder.skim(after) {
                 Ok(s) => s,
-                Err(e) => return refuse(ForwardError::BodyFraming(e.as_str())),
+                Err(e) => {
+                    trace.reason = Some(FailReason::ClientBody);
+                    return refuse(ForwardError::BodyFraming(e.as_str()));
+                }
             };
             body.seen = s.data;
             body.complete = s.done;
             // A chunk declared past the limit is refused before its bytes.
             if body.seen + body.decoder.pending() > limit {
+                trace.reason = Some(FailReason::ClientBody);
                 return refuse(ForwardError::BodyTooLarge);
             }
             s.consumed
@@ -373,9 +447,14 @@ pub async fn forward<S: AsyncReadRent + AsyncWriteRent>(
 
     let upgrading = req.upgrading;
     let Some(target) = registry.pick(req.group, now_ms()) else {
+        trace.reason = Some(FailReason::NoHealthyTarget);
         return fail(ForwardError::Network, &body, io.worker().is_draining());
     };
     let _in_flight = InFlight::new(target);
+    // This worker's row of the target's counters.
+    let tally = target.counters().row(worker);
+    tally.request();
+    trace.target = Some(target.id);
 
     // Request head (and the body bytes already here) for the backend.
     ubuf.clear();
@@ -386,6 +465,7 @@ pub async fn forward<S: AsyncReadRent + AsyncWriteRent>(
         // in, and carries on from there.
         body.decoder = ChunkedDecoder::new();
         if let Err(e) = body.decoder.reencode(&after[..in_after], ubuf) {
+            failed(trace, tally, FailReason::ClientBody);
             return refuse(ForwardError::BodyFraming(e.as_str()));
         }
     } else {
@@ -395,6 +475,7 @@ pub async fn forward<S: AsyncReadRent + AsyncWriteRent>(
     if head.expect_continue && !body.complete {
         wbuf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         if !io.flush(wbuf).await {
+            failed(trace, tally, FailReason::ClientBody);
             return Forwarded::Closed;
         }
     }
@@ -402,6 +483,9 @@ pub async fn forward<S: AsyncReadRent + AsyncWriteRent>(
     // A pooled connection if there is one; a stale one is retried once.
     pool.requests.set(pool.requests.get() + 1);
     let mut attempt = 0;
+    // When the request's first byte went out (set at the first attempt):
+    // the integration latency runs from here.
+    let mut sent_at = 0;
     let mut conn = loop {
         attempt += 1;
         // A retry goes to a fresh connection: another pooled one may be
@@ -411,21 +495,36 @@ pub async fn forward<S: AsyncReadRent + AsyncWriteRent>(
         } else {
             None
         };
-        let (mut conn, reused) = match pooled {
-            Some(c) => (c, true),
-            None => match connect(target, group.connect_timeout).await {
-                Ok(c) => (c, false),
-                // Refused, unreachable, unresolved or timed out: all are
-                // "network error" to the client and a failure for passive
-                // health (ConnectError keeps the cause for the metrics to come).
-                Err(_) => {
-                    registry.record_failure(req.group, target, now_ms());
-                    return fail(ForwardError::Network, &body, io.worker().is_draining());
+        // The clock is read once on a pooled connection, twice around a
+        // connect (its end is also when the request starts out).
+        let (mut conn, reused, ready_at) = match pooled {
+            Some(c) => (c, true, now_ns()),
+            None => {
+                let started = now_ns();
+                match connect(target, group.connect_timeout).await {
+                    Ok(c) => {
+                        let at = now_ns();
+                        tally.connected(at.saturating_sub(started));
+                        (c, false, at)
+                    }
+                    // Refused, unreachable, unresolved or timed out: all are
+                    // "network error" to the client and a failure for
+                    // passive health; the metrics tell them apart.
+                    Err(e) => {
+                        failed(trace, tally, connect_reason(&e));
+                        registry.record_failure(req.group, target, now_ms());
+                        return fail(ForwardError::Network, &body, io.worker().is_draining());
+                    }
                 }
-            },
+            }
         };
+        if attempt == 1 {
+            sent_at = ready_at;
+        }
+        trace.reused = reused;
         if reused {
             pool.reused.set(pool.reused.get() + 1);
+            tally.reused();
         }
         conn.requests += 1;
         let result = send_and_read_head(
@@ -446,18 +545,29 @@ pub async fn forward<S: AsyncReadRent + AsyncWriteRent>(
             Ok(()) => break conn,
             Err(ExchangeError::Timeout) => {
                 // The connection is dropped with its in-flight operation.
+                failed(trace, tally, FailReason::Timeout);
                 registry.record_failure(req.group, target, now_ms());
                 return fail(ForwardError::Timeout, &body, draining);
             }
-            Err(ExchangeError::Client(ClientStop::TimedOut)) => {
-                return refuse(ForwardError::BodyTimeout)
+            Err(ExchangeError::Client(stop)) => {
+                failed(trace, tally, FailReason::ClientBody);
+                return match stop {
+                    ClientStop::TimedOut => refuse(ForwardError::BodyTimeout),
+                    ClientStop::Gone => Forwarded::Closed,
+                };
             }
-            Err(ExchangeError::Client(ClientStop::Gone)) => return Forwarded::Closed,
-            Err(ExchangeError::TooLarge) => return refuse(ForwardError::BodyTooLarge),
+            Err(ExchangeError::TooLarge) => {
+                failed(trace, tally, FailReason::ClientBody);
+                return refuse(ForwardError::BodyTooLarge);
+            }
             Err(ExchangeError::ClientFraming(why)) => {
-                return refuse(ForwardError::BodyFraming(why))
+                failed(trace, tally, FailReason::ClientBody);
+                return refuse(ForwardError::BodyFraming(why));
             }
-            Err(ExchangeError::Bad) => return fail(ForwardError::BadResponse, &body, draining),
+            Err(ExchangeError::Bad) => {
+                failed(trace, tally, FailReason::BadResponse);
+                return fail(ForwardError::BadResponse, &body, draining);
+            }
             Err(ExchangeError::Backend {
                 wrote_all,
                 answered,
@@ -471,13 +581,18 @@ pub async fn forward<S: AsyncReadRent + AsyncWriteRent>(
                     && body.copy_whole
                     && (is_idempotent(head.method) || !wrote_all);
                 if retry {
+                    trace.stale_retried = true;
+                    tally.stale_retry();
                     continue;
                 }
+                failed(trace, tally, FailReason::Reset);
                 registry.record_failure(req.group, target, now_ms());
                 return fail(ForwardError::Network, &body, draining);
             }
         }
     };
+    // The final response head is in: the integration latency ends here.
+    let integration_ns = now_ns().saturating_sub(sent_at).max(1);
     registry.record_success(target);
 
     // The response head, rewritten for the client (in a plain function, so
@@ -494,6 +609,7 @@ pub async fn forward<S: AsyncReadRent + AsyncWriteRent>(
         rate: req.rate,
     };
     let Some(ClientHead {
+        status,
         head_len,
         framing: client_framing,
         keep_client,
@@ -501,8 +617,12 @@ pub async fn forward<S: AsyncReadRent + AsyncWriteRent>(
         switching,
     }) = write_client_head(&conn.rbuf, &client_head, wbuf, capture.as_deref_mut())
     else {
+        failed(trace, tally, FailReason::BadResponse);
         return fail(ForwardError::BadResponse, &body, io.worker().is_draining());
     };
+    trace.status = status;
+    trace.integration_ns = integration_ns;
+    tally.response(status, integration_ns);
 
     if switching {
         // Bytes the backend sent after its 101 belong to the client.
@@ -518,7 +638,7 @@ pub async fn forward<S: AsyncReadRent + AsyncWriteRent>(
         io,
         &mut conn,
         (head_len, client_framing),
-        wbuf,
+        (wbuf, &mut trace.response_body_bytes),
         req.timeout,
         capture
             .as_deref_mut()
@@ -534,7 +654,11 @@ pub async fn forward<S: AsyncReadRent + AsyncWriteRent>(
         }
         // The head is out: a truncated body and a closed connection are the
         // only signal left.
-        BodyEnd::ClientGone | BodyEnd::BackendFailed => return Forwarded::Closed,
+        BodyEnd::ClientGone => return Forwarded::Closed,
+        BodyEnd::BackendFailed => {
+            failed(trace, tally, FailReason::CutOff);
+            return Forwarded::Closed;
+        }
     }
     if let Some(c) = capture {
         // Only here, after a clean end of the body as the backend framed it.
@@ -544,6 +668,24 @@ pub async fn forward<S: AsyncReadRent + AsyncWriteRent>(
         consumed: in_after,
         leftover: body.leftover.take(),
         keep_client,
+    }
+}
+
+/// Records why a forward failed: in the trace and the target's counters.
+#[inline]
+fn failed(trace: &mut Trace, tally: Tally<'_>, reason: FailReason) {
+    trace.reason = Some(reason);
+    tally.failure(reason);
+}
+
+/// The failure reason of a connect error.
+fn connect_reason(e: &ConnectError) -> FailReason {
+    match e {
+        ConnectError::Timeout => FailReason::ConnectTimeout,
+        ConnectError::Io(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            FailReason::ConnectRefused
+        }
+        ConnectError::Io(_) | ConnectError::Unresolved => FailReason::ConnectError,
     }
 }
 
@@ -561,6 +703,7 @@ struct ClientHeadInput<'a> {
 
 /// What [`write_client_head`] decided.
 struct ClientHead {
+    status: u16,
     head_len: usize,
     framing: ClientFraming,
     keep_client: bool,
@@ -684,6 +827,7 @@ fn write_client_head(
     }
     wbuf.extend_from_slice(b"\r\n");
     Some(ClientHead {
+        status,
         head_len: rh.head_len,
         framing: client_framing,
         keep_client,
@@ -996,12 +1140,13 @@ enum BodyEnd {
 
 /// Relays the response body: first what is in `conn.rbuf` after the head,
 /// then reads from the backend, each buffer written to the client before
-/// the next read (back-pressure).
+/// the next read (back-pressure). `sent` counts the payload bytes relayed
+/// (written, or queued in `wbuf`).
 async fn stream_body<S: AsyncReadRent + AsyncWriteRent>(
     io: &mut ClientIo<S>,
     conn: &mut UpstreamConn,
     (head_len, framing): (usize, ClientFraming),
-    wbuf: &mut Vec<u8>,
+    (wbuf, sent): (&mut Vec<u8>, &mut u64),
     timeout: Duration,
     mut capture: Option<&mut Vec<u8>>,
 ) -> BodyEnd {
@@ -1021,6 +1166,8 @@ async fn stream_body<S: AsyncReadRent + AsyncWriteRent>(
         let mut done = false;
         let mut extra = false;
         let mut relay = 0..0;
+        // Payload bytes in this buffer.
+        let mut payload = 0;
         match framing {
             ClientFraming::None => {
                 done = true;
@@ -1032,6 +1179,7 @@ async fn stream_body<S: AsyncReadRent + AsyncWriteRent>(
                     c.extend_from_slice(&data[..take]);
                 }
                 relay = start..start + take;
+                payload = take;
                 remaining -= take as u64;
                 done = remaining == 0;
                 extra = take < data.len();
@@ -1043,6 +1191,7 @@ async fn stream_body<S: AsyncReadRent + AsyncWriteRent>(
                         return BodyEnd::BackendFailed;
                     };
                     if let Some(r) = d.data.clone() {
+                        payload += r.len();
                         let bytes = &data[pos + r.start..pos + r.end];
                         if framing == ClientFraming::DechunkToClose {
                             wbuf.extend_from_slice(bytes);
@@ -1066,13 +1215,17 @@ async fn stream_body<S: AsyncReadRent + AsyncWriteRent>(
                 extra = pos < data.len();
             }
             ClientFraming::Rechunk => {
+                payload = data.len();
                 if !data.is_empty() {
                     write_chunk_size(wbuf, data.len());
                     wbuf.extend_from_slice(data);
                     wbuf.extend_from_slice(b"\r\n");
                 }
             }
-            ClientFraming::Close => relay = start..conn.rbuf.len(),
+            ClientFraming::Close => {
+                relay = start..conn.rbuf.len();
+                payload = relay.len();
+            }
         }
         if !relay.is_empty() {
             if wbuf.is_empty() {
@@ -1083,6 +1236,7 @@ async fn stream_body<S: AsyncReadRent + AsyncWriteRent>(
                 wbuf.extend_from_slice(&conn.rbuf[relay]);
             }
         }
+        *sent += payload as u64;
         if done {
             return BodyEnd::Clean { reusable: !extra };
         }
