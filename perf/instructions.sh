@@ -13,7 +13,7 @@
 # usage: perf/instructions.sh [--bin PATH] [--baseline PATH]
 #                             [--scenario mock|proxy|cache|all] [--duration SECS]
 #                             [--top N] [--keep DIR] [--throttle on|keys|off]
-#                             [--optins on|off]
+#                             [--optins on|off] [--observe on|off]
 # Traffic goes to 127.0.0.1 only; every wrk run is bounded by --duration.
 # Output: one line per (scenario, binary) and, with --baseline, the ratio.
 # --throttle on checks every request against a route and an account limit
@@ -22,6 +22,9 @@
 # per-key-per-route and quota limits that never refuse (wrk sends the key).
 # --optins on adds the opt-in extensions: `[throttle] headers = true` and a
 # per-client bucket (`client_throttle`) on the route that never refuses.
+# --observe off turns per-request metrics off (`[metrics] enabled = false`)
+# and writes no access log; on (the default) keeps the metrics on and, where
+# the build has access logs, writes one (CLF) to a file, to price both.
 # --top N also prints the N source files with the most instructions per
 # request for each run (from the callgrind dump's line table).
 # --keep DIR copies each callgrind dump to DIR/SCENARIO-LABEL.out (with its
@@ -37,6 +40,7 @@ DURATION=6
 TOP=0
 THROTTLE=off
 OPTINS=off
+OBSERVE=on
 KEEP=
 PERF_KEY=perf-key-0123456789abcdefghij
 
@@ -50,6 +54,7 @@ while [[ $# -gt 0 ]]; do
         --top) TOP=$2; shift 2 ;;
         --throttle) THROTTLE=$2; shift 2 ;;
         --optins) OPTINS=$2; shift 2 ;;
+        --observe) OBSERVE=$2; shift 2 ;;
         --keep) KEEP=$2; shift 2 ;;
         -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) die "unknown option $1" ;;
@@ -169,6 +174,18 @@ count() {
         fi
     else
         throttle='[throttle]\nrate = -1'
+    fi
+    # Observability: off where the build has the switch.
+    printf '[metrics]\nenabled = false\n' >"$WORK/probe.toml"
+    if "$bin" check --config "$WORK/probe.toml" >/dev/null 2>&1; then
+        if [[ $OBSERVE == off ]]; then
+            throttle+='\n[metrics]\nenabled = false'
+        else
+            printf '[access_log]\npath = "%s"\n' "$WORK/probe.log" >"$WORK/probe.toml"
+            if "$bin" check --config "$WORK/probe.toml" >/dev/null 2>&1; then
+                throttle+='\n[access_log]\npath = "'$WORK/$label-access.log'"\nformat = "clf"'
+            fi
+        fi
     fi
     local route_optins=
     if [[ $OPTINS == on ]]; then

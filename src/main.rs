@@ -246,6 +246,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
     let (events, next) = std::sync::mpsc::channel();
     let handle = server.shutdown_handle();
     let loads = server.loads();
+    let access_log = server.access_log();
     let control = server.control().clone();
     let usage_control = control.clone();
     {
@@ -281,7 +282,13 @@ fn serve(path: &std::path::Path) -> ExitCode {
                 continue;
             }
             if signal == SIGUSR1 {
-                // A status line per worker, on demand.
+                // logrotate's postrotate: the access log is reopened at
+                // its path (lines already queued go to the new file).
+                if let Some(log) = &access_log {
+                    log.reopen();
+                    eprintln!("ringgate: access log {} reopened", log.target());
+                }
+                // And a status line per worker, on demand.
                 for (id, l) in loads.read().iter().enumerate() {
                     eprintln!(
                         "ringgate: status: worker {id}: {} connections open, \

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::control::{Control, ControlError, UsageFlusher, USAGE_FLUSH_INTERVAL};
 use crate::gateway::limits::ClientSweeper;
 use crate::gateway::{Gateway, GatewayOptions, OutcomeCounts, Snapshot};
+use crate::observe::access_log::{AccessLog, LogTarget};
 use crate::observe::metrics::Metrics;
 use crate::runtime::{self, Counters, DriverKind, Loads, Settings, Shutdown, WorkerHook, Workers};
 use crate::state::{StateError, Store};
@@ -59,6 +60,8 @@ pub enum StartError {
     Admin(String),
     /// The thread that sweeps per-client buckets could not start.
     Sweeper(std::io::Error),
+    /// The access log could not be opened.
+    AccessLog(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -68,6 +71,7 @@ impl std::fmt::Display for StartError {
             StartError::Control(e) => write!(f, "{e}"),
             StartError::Runtime(e) => write!(f, "{e}"),
             StartError::Admin(e) => write!(f, "{e}"),
+            StartError::AccessLog(e) => write!(f, "{e}"),
             StartError::Sweeper(e) => write!(f, "cannot start the sweeper thread: {e}"),
         }
     }
@@ -143,6 +147,20 @@ impl Server {
         let health_path = config.server.health_path.clone();
         let metrics_enabled = config.metrics.enabled;
         let metrics_listen = config.metrics.listen;
+        // The access log's file is opened before anything serves, so a
+        // path that cannot be written fails the start.
+        let access_log = match &config.access_log {
+            None => None,
+            Some(a) => {
+                let target = a.path.clone().map_or(LogTarget::Stdout, LogTarget::File);
+                Some(AccessLog::start(target.clone(), a.queue).map_err(|e| {
+                    StartError::AccessLog(format!(
+                        "cannot open the access log {target}: {e} (fix [access_log] path, or \
+                         use \"-\" for standard output)"
+                    ))
+                })?)
+            }
+        };
         let admin_at = options
             .admin
             .then(|| admin_endpoints(&config))
@@ -164,6 +182,7 @@ impl Server {
                 #[cfg(debug_assertions)]
                 fault_injection: options.fault_injection,
                 health_path,
+                access_log,
             },
         ));
         let workers = Workers::start(settings, gateway.clone(), options.on_worker_start)
@@ -175,6 +194,14 @@ impl Server {
                     crate::admin::metrics::MetricsSources {
                         gateway: gateway.clone(),
                         counters: workers.counters(),
+                        drivers: workers
+                            .drivers()
+                            .iter()
+                            .map(|d| match d {
+                                DriverKind::IoUring => "io_uring",
+                                DriverKind::Epoll => "epoll",
+                            })
+                            .collect(),
                     },
                 );
                 let options = crate::admin::http::Options {
@@ -212,6 +239,12 @@ impl Server {
     /// The TCP admin listener's address, when one is configured.
     pub fn admin_tcp_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().and_then(|a| a.tcp_addr())
+    }
+
+    /// The access log's writer, when `[access_log]` is set (to reopen it
+    /// after a rotation, or read its counters).
+    pub fn access_log(&self) -> Option<Arc<AccessLog>> {
+        self.gateway.access_log().cloned()
     }
 
     /// The scrape listener's address (`[metrics] listen`), if it serves.
@@ -273,6 +306,10 @@ impl Server {
     /// last holder of the control side lets it go).
     pub fn join(mut self) {
         self.workers.join();
+        // The workers shipped their last lines as they stopped.
+        if let Some(log) = self.gateway.access_log() {
+            log.stop();
+        }
         // The last requests' usage reaches the store.
         self.flusher.stop();
         self.sweeper.stop();

@@ -363,3 +363,62 @@ fn warm_requests_with_a_key_and_a_plan_allocate_nothing() {
     report("requests with an API key and a plan", allocations, sent);
     assert_eq!(allocations, 0, "the keyed, throttled path allocated");
 }
+
+/// Metrics by route (`detailed_metrics`) and an access log in the JSON
+/// preset written to a file: a mock, a proxied request and a cache hit on
+/// each round, every one counted, timed and logged.
+#[test]
+fn warm_requests_with_metrics_and_an_access_log_allocate_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let origin = start_origin();
+    let log = std::env::temp_dir().join(format!("ringgate-alloc-{}.log", std::process::id()));
+    let config = format!(
+        r#"{SERVER}
+[access_log]
+path = "{log}"
+format = "json"
+
+[[api]]
+name = "observed"
+  [[api.stage]]
+  name = "prod"
+  detailed_metrics = true
+    [api.stage.cache]
+    capacity = "64MiB"
+    ttl = "3600s"
+  [[api.route]]
+  route = "GET /mock/{{id}}"
+  mock = {{ body = "m {{id}}" }}
+  [[api.route]]
+  route = "GET /up/{{id}}"
+  http_proxy = {{ uri = "http://{origin}/items/{{id}}" }}
+  cache = {{ enabled = false }}
+  [[api.route]]
+  route = "GET /cached/{{id}}"
+  http_proxy = {{ uri = "http://{origin}/items/{{id}}" }}
+  cache = {{ key_parameters = ["path.id"] }}
+"#,
+        log = log.display()
+    );
+    let exchange = |stream: &mut TcpStream, buf: &mut Vec<u8>, i: usize| {
+        for path in [
+            format!("/prod/mock/{i}"),
+            format!("/prod/up/{i}"),
+            format!("/prod/cached/{}", i % 8),
+        ] {
+            let get = format!("GET {path} HTTP/1.1\r\nHost: a\r\nUser-Agent: alloc\r\n\r\n");
+            stream.write_all(get.as_bytes()).unwrap();
+            assert_eq!(read_response(stream, buf, false), 200);
+        }
+        3
+    };
+    let (allocations, sent) = measure(&config, exchange);
+    report("requests with metrics and an access log", allocations, sent);
+    let lines = std::fs::read_to_string(&log)
+        .map(|t| t.lines().count())
+        .unwrap_or(0);
+    let _ = std::fs::remove_file(&log);
+    assert_eq!(allocations, 0, "metrics or the access log allocated");
+    // Every request was logged (the server flushed as it stopped).
+    assert!(lines >= sent, "{lines} lines for {sent} requests");
+}

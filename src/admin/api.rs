@@ -110,6 +110,17 @@ impl AdminApi {
                 ok(super::metrics::stats_json(sources, self.started))
             }
             (_, ["stats"]) => method_not_allowed("GET"),
+            ("POST", ["logs", "reopen"]) => {
+                no_body(req)?;
+                let log = self
+                    .metrics
+                    .as_ref()
+                    .and_then(|m| m.gateway.access_log())
+                    .ok_or_else(|| ControlError::not_found("no [access_log] is configured"))?;
+                log.reopen();
+                ok(json!({ "reopened": log.target().to_string() }))
+            }
+            (_, ["logs", "reopen"]) => method_not_allowed("POST"),
             (_, ["status"]) => method_not_allowed("GET"),
             ("POST", ["reload"]) => {
                 no_body(req)?;
@@ -351,6 +362,7 @@ pub const ENDPOINTS: &[&str] = &[
     "GET /status",
     "GET /metrics",
     "GET /stats",
+    "POST /logs/reopen",
     "GET /apikeys",
     "POST /apikeys",
     "POST /apikeys?mode=import&format=csv",

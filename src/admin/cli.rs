@@ -2914,7 +2914,10 @@ mod tests {
         assert!(lines[1].starts_with("(no stage)"), "{out}");
         assert!(lines[2].starts_with("shop/prod GET /a (canary)"), "{out}");
         assert!(lines[2].contains(" 3/1 "), "{out}");
-        assert!(lines[2].trim_end().ends_with("250   250    251   249"), "{out}");
+        assert!(
+            lines[2].trim_end().ends_with("250   250    251   249"),
+            "{out}"
+        );
         assert_eq!(
             format_stats(&json!({"enabled": false, "series": []})),
             "(metrics are off: [metrics] enabled = false)\n"

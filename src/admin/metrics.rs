@@ -18,10 +18,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::gateway::{Gateway, GatewayError, Outcome, Snapshot};
+use crate::observe::access_log::LogStats;
 use crate::observe::metrics::{
-    HistogramRead, SeriesLabels, SeriesRead, PROM_BOUNDS_US, STATUS_CLASSES,
+    HistogramRead, SeriesLabels, SeriesRead, ERROR_REASONS, PROM_BOUNDS_US, STATUS_CLASSES,
 };
 use crate::runtime::{Counters, Loads};
+use crate::upstream::stats::{FailReason, TargetStats};
 
 /// Where the numbers come from.
 pub struct MetricsSources {
@@ -29,6 +31,8 @@ pub struct MetricsSources {
     pub gateway: Arc<Gateway>,
     /// Containment: panics, restarts, live workers.
     pub counters: Arc<Counters>,
+    /// Each worker's I/O driver (`io_uring` or `epoll`), as started.
+    pub drivers: Vec<&'static str>,
 }
 
 /// A stage-cache family: name, type, help, and the figure it reports.
@@ -130,6 +134,22 @@ pub fn render(
     }
     if let Some(m) = sources.gateway.published().metrics() {
         render_series(&mut out, &m.read());
+        family(
+            &mut out,
+            "ringgate_gateway_errors_total",
+            "counter",
+            "5xx answers the gateway wrote itself, by why (the backend's failure, api_configuration, other).",
+        );
+        for (name, n) in ERROR_REASONS.iter().zip(m.error_reasons()) {
+            let _ = writeln!(
+                out,
+                "ringgate_gateway_errors_total{{reason=\"{name}\"}} {n}"
+            );
+        }
+    }
+    render_upstreams(&mut out, &snapshot.upstreams.stats());
+    if let Some(log) = sources.gateway.access_log() {
+        render_access_log(&mut out, &log.stats());
     }
 
     let c = &sources.counters;
@@ -167,18 +187,44 @@ pub fn render(
         c.connection_panics.load(Ordering::Relaxed)
     );
 
+    family(
+        &mut out,
+        "ringgate_worker_info",
+        "gauge",
+        "Always 1; each worker's I/O driver is a label.",
+    );
+    for (w, d) in sources.drivers.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "ringgate_worker_info{{worker=\"{w}\",driver=\"{d}\"}} 1"
+        );
+    }
     if let Some(loads) = loads {
+        let loads = loads.read();
         family(
             &mut out,
             "ringgate_connections_open",
             "gauge",
             "Open client connections, per worker.",
         );
-        for (w, l) in loads.read().iter().enumerate() {
+        for (w, l) in loads.iter().enumerate() {
             let _ = writeln!(
                 out,
                 "ringgate_connections_open{{worker=\"{w}\"}} {}",
                 l.connections
+            );
+        }
+        family(
+            &mut out,
+            "ringgate_connections_accepted_total",
+            "counter",
+            "Client connections accepted, per worker (since the worker started).",
+        );
+        for (w, l) in loads.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "ringgate_connections_accepted_total{{worker=\"{w}\"}} {}",
+                l.accepted
             );
         }
     }
@@ -362,6 +408,202 @@ fn render_series(out: &mut String, series: &[SeriesRead]) {
             let _ = writeln!(out, "{name}_sum{{{l}}} {}", h.sum_us as f64 / 1e6);
             let _ = writeln!(out, "{name}_count{{{l}}} {total}");
         }
+    }
+}
+
+/// Per backend target: requests, responses by status class, failures by
+/// reason, connections opened and reused, stale retries, connect time,
+/// ejections, requests in flight, and health.
+fn render_upstreams(out: &mut String, targets: &[TargetStats]) {
+    if targets.is_empty() {
+        return;
+    }
+    let labels: Vec<String> = targets
+        .iter()
+        .map(|t| {
+            format!(
+                "group=\"{}\",target=\"{}\"",
+                label(&t.group),
+                label(&t.authority)
+            )
+        })
+        .collect();
+    type Figure = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&TargetStats) -> u64,
+    );
+    let figures: [Figure; 7] = [
+        (
+            "ringgate_upstream_requests_total",
+            "counter",
+            "Forwards that picked the target.",
+            |t| t.counts.requests,
+        ),
+        (
+            "ringgate_upstream_connections_opened_total",
+            "counter",
+            "New connections opened to the target.",
+            |t| t.counts.connections_opened(),
+        ),
+        (
+            "ringgate_upstream_connections_reused_total",
+            "counter",
+            "Requests sent over a pooled keep-alive connection (reuse ratio: this over requests).",
+            |t| t.counts.reused,
+        ),
+        (
+            "ringgate_upstream_stale_retries_total",
+            "counter",
+            "Pooled connections found closed by the backend; the request was sent again on a new one.",
+            |t| t.counts.stale_retries,
+        ),
+        (
+            "ringgate_upstream_ejections_total",
+            "counter",
+            "Times passive health ejected the target.",
+            |t| t.counts.ejections,
+        ),
+        (
+            "ringgate_upstream_in_flight",
+            "gauge",
+            "Requests in flight to the target now, all workers together.",
+            |t| t.in_flight as u64,
+        ),
+        (
+            "ringgate_upstream_ejected",
+            "gauge",
+            "1 while passive health has the target ejected.",
+            |t| u64::from(t.ejected),
+        ),
+    ];
+    for (name, kind, help, get) in figures {
+        family(out, name, kind, help);
+        for (t, l) in targets.iter().zip(&labels) {
+            let _ = writeln!(out, "{name}{{{l}}} {}", get(t));
+        }
+    }
+    family(
+        out,
+        "ringgate_upstream_responses_total",
+        "counter",
+        "Response heads received from the target, by status class.",
+    );
+    for (t, l) in targets.iter().zip(&labels) {
+        for (class, n) in STATUS_CLASSES.iter().zip(t.counts.responses) {
+            let _ = writeln!(
+                out,
+                "ringgate_upstream_responses_total{{{l},status_class=\"{class}\"}} {n}"
+            );
+        }
+    }
+    family(
+        out,
+        "ringgate_upstream_failures_total",
+        "counter",
+        "Forwards to the target that failed or were cut off, by reason.",
+    );
+    for (t, l) in targets.iter().zip(&labels) {
+        for r in FailReason::ALL {
+            let _ = writeln!(
+                out,
+                "ringgate_upstream_failures_total{{{l},reason=\"{}\"}} {}",
+                r.as_str(),
+                t.counts.failures(r)
+            );
+        }
+    }
+    family(
+        out,
+        "ringgate_upstream_health",
+        "gauge",
+        "1 for the target's active health state (healthy, unhealthy, or unchecked without an active check).",
+    );
+    for (t, l) in targets.iter().zip(&labels) {
+        let _ = writeln!(
+            out,
+            "ringgate_upstream_health{{{l},state=\"{}\"}} 1",
+            t.health.as_str()
+        );
+    }
+    family(
+        out,
+        "ringgate_upstream_connect_duration_seconds",
+        "histogram",
+        "Time to open a new connection to the target.",
+    );
+    for (t, l) in targets.iter().zip(&labels) {
+        let h = t.counts.connect_histogram();
+        for (le, n) in h {
+            if le.is_infinite() {
+                let _ = writeln!(
+                    out,
+                    "ringgate_upstream_connect_duration_seconds_bucket{{{l},le=\"+Inf\"}} {n}"
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "ringgate_upstream_connect_duration_seconds_bucket{{{l},le=\"{le}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "ringgate_upstream_connect_duration_seconds_sum{{{l}}} {}",
+            t.counts.connect_ns as f64 / 1e9
+        );
+        let _ = writeln!(
+            out,
+            "ringgate_upstream_connect_duration_seconds_count{{{l}}} {}",
+            h[h.len() - 1].1
+        );
+    }
+}
+
+/// The access log writer's counters.
+fn render_access_log(out: &mut String, s: &LogStats) {
+    let figures: [(&str, &str, &str, u64); 6] = [
+        (
+            "ringgate_access_log_lines_total",
+            "counter",
+            "Access log lines written.",
+            s.lines_written,
+        ),
+        (
+            "ringgate_access_log_bytes_total",
+            "counter",
+            "Access log bytes written.",
+            s.bytes_written,
+        ),
+        (
+            "ringgate_access_log_dropped_lines_total",
+            "counter",
+            "Access log lines dropped because the writer's queue was full (a slow or full disk) or a write failed.",
+            s.dropped_lines,
+        ),
+        (
+            "ringgate_access_log_write_errors_total",
+            "counter",
+            "Failed writes to the access log.",
+            s.write_errors,
+        ),
+        (
+            "ringgate_access_log_reopens_total",
+            "counter",
+            "Times the access log was reopened (SIGUSR1, POST /logs/reopen).",
+            s.reopens,
+        ),
+        (
+            "ringgate_access_log_queued_batches",
+            "gauge",
+            "Batches of lines waiting for the writer now.",
+            s.queued_batches as u64,
+        ),
+    ];
+    for (name, kind, help, v) in figures {
+        family(out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
     }
 }
 

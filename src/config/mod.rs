@@ -293,6 +293,25 @@ pub struct Config {
     pub key_source: KeySourceConfig,
     /// `[metrics]`: per-request metrics and the optional scrape listener.
     pub metrics: MetricsConfig,
+    /// `[access_log]`: where and how each request is logged; `None`: no
+    /// access log.
+    pub access_log: Option<AccessLogConfig>,
+}
+
+/// `[access_log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    /// `path`: a file (appended to, reopened on SIGUSR1), or `-` for
+    /// standard output (`None`).
+    pub path: Option<PathBuf>,
+    /// `format` (default `clf`): a preset (`clf`, `json`, `csv`,
+    /// `http_api_clf`) or a format of `$context` variables, as written;
+    /// checked when the file is read.
+    pub format: String,
+    /// `queue` (default 1024): batches of lines (about 32 KiB each) waiting
+    /// for the writer; past it, lines are dropped and counted rather than
+    /// making a worker wait.
+    pub queue: usize,
 }
 
 /// `[metrics]`.
@@ -663,6 +682,9 @@ pub struct StageConfig {
     /// `detailed_metrics` (default false; API Gateway's `metricsEnabled`):
     /// metrics by route as well as by stage.
     pub detailed_metrics: bool,
+    /// `access_log_format`: the stage's own access log format (a preset or
+    /// a format), or `off`; `None`: `[access_log] format`.
+    pub access_log_format: Option<String>,
 }
 
 /// The stage cache capacity classes of API Gateway (`cacheClusterSize`,

@@ -33,6 +33,7 @@ pub(super) struct RawConfig {
     pub throttle: Option<RawAccountThrottle>,
     pub key_source: Option<RawKeySource>,
     pub metrics: Option<RawMetrics>,
+    pub access_log: Option<RawAccessLog>,
     #[serde(default)]
     pub api_key: Vec<RawApiKey>,
     #[serde(default)]
@@ -45,6 +46,15 @@ pub(super) struct RawConfig {
 pub(super) struct RawMetrics {
     pub enabled: Option<bool>,
     pub listen: Option<Spanned<String>>,
+}
+
+/// `[access_log]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAccessLog {
+    pub path: Spanned<String>,
+    pub format: Option<Spanned<String>>,
+    pub queue: Option<Spanned<i64>>,
 }
 
 /// `[[api_key]]`
@@ -180,6 +190,7 @@ pub(super) struct RawStage {
     pub throttle: Option<RawThrottle>,
     pub route_throttle: Option<std::collections::BTreeMap<String, RawThrottle>>,
     pub detailed_metrics: Option<bool>,
+    pub access_log_format: Option<Spanned<String>>,
 }
 
 /// `[api.stage.cache]`

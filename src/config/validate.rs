@@ -14,19 +14,20 @@ use toml::{Spanned, Value};
 
 use super::error::{key_segment, ConfigError, Source};
 use super::raw::{
-    OrderedMap, RawAccountThrottle, RawAdmin, RawApi, RawApiKey, RawConfig, RawDomain,
-    RawHealthCheck, RawHttpProxy, RawKeySource, RawLimits, RawMetrics, RawMock, RawPassiveHealth,
-    RawQuota, RawRoute, RawServer, RawStage, RawStageCache, RawState, RawThrottle, RawUpstream,
-    RawUsagePlan,
+    OrderedMap, RawAccessLog, RawAccountThrottle, RawAdmin, RawApi, RawApiKey, RawConfig,
+    RawDomain, RawHealthCheck, RawHttpProxy, RawKeySource, RawLimits, RawMetrics, RawMock,
+    RawPassiveHealth, RawQuota, RawRoute, RawServer, RawStage, RawStageCache, RawState,
+    RawThrottle, RawUpstream, RawUsagePlan,
 };
 use super::template::{self, ParsedRoute, Problem};
 use super::{
-    parse_duration, parse_size, AdminConfig, ApiConfig, ApiKeyConfig, Balance, BodyPart, Config,
-    ConfigWarning, DomainConfig, HealthCheck, HttpProxyIntegration, Integration, IoDriver,
-    KeyParameter, KeySourceConfig, Limits, Mapping, MetricsConfig, MockIntegration, PassiveHealth,
-    Period, PlanStageConfig, QuotaSettings, RouteCacheConfig, RouteConfig, RouteKey, ServerConfig,
-    StageCacheConfig, StageConfig, StateConfig, TargetAddr, ThrottleLimit, UnauthorizedStrategy,
-    UnmatchedRoute, UpstreamConfig, UsagePlanConfig, ACCOUNT_THROTTLE, CAPACITY_CLASSES,
+    parse_duration, parse_size, AccessLogConfig, AdminConfig, ApiConfig, ApiKeyConfig, Balance,
+    BodyPart, Config, ConfigWarning, DomainConfig, HealthCheck, HttpProxyIntegration, Integration,
+    IoDriver, KeyParameter, KeySourceConfig, Limits, Mapping, MetricsConfig, MockIntegration,
+    PassiveHealth, Period, PlanStageConfig, QuotaSettings, RouteCacheConfig, RouteConfig, RouteKey,
+    ServerConfig, StageCacheConfig, StageConfig, StateConfig, TargetAddr, ThrottleLimit,
+    UnauthorizedStrategy, UnmatchedRoute, UpstreamConfig, UsagePlanConfig, ACCOUNT_THROTTLE,
+    CAPACITY_CLASSES,
 };
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -61,6 +62,7 @@ pub(super) fn build(raw: RawConfig, src: &Source<'_>) -> Result<Config> {
     let throttle_headers = raw.throttle.as_ref().and_then(|t| t.headers) == Some(true);
     let key_source = key_source(raw.key_source.as_ref(), src)?;
     let metrics = metrics(raw.metrics.as_ref(), src)?;
+    let access_log = access_log(raw.access_log.as_ref(), src)?;
     check_stage_throttles(&raw.api, &apis, throttle, src)?;
     let api_keys = api_keys(&raw.api_key, src)?;
     let usage_plans = usage_plans(&raw.usage_plan, &apis, &api_keys, throttle, src)?;
@@ -80,7 +82,65 @@ pub(super) fn build(raw: RawConfig, src: &Source<'_>) -> Result<Config> {
         throttle_headers,
         key_source,
         metrics,
+        access_log,
     })
+}
+
+/// A `$context` format or preset name, checked.
+fn log_format(f: &Spanned<String>, key: &str, src: &Source<'_>) -> Result<()> {
+    crate::observe::access_log::LogFormat::from_setting(f.get_ref())
+        .map(drop)
+        .map_err(|e| {
+            src.error(
+                &f.span(),
+                key,
+                e.to_string(),
+                "use a preset (clf, json, csv, http_api_clf) or a format of $context variables \
+                 that includes $context.requestId",
+            )
+        })
+}
+
+/// `[access_log]`.
+fn access_log(raw: Option<&RawAccessLog>, src: &Source<'_>) -> Result<Option<AccessLogConfig>> {
+    let Some(a) = raw else {
+        return Ok(None);
+    };
+    let path = a.path.get_ref();
+    if path.is_empty() {
+        return Err(src.error(
+            &a.path.span(),
+            "access_log.path",
+            "the access log path is empty",
+            "name a file, e.g. path = \"/var/log/ringgate/access.log\", or \"-\" for standard output",
+        ));
+    }
+    let format = match &a.format {
+        Some(f) => {
+            log_format(f, "access_log.format", src)?;
+            f.get_ref().clone()
+        }
+        None => "clf".to_string(),
+    };
+    let queue = match &a.queue {
+        None => 1024,
+        Some(q) => match usize::try_from(*q.get_ref()) {
+            Ok(n @ 1..=65_536) => n,
+            _ => {
+                return Err(src.error(
+                    &q.span(),
+                    "access_log.queue",
+                    format!("queue = {} is not 1 to 65536 batches", q.get_ref()),
+                    "leave it out (1024 batches of about 32 KiB) or give a number in range",
+                ))
+            }
+        },
+    };
+    Ok(Some(AccessLogConfig {
+        path: (path != "-").then(|| std::path::PathBuf::from(path)),
+        format,
+        queue,
+    }))
 }
 
 /// `[metrics]`.
@@ -1261,6 +1321,14 @@ fn stage(s: &RawStage, p: &str, src: &Source<'_>) -> Result<StageConfig> {
         throttle,
         route_throttle,
         detailed_metrics: s.detailed_metrics.unwrap_or(false),
+        access_log_format: match &s.access_log_format {
+            None => None,
+            Some(f) if f.get_ref() == "off" => Some("off".to_string()),
+            Some(f) => {
+                log_format(f, &format!("{p}.access_log_format"), src)?;
+                Some(f.get_ref().clone())
+            }
+        },
     })
 }
 

@@ -61,7 +61,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::config::QuotaSettings;
-use crate::config::{self, ApiConfig, Config, StageCacheConfig, StageConfig, ThrottleLimit};
+use crate::config::{
+    self, AccessLogConfig, ApiConfig, Config, StageCacheConfig, StageConfig, ThrottleLimit,
+};
 use crate::gateway::{
     BuildError, CanaryPlan, KeyDef, Plan, Published, Snapshot, StagePlan, UsagePlanDef,
 };
@@ -461,6 +463,7 @@ fn stage_plan(
             route_throttle: record.route_throttle.clone(),
             // A setting of the file's stage, not of the deployment.
             detailed_metrics: stage.detailed_metrics,
+            access_log_format: stage.access_log_format.clone(),
         },
         deployment: Some(deployment),
         canary,
@@ -903,11 +906,17 @@ impl Control {
             ..ReloadReport::default()
         };
         let old = &inner.config;
-        let sections: [(&str, bool); 4] = [
+        let log_place = |c: &Config| c.access_log.as_ref().map(|a| (a.path.clone(), a.queue));
+        let sections: [(&str, bool); 6] = [
             ("[server]", old.server != new.server),
             ("[limits]", old.limits != new.limits),
             ("[state]", old.state != new.state),
             ("[admin]", old.admin != new.admin),
+            ("[metrics]", old.metrics != new.metrics),
+            (
+                "[access_log] path or queue",
+                log_place(old) != log_place(&new),
+            ),
         ];
         for (name, changed) in sections {
             if changed {
@@ -919,6 +928,15 @@ impl Control {
         new.limits = old.limits.clone();
         new.state = old.state.clone();
         new.admin = old.admin.clone();
+        new.metrics = old.metrics.clone();
+        // The format applies now; the file and queue at the next start.
+        new.access_log = match (&old.access_log, new.access_log.take()) {
+            (Some(o), Some(n)) => Some(AccessLogConfig {
+                format: n.format,
+                ..o.clone()
+            }),
+            (o, _) => o.clone(),
+        };
         for api in &new.apis {
             for s in api.stages.iter().filter(|s| !s.auto_deploy) {
                 if let Some(r) = inner.state.stage(&api.name, &s.name) {

@@ -441,6 +441,11 @@ async fn write_hit<S: AsyncReadRent + AsyncWriteRent>(
     write_rate_headers(wbuf, req.rate.as_ref());
     let body = entry.body();
     let has_body = !status_has_no_body(entry.status());
+    x.state.answer.body_bytes = Some(if has_body && !req.head_only {
+        body.len() as u64
+    } else {
+        0
+    });
     if has_body {
         write_content_length(wbuf, body.len() as u64);
     }

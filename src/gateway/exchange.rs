@@ -50,8 +50,11 @@ pub(super) struct ConnState {
 /// written.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Answer {
-    /// The response's status; 0 until one is written.
+    /// The response's status; 0 until one is written (a relayed backend
+    /// response leaves it 0: its status is the trace's).
     pub status: u16,
+    /// Its body's length, for a response the gateway wrote itself.
+    pub body_bytes: Option<u64>,
 }
 
 impl ConnState {

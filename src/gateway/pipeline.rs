@@ -29,10 +29,12 @@ use super::response::GatewayError;
 use super::snapshot::{Dispatch, ResponseContext, Routed, Snapshot};
 use super::worker::GatewayWorker;
 use crate::http::response::ConnectionHeader;
-use crate::http::{BodyFraming, RequestHead};
+use crate::http::{BodyFraming, RequestHead, Version};
+use crate::observe::access_log::{epoch_ms, LogFormat, LogRecord};
 use crate::observe::metrics::Sample;
 use crate::router::Params;
 use crate::throttle::{now_ns, take_levels, take_two, Level};
+use crate::upstream::forward::Trace;
 
 /// Answers one request whose head is parsed, and records how it ended.
 ///
@@ -51,11 +53,13 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
     // time every throttle level is taken at.
     let start = now_ns();
     x.state.answer = Answer::default();
+    x.state.trace = Trace::default();
     // The snapshot current now; a change published while the request runs
     // does not touch it.
     let snapshot = gw.snapshot();
-    // Where the request is counted (a stage's series once it resolves).
+    // Where the request is counted and logged (once it resolves).
     let mut series = 0u32;
+    let mut seen = Seen::default();
     #[cfg(debug_assertions)]
     if gw.fault_injection {
         inject_fault(&head);
@@ -89,11 +93,21 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
             dispatch,
             is_canary,
             series: routed_series,
+            log,
+            names,
+            route_key,
             throttle,
             client,
             keys,
         } = snapshot.dispatch(head.method, head.host, head.path, &mut params, || gw.roll());
         series = routed_series;
+        seen = Seen {
+            log,
+            names,
+            route_key,
+            is_canary,
+            key_id: None,
+        };
         let mut req = Request {
             head,
             after,
@@ -128,10 +142,11 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
             Dispatch::Fail(e) => Dispatch::Fail(e),
             d => match keys.map(|k| {
                 let mut buf = [0u8; MAX_KEY_LEN];
-                api_key(head, ks, &mut buf).and_then(|v| snapshot.key_access(&k, v))
+                api_key(head, ks, &mut buf).and_then(|v| snapshot.key_access_id(&k, v))
             }) {
                 Some(None) => Dispatch::Fail(GatewayError::Forbidden),
-                Some(Some((plan, route))) => {
+                Some(Some((plan, route, key_id))) => {
+                    seen.key_id = Some(key_id);
                     let now = start;
                     if throttled_with_plan(&snapshot, plan.levels(route), throttle, &mut lim, now) {
                         Dispatch::Fail(GatewayError::TooManyRequests)
@@ -193,7 +208,11 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
                     connection,
                     rate: req.rate.as_ref(),
                 };
-                x.state.answer.status = m.write(&params, &ctx, x.wbuf, head_only);
+                let (status, len) = m.write(&params, &ctx, x.wbuf, head_only);
+                x.state.answer = Answer {
+                    status,
+                    body_bytes: Some(len),
+                };
                 Outcome::Mock
             }
             Err(e) => {
@@ -205,16 +224,108 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
         };
         (next_after_body(keep, consumed, leftover), outcome)
     };
-    // record
+    // record: the outcome, the series' counts and latencies, the log line.
+    let log = seen.log.zip(gw.log.as_ref());
+    let latency_us = if gw.metrics.is_some() || log.is_some() {
+        now_ns().saturating_sub(start) / 1_000
+    } else {
+        0
+    };
+    let trace = &x.state.trace;
+    // A response relayed from the backend: the status it sent.
+    let status = match x.state.answer.status {
+        0 => trace.status,
+        s => s,
+    };
+    let integration_us = (trace.integration_ns > 0).then_some(trace.integration_ns / 1_000);
     let sample = gw.metrics.is_some().then(|| Sample {
         series: snapshot.series_id(series),
-        status: x.state.answer.status,
+        status,
         outcome,
-        latency_us: Some(now_ns().saturating_sub(start) / 1_000),
-        integration_us: None,
+        latency_us: Some(latency_us),
+        integration_us,
     });
     gw.record(outcome, sample.as_ref());
+    if let (Some(m), Outcome::Error(e)) = (&gw.metrics, outcome) {
+        if e.status() >= 500 {
+            m.record_error(gw.id(), trace.reason, e.status());
+        }
+    }
+    if let Some((format, wl)) = log {
+        let wl = &mut *wl.borrow_mut();
+        let error = match outcome {
+            Outcome::Error(e) => Some(e),
+            _ => None,
+        };
+        let rec = LogRecord {
+            request_id: rid,
+            extended_request_id: Some(rid),
+            source_ip: Some(x.state.info.ip),
+            user_agent: header(head, "user-agent"),
+            api_key_id: seen.key_id,
+            method: head.method.as_bytes(),
+            resource_path: seen
+                .route_key
+                .map(|k| k.split_once(' ').map_or(k, |(_, template)| template)),
+            path: head.path.as_bytes(),
+            stage: seen.names.map(|n| n.1),
+            api_id: seen.names.map(|n| n.0),
+            domain_name: head.host.map(host_without_port),
+            protocol: match head.version {
+                Version::Http10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            },
+            request_time_ms: epoch_ms(std::time::SystemTime::now()),
+            status,
+            response_length: match (error, x.state.answer.body_bytes) {
+                (_, Some(n)) => Some(n),
+                (Some(e), None) if head.method != "HEAD" => Some(e.body_len() as u64),
+                _ => (trace.status != 0).then_some(trace.response_body_bytes),
+            },
+            response_latency_us: latency_us,
+            integration_latency_us: integration_us,
+            integration_status: (trace.status != 0).then_some(trace.status),
+            integration_error: trace.reason.map(|r| r.as_str()),
+            error_message: error.map(GatewayError::message),
+            error_response_type: error.map(GatewayError::as_str),
+            is_canary: seen.is_canary,
+            outcome: outcome.as_str(),
+            ..LogRecord::default()
+        };
+        wl.lines.log(format, &rec, &mut wl.clock);
+    }
     next
+}
+
+/// What the phases learned that the record phase logs.
+#[derive(Default)]
+struct Seen<'s> {
+    /// The access log format (the stage's, or the default).
+    log: Option<&'s LogFormat>,
+    /// The API's and the stage's names.
+    names: Option<(&'s str, &'s str)>,
+    /// The route's key as written.
+    route_key: Option<&'s str>,
+    /// The stage's canary answered.
+    is_canary: bool,
+    /// The API key's id, when one was checked and found.
+    key_id: Option<&'s str>,
+}
+
+/// The first value of header `name` (case-insensitive).
+fn header<'b>(head: &RequestHead<'_, 'b>, name: &str) -> Option<&'b [u8]> {
+    head.headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value)
+}
+
+/// `Host` without its port (`[v6]:port` keeps its brackets).
+fn host_without_port(host: &[u8]) -> &[u8] {
+    match host.iter().rposition(|&b| b == b':') {
+        Some(i) if !host[i..].contains(&b']') => &host[..i],
+        _ => host,
+    }
 }
 
 /// `[server] health_path`: 200 `{"status":"ok"}` while every worker runs,
@@ -247,7 +358,10 @@ fn health<S: AsyncReadRent + AsyncWriteRent>(
     };
     let close = draining || !head.keep_alive;
     let date = x.io.worker().date();
-    x.state.answer.status = status;
+    x.state.answer = Answer {
+        status,
+        body_bytes: Some(if head_only { 0 } else { body.len() as u64 }),
+    };
     write_status_line(x.wbuf, status);
     write_common_headers(x.wbuf, date.as_bytes(), rid, connection_header(head, close));
     if !allowed {

@@ -159,6 +159,30 @@ impl GatewayError {
         }
     }
 
+    /// The message API Gateway's body carries (`$context.error.message`).
+    pub fn message(self) -> &'static str {
+        match self {
+            GatewayError::BadRequest(_) => "Bad Request",
+            GatewayError::MissingAuthenticationToken => "Missing Authentication Token",
+            GatewayError::NotFound => "Not Found",
+            GatewayError::Forbidden => "Forbidden",
+            GatewayError::RequestTimeout => "Request Timeout",
+            GatewayError::PayloadTooLarge(_) => "HTTP content length exceeded",
+            GatewayError::UriTooLong => "Request-URI Too Long",
+            GatewayError::HeadersTooLarge => "Request Header Fields Too Large",
+            GatewayError::ApiConfiguration | GatewayError::BadGateway => "Internal server error",
+            GatewayError::IntegrationTimeout => "Endpoint request timed out",
+            GatewayError::IntegrationFailure => "Network error communicating with endpoint",
+            GatewayError::TooManyRequests => "Too Many Requests",
+            GatewayError::QuotaExceeded => "Limit Exceeded",
+        }
+    }
+
+    /// The length of the body [`GatewayError::write`] sends.
+    pub fn body_len(self) -> usize {
+        self.body(&mut [0u8; 160])
+    }
+
     /// Writes the body into `buf`, returning its length.
     fn body(self, buf: &mut [u8; 160]) -> usize {
         let mut w = Cursor { buf, len: 0 };

@@ -20,6 +20,7 @@ use super::snapshot::Snapshot;
 use super::worker::GatewayWorker;
 use crate::config::Limits;
 use crate::http::HeadLimits;
+use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::Metrics;
 use crate::runtime::{ClientConn, LocalService, Service, Worker};
 use crate::upstream::forward::ClientInfo;
@@ -34,6 +35,8 @@ pub struct GatewayOptions {
     pub fault_injection: bool,
     /// `[server] health_path`: answered by the gateway itself.
     pub health_path: Option<String>,
+    /// The access log's writer, when `[access_log]` is set.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 /// The snapshot being served, published by the control side and picked up
@@ -148,6 +151,11 @@ impl Gateway {
     pub fn outcomes(&self) -> OutcomeCounts {
         self.outcomes.snapshot()
     }
+
+    /// The access log's writer, when `[access_log]` is set.
+    pub fn access_log(&self) -> Option<&Arc<AccessLog>> {
+        self.options.access_log.as_ref()
+    }
 }
 
 impl Service for Gateway {
@@ -159,7 +167,10 @@ impl Service for Gateway {
             self.published.clone(),
             (self.head_limits, self.max_body),
             self.outcomes.clone(),
-            self.published.metrics().filter(|m| m.enabled()).cloned(),
+            (
+                self.published.metrics().filter(|m| m.enabled()).cloned(),
+                self.options.access_log.as_deref(),
+            ),
             self.options
                 .health_path
                 .as_deref()
@@ -184,5 +195,10 @@ impl LocalService for GatewayWorker {
     fn stop(&self) {
         // Idle backend connections close with the worker.
         self.pool.clear();
+        self.flush_log();
+    }
+
+    fn tick(&self) {
+        self.flush_log();
     }
 }

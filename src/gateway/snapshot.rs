@@ -46,6 +46,7 @@ use crate::http::response::{
     write_common_headers, write_content_length, write_rate_headers, write_status_line,
     ConnectionHeader, RateHeaders,
 };
+use crate::observe::access_log::LogFormat;
 use crate::observe::metrics::{SeriesLabels, UNROUTED};
 use crate::router::{
     Method, MethodSpec, Params, RouteError, RouteId, RouteTable, RouteTableBuilder,
@@ -115,6 +116,9 @@ pub struct Snapshot {
     /// Their process-wide ids, set when the snapshot is published
     /// ([`super::Published`]) and before any worker sees it.
     series_ids: OnceLock<Box<[u32]>>,
+    /// `[access_log] format`: for requests no stage answered (`None`: no
+    /// access log).
+    default_log: Option<Arc<LogFormat>>,
 }
 
 /// API keys by value. A lookup hashes the presented value with a random
@@ -126,6 +130,8 @@ struct KeyTable {
     /// hash through: it is already a keyed, well-mixed hash (SipHash over
     /// it again cost about 120 instructions per request, callgrind).
     by_hash: HashMap<u64, Vec<StoredKey>, std::hash::BuildHasherDefault<PassThrough>>,
+    /// Each key's id, by index (what access logs show, never the value).
+    ids: Vec<Box<str>>,
 }
 
 /// A hasher for keys that are hashes already.
@@ -172,7 +178,11 @@ impl KeyTable {
                 .or_default()
                 .push((v.into(), i, k.enabled));
         }
-        KeyTable { hasher, by_hash }
+        KeyTable {
+            hasher,
+            by_hash,
+            ids: keys.iter().map(|k| k.id.as_str().into()).collect(),
+        }
     }
 
     /// The index and enabled flag of the key whose value is `value`.
@@ -288,6 +298,8 @@ struct Stage {
     canary: Option<Box<Canary>>,
     /// Metrics series ([`Snapshot::series_labels`] index) of the stage.
     series: Series,
+    /// The access log format of the stage's requests (`None`: not logged).
+    log: Option<Arc<LogFormat>>,
 }
 
 /// Where a stage's (or canary's) requests are counted: indexes into
@@ -1082,6 +1094,17 @@ impl Snapshot {
             message,
         };
         let mut series_labels = vec![SeriesLabels::new("", "", "", false)];
+        let log_err = |e: crate::observe::access_log::FormatError| BuildError {
+            file: config.source.clone(),
+            line: 0,
+            message: format!("access log format: {e}"),
+        };
+        let default_log = match &config.access_log {
+            None => None,
+            Some(a) => Some(Arc::new(
+                LogFormat::from_setting(&a.format).map_err(log_err)?,
+            )),
+        };
         let mut apis = Vec::with_capacity(config.apis.len());
         let mut api_hosts = Vec::new();
         let mut default_api = None;
@@ -1238,8 +1261,16 @@ impl Snapshot {
                     &def,
                     false,
                 );
+                let log = match (&default_log, sp.stage.access_log_format.as_deref()) {
+                    (None, _) | (_, Some("off")) => None,
+                    (Some(d), None) => Some(d.clone()),
+                    (Some(_), Some(f)) => {
+                        Some(Arc::new(LogFormat::from_setting(f).map_err(log_err)?))
+                    }
+                };
                 stages.push(Stage {
                     series,
+                    log,
                     name: sp.stage.name.clone(),
                     def,
                     integrations,
@@ -1325,6 +1356,7 @@ impl Snapshot {
             key_source: KeySource::new(&config.key_source),
             series_labels,
             series_ids: OnceLock::new(),
+            default_log,
             upstreams: Arc::new(registry),
             apis,
             domains,
@@ -1595,7 +1627,11 @@ impl Snapshot {
     ) -> Routed<'s> {
         let target = match self.resolve(host, path) {
             Ok(t) => t,
-            Err(e) => return Routed::fail(e, false, 0),
+            Err(e) => {
+                let mut r = Routed::fail(e, false, 0);
+                r.log = self.default_log.as_deref();
+                return r;
+            }
         };
         let stage = &target.api.stages[target.stage];
         let (def, integrations, cache, throttles, access, clients, series, is_canary) =
@@ -1638,7 +1674,10 @@ impl Snapshot {
                 }
                 UnmatchedRoute::NotFound => GatewayError::NotFound,
             };
-            return Routed::fail(e, is_canary, series.stage);
+            let mut r = Routed::fail(e, is_canary, series.stage);
+            r.log = stage.log.as_deref();
+            r.names = Some((&target.api.name, &stage.name));
+            return r;
         };
         let route = route as usize;
         let dispatch = match &integrations[route] {
@@ -1650,6 +1689,9 @@ impl Snapshot {
             dispatch,
             is_canary,
             series: series.route(route),
+            log: stage.log.as_deref(),
+            names: Some((&target.api.name, &stage.name)),
+            route_key: def.routes.get(route).map(|r| r.display.as_str()),
             throttle: throttles[route].as_ref(),
             client: if self.any_client_table {
                 clients[route].as_deref()
@@ -1673,11 +1715,26 @@ impl Snapshot {
         check: &KeyCheck<'s>,
         value: &[u8],
     ) -> Option<(&'s KeyAccess, usize)> {
+        self.key_access_id(check, value)
+            .map(|(a, route, _)| (a, route))
+    }
+
+    /// [`Snapshot::key_access`], with the key's id (for access logs).
+    pub fn key_access_id<'s>(
+        &'s self,
+        check: &KeyCheck<'s>,
+        value: &[u8],
+    ) -> Option<(&'s KeyAccess, usize, &'s str)> {
         let (index, enabled) = self.keys.find(value)?;
         if !enabled {
             return None;
         }
-        check.access.get(index)?.as_ref().map(|a| (a, check.route))
+        let id = self.keys.ids.get(index).map_or("", |id| &**id);
+        check
+            .access
+            .get(index)?
+            .as_ref()
+            .map(|a| (a, check.route, id))
     }
 }
 
@@ -1714,6 +1771,12 @@ pub struct Routed<'s> {
     pub is_canary: bool,
     /// Where it is counted ([`Snapshot::series_id`] gives the metrics id).
     pub series: u32,
+    /// Its access log format (`None`: not logged).
+    pub log: Option<&'s LogFormat>,
+    /// The API's and the stage's names, once the stage is known.
+    pub names: Option<(&'s str, &'s str)>,
+    /// The route's key as written (`GET /pets/{id}`), once matched.
+    pub route_key: Option<&'s str>,
     /// The route's throttle in its stage, if it has one.
     pub throttle: Option<&'s Level>,
     /// The route's per-client table in its stage (`client_throttle`).
@@ -1728,6 +1791,9 @@ impl Routed<'_> {
             dispatch: Dispatch::Fail(e),
             is_canary,
             series,
+            log: None,
+            names: None,
+            route_key: None,
             throttle: None,
             client: None,
             keys: None,
@@ -1747,21 +1813,22 @@ pub enum Dispatch<'s> {
 }
 
 impl MockResponse {
-    /// Writes the response into `out`; returns its status.
+    /// Writes the response into `out`; returns its status and the length
+    /// of the body sent (0 for `HEAD`).
     pub fn write(
         &self,
         params: &Params<'_, '_>,
         ctx: &ResponseContext<'_>,
         out: &mut Vec<u8>,
         head_only: bool,
-    ) -> u16 {
+    ) -> (u16, u64) {
         out.extend_from_slice(&self.status_line);
         write_common_headers(out, ctx.date, ctx.request_id, ctx.connection);
         write_rate_headers(out, ctx.rate);
         out.extend_from_slice(&self.headers);
         if crate::http::response::status_has_no_body(self.status) {
             out.extend_from_slice(b"\r\n");
-            return self.status;
+            return (self.status, 0);
         }
         let mut len = self.literal_len;
         for piece in &self.body {
@@ -1771,10 +1838,11 @@ impl MockResponse {
         }
         write_content_length(out, len as u64);
         out.extend_from_slice(b"\r\n");
-        if !head_only {
-            write_pieces(&self.body, params, out);
+        if head_only {
+            return (self.status, 0);
         }
-        self.status
+        write_pieces(&self.body, params, out);
+        (self.status, len as u64)
     }
 }
 

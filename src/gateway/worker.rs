@@ -14,6 +14,7 @@ use super::request_id::{entropy_seed, IdGenerator, RequestId};
 use super::service::Published;
 use super::snapshot::Snapshot;
 use crate::http::HeadLimits;
+use crate::observe::access_log::{AccessLog, ClfClock, LogBuffer};
 use crate::observe::metrics::{Metrics, Sample};
 use crate::upstream::pool::Pool;
 
@@ -40,6 +41,9 @@ pub struct GatewayWorker {
     outcomes: Arc<OutcomeTable>,
     /// Per-series metrics, when `[metrics] enabled`.
     pub(super) metrics: Option<Arc<Metrics>>,
+    /// The worker's access log lines and CLF clock, when `[access_log]`
+    /// is set.
+    pub(super) log: Option<RefCell<WorkerLog>>,
     /// `[server] health_path`, if set, and how many workers there are.
     pub(super) health_path: Option<(Box<str>, usize)>,
     /// Debug builds: honour `x-ringgate-fault`.
@@ -94,6 +98,24 @@ impl GatewayWorker {
     }
 }
 
+/// One worker's access log state.
+pub(super) struct WorkerLog {
+    /// Lines not yet shipped to the writer.
+    pub lines: LogBuffer,
+    /// `$context.requestTime`, formatted once a second.
+    pub clock: ClfClock,
+}
+
+impl GatewayWorker {
+    /// Ships the buffered access log lines to the writer (each second, and
+    /// when the worker stops).
+    pub(super) fn flush_log(&self) {
+        if let Some(l) = &self.log {
+            l.borrow_mut().lines.flush();
+        }
+    }
+}
+
 impl GatewayWorker {
     /// Worker `id`'s state: `limits` are the head limits and the largest
     /// body accepted.
@@ -102,7 +124,7 @@ impl GatewayWorker {
         published: Arc<Published>,
         (head_limits, max_body): (HeadLimits, u64),
         outcomes: Arc<OutcomeTable>,
-        metrics: Option<Arc<Metrics>>,
+        (metrics, log): (Option<Arc<Metrics>>, Option<&AccessLog>),
         health_path: Option<(Box<str>, usize)>,
         #[cfg(debug_assertions)] fault_injection: bool,
     ) -> GatewayWorker {
@@ -119,6 +141,12 @@ impl GatewayWorker {
             ids: RefCell::new(IdGenerator::new(entropy_seed() ^ ((id as u64) << 56))),
             outcomes,
             metrics,
+            log: log.map(|l| {
+                RefCell::new(WorkerLog {
+                    lines: l.buffer(),
+                    clock: ClfClock::new(),
+                })
+            }),
             health_path,
             #[cfg(debug_assertions)]
             fault_injection,

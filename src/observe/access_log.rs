@@ -908,6 +908,11 @@ impl AccessLog {
         // Room for every buffer not held by a worker: those queued, the
         // one being written and one more.
         let (free_tx, free_rx) = channel::bounded(queue_batches + 2);
+        // A few spare buffers up front, so that a worker shipping a batch
+        // while the writer still holds the last ones need not allocate.
+        for _ in 0..queue_batches.min(SPARE_BUFFERS) {
+            let _ = free_tx.try_send(Vec::with_capacity(BUFFER_CAPACITY));
+        }
         let shared = Arc::new(Shared::default());
         let writer = Writer {
             target: target.clone(),
@@ -999,6 +1004,9 @@ impl Drop for AccessLog {
 }
 
 /// A free buffer from the writer, or a new one when none is free.
+/// Buffers allocated when the log starts, beyond the workers' own.
+const SPARE_BUFFERS: usize = 4;
+
 fn recycled(free_rx: &Receiver<Vec<u8>>) -> Vec<u8> {
     free_rx
         .try_recv()

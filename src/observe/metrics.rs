@@ -41,6 +41,7 @@ use std::sync::{Mutex, OnceLock};
 use crossbeam::utils::CachePadded;
 
 use crate::gateway::outcome::{Outcome, KINDS};
+use crate::upstream::stats::FailReason;
 
 /// Most series a process records; later label sets count under
 /// [`OVERFLOW`].
@@ -221,12 +222,29 @@ struct Names {
     labels: Vec<SeriesLabels>,
 }
 
+/// Why the gateway answered a 5xx of its own: the forward's
+/// [`FailReason`]s, then `api_configuration` (a stage variable or backend
+/// the route needs is missing) and `other`.
+pub const ERROR_REASONS: [&str; FailReason::COUNT + 2] = {
+    let mut names = [""; FailReason::COUNT + 2];
+    let mut i = 0;
+    while i < FailReason::COUNT {
+        names[i] = FailReason::ALL[i].as_str();
+        i += 1;
+    }
+    names[FailReason::COUNT] = "api_configuration";
+    names[FailReason::COUNT + 1] = "other";
+    names
+};
+
 /// Every worker's request metrics.
 pub struct Metrics {
     /// Record per-series cells at all (`[metrics] enabled`).
     enabled: bool,
     names: Mutex<Names>,
     workers: Box<[WorkerCells]>,
+    /// Gateway 5xx answers by [`ERROR_REASONS`] index, a row per worker.
+    reasons: Box<[CachePadded<[AtomicU64; ERROR_REASONS.len()]>]>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -244,6 +262,9 @@ impl Metrics {
     pub fn new(workers: usize, enabled: bool) -> Metrics {
         let m = Metrics {
             enabled,
+            reasons: (0..workers.max(1))
+                .map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
             names: Mutex::new(Names::default()),
             workers: (0..workers.max(1))
                 .map(|_| WorkerCells {
@@ -315,6 +336,33 @@ impl Metrics {
         if let Some(us) = s.integration_us {
             cells.integration.record(us);
         }
+    }
+
+    /// Counts a 5xx the gateway answered itself, by why: the forward's
+    /// `reason` when it has one, else `api_configuration` for a 500 or
+    /// `other` (owner only).
+    #[inline]
+    pub fn record_error(&self, worker: usize, reason: Option<FailReason>, status: u16) {
+        let i = match reason {
+            Some(r) => r.index(),
+            None if status == 500 => FailReason::COUNT,
+            None => FailReason::COUNT + 1,
+        };
+        if let Some(row) = self.reasons.get(worker) {
+            bump(&row[i], 1);
+        }
+    }
+
+    /// Gateway 5xx answers by reason (names in [`ERROR_REASONS`]), summed
+    /// over the workers.
+    pub fn error_reasons(&self) -> [u64; ERROR_REASONS.len()] {
+        let mut out = [0; ERROR_REASONS.len()];
+        for row in self.reasons.iter() {
+            for (t, c) in out.iter_mut().zip(row.iter()) {
+                *t += c.load(Ordering::Relaxed);
+            }
+        }
+        out
     }
 
     /// Every registered series' figures, summed over the workers, in

@@ -114,6 +114,10 @@ pub trait LocalService: 'static {
 
     /// The worker is about to end (after its drain): release what it holds.
     fn stop(&self);
+
+    /// Called on the worker once a second (at its clock's tick), for
+    /// periodic work such as shipping buffered log lines. Default: nothing.
+    fn tick(&self) {}
 }
 
 /// How the workers run: the `[server]` settings and the per-connection

@@ -79,6 +79,7 @@ const POOL_FLOOR: usize = 32;
 #[derive(Debug, Default)]
 pub(crate) struct Gauge {
     connections: AtomicUsize,
+    accepted: AtomicU64,
     pooled_buffers: AtomicUsize,
     buffers_allocated: AtomicU64,
     free_blocks: AtomicUsize,
@@ -91,6 +92,8 @@ pub(crate) struct Gauge {
 pub struct Load {
     /// Open client connections, now.
     pub connections: usize,
+    /// Client connections accepted since the worker started.
+    pub accepted: u64,
     /// I/O buffers waiting in the worker's pool (refreshed each second).
     pub pooled_buffers: usize,
     /// I/O buffers allocated since the worker started because its pool was
@@ -111,6 +114,7 @@ impl Gauge {
     pub(crate) fn read(&self) -> Load {
         Load {
             connections: self.connections.load(Ordering::Relaxed),
+            accepted: self.accepted.load(Ordering::Relaxed),
             pooled_buffers: self.pooled_buffers.load(Ordering::Relaxed),
             buffers_allocated: self.buffers_allocated.load(Ordering::Relaxed),
             free_blocks: self.free_blocks.load(Ordering::Relaxed),
@@ -143,6 +147,9 @@ impl Worker {
         let n = self.active.get() + 1;
         self.active.set(n);
         self.gauge.connections.store(n, Ordering::Relaxed);
+        // Only this worker writes its gauge: load and store.
+        let a = &self.gauge.accepted;
+        a.store(a.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 
     /// Called by a connection task as it ends.
@@ -373,7 +380,7 @@ async fn worker_main<S: Service>(
             Err(e) => log(&format!("worker {id}: cannot register listener: {e}")),
         }
     }
-    monoio::spawn(clock(worker.clone()));
+    monoio::spawn(clock(worker.clone(), local.clone()));
     monoio::spawn(yield_pump(worker.clone()));
 
     shared.shutdown.wait().await;
@@ -442,9 +449,10 @@ async fn yield_pump(w: Rc<Worker>) {
     .await;
 }
 
-/// At each second boundary: refresh the `Date` value and run the reaper
-/// (expired timeouts; during a drain, connections gone idle).
-async fn clock(w: Rc<Worker>) {
+/// At each second boundary: refresh the `Date` value, run the reaper
+/// (expired timeouts; during a drain, connections gone idle) and the
+/// service's [`LocalService::tick`].
+async fn clock<L: LocalService>(w: Rc<Worker>, local: Rc<L>) {
     loop {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -457,6 +465,7 @@ async fn clock(w: Rc<Worker>) {
         w.publish();
         w.reaper
             .tick(std::time::Instant::now(), w.drain.is_draining());
+        local.tick();
     }
 }
 

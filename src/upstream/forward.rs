@@ -108,6 +108,8 @@ pub struct ClientInfo {
     pub peer_ip_len: u8,
     /// The local (listening) port.
     pub local_port: u16,
+    /// The peer's IP address.
+    pub ip: std::net::IpAddr,
 }
 
 impl ClientInfo {
@@ -122,6 +124,7 @@ impl ClientInfo {
             peer_ip,
             peer_ip_len: len,
             local_port,
+            ip: peer.ip(),
         }
     }
 

@@ -77,7 +77,7 @@ impl FailReason {
     /// The reason's name: `no_healthy_target`, `connect_refused`,
     /// `connect_timeout`, `connect_error`, `reset`, `timeout`,
     /// `bad_response`, `cut_off` or `client_body`.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             FailReason::NoHealthyTarget => "no_healthy_target",
             FailReason::ConnectRefused => "connect_refused",
