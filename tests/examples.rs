@@ -1,6 +1,8 @@
 //! Every shipped configuration (the default and config/examples/) must pass
 //! `ringgate check`: the README tells people to run them.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -32,5 +34,67 @@ fn shipped_configs_are_valid() {
         );
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains(": OK"), "{stdout}");
+    }
+}
+
+/// The shipped default configuration serves its metrics on the admin
+/// socket out of the box, read with curl as the README says.
+#[test]
+fn default_config_serves_metrics_on_the_admin_socket() {
+    mod_support::require_curl();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let toml = std::fs::read_to_string(root.join("config/ringgate.toml"))
+        .unwrap()
+        .replace(
+            "listen = [\"127.0.0.1:8080\"]",
+            "listen = [\"127.0.0.1:0\"]",
+        )
+        .replace("workers = \"auto\"", "workers = 1")
+        .replace("pin_workers = true", "pin_workers = false");
+    let srv = support::BinaryServer::start(&toml);
+    let mut c = srv.client();
+    for _ in 0..3 {
+        assert_eq!(c.get("/prod/pets/7").status, 200);
+    }
+    let socket = srv.admin_socket();
+    let out = Command::new("curl")
+        .args(["-sS", "--unix-socket"])
+        .arg(&socket)
+        .arg("http://localhost/metrics")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = support::prom::Prom::parse(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(
+        m.value(
+            "ringgate_requests_total",
+            &[("api", "demo"), ("stage", "prod"), ("status_class", "2xx")]
+        ),
+        3.0
+    );
+    let out = Command::new("curl")
+        .args(["-sS", "--unix-socket"])
+        .arg(&socket)
+        .arg("http://localhost/stats")
+        .output()
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["series"][0]["count"], 3, "{stats}");
+}
+
+mod mod_support {
+    /// curl is installed by .ci/run; a machine without it cannot run this.
+    pub fn require_curl() {
+        assert!(
+            std::process::Command::new("curl")
+                .arg("--version")
+                .output()
+                .is_ok(),
+            "curl is needed (apt-get install -y curl)"
+        );
     }
 }
