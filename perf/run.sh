@@ -41,6 +41,7 @@ SERVERS_OVERRIDE="${PERF_SERVERS:-}"
 SAVE=1
 WITH_MOCK=0
 KEYS=0
+OBSERVE=0
 PERF_KEY=perf-key-0123456789abcdefghij
 
 usage() {
@@ -79,6 +80,10 @@ Usage: perf/run.sh [options]
                       per-key-per-route, stage and account limits and a
                       monthly quota, none reached); every client sends the
                       key header, so ringgate/ringgate-keys prices the checks
+  --observe           add "ringgate-quiet", the same binary with per-request
+                      metrics off and no access log, while "ringgate" runs with
+                      metrics on and a CLF access log to a file, so
+                      ringgate/ringgate-quiet prices observability
   --no-save           do not write perf/results/<scenario>-<date>.txt
 Ratios ringgate/X are paired: per round (and workload), ringgate's figure
 over X's from the same round, then the median of those per-round ratios
@@ -108,6 +113,7 @@ while [[ $# -gt 0 ]]; do
         --no-save)     SAVE=0; shift ;;
         --with-mock)   WITH_MOCK=1; shift ;;
         --keys)        KEYS=1; shift ;;
+        --observe)     OBSERVE=1; shift ;;
         -h|--help)     usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -215,6 +221,11 @@ if ((KEYS)); then
 fi
 KEY_HEADER=()
 ((KEYS)) && KEY_HEADER=(-H "x-api-key: $PERF_KEY")
+
+# --observe: ringgate-quiet runs right after ringgate.
+if ((OBSERVE)); then
+    SCENARIO_SERVERS=("${SCENARIO_SERVERS[0]}" ringgate-quiet "${SCENARIO_SERVERS[@]:1}")
+fi
 
 # --baseline: ringgate-base is part of every scenario, right after ringgate.
 if [[ -n $BASELINE ]]; then
@@ -349,6 +360,7 @@ ensure_server_ringgate() {
 }
 ensure_server_ringgate-mock() { ensure_server_ringgate; }
 ensure_server_ringgate-keys() { ensure_server_ringgate; }
+ensure_server_ringgate-quiet() { ensure_server_ringgate; }
 ensure_server_ringgate-base() { [[ -x $BASELINE ]] || die "baseline binary not found: $BASELINE"; }
 
 # --------------------------------------------------------------------------
@@ -404,7 +416,7 @@ start_server_nginx() {
     SERVER_ERRLOG=$dir/error.log
 }
 
-start_ringgate() { # start_ringgate PORT TEMPLATE-SCENARIO BINARY [keys]
+start_ringgate() { # start_ringgate PORT TEMPLATE-SCENARIO BINARY [keys|quiet|observed]
     local port=$1 dir workers=1 throttle stage_throttle='' route_key='' big
     dir=$(mktemp -d "$WORK/ringgate.XXXX")
     [[ $MODE == wide ]] && workers='"auto"'
@@ -421,6 +433,11 @@ start_ringgate() { # start_ringgate PORT TEMPLATE-SCENARIO BINARY [keys]
         stage_throttle="throttle = $big"
         route_key='api_key_required = true'
     fi
+    if [[ ${4:-} == quiet ]]; then
+        throttle+=$'\n[metrics]\nenabled = false'
+    elif [[ ${4:-} == observed ]]; then
+        throttle+=$'\n[metrics]\nenabled = true\n[access_log]\npath = "'"$dir"'/access.log"\nformat = "clf"'
+    fi
     render "$PERF_DIR/ringgate-$2.toml.in" "$dir/ringgate.toml" \
         PORT="$port" WORKERS="$workers" ORIGIN_PORT="${ORIGIN_PORT:-0}" \
         THROTTLE="$throttle" STAGE_THROTTLE="$stage_throttle" ROUTE_KEY="$route_key"
@@ -430,7 +447,16 @@ start_ringgate() { # start_ringgate PORT TEMPLATE-SCENARIO BINARY [keys]
         "$3" serve --config "$dir/ringgate.toml" >"$SERVER_LOG" 2>&1 &
     SERVER_PID=$!
 }
-start_server_ringgate() { start_ringgate "$1" "$SCENARIO" "$BIN"; }
+start_server_ringgate() {
+    if ((OBSERVE)); then
+        start_ringgate "$1" "$SCENARIO" "$BIN" observed
+    else
+        start_ringgate "$1" "$SCENARIO" "$BIN"
+    fi
+}
+
+# --observe: the same binary with metrics off and no access log.
+start_server_ringgate-quiet() { start_ringgate "$1" "$SCENARIO" "$BIN" quiet; }
 
 # ringgate with the mock scenario's config (cache --with-mock).
 start_server_ringgate-mock() { start_ringgate "$1" mock "$BIN"; }

@@ -18,6 +18,7 @@
 //!   │    worker 0 (core 0): monoio io_uring runtime ─ accept ─ ClientConn ─┐
 //!   │    worker 1 (core 1): …                                              │
 //!   ├─ control::UsageFlusher thread: usage counts → the store, every second │
+//!   ├─ observe::access_log writer thread: batches of log lines → the file  │
 //!   └─ upstream::health thread: active checks, DNS refresh (never a worker) │
 //!                                                                          ▼
 //!   gateway::connection: read → http::parse_head (stack headers, strict framing)
@@ -31,7 +32,8 @@
 //!     cache (stage cache: hit from shared bytes, or one fetch per key)
 //!     integrate (mock into the reused write buffer; http_proxy:
 //!                upstream::forward over a pooled connection, streamed both ways)
-//!     respond (or a gateway error) · record (a typed Outcome, counted)
+//!     respond (or a gateway error) · record (a typed Outcome; the series'
+//!              counts and latency histograms; the access log line)
 //! ```
 //!
 //! - [`config`]: the TOML file → a validated [`config::Config`]; every error
@@ -55,6 +57,9 @@
 //!   pipeline: the HTTP/1.1 connection loop, the phases, the stage cache on
 //!   the request path, gateway errors, request ids, outcomes. It is the
 //!   [`runtime::Service`] the workers run.
+//! - [`observe`]: per-worker metrics (counts, HdrHistogram-layout latency
+//!   buckets by API, stage, route and canary, merged when read) and access
+//!   logs (`$context` formats, a bounded queue to a writer thread).
 //! - [`throttle`]: GCRA token buckets (one atomic each), several levels
 //!   taken all or none, a bounded per-key table, and usage-plan quotas and
 //!   usage counters ([`throttle::quota`]).

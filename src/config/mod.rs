@@ -2,7 +2,8 @@
 //! every cross-reference, and hands the gateway a validated [`Config`].
 //!
 //! This module owns the file format, its defaults and the errors shown to
-//! the person who wrote the file. It depends on no other ringgate module.
+//! the person who wrote the file. It depends on no other ringgate module
+//! but [`crate::observe::access_log`], whose parser checks log formats.
 //! It is cold-path code, run once at start-up (and by `ringgate check`):
 //! it favours clear messages over speed, but leaves the gateway nothing to
 //! re-parse (mock bodies and proxy URIs arrive as [`BodyPart`]s,
@@ -21,6 +22,15 @@
 //! drain_timeout = "10s"
 //! health_path = "/ringgate/health"   # optional: GET answers 200 {"status":"ok"}, 503 while draining
 //!
+//! [metrics]                      # optional
+//! enabled = true                 # per-API/stage/route counts and latency histograms
+//! listen = "127.0.0.1:9464"      # a scrape listener (loopback or private only)
+//!
+//! [access_log]                   # optional: no access log without it
+//! path = "/var/log/ringgate/access.log"   # or "-" for stdout; reopened on SIGUSR1
+//! format = "clf"                 # clf | json | csv | http_api_clf | $context variables
+//! queue = 1024                   # batches waiting for the writer; past it, dropped and counted
+//!
 //! [limits]                       # all optional; see [`Limits`]
 //! max_body_bytes = "10MiB"
 //! keepalive_timeout = "60s"
@@ -37,6 +47,8 @@
 //!   variables = { greeting = "hello" }
 //!   throttle = { rate = 100, burst = 50 }   # each route's own bucket (≤ the account)
 //!   route_throttle = { "GET /pets" = { rate = 10, burst = 5 } }
+//!   detailed_metrics = true      # metrics by route too (API Gateway's metricsEnabled)
+//!   access_log_format = "json"   # the stage's own format, or "off"
 //!     [api.stage.cache]          # optional stage cache; see "Stage cache" below
 //!     enabled = true             # default true when the table is present
 //!     capacity = 0.5             # GB class 0.5, 1.6, 6.1, 13.5, 28.4, 58.2, 118, 237

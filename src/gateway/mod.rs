@@ -22,14 +22,17 @@
 //!
 //! ## A request, top to bottom (`pipeline::handle`)
 //! ```text
+//! (health)    [server] health_path, answered before anything else
 //! resolve     host / base path → API → stage → route (Snapshot::dispatch)
-//! authorize   (API keys and authorizers: not yet)
-//! throttle    (token buckets per account/stage/route/key: not yet)
-//! quota       (usage-plan quotas: not yet)
+//! authorize   the API key of a key-required route (403)
+//! throttle    the key's plan per route and per key, the stage's route, the
+//!             account (429)
+//! quota       the key's usage-plan quota (429 Limit Exceeded)
 //! cache       stage cache lookup: hit → respond; miss → lead the fetch
 //! integrate   mock, or http_proxy (upstream::forward) with the cache's capture
 //! respond     the response, or a gateway error as API Gateway shapes it
-//! record      the request's Outcome, counted per worker
+//! record      the request's Outcome; its series' counts and Latency /
+//!             IntegrationLatency (observe::metrics); its access log line
 //! ```
 //! One context per request (`exchange::Request`) carries what the phases
 //! share (the head, the route's parameters, the request id), so no phase
