@@ -436,7 +436,8 @@ start_ringgate() { # start_ringgate PORT TEMPLATE-SCENARIO BINARY [keys|quiet|ob
     if [[ ${4:-} == quiet ]]; then
         throttle+=$'\n[metrics]\nenabled = false'
     elif [[ ${4:-} == observed ]]; then
-        throttle+=$'\n[metrics]\nenabled = true\n[access_log]\npath = "'"$dir"'/access.log"\nformat = "clf"'
+        throttle+=$'\n'$(printf '%s\n' '[metrics]' 'enabled = true' '[access_log]' \
+            "path = \"$dir/access.log\"" 'format = "clf"')
     fi
     render "$PERF_DIR/ringgate-$2.toml.in" "$dir/ringgate.toml" \
         PORT="$port" WORKERS="$workers" ORIGIN_PORT="${ORIGIN_PORT:-0}" \

@@ -284,7 +284,80 @@ fn latencies_errors_and_key_ids() {
         1.0
     );
     assert_eq!(m.value("ringgate_access_log_dropped_lines_total", &[]), 0.0);
+    for family in [
+        "ringgate_access_log_lines_total",
+        "ringgate_access_log_bytes_total",
+        "ringgate_access_log_write_errors_total",
+        "ringgate_access_log_reopens_total",
+        "ringgate_access_log_queued_batches",
+    ] {
+        assert!(m.families.contains_key(family), "no {family}");
+    }
     assert!(m.value("ringgate_access_log_lines_total", &[]) >= 26.0);
+}
+
+/// A stage's own format, and a stage that logs nothing.
+#[test]
+fn stage_formats_override_the_default() {
+    let dir = support::temp_path("log-stages").with_extension("d");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let toml = format!(
+        r#"[server]
+listen = ["127.0.0.1:0"]
+workers = 1
+pin_workers = false
+
+[state]
+dir = "{state}"
+
+[access_log]
+path = "{log}"
+format = "csv"
+
+[[api]]
+name = "shop"
+  [[api.stage]]
+  name = "plain"
+  [[api.stage]]
+  name = "json"
+  access_log_format = "json"
+  [[api.stage]]
+  name = "quiet"
+  access_log_format = "off"
+  [[api.route]]
+  route = "GET /items/{{id}}"
+  mock = {{ body = "item {{id}}" }}
+"#,
+        state = dir.join("state").display(),
+        log = log.display()
+    );
+    let cfg = ringgate::config::parse(&toml, "s.toml").unwrap();
+    let srv = TestServer::start_config(cfg, StartOptions::default());
+    let mut c = srv.client();
+    for stage in ["quiet", "plain", "quiet", "json", "quiet"] {
+        assert_eq!(c.get(&format!("/{stage}/items/1")).status, 200);
+    }
+    let lines = wait_lines(&log, 2);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].starts_with("127.0.0.1,-,-,"), "{}", lines[0]);
+    let v: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    assert_eq!(v["status"], "200");
+    // A bad stage format is refused at load, naming the key.
+    let bad = toml.replace(
+        "access_log_format = \"json\"",
+        "access_log_format = \"$context.nope\"",
+    );
+    let e = ringgate::config::parse(&bad, "s.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("api[0].stage[1].access_log_format") && e.contains("nope"),
+        "{e}"
+    );
+    drop(c);
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A writer that cannot keep up (a FIFO nobody reads) makes the workers

@@ -75,6 +75,7 @@ fn full(ip: IpAddr, time_ms: u64) -> LogRecord<'static> {
         request_id: b"c0ffee00-1234-5678",
         extended_request_id: Some(b"ext-42"),
         source_ip: Some(ip),
+        source_ip_text: None,
         user_agent: Some(b"Mozilla/5.0 \"q\" \\ \x01\n\xff"),
         api_key_id: Some("key-1"),
         method: b"POST",

@@ -84,6 +84,25 @@ fn default_config_serves_metrics_on_the_admin_socket() {
         .unwrap();
     let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(stats["series"][0]["count"], 3, "{stats}");
+    // `ringgate admin stats` prints it as a table.
+    let out = Command::new(env!("CARGO_BIN_EXE_ringgate"))
+        .args(["admin", "--socket"])
+        .arg(&socket)
+        .arg("stats")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("demo/prod "))
+        .unwrap_or_else(|| panic!("{table}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cells[1..5], ["3", "3", "0", "0"], "{table}");
 }
 
 mod mod_support {

@@ -196,6 +196,65 @@ fn counts_by_series_and_status_class_equal_what_was_sent() {
         0.0
     );
 
+    // Every family the gateway documents is there (the access log's are
+    // checked in tests/access_log.rs).
+    for family in [
+        "ringgate_requests_total",
+        "ringgate_cache_hits_total",
+        "ringgate_cache_misses_total",
+        "ringgate_throttled_total",
+        "ringgate_quota_exceeded_total",
+        "ringgate_request_outcomes_total",
+        "ringgate_request_duration_seconds",
+        "ringgate_integration_duration_seconds",
+        "ringgate_gateway_errors_total",
+        "ringgate_upstream_requests_total",
+        "ringgate_upstream_responses_total",
+        "ringgate_upstream_failures_total",
+        "ringgate_upstream_connections_opened_total",
+        "ringgate_upstream_connections_reused_total",
+        "ringgate_upstream_stale_retries_total",
+        "ringgate_upstream_ejections_total",
+        "ringgate_upstream_connect_duration_seconds",
+        "ringgate_upstream_in_flight",
+        "ringgate_upstream_ejected",
+        "ringgate_upstream_health",
+        "ringgate_stage_cache_hits_total",
+        "ringgate_stage_cache_entries",
+        "ringgate_stage_cache_bytes",
+        "ringgate_stage_cache_evictions_total",
+        "ringgate_outcomes_total",
+        "ringgate_connections_open",
+        "ringgate_connections_accepted_total",
+        "ringgate_worker_info",
+        "ringgate_workers_live",
+        "ringgate_process_resident_memory_bytes",
+        "ringgate_uptime_seconds",
+        "ringgate_build_info",
+    ] {
+        assert!(
+            m.families.contains_key(family),
+            "no {family} in\n{}",
+            m.text
+        );
+    }
+    let upstream = m.one(
+        "ringgate_upstream_requests_total",
+        &[("target", &origin.addr().to_string())],
+    );
+    assert_eq!(upstream.value, 6.0, "5 proxied and 1 cache miss");
+    assert!(
+        m.value(
+            "ringgate_upstream_connections_reused_total",
+            &[("target", &origin.addr().to_string())]
+        ) >= 4.0
+    );
+    assert_eq!(
+        m.sum("ringgate_worker_info", &[("driver", "io_uring")]),
+        2.0
+    );
+    assert!(m.sum("ringgate_connections_accepted_total", &[]) >= 1.0);
+
     // The same figures as JSON.
     let reply = request(&endpoint, "GET", "/stats", None).unwrap();
     assert_eq!(reply.status, 200);

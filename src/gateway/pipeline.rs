@@ -30,7 +30,7 @@ use super::snapshot::{Dispatch, ResponseContext, Routed, Snapshot};
 use super::worker::GatewayWorker;
 use crate::http::response::ConnectionHeader;
 use crate::http::{BodyFraming, RequestHead, Version};
-use crate::observe::access_log::{epoch_ms, LogFormat, LogRecord};
+use crate::observe::access_log::{LogFormat, LogRecord};
 use crate::observe::metrics::Sample;
 use crate::router::Params;
 use crate::throttle::{now_ns, take_levels, take_two, Level};
@@ -261,7 +261,12 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
             request_id: rid,
             extended_request_id: Some(rid),
             source_ip: Some(x.state.info.ip),
-            user_agent: header(head, "user-agent"),
+            source_ip_text: Some(x.state.info.peer_ip()),
+            user_agent: if format.uses_user_agent() {
+                header(head, "user-agent")
+            } else {
+                None
+            },
             api_key_id: seen.key_id,
             method: head.method.as_bytes(),
             resource_path: seen
@@ -275,7 +280,7 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
                 Version::Http10 => "HTTP/1.0",
                 _ => "HTTP/1.1",
             },
-            request_time_ms: epoch_ms(std::time::SystemTime::now()),
+            request_time_ms: wl.epoch_ms(start),
             status,
             response_length: match (error, x.state.answer.body_bytes) {
                 (_, Some(n)) => Some(n),

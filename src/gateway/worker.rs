@@ -16,6 +16,7 @@ use super::snapshot::Snapshot;
 use crate::http::HeadLimits;
 use crate::observe::access_log::{AccessLog, ClfClock, LogBuffer};
 use crate::observe::metrics::{Metrics, Sample};
+use crate::throttle::now_ns;
 use crate::upstream::pool::Pool;
 
 /// One worker's gateway state, shared by the worker's connections.
@@ -104,6 +105,25 @@ pub(super) struct WorkerLog {
     pub lines: LogBuffer,
     /// `$context.requestTime`, formatted once a second.
     pub clock: ClfClock,
+    /// Wall-clock time minus the monotonic clock ([`now_ns`]), in ns,
+    /// refreshed each second: a request's start on the monotonic clock
+    /// plus this is its wall-clock time, without a second clock read.
+    pub epoch_offset_ns: u64,
+}
+
+impl WorkerLog {
+    /// The wall-clock offset of the monotonic clock now.
+    fn epoch_offset_ns() -> u64 {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        wall.saturating_sub(now_ns())
+    }
+
+    /// Milliseconds since the epoch at `mono_ns` on the monotonic clock.
+    pub fn epoch_ms(&self, mono_ns: u64) -> u64 {
+        (mono_ns + self.epoch_offset_ns) / 1_000_000
+    }
 }
 
 impl GatewayWorker {
@@ -111,7 +131,9 @@ impl GatewayWorker {
     /// when the worker stops).
     pub(super) fn flush_log(&self) {
         if let Some(l) = &self.log {
-            l.borrow_mut().lines.flush();
+            let mut l = l.borrow_mut();
+            l.lines.flush();
+            l.epoch_offset_ns = WorkerLog::epoch_offset_ns();
         }
     }
 }
@@ -145,6 +167,7 @@ impl GatewayWorker {
                 RefCell::new(WorkerLog {
                     lines: l.buffer(),
                     clock: ClfClock::new(),
+                    epoch_offset_ns: WorkerLog::epoch_offset_ns(),
                 })
             }),
             health_path,

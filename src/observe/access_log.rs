@@ -345,6 +345,9 @@ $context.responseLength $context.requestId";
 pub struct LogFormat {
     parts: Box<[Part]>,
     escape: Escape,
+    /// The format uses `identity.userAgent` (the caller looks it up only
+    /// then).
+    uses_user_agent: bool,
 }
 
 impl LogFormat {
@@ -417,9 +420,11 @@ impl LogFormat {
         if !has_id {
             return Err(FormatError::NoRequestId);
         }
+        let uses_user_agent = parts.iter().any(|p| matches!(p, Part::Var(Var::UserAgent)));
         Ok(LogFormat {
             parts: parts.into(),
             escape,
+            uses_user_agent,
         })
     }
 
@@ -456,9 +461,18 @@ impl LogFormat {
         &self.parts
     }
 
+    /// Whether the format shows `$context.identity.userAgent` (so a caller
+    /// need not look the header up otherwise).
+    pub fn uses_user_agent(&self) -> bool {
+        self.uses_user_agent
+    }
+
     /// Appends `rec`'s line (ending `\n`) to `out`. Allocates nothing when
     /// `out` has room for the line.
     pub fn write(&self, rec: &LogRecord<'_>, clock: &mut ClfClock, out: &mut Vec<u8>) {
+        // One capacity check for most lines (the buffer has room anyway
+        // once warm).
+        out.reserve(1024);
         for part in self.parts.iter() {
             match part {
                 Part::Literal(text) => out.extend_from_slice(text),
@@ -471,14 +485,15 @@ impl LogFormat {
     /// Writes one variable's value.
     fn value(&self, var: Var, rec: &LogRecord<'_>, clock: &mut ClfClock, out: &mut Vec<u8>) {
         let e = self.escape;
-        let text = |out: &mut Vec<u8>, v: Option<&str>| put(out, e, &[v.unwrap_or("").as_bytes()]);
-        let bytes = |out: &mut Vec<u8>, v: Option<&[u8]>| put(out, e, &[v.unwrap_or(b"")]);
+        let text = |out: &mut Vec<u8>, v: Option<&str>| put1(out, e, v.unwrap_or("").as_bytes());
+        let bytes = |out: &mut Vec<u8>, v: Option<&[u8]>| put1(out, e, v.unwrap_or(b""));
         match var {
             Var::RequestId => bytes(out, Some(rec.request_id)),
             Var::ExtendedRequestId => bytes(out, rec.extended_request_id),
-            Var::SourceIp => match rec.source_ip {
-                Some(ip) => put_ip(out, ip),
-                None => out.push(b'-'),
+            Var::SourceIp => match (rec.source_ip_text, rec.source_ip) {
+                (Some(text), _) => bytes(out, Some(text)),
+                (None, Some(ip)) => put_ip(out, ip),
+                (None, None) => out.push(b'-'),
             },
             Var::UserAgent => bytes(out, rec.user_agent),
             Var::ApiKeyId => text(out, rec.api_key_id),
@@ -526,11 +541,25 @@ const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 /// Printable ASCII that needs no escape in JSON or CLF.
 #[inline]
 fn plain(b: u8) -> bool {
-    (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
+    // Branch-free, so that `all_plain` vectorises.
+    (b.wrapping_sub(0x20) < 0x5f) & (b != b'"') & (b != b'\\')
 }
 
 /// Writes the value made of `pieces` (one value, several slices) escaped
 /// as `e`; `-` when it is empty.
+/// [`put`] for a value of one slice, the usual case: a clean value is
+/// copied at once.
+#[inline]
+fn put1(out: &mut Vec<u8>, e: Escape, v: &[u8]) {
+    if v.is_empty() {
+        out.push(b'-');
+    } else if e != Escape::Csv && all_plain(v) {
+        out.extend_from_slice(v);
+    } else {
+        put(out, e, &[v]);
+    }
+}
+
 fn put(out: &mut Vec<u8>, e: Escape, pieces: &[&[u8]]) {
     if pieces.iter().all(|p| p.is_empty()) {
         out.push(b'-');
@@ -559,7 +588,40 @@ fn put(out: &mut Vec<u8>, e: Escape, pieces: &[&[u8]]) {
     }
 }
 
+/// Whether every byte of `v` is [`plain`], eight bytes at a time.
+#[inline]
+fn all_plain(v: &[u8]) -> bool {
+    let mut words = v.chunks_exact(8);
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        if !word_plain(u64::from_le_bytes(b)) {
+            return false;
+        }
+    }
+    words.remainder().iter().all(|&b| plain(b))
+}
+
+/// Whether none of the eight bytes of `x` is below 0x20, 0x7f or above,
+/// `"` or `\\` (SWAR; a borrow can only flag a byte after one that is
+/// flagged already, so the answer is exact).
+#[inline]
+fn word_plain(x: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+    let del_or_high = (x.wrapping_add(ONES) | x) & HIGH;
+    let quote = has_zero(x ^ (ONES * u64::from(b'"')));
+    let backslash = has_zero(x ^ (ONES * u64::from(b'\\')));
+    below_space | del_or_high | quote | backslash == 0
+}
+
 fn put_json(out: &mut Vec<u8>, v: &[u8]) {
+    if all_plain(v) {
+        out.extend_from_slice(v);
+        return;
+    }
     let mut start = 0;
     for (i, &b) in v.iter().enumerate() {
         if plain(b) {
@@ -587,6 +649,10 @@ fn put_json(out: &mut Vec<u8>, v: &[u8]) {
 }
 
 fn put_clf(out: &mut Vec<u8>, v: &[u8]) {
+    if all_plain(v) {
+        out.extend_from_slice(v);
+        return;
+    }
     let mut start = 0;
     for (i, &b) in v.iter().enumerate() {
         if plain(b) {
@@ -604,17 +670,35 @@ fn put_clf(out: &mut Vec<u8>, v: &[u8]) {
     out.extend_from_slice(&v[start..]);
 }
 
-/// Writes `n` in decimal.
+/// Two decimal digits for each of 0..100.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
+
+/// Writes `n` in decimal, two digits per division.
 fn put_u64(out: &mut Vec<u8>, mut n: u64) {
+    if n < 10 {
+        out.push(b'0' + n as u8);
+        return;
+    }
     let mut digits = [0u8; 20];
     let mut i = digits.len();
-    loop {
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        digits[i] = b'0' + n as u8;
     }
     out.extend_from_slice(&digits[i..]);
 }
@@ -661,6 +745,9 @@ pub struct LogRecord<'a> {
     pub extended_request_id: Option<&'a [u8]>,
     /// The client's address (`$context.identity.sourceIp`).
     pub source_ip: Option<IpAddr>,
+    /// [`LogRecord::source_ip`] already formatted (a connection formats its
+    /// peer once); written as it is when set.
+    pub source_ip_text: Option<&'a [u8]>,
     /// The `User-Agent` header (`$context.identity.userAgent`).
     pub user_agent: Option<&'a [u8]>,
     /// The API key's id. `$context.identity.apiKey` and

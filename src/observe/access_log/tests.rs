@@ -15,6 +15,7 @@ fn full<'a>() -> LogRecord<'a> {
         request_id: b"c0ffee00-1234",
         extended_request_id: Some(b"ext-42"),
         source_ip: Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9))),
+        source_ip_text: None,
         user_agent: Some(b"curl/8 \"q\" \\b\x01\n\xff\xfe"),
         api_key_id: Some("key-1"),
         method: b"GET",
@@ -462,6 +463,7 @@ impl Owned {
             request_id: &self.ids.0,
             extended_request_id: self.ids.1.as_deref(),
             source_ip: self.ids.2,
+            source_ip_text: None,
             user_agent: self.ids.3.as_deref(),
             method: &self.request.0,
             resource_path: self.request.1.as_deref(),
@@ -645,4 +647,41 @@ fn line_csv(format: &LogFormat, rec: &LogRecord<'_>) -> Vec<u8> {
     format.write(rec, &mut ClfClock::new(), &mut out);
     assert_eq!(out.last(), Some(&b'\n'));
     out
+}
+
+#[test]
+fn word_check_agrees_with_the_byte_check() {
+    for b in 0..=255u8 {
+        for pos in 0..8 {
+            let mut w = *b"abcdefgh";
+            w[pos] = b;
+            assert_eq!(
+                word_plain(u64::from_le_bytes(w)),
+                plain(b),
+                "byte {b:#x} at {pos}"
+            );
+        }
+    }
+    // Neighbours that borrow or carry: 0xff, 0x00, 0x7f around each other.
+    for a in [
+        0x00u8, 0x1f, 0x20, 0x7e, 0x7f, 0x80, 0xff, b'"', b'\\', b'a',
+    ] {
+        for b in [
+            0x00u8, 0x1f, 0x20, 0x7e, 0x7f, 0x80, 0xff, b'"', b'\\', b'a',
+        ] {
+            let w = [a, b, a, b, b, a, b, a];
+            assert_eq!(
+                word_plain(u64::from_le_bytes(w)),
+                w.iter().all(|&x| plain(x)),
+                "{w:?}"
+            );
+        }
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn all_plain_agrees_with_the_byte_check(v in proptest::collection::vec(proptest::num::u8::ANY, 0..40)) {
+        proptest::prop_assert_eq!(all_plain(&v), v.iter().all(|&b| plain(b)));
+    }
 }
