@@ -728,6 +728,16 @@ fn deploy_canary_promote_rollback() {
         (403..=597).contains(&canary),
         "{canary} of {n} from the canary"
     );
+    // The metrics count the canary's share under canary="true".
+    let stats = g.ok("GET", "/stats", None);
+    let canary_rows: Vec<&serde_json::Value> = stats["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["stage"] == "prod" && r["canary"] == true)
+        .collect();
+    assert_eq!(canary_rows.len(), 1, "{stats}");
+    assert_eq!(canary_rows[0]["count"], canary, "{stats}");
 
     // Deploying to a stage with a canary moves only the canary.
     let d3 = g.ok(

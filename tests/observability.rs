@@ -42,6 +42,7 @@ name = "shop"
   enabled = true
   capacity = "1MiB"
   ttl = "60s"
+  require_authorization_for_cache_control = false
   [[api.stage]]
   name = "beta"
   [[api.route]]
@@ -101,10 +102,12 @@ fn counts_by_series_and_status_class_equal_what_was_sent() {
         assert_eq!(c.get("/prod/up/hello").status, 200);
     }
     assert_eq!(c.get("/prod/up/status/404").status, 404);
-    // Cached: one miss, then hits.
+    // Cached: one miss, then hits, then a refresh (max-age=0).
     for _ in 0..4 {
         assert_eq!(c.get("/prod/cached").status, 200);
     }
+    let r = c.request("GET /prod/cached HTTP/1.1\r\nHost: t\r\nCache-Control: max-age=0\r\n\r\n");
+    assert_eq!(r.status, 200);
     // The stage without detailed metrics.
     for _ in 0..6 {
         assert_eq!(c.get("/beta/items/x").status, 200);
@@ -133,7 +136,7 @@ fn counts_by_series_and_status_class_equal_what_was_sent() {
     assert_eq!(prod("", "4xx"), 2.0);
     assert_eq!(prod("GET /up/{proxy+}", "2xx"), 4.0);
     assert_eq!(prod("GET /up/{proxy+}", "4xx"), 1.0);
-    assert_eq!(prod("GET /cached", "2xx"), 4.0);
+    assert_eq!(prod("GET /cached", "2xx"), 5.0);
     // Not detailed: one series for the stage, route "".
     assert_eq!(
         m.sum(req, &[("api", "shop"), ("stage", "beta")]),
@@ -155,7 +158,7 @@ fn counts_by_series_and_status_class_equal_what_was_sent() {
     // Every request counted once across the family.
     assert_eq!(
         m.sum(req, &[]),
-        7.0 + 3.0 + 5.0 + 2.0 + 1.0 + 5.0 + 4.0 + 6.0
+        7.0 + 3.0 + 5.0 + 2.0 + 1.0 + 5.0 + 5.0 + 6.0
     );
     assert_eq!(
         m.value(
@@ -166,7 +169,18 @@ fn counts_by_series_and_status_class_equal_what_was_sent() {
     );
     let cached = [("stage", "prod"), ("route", "GET /cached")];
     assert_eq!(m.value("ringgate_cache_hits_total", &cached), 3.0);
-    assert_eq!(m.value("ringgate_cache_misses_total", &cached), 1.0);
+    assert_eq!(m.value("ringgate_cache_misses_total", &cached), 2.0);
+    assert_eq!(
+        m.value(
+            "ringgate_request_outcomes_total",
+            &[
+                ("stage", "prod"),
+                ("route", "GET /cached"),
+                ("outcome", "cache_refresh")
+            ]
+        ),
+        1.0
+    );
     assert_eq!(
         m.value(
             "ringgate_request_outcomes_total",
@@ -242,7 +256,7 @@ fn counts_by_series_and_status_class_equal_what_was_sent() {
         "ringgate_upstream_requests_total",
         &[("target", &origin.addr().to_string())],
     );
-    assert_eq!(upstream.value, 6.0, "5 proxied and 1 cache miss");
+    assert_eq!(upstream.value, 7.0, "5 proxied, 1 cache miss, 1 refresh");
     assert!(
         m.value(
             "ringgate_upstream_connections_reused_total",

@@ -269,9 +269,7 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
             },
             api_key_id: seen.key_id,
             method: head.method.as_bytes(),
-            resource_path: seen
-                .route_key
-                .map(|k| k.split_once(' ').map_or(k, |(_, template)| template)),
+            resource_path: seen.route_key.map(|(_, template)| template),
             path: head.path.as_bytes(),
             stage: seen.names.map(|n| n.1),
             api_id: seen.names.map(|n| n.0),
@@ -309,8 +307,8 @@ struct Seen<'s> {
     log: Option<&'s LogFormat>,
     /// The API's and the stage's names.
     names: Option<(&'s str, &'s str)>,
-    /// The route's key as written.
-    route_key: Option<&'s str>,
+    /// The route's key as written, and its path template.
+    route_key: Option<(&'s str, &'s str)>,
     /// The stage's canary answered.
     is_canary: bool,
     /// The API key's id, when one was checked and found.

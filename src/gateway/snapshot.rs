@@ -276,6 +276,16 @@ impl std::fmt::Debug for Definition {
 #[derive(Debug)]
 struct Route {
     display: String,
+    /// Where the path template starts in `display` (after `METHOD `; 0
+    /// for `$default`).
+    template_at: usize,
+}
+
+impl Route {
+    /// The path template (`/pets/{id}`), or the whole key for `$default`.
+    fn template(&self) -> &str {
+        &self.display[self.template_at..]
+    }
 }
 
 #[derive(Debug)]
@@ -661,6 +671,7 @@ fn compile_definition(
             }
         }
         compiled.push(Route {
+            template_at: route.key.as_display().find(' ').map_or(0, |i| i + 1),
             display: route.key.as_display(),
         });
     }
@@ -1691,7 +1702,10 @@ impl Snapshot {
             series: series.route(route),
             log: stage.log.as_deref(),
             names: Some((&target.api.name, &stage.name)),
-            route_key: def.routes.get(route).map(|r| r.display.as_str()),
+            route_key: def
+                .routes
+                .get(route)
+                .map(|r| (r.display.as_str(), r.template())),
             throttle: throttles[route].as_ref(),
             client: if self.any_client_table {
                 clients[route].as_deref()
@@ -1775,8 +1789,9 @@ pub struct Routed<'s> {
     pub log: Option<&'s LogFormat>,
     /// The API's and the stage's names, once the stage is known.
     pub names: Option<(&'s str, &'s str)>,
-    /// The route's key as written (`GET /pets/{id}`), once matched.
-    pub route_key: Option<&'s str>,
+    /// The route's key as written (`GET /pets/{id}`) and its path
+    /// template (`/pets/{id}`), once matched.
+    pub route_key: Option<(&'s str, &'s str)>,
     /// The route's throttle in its stage, if it has one.
     pub throttle: Option<&'s Level>,
     /// The route's per-client table in its stage (`client_throttle`).

@@ -491,7 +491,9 @@ impl LogFormat {
             Var::RequestId => bytes(out, Some(rec.request_id)),
             Var::ExtendedRequestId => bytes(out, rec.extended_request_id),
             Var::SourceIp => match (rec.source_ip_text, rec.source_ip) {
-                (Some(text), _) => bytes(out, Some(text)),
+                // Our own formatting of an address: nothing to escape.
+                (Some(text), _) if !text.is_empty() => out.extend_from_slice(text),
+                (Some(_), _) => out.push(b'-'),
                 (None, Some(ip)) => put_ip(out, ip),
                 (None, None) => out.push(b'-'),
             },
