@@ -24,6 +24,7 @@ fn record<'a>(time_ms: u64, path: &'a [u8], user_agent: &'a [u8]) -> LogRecord<'
         extended_request_id: Some(b"ext-6c1d2f0e"),
         source_ip: Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9))),
         source_ip_text: Some(b"203.0.113.9"),
+        ids_are_tokens: false,
         user_agent: Some(user_agent),
         api_key_id: Some("k-42"),
         method: b"GET",

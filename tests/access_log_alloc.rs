@@ -76,6 +76,7 @@ fn full(ip: IpAddr, time_ms: u64) -> LogRecord<'static> {
         extended_request_id: Some(b"ext-42"),
         source_ip: Some(ip),
         source_ip_text: None,
+        ids_are_tokens: false,
         user_agent: Some(b"Mozilla/5.0 \"q\" \\ \x01\n\xff"),
         api_key_id: Some("key-1"),
         method: b"POST",

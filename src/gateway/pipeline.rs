@@ -260,6 +260,9 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
         let rec = LogRecord {
             request_id: rid,
             extended_request_id: Some(rid),
+            // A client's id is used only when it is such a token
+            // (`IdGenerator::from_client_or_new`); ours always is.
+            ids_are_tokens: true,
             source_ip: Some(x.state.info.ip),
             source_ip_text: Some(x.state.info.peer_ip()),
             user_agent: if format.uses_user_agent() {

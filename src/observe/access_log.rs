@@ -475,6 +475,8 @@ impl LogFormat {
         out.reserve(1024);
         for part in self.parts.iter() {
             match part {
+                // Most literals between variables are one byte (a space).
+                Part::Literal(text) if text.len() == 1 => out.push(text[0]),
                 Part::Literal(text) => out.extend_from_slice(text),
                 Part::Var(var) => self.value(*var, rec, clock, out),
             }
@@ -488,8 +490,16 @@ impl LogFormat {
         let text = |out: &mut Vec<u8>, v: Option<&str>| put1(out, e, v.unwrap_or("").as_bytes());
         let bytes = |out: &mut Vec<u8>, v: Option<&[u8]>| put1(out, e, v.unwrap_or(b""));
         match var {
-            Var::RequestId => bytes(out, Some(rec.request_id)),
-            Var::ExtendedRequestId => bytes(out, rec.extended_request_id),
+            Var::RequestId | Var::ExtendedRequestId => {
+                let id = match var {
+                    Var::RequestId => Some(rec.request_id),
+                    _ => rec.extended_request_id,
+                };
+                match id {
+                    Some(id) if rec.ids_are_tokens && !id.is_empty() => out.extend_from_slice(id),
+                    _ => bytes(out, id),
+                }
+            }
             Var::SourceIp => match (rec.source_ip_text, rec.source_ip) {
                 // Our own formatting of an address: nothing to escape.
                 (Some(text), _) if !text.is_empty() => out.extend_from_slice(text),
@@ -745,6 +755,10 @@ pub struct LogRecord<'a> {
     pub request_id: &'a [u8],
     /// A second id (`$context.extendedRequestId`), if the caller has one.
     pub extended_request_id: Option<&'a [u8]>,
+    /// Both ids are tokens of `[A-Za-z0-9._:+/=-]` (the gateway's own, or
+    /// a client's it checked): written without an escape check, as no
+    /// escaping mode changes them. Leave it false for anything else.
+    pub ids_are_tokens: bool,
     /// The client's address (`$context.identity.sourceIp`).
     pub source_ip: Option<IpAddr>,
     /// [`LogRecord::source_ip`] already formatted (a connection formats its

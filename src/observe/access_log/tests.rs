@@ -16,6 +16,7 @@ fn full<'a>() -> LogRecord<'a> {
         extended_request_id: Some(b"ext-42"),
         source_ip: Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9))),
         source_ip_text: None,
+        ids_are_tokens: false,
         user_agent: Some(b"curl/8 \"q\" \\b\x01\n\xff\xfe"),
         api_key_id: Some("key-1"),
         method: b"GET",
@@ -464,6 +465,7 @@ impl Owned {
             extended_request_id: self.ids.1.as_deref(),
             source_ip: self.ids.2,
             source_ip_text: None,
+            ids_are_tokens: false,
             user_agent: self.ids.3.as_deref(),
             method: &self.request.0,
             resource_path: self.request.1.as_deref(),
@@ -683,5 +685,26 @@ proptest::proptest! {
     #[test]
     fn all_plain_agrees_with_the_byte_check(v in proptest::collection::vec(proptest::num::u8::ANY, 0..40)) {
         proptest::prop_assert_eq!(all_plain(&v), v.iter().all(|&b| plain(b)));
+    }
+}
+
+/// `ids_are_tokens`: a token's bytes need no escape in any mode, so the
+/// line is the same with the check skipped.
+#[test]
+fn token_ids_are_written_as_they_are() {
+    let token_bytes = b"ABCXYZabcxyz0123456789._:+/=-";
+    for &b in token_bytes {
+        assert!(plain(b), "{}", b as char);
+        assert!(!matches!(b, b',' | b'"' | b'\r' | b'\n'));
+    }
+    for preset in ["clf", "json", "csv", "http_api_clf"] {
+        let f = LogFormat::from_setting(preset).unwrap();
+        let mut rec = LogRecord::new(b"Root=1-5e1b.4:+/=-x_y", 1_700_000_000_000);
+        rec.extended_request_id = Some(b"abc-123");
+        let (mut checked, mut trusted) = (Vec::new(), Vec::new());
+        f.write(&rec, &mut ClfClock::new(), &mut checked);
+        rec.ids_are_tokens = true;
+        f.write(&rec, &mut ClfClock::new(), &mut trusted);
+        assert_eq!(checked, trusted, "{preset}");
     }
 }
