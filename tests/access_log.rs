@@ -274,8 +274,7 @@ fn latencies_errors_and_key_ids() {
     assert_eq!(refused["etype"], "ACCESS_DENIED");
     // The same 504 counted by reason.
     let endpoint = Endpoint::Unix(s.dir.join("state").join("admin.sock"));
-    let reply = request(&endpoint, "GET", "/metrics", None).unwrap();
-    let m = support::prom::Prom::parse(&String::from_utf8(reply.body).unwrap());
+    let m = support::prom::scrape(&endpoint);
     assert_eq!(
         m.value(
             "ringgate_gateway_errors_total",
@@ -427,8 +426,7 @@ name = "shop"
     // Let the last partial batch ship (once a second).
     std::thread::sleep(Duration::from_millis(1_500));
     let endpoint = Endpoint::Unix(dir.join("state").join("admin.sock"));
-    let reply = request(&endpoint, "GET", "/metrics", None).unwrap();
-    let m = support::prom::Prom::parse(&String::from_utf8(reply.body).unwrap());
+    let m = support::prom::scrape(&endpoint);
     let dropped = m.value("ringgate_access_log_dropped_lines_total", &[]);
     let written = m.value("ringgate_access_log_lines_total", &[]);
     assert!(dropped > 0.0, "nothing dropped ({written} written)");

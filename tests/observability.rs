@@ -10,14 +10,8 @@ use std::collections::HashMap;
 
 use ringgate::admin::client::{request, Endpoint};
 use ringgate::server::StartOptions;
-use support::prom::Prom;
+use support::prom::scrape;
 use support::{Origin, TestServer};
-
-fn scrape(endpoint: &Endpoint) -> Prom {
-    let reply = request(endpoint, "GET", "/metrics", None).unwrap();
-    assert_eq!(reply.status, 200);
-    Prom::parse(&String::from_utf8(reply.body).unwrap())
-}
 
 fn config(dir: &std::path::Path, origin: std::net::SocketAddr) -> String {
     format!(

@@ -95,7 +95,7 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
             series: routed_series,
             log,
             names,
-            route_key,
+            route_template,
             throttle,
             client,
             keys,
@@ -104,7 +104,7 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
         seen = Seen {
             log,
             names,
-            route_key,
+            route_template,
             is_canary,
             key_id: None,
         };
@@ -272,7 +272,7 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
             },
             api_key_id: seen.key_id,
             method: head.method.as_bytes(),
-            resource_path: seen.route_key.map(|(_, template)| template),
+            resource_path: seen.route_template,
             path: head.path.as_bytes(),
             stage: seen.names.map(|n| n.1),
             api_id: seen.names.map(|n| n.0),
@@ -310,8 +310,8 @@ struct Seen<'s> {
     log: Option<&'s LogFormat>,
     /// The API's and the stage's names.
     names: Option<(&'s str, &'s str)>,
-    /// The route's key as written, and its path template.
-    route_key: Option<(&'s str, &'s str)>,
+    /// The route's path template.
+    route_template: Option<&'s str>,
     /// The stage's canary answered.
     is_canary: bool,
     /// The API key's id, when one was checked and found.
@@ -472,5 +472,30 @@ fn inject_fault(head: &RequestHead<'_, '_>) {
             monoio::spawn(async { panic!("injected fault in a worker task") });
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_without_port;
+    use proptest::prelude::*;
+
+    #[test]
+    fn ports_are_cut_off() {
+        assert_eq!(host_without_port(b"shop.example:8080"), b"shop.example");
+        assert_eq!(host_without_port(b"shop.example"), b"shop.example");
+        assert_eq!(host_without_port(b"[::1]:8080"), b"[::1]");
+        assert_eq!(host_without_port(b"[::1]"), b"[::1]");
+        assert_eq!(host_without_port(b":"), b"");
+        assert_eq!(host_without_port(b""), b"");
+    }
+
+    proptest! {
+        /// Any Host bytes: no panic, and the answer is a prefix of them.
+        #[test]
+        fn any_host_gives_a_prefix(host in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let out = host_without_port(&host);
+            prop_assert!(host.starts_with(out));
+        }
     }
 }

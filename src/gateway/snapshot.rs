@@ -1702,10 +1702,7 @@ impl Snapshot {
             series: series.route(route),
             log: stage.log.as_deref(),
             names: Some((&target.api.name, &stage.name)),
-            route_key: def
-                .routes
-                .get(route)
-                .map(|r| (r.display.as_str(), r.template())),
+            route_template: def.routes.get(route).map(Route::template),
             throttle: throttles[route].as_ref(),
             client: if self.any_client_table {
                 clients[route].as_deref()
@@ -1789,9 +1786,9 @@ pub struct Routed<'s> {
     pub log: Option<&'s LogFormat>,
     /// The API's and the stage's names, once the stage is known.
     pub names: Option<(&'s str, &'s str)>,
-    /// The route's key as written (`GET /pets/{id}`) and its path
-    /// template (`/pets/{id}`), once matched.
-    pub route_key: Option<(&'s str, &'s str)>,
+    /// The matched route's path template (`/pets/{id}`; `$default` for
+    /// the default route).
+    pub route_template: Option<&'s str>,
     /// The route's throttle in its stage, if it has one.
     pub throttle: Option<&'s Level>,
     /// The route's per-client table in its stage (`client_throttle`).
@@ -1808,7 +1805,7 @@ impl Routed<'_> {
             series,
             log: None,
             names: None,
-            route_key: None,
+            route_template: None,
             throttle: None,
             client: None,
             keys: None,

@@ -37,6 +37,14 @@ fn number(n: &MetricNumber) -> f64 {
     }
 }
 
+/// `GET /metrics` on the admin `endpoint` (answered 200), parsed.
+pub fn scrape(endpoint: &ringgate::admin::client::Endpoint) -> Prom {
+    let reply =
+        ringgate::admin::client::request(endpoint, "GET", "/metrics", None).expect("GET /metrics");
+    assert_eq!(reply.status, 200, "GET /metrics");
+    Prom::parse(&String::from_utf8(reply.body).expect("UTF-8 metrics"))
+}
+
 impl Prom {
     /// Parses `text`, panicking with the parser's complaint if it is not a
     /// valid exposition.
