@@ -262,7 +262,7 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
             extended_request_id: Some(rid),
             // A client's id is used only when it is such a token
             // (`IdGenerator::from_client_or_new`); ours always is.
-            ids_are_tokens: true,
+            tokens_checked: true,
             source_ip: Some(x.state.info.ip),
             source_ip_text: Some(x.state.info.peer_ip()),
             user_agent: if format.uses_user_agent() {
@@ -276,7 +276,7 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
             path: head.path.as_bytes(),
             stage: seen.names.map(|n| n.1),
             api_id: seen.names.map(|n| n.0),
-            domain_name: head.host.map(host_without_port),
+            host: head.host,
             protocol: match head.version {
                 Version::Http10 => "HTTP/1.0",
                 _ => "HTTP/1.1",
@@ -324,14 +324,6 @@ fn header<'b>(head: &RequestHead<'_, 'b>, name: &str) -> Option<&'b [u8]> {
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case(name))
         .map(|h| h.value)
-}
-
-/// `Host` without its port (`[v6]:port` keeps its brackets).
-fn host_without_port(host: &[u8]) -> &[u8] {
-    match host.iter().rposition(|&b| b == b':') {
-        Some(i) if !host[i..].contains(&b']') => &host[..i],
-        _ => host,
-    }
 }
 
 /// `[server] health_path`: 200 `{"status":"ok"}` while every worker runs,
@@ -472,30 +464,5 @@ fn inject_fault(head: &RequestHead<'_, '_>) {
             monoio::spawn(async { panic!("injected fault in a worker task") });
         }
         _ => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::host_without_port;
-    use proptest::prelude::*;
-
-    #[test]
-    fn ports_are_cut_off() {
-        assert_eq!(host_without_port(b"shop.example:8080"), b"shop.example");
-        assert_eq!(host_without_port(b"shop.example"), b"shop.example");
-        assert_eq!(host_without_port(b"[::1]:8080"), b"[::1]");
-        assert_eq!(host_without_port(b"[::1]"), b"[::1]");
-        assert_eq!(host_without_port(b":"), b"");
-        assert_eq!(host_without_port(b""), b"");
-    }
-
-    proptest! {
-        /// Any Host bytes: no panic, and the answer is a prefix of them.
-        #[test]
-        fn any_host_gives_a_prefix(host in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let out = host_without_port(&host);
-            prop_assert!(host.starts_with(out));
-        }
     }
 }

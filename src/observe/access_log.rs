@@ -110,9 +110,9 @@ pub enum Var {
     ResourceId,
     /// `accountId`: [`LogRecord::account_id`].
     AccountId,
-    /// `domainName`: [`LogRecord::domain_name`].
+    /// `domainName`: [`domain_name`] of [`LogRecord::host`].
     DomainName,
-    /// `domainPrefix`: the first label of [`LogRecord::domain_name`].
+    /// `domainPrefix`: the first label of [`domain_name`] of [`LogRecord::host`].
     DomainPrefix,
     /// `protocol`: [`LogRecord::protocol`].
     Protocol,
@@ -487,8 +487,14 @@ impl LogFormat {
     /// Writes one variable's value.
     fn value(&self, var: Var, rec: &LogRecord<'_>, clock: &mut ClfClock, out: &mut Vec<u8>) {
         let e = self.escape;
-        let text = |out: &mut Vec<u8>, v: Option<&str>| put1(out, e, v.unwrap_or("").as_bytes());
-        let bytes = |out: &mut Vec<u8>, v: Option<&[u8]>| put1(out, e, v.unwrap_or(b""));
+        // A match, not `unwrap_or("")`: with the latter the compiler hoisted
+        // every field's select out of the loop over the parts, whichever
+        // variables the format has.
+        let bytes = |out: &mut Vec<u8>, v: Option<&[u8]>| match v {
+            Some(v) => put1(out, e, v),
+            None => out.push(b'-'),
+        };
+        let text = |out: &mut Vec<u8>, v: Option<&str>| bytes(out, v.map(str::as_bytes));
         match var {
             Var::RequestId | Var::ExtendedRequestId => {
                 let id = match var {
@@ -496,7 +502,7 @@ impl LogFormat {
                     _ => rec.extended_request_id,
                 };
                 match id {
-                    Some(id) if rec.ids_are_tokens && !id.is_empty() => out.extend_from_slice(id),
+                    Some(id) if rec.tokens_checked && !id.is_empty() => out.extend_from_slice(id),
                     _ => bytes(out, id),
                 }
             }
@@ -509,9 +515,17 @@ impl LogFormat {
             },
             Var::UserAgent => bytes(out, rec.user_agent),
             Var::ApiKeyId => text(out, rec.api_key_id),
+            Var::HttpMethod if rec.tokens_checked && !rec.method.is_empty() => {
+                out.extend_from_slice(rec.method)
+            }
             Var::HttpMethod => bytes(out, Some(rec.method)),
             Var::ResourcePath => text(out, rec.resource_path),
             Var::RouteKey => match rec.resource_path {
+                Some(t) if !t.is_empty() && rec.tokens_checked && e != Escape::Csv => {
+                    out.extend_from_slice(rec.method);
+                    out.push(b' ');
+                    put1(out, e, t.as_bytes());
+                }
                 Some(t) if !t.is_empty() => put(out, e, &[rec.method, b" ", t.as_bytes()]),
                 _ => out.push(b'-'),
             },
@@ -520,13 +534,17 @@ impl LogFormat {
             Var::ApiId => text(out, rec.api_id),
             Var::ResourceId => text(out, rec.resource_id),
             Var::AccountId => text(out, rec.account_id),
-            Var::DomainName => bytes(out, rec.domain_name),
+            Var::DomainName => bytes(out, rec.host.map(domain_name)),
             Var::DomainPrefix => bytes(
                 out,
-                rec.domain_name
+                rec.host
+                    .map(domain_name)
                     .map(|d| d.split(|&b| b == b'.').next().unwrap_or(d)),
             ),
-            Var::Protocol => text(out, Some(rec.protocol)),
+            Var::Protocol => match rec.protocol {
+                p @ ("HTTP/1.1" | "HTTP/1.0") => out.extend_from_slice(p.as_bytes()),
+                p => text(out, Some(p)),
+            },
             Var::RequestTime => out.extend_from_slice(clock.format(rec.request_time_ms)),
             Var::RequestTimeEpoch => put_u64(out, rec.request_time_ms),
             Var::Status => put_opt(out, (rec.status != 0).then_some(rec.status.into())),
@@ -745,6 +763,15 @@ fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
 // Records and the clock
 // ---------------------------------------------------------------------------
 
+/// `host` (a `Host` header's value) without its port: `shop.example:8080`
+/// is `shop.example`, `[::1]:8080` is `[::1]`.
+pub fn domain_name(host: &[u8]) -> &[u8] {
+    match host.iter().rposition(|&b| b == b':') {
+        Some(i) if !host[i..].contains(&b']') => &host[..i],
+        _ => host,
+    }
+}
+
 /// One request's values, borrowed from the pipeline. `None` (and an empty
 /// value) is logged `-`. Build one with [`LogRecord::new`] and struct
 /// update syntax, filling what is known:
@@ -756,9 +783,10 @@ pub struct LogRecord<'a> {
     /// A second id (`$context.extendedRequestId`), if the caller has one.
     pub extended_request_id: Option<&'a [u8]>,
     /// Both ids are tokens of `[A-Za-z0-9._:+/=-]` (the gateway's own, or
-    /// a client's it checked): written without an escape check, as no
-    /// escaping mode changes them. Leave it false for anything else.
-    pub ids_are_tokens: bool,
+    /// a client's it checked) and the method is an RFC 9110 token (httparse
+    /// accepts no other): they are written without an escape check, as no
+    /// escaping mode changes such bytes. Leave it false for anything else.
+    pub tokens_checked: bool,
     /// The client's address (`$context.identity.sourceIp`).
     pub source_ip: Option<IpAddr>,
     /// [`LogRecord::source_ip`] already formatted (a connection formats its
@@ -786,10 +814,12 @@ pub struct LogRecord<'a> {
     pub resource_id: Option<&'a str>,
     /// `$context.accountId`.
     pub account_id: Option<&'a str>,
-    /// The `Host` without its port (`$context.domainName`; its first label
-    /// is `$context.domainPrefix`).
-    pub domain_name: Option<&'a [u8]>,
-    /// `HTTP/1.1` or `HTTP/1.0` (`$context.protocol`).
+    /// The `Host` header as received: `$context.domainName` is it without
+    /// its port ([`domain_name`]), `$context.domainPrefix` that name's first
+    /// label. (Cut only when a format asks for it.)
+    pub host: Option<&'a [u8]>,
+    /// `HTTP/1.1` or `HTTP/1.0` (`$context.protocol`); written as it is
+    /// when it is one of those two.
     pub protocol: &'static str,
     /// When the request arrived, in milliseconds since the Unix epoch
     /// (`$context.requestTimeEpoch`; `$context.requestTime` in CLF time).
