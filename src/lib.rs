@@ -47,9 +47,12 @@
 //!   rules ([`cache::policy`]).
 //! - [`runtime`]: workers, rings, listeners, accept, the reaper (timeouts),
 //!   drain, shutdown, panic containment and the supervisor, and the client
-//!   connection type ([`runtime::ClientConn`], generic over the stream so a
-//!   TLS stream can be served by the same code). Knows nothing of APIs,
-//!   caches or backends: it runs a [`runtime::Service`].
+//!   connection type ([`runtime::ClientConn`], generic over the stream,
+//!   [`runtime::ClientStream`], so a TLS stream is served by the same
+//!   code). Knows nothing of APIs, caches or backends: it runs a
+//!   [`runtime::Service`].
+//! - [`tls`]: TLS termination with rustls: certificates chosen by SNI, the
+//!   Host/SNI check (421), and the TLS stream over monoio's TCP.
 //! - [`upstream`]: backend groups, balancing, passive/active health, the
 //!   per-worker keep-alive pools, forwarding a request
 //!   ([`upstream::forward`]) and the protocol-switch tunnel.
@@ -142,4 +145,5 @@ pub mod runtime;
 pub mod server;
 pub mod state;
 pub mod throttle;
+pub mod tls;
 pub mod upstream;

@@ -25,6 +25,7 @@ use crate::observe::access_log::{AccessLog, LogTarget};
 use crate::observe::metrics::Metrics;
 use crate::runtime::{self, Counters, DriverKind, Loads, Settings, Shutdown, WorkerHook, Workers};
 use crate::state::{StateError, Store};
+use crate::tls::TlsAcceptor;
 
 /// Options for [`Server::start`] beyond the configuration.
 #[derive(Default, Clone)]
@@ -62,6 +63,8 @@ pub enum StartError {
     Sweeper(std::io::Error),
     /// The access log could not be opened.
     AccessLog(String),
+    /// The TLS certificates could not be loaded.
+    Tls(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -72,6 +75,7 @@ impl std::fmt::Display for StartError {
             StartError::Runtime(e) => write!(f, "{e}"),
             StartError::Admin(e) => write!(f, "{e}"),
             StartError::AccessLog(e) => write!(f, "{e}"),
+            StartError::Tls(e) => write!(f, "{e}"),
             StartError::Sweeper(e) => write!(f, "cannot start the sweeper thread: {e}"),
         }
     }
@@ -142,7 +146,12 @@ impl Server {
             Store::in_memory()
         }
         .map_err(StartError::State)?;
-        let settings = Settings::from_config(&config);
+        let mut settings = Settings::from_config(&config);
+        let tls = match &config.tls {
+            None => None,
+            Some(t) => Some(Arc::new(TlsAcceptor::new(t).map_err(StartError::Tls)?)),
+        };
+        settings.tls = tls.clone();
         let limits = config.limits.clone();
         let health_path = config.server.health_path.clone();
         let metrics_enabled = config.metrics.enabled;
@@ -183,6 +192,7 @@ impl Server {
                 fault_injection: options.fault_injection,
                 health_path,
                 access_log,
+                tls,
             },
         ));
         let workers = Workers::start(settings, gateway.clone(), options.on_worker_start)

@@ -257,6 +257,7 @@ use serde::{Deserialize, Serialize};
 mod error;
 mod raw;
 mod template;
+mod tls;
 mod validate;
 
 #[cfg(test)]
@@ -264,6 +265,7 @@ mod tests;
 
 pub use crate::throttle::quota::{Period, QuotaSettings};
 pub use error::ConfigError;
+pub use tls::{CertificateConfig, TlsConfig, TlsVersion};
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -308,6 +310,9 @@ pub struct Config {
     /// `[access_log]`: where and how each request is logged; `None`: no
     /// access log.
     pub access_log: Option<AccessLogConfig>,
+    /// `[tls]`: the certificates of `server.listen_tls`; `None` when that
+    /// is not set.
+    pub tls: Option<TlsConfig>,
 }
 
 /// `[access_log]`.
@@ -558,6 +563,9 @@ pub struct ServerConfig {
     /// A path the gateway answers itself, before routing, for load
     /// balancers: 200 while serving, 503 while draining. `None`: off.
     pub health_path: Option<String>,
+    /// Addresses that serve HTTPS (`[tls]` gives the certificates); may be
+    /// empty.
+    pub listen_tls: Vec<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -570,6 +578,7 @@ impl Default for ServerConfig {
             ring_entries: 4096,
             drain_timeout: Duration::from_secs(10),
             health_path: None,
+            listen_tls: Vec::new(),
         }
     }
 }

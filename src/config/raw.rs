@@ -38,6 +38,27 @@ pub(super) struct RawConfig {
     pub api_key: Vec<RawApiKey>,
     #[serde(default)]
     pub usage_plan: Vec<RawUsagePlan>,
+    pub tls: Option<RawTls>,
+}
+
+/// `[tls]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub min_version: Option<Spanned<String>>,
+    pub session_tickets: Option<bool>,
+    pub session_cache: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub certificate: Vec<RawCertificate>,
+}
+
+/// `[[tls.certificate]]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCertificate {
+    pub chain: Spanned<String>,
+    pub key: Spanned<String>,
+    pub hosts: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `[metrics]`
@@ -145,6 +166,7 @@ pub(super) struct RawAdmin {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawServer {
     pub listen: Option<Spanned<Vec<Spanned<String>>>>,
+    pub listen_tls: Option<Spanned<Vec<Spanned<String>>>>,
     pub workers: Option<Spanned<Value>>,
     pub pin_workers: Option<bool>,
     pub io_driver: Option<Spanned<String>>,

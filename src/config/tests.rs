@@ -124,6 +124,7 @@ fn full_config() {
             ring_entries: 1024,
             drain_timeout: Duration::from_millis(500),
             health_path: None,
+            listen_tls: Vec::new(),
         }
     );
     assert_eq!(
@@ -386,7 +387,10 @@ fn unknown_key_in_server() {
     let e = bad("[server]\nworkers = 2\nworkrs = 3\n");
     check(&e, 3, "server.workrs", "unknown field `workrs`");
     assert_eq!(e.column, 1);
-    assert!(e.fix.contains("listen, workers, pin_workers"), "{e}");
+    assert!(
+        e.fix.contains("listen, listen_tls, workers, pin_workers"),
+        "{e}"
+    );
     assert!(e.fix.contains("did you mean `workers`"), "{e}");
 }
 

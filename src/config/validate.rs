@@ -63,6 +63,7 @@ pub(super) fn build(raw: RawConfig, src: &Source<'_>) -> Result<Config> {
     let key_source = key_source(raw.key_source.as_ref(), src)?;
     let metrics = metrics(raw.metrics.as_ref(), src)?;
     let access_log = access_log(raw.access_log.as_ref(), src)?;
+    let tls = super::tls::tls(raw.tls.as_ref(), &server, src)?;
     check_stage_throttles(&raw.api, &apis, throttle, src)?;
     let api_keys = api_keys(&raw.api_key, src)?;
     let usage_plans = usage_plans(&raw.usage_plan, &apis, &api_keys, throttle, src)?;
@@ -83,6 +84,7 @@ pub(super) fn build(raw: RawConfig, src: &Source<'_>) -> Result<Config> {
         key_source,
         metrics,
         access_log,
+        tls,
     })
 }
 
@@ -759,6 +761,41 @@ fn problem_at(src: &Source<'_>, span: &Range<usize>, key: &str, p: Problem) -> C
 
 // --- [server] ----------------------------------------------------------------
 
+/// A list of listen addresses (`key`), none twice, none in `others`
+/// (the plain listeners, for `listen_tls`).
+fn listen_addrs(
+    listen: &Spanned<Vec<Spanned<String>>>,
+    key: &str,
+    others: &[SocketAddr],
+    src: &Source<'_>,
+) -> Result<Vec<SocketAddr>> {
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for (i, a) in listen.get_ref().iter().enumerate() {
+        let key = format!("{key}[{i}]");
+        let addr = parse_listen(a.get_ref()).map_err(|p| problem_at(src, &a.span(), &key, p))?;
+        if addr.port() != 0 {
+            if let Some(j) = addrs.iter().position(|b| *b == addr) {
+                return Err(src.error(
+                    &a.span(),
+                    key,
+                    format!("listen address {addr} is listed twice (also at index {j})"),
+                    "remove one of them",
+                ));
+            }
+            if others.contains(&addr) {
+                return Err(src.error(
+                    &a.span(),
+                    key,
+                    format!("{addr} is also in server.listen: one port cannot serve both plain HTTP and TLS"),
+                    "use another port for TLS, e.g. 8443",
+                ));
+            }
+        }
+        addrs.push(addr);
+    }
+    Ok(addrs)
+}
+
 fn server(raw: Option<RawServer>, src: &Source<'_>) -> Result<ServerConfig> {
     let mut out = ServerConfig::default();
     let Some(raw) = raw else { return Ok(out) };
@@ -771,24 +808,10 @@ fn server(raw: Option<RawServer>, src: &Source<'_>) -> Result<ServerConfig> {
                 "give at least one address, e.g. listen = [\"127.0.0.1:8080\"]",
             ));
         }
-        let mut addrs: Vec<SocketAddr> = Vec::new();
-        for (i, a) in listen.get_ref().iter().enumerate() {
-            let key = format!("server.listen[{i}]");
-            let addr =
-                parse_listen(a.get_ref()).map_err(|p| problem_at(src, &a.span(), &key, p))?;
-            if addr.port() != 0 {
-                if let Some(j) = addrs.iter().position(|b| *b == addr) {
-                    return Err(src.error(
-                        &a.span(),
-                        key,
-                        format!("listen address {addr} is listed twice (also server.listen[{j}])"),
-                        "remove one of them",
-                    ));
-                }
-            }
-            addrs.push(addr);
-        }
-        out.listen = addrs;
+        out.listen = listen_addrs(listen, "server.listen", &[], src)?;
+    }
+    if let Some(listen) = &raw.listen_tls {
+        out.listen_tls = listen_addrs(listen, "server.listen_tls", &out.listen, src)?;
     }
     if let Some(w) = &raw.workers {
         out.workers = match w.get_ref() {

@@ -7,7 +7,7 @@
 
 use std::ops::Range;
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use crate::runtime::ClientStream;
 
 use super::exchange::{write_error, Exchange, Next, Request};
 use super::outcome::Outcome;
@@ -38,7 +38,7 @@ pub(super) fn has_body(req: &Request<'_, '_, '_>) -> bool {
 /// and the bytes of `scratch` that start the next request. Err: the
 /// request is answered (an error written, or the client gone) and the
 /// connection closes.
-pub(super) async fn discard<S: AsyncReadRent + AsyncWriteRent>(
+pub(super) async fn discard<S: ClientStream>(
     gw: &GatewayWorker,
     x: &mut Exchange<'_, S>,
     req: &Request<'_, '_, '_>,
@@ -68,7 +68,7 @@ pub(super) async fn discard<S: AsyncReadRent + AsyncWriteRent>(
 /// Reads and drops a body framed as `framing`, of which `after` holds the
 /// start, enforcing `limit`. Returns the bytes of `after` consumed and the
 /// bytes of `scratch` that follow the body (the next pipelined request).
-async fn consume<S: AsyncReadRent + AsyncWriteRent>(
+async fn consume<S: ClientStream>(
     io: &mut ClientIo<S>,
     framing: BodyFraming,
     after: &[u8],

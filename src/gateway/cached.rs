@@ -39,8 +39,8 @@
 
 use std::sync::Arc;
 
+use crate::runtime::ClientStream;
 use bytes::Bytes;
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 use super::exchange::{
     connection_header, forward, respond_forwarded, write_error, Exchange, Next, Request,
@@ -79,7 +79,7 @@ pub(super) struct CachedRoute<'s> {
 }
 
 /// Serves a cacheable proxied request; see the module docs.
-pub(super) async fn serve<S: AsyncReadRent + AsyncWriteRent>(
+pub(super) async fn serve<S: ClientStream>(
     gw: &GatewayWorker,
     x: &mut Exchange<'_, S>,
     req: &Request<'_, '_, '_>,
@@ -415,7 +415,7 @@ fn make_entry(
 /// allocated. Returns what the connection does next: `keep_client`, and
 /// the request body's `consumed` and `leftover` bytes, as in
 /// [`Next::Continue`], unless the client is gone.
-async fn write_hit<S: AsyncReadRent + AsyncWriteRent>(
+async fn write_hit<S: ClientStream>(
     x: &mut Exchange<'_, S>,
     req: &Request<'_, '_, '_>,
     entry: &Arc<Entry>,

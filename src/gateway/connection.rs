@@ -24,8 +24,6 @@
 use std::future::Future;
 use std::rc::Rc;
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent, CancelableAsyncReadRent, Split};
-
 use super::exchange::{ConnState, Exchange, Next};
 use super::outcome::Outcome;
 use super::pipeline;
@@ -34,7 +32,7 @@ use super::worker::GatewayWorker;
 use crate::http::response::ConnectionHeader;
 use crate::http::{header_array, parse_head, HeadError};
 use crate::observe::metrics::{Sample, UNROUTED};
-use crate::runtime::{ClientConn, Fill, NextRequest, Readiness};
+use crate::runtime::{ClientConn, ClientStream, Fill, NextRequest};
 use crate::upstream::forward::ClientInfo;
 use crate::upstream::pool::UpstreamConn;
 
@@ -78,7 +76,7 @@ pub(super) fn serve<S>(
     info: ClientInfo,
 ) -> impl Future<Output = ()>
 where
-    S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent + Split + Readiness,
+    S: ClientStream,
 {
     async move {
         let worker = conn.io.worker_rc();
@@ -104,13 +102,7 @@ where
             let stream = conn.io.into_stream();
             // Boxed: the tunnel's state is needed by upgraded connections
             // only, so it is not part of every connection's future.
-            Box::pin(crate::upstream::tunnel::tunnel(
-                stream,
-                backend.stream,
-                pending,
-                idle,
-            ))
-            .await;
+            Box::pin(stream.tunnel(backend, pending, idle)).await;
         }
     }
 }
@@ -122,7 +114,7 @@ where
 /// One async fn for the whole busy period, not one per step: each nested
 /// future is one more state to dispatch through on every wake-up, and this
 /// runs twice per request (read and write completions).
-async fn busy<S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent>(
+async fn busy<S: ClientStream>(
     gw: &GatewayWorker,
     conn: &mut ClientConn<S>,
     info: &ClientInfo,

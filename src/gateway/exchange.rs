@@ -9,7 +9,7 @@
 
 use std::ops::Range;
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use crate::runtime::ClientStream;
 
 use super::key_source::{strip_query_tail, KeySource};
 use super::outcome::Outcome;
@@ -144,7 +144,7 @@ pub(super) fn connection_header(head: &RequestHead<'_, '_>, close: bool) -> Conn
 
 /// Writes a gateway error into the connection's write buffer, with the
 /// request's rate-limit headers if it has them.
-pub(super) fn write_error<S: AsyncReadRent + AsyncWriteRent>(
+pub(super) fn write_error<S: ClientStream>(
     x: &mut Exchange<'_, S>,
     e: GatewayError,
     head: &RequestHead<'_, '_>,
@@ -167,7 +167,7 @@ pub(super) fn write_error<S: AsyncReadRent + AsyncWriteRent>(
 /// The integration: forwards the request to the route's backends.
 /// `extra_headers` go into the client's response; with `capture`, a copy of
 /// the response is kept for the stage cache.
-pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
+pub(super) async fn forward<S: ClientStream>(
     gw: &GatewayWorker,
     x: &mut Exchange<'_, S>,
     req: &Request<'_, '_, '_>,
@@ -200,7 +200,8 @@ pub(super) async fn forward<S: AsyncReadRent + AsyncWriteRent>(
         },
         timeout: route.timeout,
         preserve_host: route.preserve_host,
-        upgrading: route.allow_upgrade
+        upgrading: S::TUNNELS
+            && route.allow_upgrade
             && head.upgrade
             && named_by_connection(head.headers, "upgrade"),
         max_body: gw.max_body,
@@ -244,7 +245,7 @@ pub(super) fn forward_error(e: ForwardError, max_body: u64) -> GatewayError {
 /// respond: what the connection does after a forward, answering a failure
 /// with its gateway error. `served` is the outcome of a forward that got a
 /// response through.
-pub(super) fn respond_forwarded<S: AsyncReadRent + AsyncWriteRent>(
+pub(super) fn respond_forwarded<S: ClientStream>(
     gw: &GatewayWorker,
     x: &mut Exchange<'_, S>,
     req: &Request<'_, '_, '_>,

@@ -60,7 +60,7 @@ const PLAIN: [Outcome; 10] = [
 ];
 
 /// One instance of each gateway error kind, in index order.
-const ERRORS: [GatewayError; 14] = [
+const ERRORS: [GatewayError; 15] = [
     GatewayError::BadRequest(""),
     GatewayError::MissingAuthenticationToken,
     GatewayError::NotFound,
@@ -75,6 +75,7 @@ const ERRORS: [GatewayError; 14] = [
     GatewayError::IntegrationFailure,
     GatewayError::TooManyRequests,
     GatewayError::QuotaExceeded,
+    GatewayError::MisdirectedRequest,
 ];
 
 /// How many distinct outcome kinds there are.
@@ -112,6 +113,7 @@ impl Outcome {
                 GatewayError::IntegrationFailure => "error_integration_failure",
                 GatewayError::TooManyRequests => "error_too_many_requests",
                 GatewayError::QuotaExceeded => "error_quota_exceeded",
+                GatewayError::MisdirectedRequest => "error_misdirected_request",
             },
         }
     }
@@ -146,6 +148,7 @@ impl Outcome {
                         GatewayError::IntegrationFailure => 11,
                         GatewayError::TooManyRequests => 12,
                         GatewayError::QuotaExceeded => 13,
+                        GatewayError::MisdirectedRequest => 14,
                     }
             }
         }

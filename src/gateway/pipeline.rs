@@ -17,7 +17,7 @@
 
 use std::ops::Range;
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use crate::runtime::ClientStream;
 
 use super::exchange::{
     connection_header, forward, respond_forwarded, write_error, Answer, Exchange, Next, Request,
@@ -30,7 +30,7 @@ use super::snapshot::{Dispatch, ResponseContext, Routed, Snapshot};
 use super::worker::GatewayWorker;
 use crate::http::response::ConnectionHeader;
 use crate::http::{BodyFraming, RequestHead, Version};
-use crate::observe::access_log::{LogFormat, LogRecord};
+use crate::observe::access_log::{domain_name, LogFormat, LogRecord};
 use crate::observe::metrics::Sample;
 use crate::router::Params;
 use crate::throttle::{now_ns, take_levels, take_two, Level};
@@ -41,7 +41,7 @@ use crate::upstream::forward::Trace;
 /// The phases up to the response are a block of this function rather than
 /// an async fn of their own: a nested future is one more state to build,
 /// copy in, resume and drop on every request.
-pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
+pub(super) async fn handle<S: ClientStream>(
     gw: &GatewayWorker,
     mut x: Exchange<'_, S>,
     head: RequestHead<'_, '_>,
@@ -75,6 +75,19 @@ pub(super) async fn handle<S: AsyncReadRent + AsyncWriteRent>(
         if let Some((path, workers)) = &gw.health_path {
             if head.path == &**path && head.framing == BodyFraming::None && !head.upgrade {
                 break 'answer health(x, head, rid, *workers);
+            }
+        }
+        // On TLS, the Host must be one the handshake's certificate is for:
+        // a connection made for one name is not reused for another.
+        if let (Some(cert), Some(tls)) = (x.state.info.tls_cert, &gw.tls) {
+            let host = head
+                .host
+                .map(domain_name)
+                .and_then(|h| std::str::from_utf8(h).ok());
+            if tls.certificate_for(host) != cert {
+                let e = GatewayError::MisdirectedRequest;
+                write_error(x, e, head, rid, true, None);
+                break 'answer (Next::Close { linger: true }, Outcome::Error(e));
             }
         }
         // A declared body over the limit is refused before anything else.
@@ -333,7 +346,7 @@ fn header<'b>(head: &RequestHead<'_, 'b>, name: &str) -> Option<&'b [u8]> {
 /// supervisor restarting it). GET and HEAD; another method gets 405 with
 /// `Allow`.
 #[cold]
-fn health<S: AsyncReadRent + AsyncWriteRent>(
+fn health<S: ClientStream>(
     x: &mut Exchange<'_, S>,
     head: &RequestHead<'_, '_>,
     rid: &[u8],
@@ -432,7 +445,7 @@ fn throttled_with_plan(
 /// Whether the connection stays open after a response written once the
 /// request's body was read whole (decided now: a drain may have started
 /// while the body arrived), and the `Connection` header that says so.
-fn keep_after_body<S: AsyncReadRent + AsyncWriteRent>(
+fn keep_after_body<S: ClientStream>(
     x: &Exchange<'_, S>,
     req: &Request<'_, '_, '_>,
 ) -> (ConnectionHeader, bool) {

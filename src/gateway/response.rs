@@ -23,6 +23,9 @@ pub enum GatewayError {
     Forbidden,
     /// 408: the client sent its head too slowly.
     RequestTimeout,
+    /// 421 `Misdirected Request`: on a TLS connection, the `Host` is for
+    /// another certificate than the handshake's SNI name chose.
+    MisdirectedRequest,
     /// 413: the body is over the limit (carries the limit in bytes).
     PayloadTooLarge(u64),
     /// 414: the request target is over the URL limit.
@@ -53,6 +56,7 @@ impl GatewayError {
             GatewayError::MissingAuthenticationToken | GatewayError::Forbidden => 403,
             GatewayError::NotFound => 404,
             GatewayError::RequestTimeout => 408,
+            GatewayError::MisdirectedRequest => 421,
             GatewayError::TooManyRequests | GatewayError::QuotaExceeded => 429,
             GatewayError::PayloadTooLarge(_) => 413,
             GatewayError::UriTooLong => 414,
@@ -71,6 +75,7 @@ impl GatewayError {
             GatewayError::NotFound => "RESOURCE_NOT_FOUND",
             GatewayError::Forbidden => "ACCESS_DENIED",
             GatewayError::RequestTimeout => "REQUEST_TIMEOUT",
+            GatewayError::MisdirectedRequest => "MISDIRECTED_REQUEST",
             GatewayError::PayloadTooLarge(_) => "REQUEST_TOO_LARGE",
             GatewayError::UriTooLong => "URI_TOO_LONG",
             GatewayError::HeadersTooLarge => "REQUEST_HEADERS_TOO_LARGE",
@@ -106,6 +111,7 @@ impl GatewayError {
             self,
             GatewayError::BadRequest(_)
                 | GatewayError::RequestTimeout
+                | GatewayError::MisdirectedRequest
                 | GatewayError::PayloadTooLarge(_)
                 | GatewayError::UriTooLong
                 | GatewayError::HeadersTooLarge
@@ -167,6 +173,7 @@ impl GatewayError {
             GatewayError::NotFound => "Not Found",
             GatewayError::Forbidden => "Forbidden",
             GatewayError::RequestTimeout => "Request Timeout",
+            GatewayError::MisdirectedRequest => "Misdirected Request",
             GatewayError::PayloadTooLarge(_) => "HTTP content length exceeded",
             GatewayError::UriTooLong => "Request-URI Too Long",
             GatewayError::HeadersTooLarge => "Request Header Fields Too Large",
@@ -198,6 +205,7 @@ impl GatewayError {
             GatewayError::NotFound => w.put(b"{\"message\":\"Not Found\"}"),
             GatewayError::Forbidden => w.put(b"{\"message\":\"Forbidden\"}"),
             GatewayError::RequestTimeout => w.put(b"{\"message\":\"Request Timeout\"}"),
+            GatewayError::MisdirectedRequest => w.put(b"{\"message\":\"Misdirected Request\"}"),
             GatewayError::PayloadTooLarge(limit) => {
                 w.put(b"HTTP content length exceeded ");
                 let mut digits = [0u8; 20];

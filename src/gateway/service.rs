@@ -23,6 +23,7 @@ use crate::http::HeadLimits;
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::Metrics;
 use crate::runtime::{ClientConn, LocalService, Service, Worker};
+use crate::tls::{TlsAcceptor, TlsStream};
 use crate::upstream::forward::ClientInfo;
 
 /// Options for the gateway beyond its configuration.
@@ -37,6 +38,8 @@ pub struct GatewayOptions {
     pub health_path: Option<String>,
     /// The access log's writer, when `[access_log]` is set.
     pub access_log: Option<Arc<AccessLog>>,
+    /// The TLS listeners' certificates, when `server.listen_tls` is set.
+    pub tls: Option<Arc<TlsAcceptor>>,
 }
 
 /// The snapshot being served, published by the control side and picked up
@@ -171,10 +174,13 @@ impl Service for Gateway {
                 self.published.metrics().filter(|m| m.enabled()).cloned(),
                 self.options.access_log.as_deref(),
             ),
-            self.options
-                .health_path
-                .as_deref()
-                .map(|p| (Box::from(p), self.workers)),
+            (
+                self.options
+                    .health_path
+                    .as_deref()
+                    .map(|p| (Box::from(p), self.workers)),
+                self.options.tls.clone(),
+            ),
             #[cfg(debug_assertions)]
             self.options.fault_injection,
         )
@@ -190,6 +196,18 @@ impl LocalService for GatewayWorker {
     ) -> impl Future<Output = ()> {
         // Not an async fn: that would store the connection twice.
         super::connection::serve(self, conn, ClientInfo::new(peer, local_port))
+    }
+
+    fn serve_tls(
+        self: Rc<Self>,
+        conn: ClientConn<TlsStream>,
+        peer: SocketAddr,
+        local_port: u16,
+        cert: u16,
+    ) -> impl Future<Output = ()> {
+        let mut info = ClientInfo::new(peer, local_port);
+        info.tls_cert = Some(cert);
+        super::connection::serve(self, conn, info)
     }
 
     fn stop(&self) {

@@ -17,6 +17,7 @@ use crate::http::HeadLimits;
 use crate::observe::access_log::{AccessLog, ClfClock, LogBuffer};
 use crate::observe::metrics::{Metrics, Sample};
 use crate::throttle::now_ns;
+use crate::tls::TlsAcceptor;
 use crate::upstream::pool::Pool;
 
 /// One worker's gateway state, shared by the worker's connections.
@@ -47,6 +48,9 @@ pub struct GatewayWorker {
     pub(super) log: Option<RefCell<WorkerLog>>,
     /// `[server] health_path`, if set, and how many workers there are.
     pub(super) health_path: Option<(Box<str>, usize)>,
+    /// The TLS listeners' certificates: a request's `Host` is checked
+    /// against the one its connection's handshake chose.
+    pub(super) tls: Option<Arc<TlsAcceptor>>,
     /// Debug builds: honour `x-ringgate-fault`.
     #[cfg(debug_assertions)]
     pub(super) fault_injection: bool,
@@ -99,6 +103,9 @@ impl GatewayWorker {
     }
 }
 
+/// `[server] health_path` and how many workers there are.
+type HealthPath = Option<(Box<str>, usize)>;
+
 /// One worker's access log state.
 pub(super) struct WorkerLog {
     /// Lines not yet shipped to the writer.
@@ -147,7 +154,7 @@ impl GatewayWorker {
         (head_limits, max_body): (HeadLimits, u64),
         outcomes: Arc<OutcomeTable>,
         (metrics, log): (Option<Arc<Metrics>>, Option<&AccessLog>),
-        health_path: Option<(Box<str>, usize)>,
+        (health_path, tls): (HealthPath, Option<Arc<TlsAcceptor>>),
         #[cfg(debug_assertions)] fault_injection: bool,
     ) -> GatewayWorker {
         let (generation, snapshot) = published.load();
@@ -171,6 +178,7 @@ impl GatewayWorker {
                 })
             }),
             health_path,
+            tls,
             #[cfg(debug_assertions)]
             fault_injection,
         }

@@ -2,10 +2,10 @@
 //! buffers, with every read and write under the connection's deadlines.
 //!
 //! [`ClientConn`] is what a worker hands the service for each accepted
-//! connection. It is generic over the stream (monoio's completion-based
-//! [`AsyncReadRent`] + [`AsyncWriteRent`]), so a TLS stream can be served by
-//! the same code as a plain TCP one; the reaper only needs the socket's fd,
-//! taken before any wrapping.
+//! connection. It is generic over the stream ([`ClientStream`]: plain TCP,
+//! or [`crate::tls::TlsStream`]), so a TLS connection is served by the same
+//! code as a plain one; the reaper only needs the socket's fd, taken before
+//! any wrapping.
 //!
 //! It comes in two parts so that a request head parsed from the read buffer
 //! (which borrows it) can stay alive while the connection reads and writes:
@@ -46,35 +46,14 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
-use std::future::Future;
-use std::io;
-
-use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{
-    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent,
-};
-use monoio::net::TcpStream;
+use monoio::io::CancelHandle;
 
 use super::buffers::{BufPool, LARGE};
 use super::contain::RequestTrace;
 use super::reaper::Wait;
+use super::stream::{ClientStream, OutBuf};
 use super::worker::Worker;
 
-/// A client stream that can wait for input without lending a buffer.
-pub trait Readiness {
-    /// Resolves once a read would not wait: bytes, the end of the stream or
-    /// an error are there. May resolve spuriously (the read then waits).
-    fn wait_readable(&self) -> impl Future<Output = io::Result<()>>;
-}
-
-impl Readiness for TcpStream {
-    #[inline]
-    fn wait_readable(&self) -> impl Future<Output = io::Result<()>> {
-        // Not relaxed: on the epoll driver a stale readiness is checked
-        // with poll(2) rather than trusted.
-        self.readable(false)
-    }
-}
 /// Lingering close: how long, and how many bytes, the client's unread input
 /// is read and discarded (see [`ClientIo::linger`]).
 const LINGER_TIME: Duration = Duration::from_secs(5);
@@ -213,7 +192,7 @@ pub struct ClientIo<S> {
     cancel: Option<CancelHandle>,
 }
 
-impl<S: AsyncReadRent + AsyncWriteRent> ClientConn<S> {
+impl<S: ClientStream> ClientConn<S> {
     /// Wraps an accepted stream whose socket is `fd`, registering it with
     /// `worker`'s reaper. It holds no buffer yet.
     pub fn new(stream: S, fd: RawFd, worker: Rc<Worker>, trace: Rc<RequestTrace>) -> Self {
@@ -258,7 +237,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConn<S> {
     }
 }
 
-impl<S: AsyncReadRent + AsyncWriteRent> ClientIo<S> {
+impl<S: ClientStream> ClientIo<S> {
     /// The worker serving this connection.
     #[inline]
     pub fn worker(&self) -> &Worker {
@@ -320,12 +299,10 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientIo<S> {
         let deadline = self.head_deadline;
         let partial = !rbuf.buf.is_empty();
         let buf = std::mem::take(&mut rbuf.buf);
-        let len = buf.len();
-        let cap = buf.capacity();
         reaper.arm(self.slot.index, deadline, Wait::Read);
-        let (res, slice) = self.stream.read(buf.slice_mut(len..cap)).await;
+        let (res, buf) = self.stream.read_append(buf).await;
         let expired = reaper.disarm(self.slot.index);
-        rbuf.buf = slice.into_inner();
+        rbuf.buf = buf;
         match res {
             Ok(0) | Err(_) if expired && partial => Fill::HeadTimeout,
             Ok(0) | Err(_) => Fill::Closed,
@@ -344,7 +321,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientIo<S> {
             w.reaper.deadline(w.limits.header_read_timeout),
             Wait::Read,
         );
-        let (res, buf) = self.stream.read(buf).await;
+        let (res, buf) = self.stream.read_append(buf).await;
         let expired = w.reaper.disarm(self.slot.index);
         *scratch = buf;
         match res {
@@ -366,31 +343,20 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientIo<S> {
             return true;
         }
         self.arm_write();
-        let (ok, mut buf) = match self.stream.write(std::mem::take(wbuf)).await {
-            (Ok(n), buf) if n == len => (true, buf),
-            (res, buf) => self.write_rest(res, buf, len).await,
-        };
+        let (res, mut buf) = self.stream.write_all_buf(std::mem::take(wbuf)).await;
         let expired = self.disarm();
         buf.clear();
         *wbuf = buf;
-        ok && !expired
+        res.is_ok() && !expired
     }
 
     /// Writes all of `buf` (shared bytes, a slice of another buffer) under
     /// the write timeout and hands it back. False: the connection failed.
-    pub async fn write<B: IoBuf>(&mut self, buf: B) -> (bool, B) {
-        let len = buf.bytes_init();
+    pub async fn write<B: OutBuf>(&mut self, buf: B) -> (bool, B) {
         self.arm_write();
-        let (ok, buf) = if len == 0 {
-            (true, buf)
-        } else {
-            match self.stream.write(buf).await {
-                (Ok(n), buf) if n == len => (true, buf),
-                (res, buf) => self.write_rest(res, buf, len).await,
-            }
-        };
+        let (res, buf) = self.stream.write_all_buf(buf).await;
         let expired = self.disarm();
-        (ok && !expired, buf)
+        (res.is_ok() && !expired, buf)
     }
 
     /// Arms the slot for a write: `keepalive_timeout`.
@@ -410,31 +376,6 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientIo<S> {
         self.slot.worker.reaper.disarm(self.slot.index)
     }
 
-    /// After a first write of `buf` (`len` bytes) that did not take it
-    /// all: monoio's write_all loop for the rest, or the failure. One write
-    /// takes a whole response nearly always, so the loop's future and
-    /// slice are not paid for on every response.
-    #[cold]
-    async fn write_rest<B: IoBuf>(
-        &mut self,
-        first: io::Result<usize>,
-        buf: B,
-        len: usize,
-    ) -> (bool, B) {
-        match first {
-            Ok(n) if n > 0 => {
-                let (res, rest) = self.stream.write_all(buf.slice(n..len)).await;
-                (res.is_ok(), rest.into_inner())
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                let (res, buf) = self.stream.write_all(buf).await;
-                (res.is_ok(), buf)
-            }
-            // Ok(0): the socket takes nothing more (write_all's WriteZero).
-            _ => (false, buf),
-        }
-    }
-
     /// Closes lingering, as nginx's `lingering_close` does: after an error
     /// answered before the client's request was read whole, closing at once
     /// with its bytes unread makes the kernel send a reset, which can
@@ -452,7 +393,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientIo<S> {
         while discarded < LINGER_BYTES {
             let buf = take_scratch(&w.buffers, scratch);
             w.reaper.arm(self.slot.index, deadline, Wait::Read);
-            let (res, buf) = self.stream.read(buf).await;
+            let (res, buf) = self.stream.read_append(buf).await;
             let expired = w.reaper.disarm(self.slot.index);
             *scratch = buf;
             match res {
@@ -471,7 +412,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientIo<S> {
     }
 }
 
-impl<S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent> ClientIo<S> {
+impl<S: ClientStream> ClientIo<S> {
     /// Reads the first bytes of the next request into `rbuf` (empty, with
     /// memory) right after the last answer: on a busy keep-alive
     /// connection they come at once, and a read now costs nothing more.
@@ -495,14 +436,9 @@ impl<S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent> ClientIo<S> {
             Wait::Hot,
         );
         let buf = std::mem::take(&mut rbuf.buf);
-        let len = buf.len();
-        let cap = buf.capacity();
-        let (res, slice) = self
-            .stream
-            .cancelable_read(buf.slice_mut(len..cap), handle)
-            .await;
+        let (res, buf) = self.stream.read_append_cancelable(buf, handle).await;
         let expired = w.reaper.disarm(index);
-        rbuf.buf = slice.into_inner();
+        rbuf.buf = buf;
         match res {
             Ok(n) if n > 0 && !expired => NextRequest::Data,
             Err(e) if e.raw_os_error() == Some(libc::ECANCELED) && !expired => {
@@ -514,7 +450,7 @@ impl<S: AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent> ClientIo<S> {
     }
 }
 
-impl<S: Readiness> ClientIo<S> {
+impl<S: ClientStream> ClientIo<S> {
     /// Waits, holding no buffer, until the client sends the first bytes of
     /// its next request (or closes). False: it stayed idle past
     /// `keepalive_timeout` (`header_read_timeout` before its first

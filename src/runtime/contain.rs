@@ -28,7 +28,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::task::{Context, Poll};
 
 use monoio::net::TcpStream;
@@ -36,6 +36,7 @@ use monoio::net::TcpStream;
 use super::conn::ClientConn;
 use super::worker::{log, Worker};
 use super::LocalService;
+use crate::tls::TlsAcceptor;
 
 /// Bytes of a request id kept for the panic log line.
 pub(crate) const TRACE_ID_LEN: usize = 64;
@@ -49,6 +50,11 @@ pub struct Counters {
     pub worker_restarts: AtomicU64,
     /// Worker threads whose runtime is running now.
     pub live_workers: AtomicUsize,
+    /// TLS handshakes that failed (not TLS, no shared version or suite,
+    /// a bad client certificate, the client closing).
+    pub tls_handshake_failures: AtomicU64,
+    /// TLS handshakes not done within `header_read_timeout`.
+    pub tls_handshake_timeouts: AtomicU64,
 }
 
 /// Counts a worker as live while it exists (dropped at the thread's end,
@@ -198,6 +204,53 @@ pub(crate) fn serve<L: LocalService>(
     let conn = ClientConn::new(stream, fd, worker.clone(), trace.clone());
     Contained {
         fut: Some(local.clone().serve(conn, peer, local_port)),
+        trace,
+        worker: worker.clone(),
+    }
+}
+
+/// Wraps an accepted TLS connection: its handshake, within
+/// `header_read_timeout` (a client that stalls mid-handshake is dropped
+/// then), and then [`LocalService::serve_tls`], panics contained. A failed
+/// handshake closes the connection; rustls has sent its alert.
+pub(crate) fn serve_tls<L: LocalService>(
+    local: &Rc<L>,
+    tls: &Arc<TlsAcceptor>,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    local_port: u16,
+    worker: &Rc<Worker>,
+) -> Contained<impl Future<Output = ()>> {
+    let _ = stream.set_nodelay(true);
+    let trace = Rc::new(RequestTrace::new(peer));
+    let fd = stream.as_raw_fd();
+    let (local, tls, w, t) = (local.clone(), tls.clone(), worker.clone(), trace.clone());
+    let fut = async move {
+        let Ok(mut stream) = tls.stream(stream) else {
+            return;
+        };
+        let limit = w.limits.header_read_timeout;
+        match monoio::time::timeout(limit, stream.handshake()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                w.counters
+                    .tls_handshake_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(_) => {
+                w.counters
+                    .tls_handshake_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        let cert = tls.certificate_for(stream.connection().server_name());
+        let conn = ClientConn::new(stream, fd, w, t);
+        local.serve_tls(conn, peer, local_port, cert).await;
+    };
+    Contained {
+        fut: Some(fut),
         trace,
         worker: worker.clone(),
     }

@@ -9,7 +9,10 @@
 //! others, so all workers share it), starts the worker threads, and on each
 //! one asks the service for its per-worker part ([`Service::local`]), which
 //! then serves every connection the worker accepts
-//! ([`LocalService::serve`]) as a [`ClientConn`]. It returns once every
+//! ([`LocalService::serve`]) as a [`ClientConn`]; a listener of
+//! `listen_tls` does the TLS handshake first (within `header_read_timeout`)
+//! and hands over a [`ClientConn`] of a TLS stream
+//! ([`LocalService::serve_tls`]). It returns once every
 //! worker has its runtime up, with the bound addresses and the driver each
 //! worker runs.
 //!
@@ -35,7 +38,7 @@
 //! connections closes.
 //!
 //! Modules: `worker` (runtime, accept loop, clock), [`conn`] (the client
-//! connection), [`buffers`] and [`slab`] (the pools), `contain` (panics on
+//! connection), [`stream`] (what its stream must do, for TCP and TLS), [`buffers`] and [`slab`] (the pools), `contain` (panics on
 //! a connection), `reaper` (timeouts without a timer per read), `drain` and
 //! `shutdown` (the signals).
 
@@ -46,6 +49,7 @@ mod drain;
 mod reaper;
 mod shutdown;
 pub mod slab;
+pub mod stream;
 mod worker;
 
 use std::future::Future;
@@ -56,15 +60,16 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use monoio::net::TcpStream;
+
+use crate::tls::{TlsAcceptor, TlsStream};
 use socket2::{Domain, Protocol, Socket, Type};
 
 pub use buffers::BufPool;
-pub use conn::{
-    ClientConn, ClientIo, ClientStop, ConnLimits, Fill, NextRequest, ReadBuf, Readiness,
-};
+pub use conn::{ClientConn, ClientIo, ClientStop, ConnLimits, Fill, NextRequest, ReadBuf};
 pub use contain::Counters;
 pub use drain::Drain;
 pub use shutdown::Shutdown;
+pub use stream::ClientStream;
 pub use worker::{log, DriverKind, Load, Worker};
 
 use crate::config::{Config, IoDriver};
@@ -112,6 +117,17 @@ pub trait LocalService: 'static {
         local_port: u16,
     ) -> impl Future<Output = ()>;
 
+    /// Serves one TLS connection, handshake done, until it closes. `cert`
+    /// is the certificate the handshake chose
+    /// ([`TlsAcceptor::certificate_for`]).
+    fn serve_tls(
+        self: Rc<Self>,
+        conn: ClientConn<TlsStream>,
+        peer: SocketAddr,
+        local_port: u16,
+        cert: u16,
+    ) -> impl Future<Output = ()>;
+
     /// The worker is about to end (after its drain): release what it holds.
     fn stop(&self);
 
@@ -126,6 +142,10 @@ pub trait LocalService: 'static {
 pub struct Settings {
     /// Addresses to listen on.
     pub listen: Vec<SocketAddr>,
+    /// Addresses to listen on with TLS (served with `tls`).
+    pub listen_tls: Vec<SocketAddr>,
+    /// The TLS listeners' certificates and rustls configuration.
+    pub tls: Option<Arc<TlsAcceptor>>,
     /// Worker threads.
     pub workers: usize,
     /// Pin worker i to core i (modulo the cores there are).
@@ -147,6 +167,8 @@ impl Settings {
         let limits = &config.limits;
         Settings {
             listen: config.server.listen.clone(),
+            listen_tls: config.server.listen_tls.clone(),
+            tls: None,
             workers: config.server.workers.unwrap_or_else(|| {
                 std::thread::available_parallelism()
                     .map(|n| n.get())
@@ -270,8 +292,8 @@ impl<S: Service> Workers<S> {
         // One socket per (worker, address); port 0 resolved by the first.
         let mut per_worker: Vec<Vec<std::net::TcpListener>> =
             (0..workers).map(|_| Vec::new()).collect();
-        let mut addrs = Vec::with_capacity(settings.listen.len());
-        for &want in &settings.listen {
+        let mut addrs = Vec::with_capacity(settings.listen.len() + settings.listen_tls.len());
+        for &want in settings.listen.iter().chain(&settings.listen_tls) {
             let mut addr = want;
             for listeners in per_worker.iter_mut() {
                 let l = bind(addr).map_err(|e| StartError::Bind(addr, e))?;
@@ -344,7 +366,8 @@ impl<S: Service> Workers<S> {
         })
     }
 
-    /// The bound addresses, in the order of `settings.listen`.
+    /// The bound addresses, in the order of `settings.listen`, then those
+    /// of `settings.listen_tls`.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.shared.addrs
     }

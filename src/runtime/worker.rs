@@ -35,6 +35,7 @@ use super::slab::FutureSlab;
 use super::{contain, LocalService, Service, Shared};
 use crate::config::IoDriver;
 use crate::http::date::HttpDate;
+use crate::tls::TlsAcceptor;
 
 /// What one worker thread keeps for its connections: shared by the
 /// worker's tasks (never across threads).
@@ -371,11 +372,18 @@ async fn worker_main<S: Service>(
 ) {
     let id = worker.id;
     let local = Rc::new(shared.service.local(&worker));
-    for l in listeners {
+    // The plain listeners come first, then the TLS ones.
+    let plain = shared.settings.listen.len();
+    for (i, l) in listeners.into_iter().enumerate() {
         worker.listener_fds.borrow_mut().push(l.as_raw_fd());
+        let tls = if i < plain {
+            None
+        } else {
+            shared.settings.tls.clone()
+        };
         match TcpListener::from_std(l) {
             Ok(l) => {
-                monoio::spawn(accept_loop(l, worker.clone(), local.clone()));
+                monoio::spawn(accept_loop(l, worker.clone(), local.clone(), tls));
             }
             Err(e) => log(&format!("worker {id}: cannot register listener: {e}")),
         }
@@ -404,7 +412,14 @@ async fn worker_main<S: Service>(
     local.stop();
 }
 
-async fn accept_loop<L: LocalService>(listener: TcpListener, w: Rc<Worker>, local: Rc<L>) {
+/// Accepts connections on `listener` and serves each in a task of its
+/// own; with `tls`, after a TLS handshake.
+async fn accept_loop<L: LocalService>(
+    listener: TcpListener,
+    w: Rc<Worker>,
+    local: Rc<L>,
+    tls: Option<Arc<TlsAcceptor>>,
+) {
     let max = w.limits.max_connections;
     let local_port = listener.local_addr().map_or(0, |a| a.port());
     loop {
@@ -423,7 +438,15 @@ async fn accept_loop<L: LocalService>(listener: TcpListener, w: Rc<Worker>, loca
         match accepted {
             Ok((stream, peer)) => {
                 w.connection_opened();
-                monoio::spawn(contain::serve(&local, stream, peer, local_port, &w));
+                match &tls {
+                    None => {
+                        monoio::spawn(contain::serve(&local, stream, peer, local_port, &w));
+                    }
+                    Some(tls) => {
+                        let fut = contain::serve_tls(&local, tls, stream, peer, local_port, &w);
+                        monoio::spawn(fut);
+                    }
+                }
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly rather than spin.

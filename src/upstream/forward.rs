@@ -75,8 +75,9 @@ use std::io;
 use std::ops::Range;
 use std::time::Duration;
 
+use crate::runtime::ClientStream;
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 
 use super::pool::{connect, ConnectError, Pool, UpstreamConn};
 use super::stats::{FailReason, Tally};
@@ -110,6 +111,9 @@ pub struct ClientInfo {
     pub local_port: u16,
     /// The peer's IP address.
     pub ip: std::net::IpAddr,
+    /// On a TLS connection, the certificate its handshake chose
+    /// ([`crate::tls::TlsAcceptor::certificate_for`]); `None` on plain TCP.
+    pub tls_cert: Option<u16>,
 }
 
 impl ClientInfo {
@@ -125,6 +129,7 @@ impl ClientInfo {
             peer_ip_len: len,
             local_port,
             ip: peer.ip(),
+            tls_cert: None,
         }
     }
 
@@ -367,7 +372,7 @@ enum ExchangeError {
 /// of the response is kept for the stage cache (its `ok` says whether it
 /// may be stored). `trace` is reset, then filled with what happened; the
 /// target's counters (the worker's row) are counted on the way.
-pub async fn forward<S: AsyncReadRent + AsyncWriteRent>(
+pub async fn forward<S: ClientStream>(
     io: &mut ClientIo<S>,
     req: &ForwardRequest<'_, '_>,
     backends: Backends<'_>,
@@ -931,7 +936,7 @@ impl Drop for InFlight<'_> {
 /// the backend's hands, as in API Gateway (a slow client upload is bounded
 /// by the body read timeout instead); each write to the backend is bounded
 /// by it too, so a backend that stops reading cannot hold the request.
-async fn send_and_read_head<S: AsyncReadRent + AsyncWriteRent>(
+async fn send_and_read_head<S: ClientStream>(
     io: &mut ClientIo<S>,
     head: &RequestHead<'_, '_>,
     conn: &mut UpstreamConn,
@@ -1145,7 +1150,7 @@ enum BodyEnd {
 /// then reads from the backend, each buffer written to the client before
 /// the next read (back-pressure). `sent` counts the payload bytes relayed
 /// (written, or queued in `wbuf`).
-async fn stream_body<S: AsyncReadRent + AsyncWriteRent>(
+async fn stream_body<S: ClientStream>(
     io: &mut ClientIo<S>,
     conn: &mut UpstreamConn,
     (head_len, framing): (usize, ClientFraming),
@@ -1264,7 +1269,7 @@ async fn stream_body<S: AsyncReadRent + AsyncWriteRent>(
 
 /// Writes `conn.rbuf[range]` to the client without copying it, under the
 /// write timeout. False: the client is gone or stalled.
-async fn write_from_backend_buffer<S: AsyncReadRent + AsyncWriteRent>(
+async fn write_from_backend_buffer<S: ClientStream>(
     io: &mut ClientIo<S>,
     conn: &mut UpstreamConn,
     range: Range<usize>,

@@ -1,0 +1,212 @@
+//! `[tls]` and `[[tls.certificate]]`: checked at load, certificate files
+//! included (read, parsed, key matching the certificate, every listed host
+//! covered by it), so a bad file fails at start with the key and line.
+
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use super::error::{ConfigError, Source};
+use super::raw::{RawCertificate, RawTls};
+use super::ServerConfig;
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+/// The oldest TLS version a listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3 (the default, as API Gateway's `TLS_1_2` policy).
+    Tls12,
+    /// TLS 1.3 only.
+    Tls13,
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// `min_version`: `"1.2"` (default) or `"1.3"`.
+    pub min_version: TlsVersion,
+    /// `session_tickets` (default true): TLS 1.3 and 1.2 resumption by
+    /// tickets, encrypted with keys that rotate every 6 hours.
+    pub session_tickets: bool,
+    /// `session_cache` (default 4096): sessions kept for resumption by id
+    /// (TLS 1.2) and by stateful ticket; 0 turns the cache off.
+    pub session_cache: usize,
+    /// `[[tls.certificate]]` in file order; never empty. The first is the
+    /// default: served to clients that send no SNI or a name no
+    /// certificate lists.
+    pub certificates: Vec<CertificateConfig>,
+}
+
+/// `[[tls.certificate]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateConfig {
+    /// `chain`: the PEM file with the certificate, then its intermediates
+    /// (resolved against the configuration file's directory).
+    pub chain: PathBuf,
+    /// `key`: the PEM file with its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// `hosts`: the SNI names (lowercase; `*.example.com` for one label
+    /// under it) this certificate is chosen for. Each is checked against
+    /// the certificate's own names at load.
+    pub hosts: Vec<String>,
+}
+
+/// `[tls]`, against `server.listen_tls`: both or neither.
+pub(super) fn tls(
+    raw: Option<&RawTls>,
+    server: &ServerConfig,
+    src: &Source<'_>,
+) -> Result<Option<TlsConfig>> {
+    let Some(raw) = raw else {
+        if !server.listen_tls.is_empty() {
+            return Err(src.error(
+                &(0..0),
+                "server.listen_tls",
+                "server.listen_tls is set but there is no [tls] table with a certificate",
+                "add [[tls.certificate]] with chain = \"cert.pem\" and key = \"key.pem\"",
+            ));
+        }
+        return Ok(None);
+    };
+    let min_version = match raw.min_version.as_ref() {
+        None => TlsVersion::Tls12,
+        Some(v) => match v.get_ref().as_str() {
+            "1.2" => TlsVersion::Tls12,
+            "1.3" => TlsVersion::Tls13,
+            other => {
+                return Err(src.error(
+                    &v.span(),
+                    "tls.min_version",
+                    format!("min_version {other:?} is not a TLS version ringgate serves"),
+                    "use \"1.2\" (TLS 1.2 and 1.3) or \"1.3\" (TLS 1.3 only)",
+                ))
+            }
+        },
+    };
+    let session_cache = match raw.session_cache.as_ref() {
+        None => 4096,
+        Some(n) => match usize::try_from(*n.get_ref()) {
+            Ok(n @ 0..=1_000_000) => n,
+            _ => {
+                return Err(src.error(
+                    &n.span(),
+                    "tls.session_cache",
+                    format!(
+                        "session_cache = {} is not 0 to 1000000 sessions",
+                        n.get_ref()
+                    ),
+                    "leave it out (4096), or 0 to keep no sessions",
+                ))
+            }
+        },
+    };
+    if raw.certificate.is_empty() {
+        return Err(src.error(
+            &(0..0),
+            "tls.certificate",
+            "[tls] has no [[tls.certificate]]",
+            "add [[tls.certificate]] with chain = \"cert.pem\" and key = \"key.pem\"",
+        ));
+    }
+    let base = Path::new(src.file).parent().unwrap_or(Path::new(""));
+    let mut certificates: Vec<CertificateConfig> = Vec::new();
+    for (i, c) in raw.certificate.iter().enumerate() {
+        let cert = certificate(c, &format!("tls.certificate[{i}]"), base, src)?;
+        for h in &cert.hosts {
+            if let Some(j) = certificates.iter().position(|o| o.hosts.contains(h)) {
+                let span = c.hosts.as_ref().map_or(0..0, |s| s.span());
+                return Err(src.error(
+                    &span,
+                    format!("tls.certificate[{i}].hosts"),
+                    format!("host {h:?} is also listed by tls.certificate[{j}]"),
+                    "list each name under one certificate",
+                ));
+            }
+        }
+        certificates.push(cert);
+    }
+    if server.listen_tls.is_empty() {
+        return Err(src.error(
+            &raw.certificate[0].chain.span(),
+            "server.listen_tls",
+            "[tls] certificates are given but server.listen_tls is not set",
+            "add listen_tls = [\"127.0.0.1:8443\"] under [server]",
+        ));
+    }
+    Ok(Some(TlsConfig {
+        min_version,
+        session_tickets: raw.session_tickets.unwrap_or(true),
+        session_cache,
+        certificates,
+    }))
+}
+
+fn certificate(
+    c: &RawCertificate,
+    key: &str,
+    base: &Path,
+    src: &Source<'_>,
+) -> Result<CertificateConfig> {
+    let path = |v: &Spanned<String>, k: &str| -> Result<PathBuf> {
+        let s = v.get_ref();
+        if s.is_empty() {
+            return Err(src.error(
+                &v.span(),
+                format!("{key}.{k}"),
+                "the path is empty",
+                "name a PEM file, absolute or relative to the configuration file's directory",
+            ));
+        }
+        let p = Path::new(s);
+        Ok(if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        })
+    };
+    let chain = path(&c.chain, "chain")?;
+    let key_path = path(&c.key, "key")?;
+    let loaded = crate::tls::load_certified_key(&chain, &key_path).map_err(|e| {
+        let (span, k) = match e.part {
+            crate::tls::PemPart::Chain => (c.chain.span(), "chain"),
+            crate::tls::PemPart::Key => (c.key.span(), "key"),
+        };
+        src.error(&span, format!("{key}.{k}"), e.message, e.fix)
+    })?;
+    let mut hosts = Vec::new();
+    if let Some(list) = &c.hosts {
+        for (i, h) in list.get_ref().iter().enumerate() {
+            let name = h.get_ref().trim_end_matches('.').to_ascii_lowercase();
+            let k = format!("{key}.hosts[{i}]");
+            if !crate::tls::valid_sni_pattern(&name) {
+                return Err(src.error(
+                    &h.span(),
+                    k,
+                    format!("{:?} is not a host name (or *.name)", h.get_ref()),
+                    "write a DNS name such as \"api.example.com\" or \"*.example.com\"",
+                ));
+            }
+            if !crate::tls::covers(&loaded, &name) {
+                return Err(src.error(
+                    &h.span(),
+                    k,
+                    format!(
+                        "the certificate in {} is not valid for {name:?}",
+                        chain.display()
+                    ),
+                    "list only names in the certificate's subject alternative names, or use a \
+                     certificate that has this one",
+                ));
+            }
+            hosts.push(name);
+        }
+    }
+    Ok(CertificateConfig {
+        chain,
+        key: key_path,
+        hosts,
+    })
+}

@@ -1,0 +1,228 @@
+//! A server-side TLS stream over monoio's TCP: rustls's connection state,
+//! fed ciphertext from owned buffers, as a [`ClientStream`].
+//!
+//! Reads: ciphertext arrives in `rx` (one TCP read), is handed to rustls
+//! (`read_tls`, `process_new_packets`), and the plaintext it yields is
+//! appended to the caller's buffer from rustls's own (`BufRead::fill_buf`),
+//! so no uninitialised memory is ever written through a raw pointer.
+//! A cancelled read (the reaper parking an idle connection) is the TCP
+//! read's cancellation: it ends with `ECANCELED` and nothing read, or with
+//! the ciphertext that raced it, which rustls keeps; no record is lost.
+//!
+//! Writes: plaintext goes to rustls (`writer()`), the records it makes are
+//! collected in `tx` (`write_tls`) and written out whole.
+//!
+//! Failures: a record that does not decrypt, a protocol violation or an
+//! alert from the client fail the read with `InvalidData` after rustls's
+//! alert has been sent; a TCP end without close_notify is `UnexpectedEof`.
+
+#![forbid(unsafe_code)]
+
+use std::io::{self, BufRead, Write};
+use std::time::Duration;
+
+use monoio::buf::IoBufMut;
+use monoio::io::CancelableAsyncReadRent;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelHandle};
+use monoio::net::TcpStream;
+use rustls::ServerConnection;
+
+use crate::runtime::stream::{ClientStream, OutBuf};
+use crate::upstream::pool::UpstreamConn;
+
+/// Bytes of ciphertext read from the socket at a time: one full TLS record
+/// (16 KiB of plaintext, its header and the AEAD's overhead).
+const RX_BYTES: usize = 16 * 1024 + 256;
+
+/// A TLS connection from a client, handshaken or not.
+pub struct TlsStream {
+    tcp: TcpStream,
+    tls: Box<ServerConnection>,
+    /// Ciphertext read from the socket, handed to rustls right away.
+    rx: Vec<u8>,
+    /// Records to write, collected from rustls.
+    tx: Vec<u8>,
+}
+
+impl TlsStream {
+    /// A stream whose handshake is still to be done ([`TlsStream::handshake`]).
+    pub fn new(tcp: TcpStream, tls: ServerConnection) -> TlsStream {
+        TlsStream {
+            tcp,
+            tls: Box::new(tls),
+            rx: Vec::new(),
+            tx: Vec::new(),
+        }
+    }
+
+    /// Runs the handshake to its end. Errors: the client closed, sent
+    /// something that is not TLS, or failed the handshake (rustls's alert
+    /// is sent first).
+    pub async fn handshake(&mut self) -> io::Result<()> {
+        while self.tls.is_handshaking() {
+            if self.tls.wants_write() {
+                self.write_tls().await?;
+            }
+            if self.tls.is_handshaking() && self.tls.wants_read() && self.read_tls(None).await? == 0
+            {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        if self.tls.wants_write() {
+            self.write_tls().await?;
+        }
+        Ok(())
+    }
+
+    /// The rustls connection (the SNI name, the protocol version, the
+    /// client's certificates).
+    pub fn connection(&self) -> &ServerConnection {
+        &self.tls
+    }
+
+    /// Reads ciphertext once (through `cancel` when given) and has rustls
+    /// process it; sends whatever rustls wants to send in answer. Returns
+    /// the bytes read (0: the client closed its side).
+    async fn read_tls(&mut self, cancel: Option<CancelHandle>) -> io::Result<usize> {
+        let mut rx = std::mem::take(&mut self.rx);
+        rx.clear();
+        if rx.capacity() < RX_BYTES {
+            rx.reserve_exact(RX_BYTES);
+        }
+        let (res, rx) = match cancel {
+            Some(handle) => {
+                let cap = rx.capacity();
+                let (res, slice) = self.tcp.cancelable_read(rx.slice_mut(0..cap), handle).await;
+                (res, slice.into_inner())
+            }
+            None => self.tcp.read(rx).await,
+        };
+        self.rx = rx;
+        let n = res?;
+        let mut data = &self.rx[..n];
+        loop {
+            // `read_tls` takes what fits in its buffer; processing frees it.
+            self.tls.read_tls(&mut data)?;
+            if let Err(e) = self.tls.process_new_packets() {
+                // Tell the client why (the alert rustls queued), then fail.
+                let _ = self.write_tls().await;
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+            if data.is_empty() {
+                break;
+            }
+        }
+        if self.tls.wants_write() && !self.tls.is_handshaking() {
+            // A key update or session ticket: send it now.
+            self.write_tls().await?;
+        }
+        Ok(n)
+    }
+
+    /// Writes out the records rustls has queued.
+    async fn write_tls(&mut self) -> io::Result<()> {
+        while self.tls.wants_write() {
+            self.tls.write_tls(&mut self.tx)?;
+        }
+        if self.tx.is_empty() {
+            return Ok(());
+        }
+        let tx = std::mem::take(&mut self.tx);
+        let (res, mut tx) = self.tcp.write_all(tx).await;
+        tx.clear();
+        self.tx = tx;
+        res.map(drop)
+    }
+
+    /// Moves decrypted bytes into `buf` (up to its capacity). `None`: rustls
+    /// has none yet. `Some(Ok(0))`: the client closed the TLS session.
+    fn take_plaintext(&mut self, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
+        let room = buf.capacity() - buf.len();
+        let mut reader = self.tls.reader();
+        match reader.fill_buf() {
+            Ok(data) => {
+                let n = data.len().min(room);
+                buf.extend_from_slice(&data[..n]);
+                reader.consume(n);
+                Some(Ok(n))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// Whether decrypted bytes (or the session's end) are waiting.
+    fn has_plaintext(&mut self) -> bool {
+        !matches!(self.tls.reader().fill_buf(), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    async fn read_into(
+        &mut self,
+        mut buf: Vec<u8>,
+        cancel: Option<CancelHandle>,
+    ) -> (io::Result<usize>, Vec<u8>) {
+        loop {
+            if let Some(res) = self.take_plaintext(&mut buf) {
+                return (res, buf);
+            }
+            match self.read_tls(cancel.clone()).await {
+                // The end of the stream: rustls tells clean from unclean
+                // at the next `take_plaintext`.
+                Ok(_) => {}
+                Err(e) => return (Err(e), buf),
+            }
+        }
+    }
+}
+
+impl ClientStream for TlsStream {
+    fn read_append(
+        &mut self,
+        buf: Vec<u8>,
+    ) -> impl std::future::Future<Output = (io::Result<usize>, Vec<u8>)> {
+        self.read_into(buf, None)
+    }
+
+    fn read_append_cancelable(
+        &mut self,
+        buf: Vec<u8>,
+        handle: CancelHandle,
+    ) -> impl std::future::Future<Output = (io::Result<usize>, Vec<u8>)> {
+        self.read_into(buf, Some(handle))
+    }
+
+    async fn write_all_buf<B: OutBuf>(&mut self, buf: B) -> (io::Result<()>, B) {
+        let mut bytes = buf.out_bytes();
+        while !bytes.is_empty() {
+            // rustls takes what its buffer limit allows; write that out.
+            let n = match self.tls.writer().write(bytes) {
+                Ok(n) => n,
+                Err(e) => return (Err(e), buf),
+            };
+            bytes = &bytes[n..];
+            if let Err(e) = self.write_tls().await {
+                return (Err(e), buf);
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    async fn wait_readable(&mut self) -> io::Result<()> {
+        if self.has_plaintext() {
+            return Ok(());
+        }
+        self.tcp.readable(false).await
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        self.tls.send_close_notify();
+        self.write_tls().await?;
+        AsyncWriteRent::shutdown(&mut self.tcp).await
+    }
+
+    /// Upgrades are not tunnelled over TLS yet: the gateway does not offer
+    /// them on TLS connections (the backend sees no `Upgrade`).
+    const TUNNELS: bool = false;
+
+    async fn tunnel(self, _backend: UpstreamConn, _pending: Vec<u8>, _idle: Duration) {}
+}
