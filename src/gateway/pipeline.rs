@@ -79,12 +79,8 @@ pub(super) async fn handle<S: ClientStream>(
         }
         // On TLS, the Host must be one the handshake's certificate is for:
         // a connection made for one name is not reused for another.
-        if let (Some(cert), Some(tls)) = (x.state.info.tls_cert, &gw.tls) {
-            let host = head
-                .host
-                .map(domain_name)
-                .and_then(|h| std::str::from_utf8(h).ok());
-            if tls.certificate_for(host) != cert {
+        if let Some(cert) = x.state.info.tls_cert {
+            if misdirected(gw, cert, head) {
                 let e = GatewayError::MisdirectedRequest;
                 write_error(x, e, head, rid, true, None);
                 break 'answer (Next::Close { linger: true }, Outcome::Error(e));
@@ -329,6 +325,22 @@ struct Seen<'s> {
     is_canary: bool,
     /// The API key's id, when one was checked and found.
     key_id: Option<&'s str>,
+}
+
+/// Whether `head`'s Host would choose another certificate than `cert`,
+/// the one its TLS connection's handshake chose. Out of line: plain
+/// connections never call it, and inlined it made the handler too large
+/// for the compiler to inline the phases it calls on every request.
+#[inline(never)]
+fn misdirected(gw: &GatewayWorker, cert: u16, head: &RequestHead<'_, '_>) -> bool {
+    let Some(tls) = &gw.tls else {
+        return false;
+    };
+    let host = head
+        .host
+        .map(domain_name)
+        .and_then(|h| std::str::from_utf8(h).ok());
+    tls.certificate_for(host) != cert
 }
 
 /// The first value of header `name` (case-insensitive).

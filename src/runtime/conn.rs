@@ -46,6 +46,9 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
+use std::io;
+
+use monoio::buf::IoBufMut;
 use monoio::io::CancelHandle;
 
 use super::buffers::{BufPool, LARGE};
@@ -299,10 +302,12 @@ impl<S: ClientStream> ClientIo<S> {
         let deadline = self.head_deadline;
         let partial = !rbuf.buf.is_empty();
         let buf = std::mem::take(&mut rbuf.buf);
+        let len = buf.len();
+        let cap = buf.capacity();
         reaper.arm(self.slot.index, deadline, Wait::Read);
-        let (res, buf) = self.stream.read_append(buf).await;
+        let (res, slice) = self.stream.recv(buf.slice_mut(len..cap)).await;
         let expired = reaper.disarm(self.slot.index);
-        rbuf.buf = buf;
+        rbuf.buf = slice.into_inner();
         match res {
             Ok(0) | Err(_) if expired && partial => Fill::HeadTimeout,
             Ok(0) | Err(_) => Fill::Closed,
@@ -321,7 +326,7 @@ impl<S: ClientStream> ClientIo<S> {
             w.reaper.deadline(w.limits.header_read_timeout),
             Wait::Read,
         );
-        let (res, buf) = self.stream.read_append(buf).await;
+        let (res, buf) = self.stream.recv(buf).await;
         let expired = w.reaper.disarm(self.slot.index);
         *scratch = buf;
         match res {
@@ -343,20 +348,31 @@ impl<S: ClientStream> ClientIo<S> {
             return true;
         }
         self.arm_write();
-        let (res, mut buf) = self.stream.write_all_buf(std::mem::take(wbuf)).await;
+        let (ok, mut buf) = match self.stream.send(std::mem::take(wbuf)).await {
+            (Ok(n), buf) if n == len => (true, buf),
+            (res, buf) => self.write_rest(res, buf, len).await,
+        };
         let expired = self.disarm();
         buf.clear();
         *wbuf = buf;
-        res.is_ok() && !expired
+        ok && !expired
     }
 
     /// Writes all of `buf` (shared bytes, a slice of another buffer) under
     /// the write timeout and hands it back. False: the connection failed.
     pub async fn write<B: OutBuf>(&mut self, buf: B) -> (bool, B) {
+        let len = buf.bytes_init();
         self.arm_write();
-        let (res, buf) = self.stream.write_all_buf(buf).await;
+        let (ok, buf) = if len == 0 {
+            (true, buf)
+        } else {
+            match self.stream.send(buf).await {
+                (Ok(n), buf) if n == len => (true, buf),
+                (res, buf) => self.write_rest(res, buf, len).await,
+            }
+        };
         let expired = self.disarm();
-        (res.is_ok() && !expired, buf)
+        (ok && !expired, buf)
     }
 
     /// Arms the slot for a write: `keepalive_timeout`.
@@ -376,6 +392,31 @@ impl<S: ClientStream> ClientIo<S> {
         self.slot.worker.reaper.disarm(self.slot.index)
     }
 
+    /// After a first write of `buf` (`len` bytes) that did not take it
+    /// all: monoio's write_all loop for the rest, or the failure. One write
+    /// takes a whole response nearly always, so the loop's future and
+    /// slice are not paid for on every response.
+    #[cold]
+    async fn write_rest<B: OutBuf>(
+        &mut self,
+        first: io::Result<usize>,
+        buf: B,
+        len: usize,
+    ) -> (bool, B) {
+        match first {
+            Ok(n) if n > 0 => {
+                let (res, rest) = self.stream.send_all(buf.slice(n..len)).await;
+                (res.is_ok(), rest.into_inner())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                let (res, buf) = self.stream.send_all(buf).await;
+                (res.is_ok(), buf)
+            }
+            // Ok(0): the socket takes nothing more (write_all's WriteZero).
+            _ => (false, buf),
+        }
+    }
+
     /// Closes lingering, as nginx's `lingering_close` does: after an error
     /// answered before the client's request was read whole, closing at once
     /// with its bytes unread makes the kernel send a reset, which can
@@ -393,7 +434,7 @@ impl<S: ClientStream> ClientIo<S> {
         while discarded < LINGER_BYTES {
             let buf = take_scratch(&w.buffers, scratch);
             w.reaper.arm(self.slot.index, deadline, Wait::Read);
-            let (res, buf) = self.stream.read_append(buf).await;
+            let (res, buf) = self.stream.recv(buf).await;
             let expired = w.reaper.disarm(self.slot.index);
             *scratch = buf;
             match res {
@@ -436,9 +477,14 @@ impl<S: ClientStream> ClientIo<S> {
             Wait::Hot,
         );
         let buf = std::mem::take(&mut rbuf.buf);
-        let (res, buf) = self.stream.read_append_cancelable(buf, handle).await;
+        let len = buf.len();
+        let cap = buf.capacity();
+        let (res, slice) = self
+            .stream
+            .recv_cancelable(buf.slice_mut(len..cap), handle)
+            .await;
         let expired = w.reaper.disarm(index);
-        rbuf.buf = buf;
+        rbuf.buf = slice.into_inner();
         match res {
             Ok(n) if n > 0 && !expired => NextRequest::Data,
             Err(e) if e.raw_os_error() == Some(libc::ECANCELED) && !expired => {

@@ -1,15 +1,18 @@
 //! What a client connection's stream must do: [`ClientStream`], for plain
 //! TCP here and for TLS in [`crate::tls`].
 //!
-//! [`ClientIo`](super::ClientIo) reads and writes only through this trait,
-//! with the connection's own `Vec<u8>` buffers (owned, as monoio's
-//! completion-based I/O wants them). Concrete buffers, rather than monoio's
-//! generic `IoBuf`, let a TLS stream copy decrypted bytes into them and
-//! read bytes to encrypt out of them without unsafe code. The operations
-//! are the ones the connection uses: append what arrives to a buffer, with
-//! or without a cancel handle (the reaper's way to park an idle keep-alive
-//! connection); write a whole buffer; wait for input holding no buffer;
-//! shut the write side down; hand the stream over to an upgrade tunnel.
+//! [`ClientIo`](super::ClientIo) reads and writes only through this trait.
+//! Its methods have monoio's shapes (owned buffers in, `(result, buffer)`
+//! out), and for TCP they are monoio's own calls, so a plain connection
+//! runs exactly the code it ran before TLS existed. The buffers are limited
+//! to the kinds the connection uses ([`InBuf`]: a `Vec` or a `SliceMut` of
+//! one; [`OutBuf`]: a `Vec`, `Bytes`, or a `Slice` of either), which a TLS
+//! stream can fill with decrypted bytes and read bytes to encrypt from
+//! through safe slices, instead of the raw pointers monoio's generic
+//! `IoBuf` gives. The operations are the ones the connection uses: read,
+//! with or without a cancel handle (the reaper's way to park an idle
+//! keep-alive connection); write once or whole; wait for input holding no
+//! buffer; shut the write side down; hand the stream to an upgrade tunnel.
 
 #![forbid(unsafe_code)]
 
@@ -17,16 +20,51 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use monoio::buf::{IoBuf, IoBufMut, Slice};
+use monoio::buf::{IoBuf, IoBufMut, Slice, SliceMut};
 use monoio::io::{
     AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent,
 };
 use monoio::net::TcpStream;
+use monoio::BufResult;
 
 use crate::upstream::pool::UpstreamConn;
 
+/// A buffer to read into that a TLS stream can append decrypted bytes to:
+/// a `Vec` (from its length up to its capacity) or a `SliceMut` of one
+/// (whose start is the `Vec`'s length).
+pub trait InBuf: IoBufMut {
+    /// Bytes that still fit.
+    fn room(&self) -> usize;
+    /// Appends the first [`InBuf::room`] bytes of `bytes` at most; how many.
+    fn append(&mut self, bytes: &[u8]) -> usize;
+}
+
+impl InBuf for Vec<u8> {
+    fn room(&self) -> usize {
+        self.capacity() - self.len()
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(self.room());
+        self.extend_from_slice(&bytes[..n]);
+        n
+    }
+}
+
+impl InBuf for SliceMut<Vec<u8>> {
+    fn room(&self) -> usize {
+        self.end().saturating_sub(self.get_ref().len())
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(self.room());
+        self.get_mut().extend_from_slice(&bytes[..n]);
+        n
+    }
+}
+
 /// A buffer of bytes to send that can be read as a slice (what a TLS
-/// stream encrypts): a `Vec`, shared `Bytes`, or a range of a `Vec`.
+/// stream encrypts): a `Vec`, shared `Bytes`, or a `Slice` of either.
 pub trait OutBuf: IoBuf {
     /// The bytes to send.
     fn out_bytes(&self) -> &[u8];
@@ -44,30 +82,32 @@ impl OutBuf for bytes::Bytes {
     }
 }
 
-impl OutBuf for Slice<Vec<u8>> {
+impl<B: OutBuf> OutBuf for Slice<B> {
     fn out_bytes(&self) -> &[u8] {
-        &self.get_ref()[self.begin()..self.end()]
+        &self.get_ref().out_bytes()[self.begin()..self.end()]
     }
 }
 
 /// A client connection's byte stream.
 pub trait ClientStream: 'static {
-    /// Reads what is there into `buf`'s spare capacity (after its
-    /// contents), up to its capacity; `Ok(0)` is the end of the stream.
-    fn read_append(&mut self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
+    /// Reads what is there into `buf` (after its contents); `Ok(0)` is the
+    /// end of the stream.
+    fn recv<T: InBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>>;
 
-    /// [`ClientStream::read_append`] that the reaper can cancel through
-    /// `handle`: it then ends with `ECANCELED` and nothing read, or with the
-    /// bytes that raced the cancel, never losing any.
-    fn read_append_cancelable(
+    /// [`ClientStream::recv`] that the reaper can cancel through `handle`:
+    /// it then ends with `ECANCELED` and nothing read, or with the bytes
+    /// that raced the cancel, never losing any.
+    fn recv_cancelable<T: InBuf>(
         &mut self,
-        buf: Vec<u8>,
+        buf: T,
         handle: CancelHandle,
-    ) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
+    ) -> impl Future<Output = BufResult<usize, T>>;
 
-    /// Writes all of `buf` (bytes shared with others, or a slice of a
-    /// buffer) and hands it back.
-    fn write_all_buf<B: OutBuf>(&mut self, buf: B) -> impl Future<Output = (io::Result<()>, B)>;
+    /// Writes some of `buf` (all of it, nearly always); how much.
+    fn send<B: OutBuf>(&mut self, buf: B) -> impl Future<Output = BufResult<usize, B>>;
+
+    /// Writes all of `buf`.
+    fn send_all<B: OutBuf>(&mut self, buf: B) -> impl Future<Output = BufResult<usize, B>>;
 
     /// Resolves once a read would not wait: bytes, the end of the stream
     /// or an error are there. May resolve spuriously (the read then waits).
@@ -93,40 +133,27 @@ pub trait ClientStream: 'static {
 
 impl ClientStream for TcpStream {
     #[inline]
-    fn read_append(&mut self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> {
-        let (len, cap) = (buf.len(), buf.capacity());
-        let read = self.read(buf.slice_mut(len..cap));
-        async move {
-            let (res, slice) = read.await;
-            (res, slice.into_inner())
-        }
+    fn recv<T: InBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
+        AsyncReadRent::read(self, buf)
     }
 
     #[inline]
-    fn read_append_cancelable(
+    fn recv_cancelable<T: InBuf>(
         &mut self,
-        buf: Vec<u8>,
+        buf: T,
         handle: CancelHandle,
-    ) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> {
-        let (len, cap) = (buf.len(), buf.capacity());
-        let read = self.cancelable_read(buf.slice_mut(len..cap), handle);
-        async move {
-            let (res, slice) = read.await;
-            (res, slice.into_inner())
-        }
+    ) -> impl Future<Output = BufResult<usize, T>> {
+        CancelableAsyncReadRent::cancelable_read(self, buf, handle)
     }
 
-    async fn write_all_buf<B: OutBuf>(&mut self, buf: B) -> (io::Result<()>, B) {
-        let len = buf.bytes_init();
-        if len == 0 {
-            return (Ok(()), buf);
-        }
-        // One write takes a whole response nearly always: write_all's loop
-        // (a future and a slice) only for the rest.
-        match self.write(buf).await {
-            (Ok(n), buf) if n == len => (Ok(()), buf),
-            (res, buf) => write_rest(self, res, buf, len).await,
-        }
+    #[inline]
+    fn send<B: OutBuf>(&mut self, buf: B) -> impl Future<Output = BufResult<usize, B>> {
+        AsyncWriteRent::write(self, buf)
+    }
+
+    #[inline]
+    fn send_all<B: OutBuf>(&mut self, buf: B) -> impl Future<Output = BufResult<usize, B>> {
+        AsyncWriteRentExt::write_all(self, buf)
     }
 
     #[inline]
@@ -150,28 +177,5 @@ impl ClientStream for TcpStream {
         idle: Duration,
     ) -> impl Future<Output = ()> {
         crate::upstream::tunnel::tunnel(self, backend.stream, pending, idle)
-    }
-}
-
-/// After a first write of `buf` (`len` bytes) that did not take it all:
-/// monoio's write_all loop for the rest, or the failure.
-#[cold]
-async fn write_rest<B: IoBuf>(
-    s: &mut TcpStream,
-    first: io::Result<usize>,
-    buf: B,
-    len: usize,
-) -> (io::Result<()>, B) {
-    match first {
-        Ok(n) if n > 0 => {
-            let (res, rest) = s.write_all(buf.slice(n..len)).await;
-            (res.map(drop), rest.into_inner())
-        }
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-            let (res, buf) = s.write_all(buf).await;
-            (res.map(drop), buf)
-        }
-        Ok(_) => (Err(io::ErrorKind::WriteZero.into()), buf),
-        Err(e) => (Err(e), buf),
     }
 }

@@ -18,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::future::Future;
 use std::io::{self, BufRead, Write};
 use std::time::Duration;
 
@@ -25,9 +26,10 @@ use monoio::buf::IoBufMut;
 use monoio::io::CancelableAsyncReadRent;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelHandle};
 use monoio::net::TcpStream;
+use monoio::BufResult;
 use rustls::ServerConnection;
 
-use crate::runtime::stream::{ClientStream, OutBuf};
+use crate::runtime::stream::{ClientStream, InBuf, OutBuf};
 use crate::upstream::pool::UpstreamConn;
 
 /// Bytes of ciphertext read from the socket at a time: one full TLS record
@@ -134,15 +136,13 @@ impl TlsStream {
         res.map(drop)
     }
 
-    /// Moves decrypted bytes into `buf` (up to its capacity). `None`: rustls
+    /// Moves decrypted bytes into `buf` (as many as fit). `None`: rustls
     /// has none yet. `Some(Ok(0))`: the client closed the TLS session.
-    fn take_plaintext(&mut self, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
-        let room = buf.capacity() - buf.len();
+    fn take_plaintext<T: InBuf>(&mut self, buf: &mut T) -> Option<io::Result<usize>> {
         let mut reader = self.tls.reader();
         match reader.fill_buf() {
             Ok(data) => {
-                let n = data.len().min(room);
-                buf.extend_from_slice(&data[..n]);
+                let n = buf.append(data);
                 reader.consume(n);
                 Some(Ok(n))
             }
@@ -156,55 +156,57 @@ impl TlsStream {
         !matches!(self.tls.reader().fill_buf(), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    async fn read_into(
+    async fn read_into<T: InBuf>(
         &mut self,
-        mut buf: Vec<u8>,
+        mut buf: T,
         cancel: Option<CancelHandle>,
-    ) -> (io::Result<usize>, Vec<u8>) {
+    ) -> BufResult<usize, T> {
         loop {
             if let Some(res) = self.take_plaintext(&mut buf) {
                 return (res, buf);
             }
-            match self.read_tls(cancel.clone()).await {
-                // The end of the stream: rustls tells clean from unclean
-                // at the next `take_plaintext`.
-                Ok(_) => {}
-                Err(e) => return (Err(e), buf),
+            // The end of the stream included: rustls tells a clean end
+            // from an unclean one at the next `take_plaintext`.
+            if let Err(e) = self.read_tls(cancel.clone()).await {
+                return (Err(e), buf);
             }
         }
+    }
+
+    /// Hands all of `bytes` to rustls and writes out the records.
+    async fn send_plain(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            // rustls takes what its buffer limit allows; write that out.
+            let n = self.tls.writer().write(bytes)?;
+            bytes = &bytes[n..];
+            self.write_tls().await?;
+        }
+        Ok(())
     }
 }
 
 impl ClientStream for TlsStream {
-    fn read_append(
-        &mut self,
-        buf: Vec<u8>,
-    ) -> impl std::future::Future<Output = (io::Result<usize>, Vec<u8>)> {
+    fn recv<T: InBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
         self.read_into(buf, None)
     }
 
-    fn read_append_cancelable(
+    fn recv_cancelable<T: InBuf>(
         &mut self,
-        buf: Vec<u8>,
+        buf: T,
         handle: CancelHandle,
-    ) -> impl std::future::Future<Output = (io::Result<usize>, Vec<u8>)> {
+    ) -> impl Future<Output = BufResult<usize, T>> {
         self.read_into(buf, Some(handle))
     }
 
-    async fn write_all_buf<B: OutBuf>(&mut self, buf: B) -> (io::Result<()>, B) {
-        let mut bytes = buf.out_bytes();
-        while !bytes.is_empty() {
-            // rustls takes what its buffer limit allows; write that out.
-            let n = match self.tls.writer().write(bytes) {
-                Ok(n) => n,
-                Err(e) => return (Err(e), buf),
-            };
-            bytes = &bytes[n..];
-            if let Err(e) = self.write_tls().await {
-                return (Err(e), buf);
-            }
-        }
-        (Ok(()), buf)
+    /// Always all of it: rustls takes the bytes as they are given.
+    async fn send<B: OutBuf>(&mut self, buf: B) -> BufResult<usize, B> {
+        let len = buf.out_bytes().len();
+        let res = self.send_plain(buf.out_bytes()).await;
+        (res.map(|()| len), buf)
+    }
+
+    async fn send_all<B: OutBuf>(&mut self, buf: B) -> BufResult<usize, B> {
+        ClientStream::send(self, buf).await
     }
 
     async fn wait_readable(&mut self) -> io::Result<()> {
