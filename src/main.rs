@@ -101,6 +101,23 @@ fn check(path: &std::path::Path) -> ExitCode {
             .workers
             .map_or_else(|| "auto".to_string(), |n| n.to_string())
     );
+    if let Some(tls) = &cfg.tls {
+        let addrs: Vec<String> = cfg
+            .server
+            .listen_tls
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        println!(
+            "listen_tls: {}; TLS {} and up; {} certificate(s)",
+            addrs.join(", "),
+            match tls.min_version {
+                config::TlsVersion::Tls12 => "1.2",
+                config::TlsVersion::Tls13 => "1.3",
+            },
+            tls.certificates.len()
+        );
+    }
     for (api, api_cfg) in snapshot.apis().zip(&cfg.apis) {
         let hosts = if api_cfg.hosts.is_empty() {
             "any host".to_string()
@@ -194,6 +211,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
         }
     };
     let drain = cfg.server.drain_timeout;
+    let cfg_listen_count = cfg.server.listen.len();
     #[allow(unused_mut)]
     let mut options = StartOptions {
         config_path: Some(path.to_path_buf()),
@@ -213,10 +231,12 @@ fn serve(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    for addr in server.local_addrs() {
+    let plain = cfg_listen_count;
+    for (i, addr) in server.local_addrs().iter().enumerate() {
         println!(
-            "ringgate {}: listening on {addr} ({} worker(s))",
+            "ringgate {}: listening on {addr} ({}{} worker(s))",
             env!("CARGO_PKG_VERSION"),
+            if i < plain { "" } else { "TLS, " },
             server.drivers().len()
         );
     }
@@ -247,6 +267,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
     let handle = server.shutdown_handle();
     let loads = server.loads();
     let access_log = server.access_log();
+    let tls = server.tls();
     let control = server.control().clone();
     let usage_control = control.clone();
     {
@@ -277,6 +298,15 @@ fn serve(path: &std::path::Path) -> ExitCode {
                     }
                     Err(e) => {
                         eprintln!("ringgate: reload refused, the running configuration stays: {e}")
+                    }
+                }
+                // And the TLS certificates, read from their files again.
+                if let Some(tls) = &tls {
+                    match tls.reload() {
+                        Ok(n) => eprintln!("ringgate: TLS: {n} certificate(s) reloaded"),
+                        Err(e) => eprintln!(
+                            "ringgate: TLS: certificates not reloaded, the served ones stay: {e}"
+                        ),
                     }
                 }
                 continue;

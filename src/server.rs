@@ -123,6 +123,8 @@ pub struct Server {
     flusher: UsageFlusher,
     /// Drops idle per-client buckets of the published snapshot.
     sweeper: ClientSweeper,
+    /// Reloads the TLS certificates when their files change.
+    tls_watcher: Option<crate::tls::Watcher>,
 }
 
 /// A cloneable handle that can stop the server from another thread.
@@ -231,6 +233,12 @@ impl Server {
                 }
             }
         };
+        let tls_watcher = match gateway.tls() {
+            Some(tls) => crate::tls::Watcher::start(tls.clone()).map_err(|e| {
+                StartError::Tls(format!("cannot start the certificate watcher: {e}"))
+            })?,
+            None => None,
+        };
         Ok(Server {
             workers,
             gateway,
@@ -238,6 +246,7 @@ impl Server {
             admin,
             flusher,
             sweeper,
+            tls_watcher,
         })
     }
 
@@ -257,6 +266,12 @@ impl Server {
         self.gateway.access_log().cloned()
     }
 
+    /// The TLS listeners' certificates (to reload them), when
+    /// `server.listen_tls` is set.
+    pub fn tls(&self) -> Option<Arc<TlsAcceptor>> {
+        self.gateway.tls().cloned()
+    }
+
     /// The scrape listener's address (`[metrics] listen`), if it serves.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().and_then(|a| a.metrics_addr())
@@ -267,7 +282,8 @@ impl Server {
         &self.control
     }
 
-    /// The bound addresses, in the order of `server.listen`.
+    /// The bound addresses, in the order of `server.listen`, then those of
+    /// `server.listen_tls`.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         self.workers.local_addrs()
     }
@@ -323,6 +339,9 @@ impl Server {
         // The last requests' usage reaches the store.
         self.flusher.stop();
         self.sweeper.stop();
+        if let Some(mut w) = self.tls_watcher.take() {
+            w.stop();
+        }
         if let Some(a) = self.admin {
             a.stop();
         }

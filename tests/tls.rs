@@ -17,6 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use ringgate::admin::client::{request, Endpoint};
+use ringgate::server::StartOptions;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use support::TestServer;
@@ -46,10 +48,15 @@ impl Pki {
     /// Writes `<stem>.pem` (the leaf, then the CA) and `<stem>.key` for
     /// `names`; returns their paths.
     fn leaf(&self, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        self.leaf_named(stem, stem, names)
+    }
+
+    /// [`Pki::leaf`] with common name `cn` (to tell a replacement apart).
+    fn leaf_named(&self, stem: &str, cn: &str, names: &[&str]) -> (PathBuf, PathBuf) {
         let key = KeyPair::generate().unwrap();
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let mut params = CertificateParams::new(names).unwrap();
-        params.distinguished_name.push(DnType::CommonName, stem);
+        params.distinguished_name.push(DnType::CommonName, cn);
         let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
         let chain = self.dir.join(format!("{stem}.pem"));
         let key_path = self.dir.join(format!("{stem}.key"));
@@ -98,6 +105,9 @@ drain_timeout = "2s"
 [limits]
 header_read_timeout = "1s"
 
+[state]
+dir = "{state}"
+
 [tls]
 {extra}
 
@@ -134,8 +144,24 @@ name = "shop"
         p(&s_key),
         p(&a_chain),
         p(&a_key),
+        state = p(&pki.dir.join("state")),
     );
-    TestServer::start(&toml)
+    std::fs::create_dir_all(pki.dir.join("state")).unwrap();
+    let config = ringgate::config::parse(&toml, "test.toml").unwrap();
+    TestServer::start_config(
+        config,
+        StartOptions {
+            admin: true,
+            ..StartOptions::default()
+        },
+    )
+}
+
+/// One admin request over the gateway's socket: status and JSON body.
+fn admin(pki: &Pki, method: &str, path: &str) -> (u16, serde_json::Value) {
+    let socket = Endpoint::Unix(pki.dir.join("state").join("admin.sock"));
+    let reply = request(&socket, method, path, None).unwrap();
+    (reply.status, serde_json::from_slice(&reply.body).unwrap())
 }
 
 fn tls_addr(server: &TestServer) -> SocketAddr {
@@ -483,4 +509,268 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// Runs `openssl s_client` against `addr` with `args`, sending one
+/// request and waiting for the server to close (so session tickets are
+/// read); its output.
+fn s_client(addr: SocketAddr, args: &[&str]) -> String {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("openssl")
+        .arg("s_client")
+        .arg("-connect")
+        .arg(addr.to_string())
+        .args(["-ign_eof"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sni = args
+        .windows(2)
+        .find(|w| w[0] == "-servername")
+        .map_or("default.example", |w| w[1]);
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            format!("GET /prod/hello HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `openssl s_client`, a client other than rustls: TLS 1.3 by default, the
+/// chain of the SNI name's certificate, and resumption of a saved session
+/// on a second connection, by ticket (TLS 1.3) and by ticket or id (1.2).
+#[test]
+fn openssl_sees_tls_1_3_the_right_chain_and_resumption() {
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        eprintln!("openssl is not installed: skipped");
+        return;
+    }
+    let pki = Pki::new();
+    let server = gateway(&pki, "");
+    let addr = tls_addr(&server);
+    for (sni, cn) in [("shop.example", "CN = shop"), ("x.api.example", "CN = api")] {
+        let out = s_client(addr, &["-servername", sni, "-showcerts"]);
+        assert!(out.contains("TLSv1.3"), "{out}");
+        assert!(out.contains(&format!("s:{cn}")), "{sni}: {out}");
+        assert!(out.contains("i:CN = ringgate test CA"), "{out}");
+        assert!(out.contains("hello over tls"), "{out}");
+    }
+    for version in ["-tls1_3", "-tls1_2"] {
+        let sess = pki.dir.join(format!("session{version}.pem"));
+        let sess = sess.to_str().unwrap();
+        let first = s_client(
+            addr,
+            &["-servername", "shop.example", version, "-sess_out", sess],
+        );
+        assert!(first.contains("New,"), "{first}");
+        let second = s_client(
+            addr,
+            &["-servername", "shop.example", version, "-sess_in", sess],
+        );
+        assert!(second.contains("Reused,"), "{version}: {second}");
+        assert!(second.contains("hello over tls"), "{second}");
+    }
+}
+
+/// A client config that never resumes: every handshake is a full one and
+/// shows the certificate served now.
+fn fresh(pki: &Pki) -> ClientConfig {
+    let mut c = pki.client_config(&[&rustls::version::TLS13]);
+    c.resumption = rustls::client::Resumption::disabled();
+    c
+}
+
+#[test]
+fn certificates_reload_while_a_client_loop_runs() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let pki = Pki::new();
+    let server = gateway(&pki, "watch = \"0s\"");
+    let addr = tls_addr(&server);
+    // A keep-alive connection made before the reload.
+    let mut before = connect(addr, fresh(&pki), "shop.example");
+    let mut before_buf = Vec::new();
+    before.write_all(get("shop.example").as_bytes()).unwrap();
+    assert_eq!(read_response(&mut before, &mut before_buf).0, 200);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed, new_seen) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let looper = {
+        let (stop, ok, failed, new_seen) =
+            (stop.clone(), ok.clone(), failed.clone(), new_seen.clone());
+        let config = fresh(&pki);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let mut s = connect(addr, config.clone(), "shop.example");
+                    let renewed = presented_names(&s).contains("shop-v2");
+                    s.write_all(get("shop.example").as_bytes()).unwrap();
+                    (read_response(&mut s, &mut Vec::new()).0, renewed)
+                }));
+                match attempt {
+                    Ok((200, renewed)) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        if renewed {
+                            new_seen.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+    };
+    while ok.load(Ordering::Relaxed) < 20 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // New files in place, then the reload.
+    pki.leaf_named("shop", "shop-v2", &["shop.example"]);
+    let (status, body) = admin(&pki, "POST", "/tls/reload");
+    assert_eq!(status, 200, "{body}");
+    assert!(body["certificates"][1]["subject"]
+        .as_str()
+        .unwrap()
+        .contains("shop-v2"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while new_seen.load(Ordering::Relaxed) < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate is not served"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Ordering::Relaxed);
+    looper.join().unwrap();
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed during the reload"
+    );
+    // The connection made before goes on.
+    before.write_all(get("shop.example").as_bytes()).unwrap();
+    assert_eq!(read_response(&mut before, &mut before_buf).0, 200);
+
+    // A key that does not go with the certificate: 409, nothing changes.
+    let (_, other_key) = pki.leaf("other", &["other.example"]);
+    std::fs::copy(&other_key, pki.dir.join("shop.key")).unwrap();
+    let (status, body) = admin(&pki, "POST", "/tls/reload");
+    assert_eq!(status, 409, "{body}");
+    assert!(body.to_string().contains("does not go with"), "{body}");
+    let s = connect(addr, fresh(&pki), "shop.example");
+    assert!(presented_names(&s).contains("shop-v2"));
+
+    // The status and the metrics show each certificate's expiry.
+    let (status, body) = admin(&pki, "GET", "/tls");
+    assert_eq!(status, 200);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for c in body["certificates"].as_array().unwrap() {
+        assert!(c["not_after"].as_i64().unwrap() > now, "{c}");
+        assert!(c["not_before"].as_i64().unwrap() <= now, "{c}");
+        assert!(
+            c["issuer"].as_str().unwrap().contains("ringgate test CA"),
+            "{c}"
+        );
+    }
+    let (_, status_body) = admin(&pki, "GET", "/status");
+    assert_eq!(
+        status_body["tls"].as_array().unwrap().len(),
+        3,
+        "{status_body}"
+    );
+    let socket = Endpoint::Unix(pki.dir.join("state").join("admin.sock"));
+    let metrics = request(&socket, "GET", "/metrics", None).unwrap();
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains("ringgate_tls_certificate_not_after_seconds{")
+            && text.contains("ringgate_tls_reloads_total{result=\"ok\"} 1")
+            && text.contains("ringgate_tls_reloads_total{result=\"failed\"} 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_changed_file_is_reloaded_by_the_watcher() {
+    let pki = Pki::new();
+    let server = gateway(&pki, "watch = \"200ms\"");
+    let addr = tls_addr(&server);
+    assert!(!presented_names(&connect(addr, fresh(&pki), "x.api.example")).contains("api-v2"));
+    pki.leaf_named("api", "api-v2", &["*.api.example"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !presented_names(&connect(addr, fresh(&pki), "x.api.example")).contains("api-v2") {
+        assert!(Instant::now() < deadline, "the watcher did not reload");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The binary: `ringgate check` describes the TLS listener, the start
+/// line marks it, and SIGHUP reloads the certificates from their files.
+#[test]
+fn the_binary_reloads_certificates_on_sighup() {
+    let pki = Pki::new();
+    let (chain, key) = pki.leaf("shop", &["shop.example"]);
+    // A port for the TLS listener (the binary reports its first listener).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let toml = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nlisten_tls = [\"127.0.0.1:{port}\"]\nworkers = 1\n\
+         pin_workers = false\n\n[tls]\nwatch = \"0s\"\n\n[[tls.certificate]]\nchain = \"{}\"\n\
+         key = \"{}\"\nhosts = [\"shop.example\"]\n\n[[api]]\nname = \"shop\"\n  [[api.stage]]\n  \
+         name = \"prod\"\n  [[api.route]]\n  route = \"GET /hello\"\n  [api.route.mock]\n  \
+         status = 200\n  body = \"hello over tls\\n\"\n",
+        chain.display(),
+        key.display()
+    );
+    let mut server = support::BinaryServer::start(&toml);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut s = connect(addr, fresh(&pki), "shop.example");
+    s.write_all(get("shop.example").as_bytes()).unwrap();
+    assert_eq!(read_response(&mut s, &mut Vec::new()).0, 200);
+    assert!(!presented_names(&s).contains("shop-v2"));
+    pki.leaf_named("shop", "shop-v2", &["shop.example"]);
+    server.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !presented_names(&connect(addr, fresh(&pki), "shop.example")).contains("shop-v2") {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload the certificates"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let err = server.stderr();
+    assert!(err.contains("TLS: 1 certificate(s) reloaded"), "{err}");
+    let (status, out, _) =
+        support::run_binary(&["check", "--config", server.config_path().to_str().unwrap()]);
+    assert!(status.success());
+    assert!(
+        out.contains(&format!(
+            "listen_tls: 127.0.0.1:{port}; TLS 1.2 and up; 1 certificate(s)"
+        )),
+        "{out}"
+    );
 }

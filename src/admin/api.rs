@@ -121,6 +121,19 @@ impl AdminApi {
                 ok(json!({ "reopened": log.target().to_string() }))
             }
             (_, ["logs", "reopen"]) => method_not_allowed("POST"),
+            ("GET", ["tls"]) => ok(json!({ "certificates": self.certificates()? })),
+            (_, ["tls"]) => method_not_allowed("GET"),
+            ("POST", ["tls", "reload"]) => {
+                no_body(req)?;
+                let tls = self.tls()?;
+                tls.reload().map_err(|e| {
+                    ControlError::conflict(format!(
+                        "the certificates were not reloaded, the served ones stay: {e}"
+                    ))
+                })?;
+                ok(json!({ "reloaded": true, "certificates": self.certificates()? }))
+            }
+            (_, ["tls", "reload"]) => method_not_allowed("POST"),
             (_, ["status"]) => method_not_allowed("GET"),
             ("POST", ["reload"]) => {
                 no_body(req)?;
@@ -270,6 +283,38 @@ impl AdminApi {
         })
     }
 
+    /// The TLS listeners' certificates, or 404 without `listen_tls`.
+    fn tls(&self) -> Result<&Arc<crate::tls::TlsAcceptor>, ControlError> {
+        self.metrics
+            .as_ref()
+            .and_then(|m| m.gateway.tls())
+            .ok_or_else(|| ControlError::not_found("no server.listen_tls is configured"))
+    }
+
+    /// `GET /tls`: each certificate's hosts, names and validity.
+    fn certificates(&self) -> Result<Vec<Value>, ControlError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        Ok(self
+            .tls()?
+            .certificates()
+            .iter()
+            .map(|c| {
+                json!({
+                    "hosts": c.hosts,
+                    "chain": c.chain.display().to_string(),
+                    "subject": c.subject,
+                    "issuer": c.issuer,
+                    "serial": c.serial,
+                    "not_before": c.not_before,
+                    "not_after": c.not_after,
+                    "expires_in_days": (c.not_after - now).div_euclid(86_400),
+                })
+            })
+            .collect())
+    }
+
     fn status(&self) -> Value {
         let workers: Vec<Value> = self.loads.as_ref().map_or_else(Vec::new, |l| {
             l.read()
@@ -293,6 +338,12 @@ impl AdminApi {
             "config": config,
             "state": state,
             "workers": workers,
+            "tls": self.certificates().ok().map(|c| {
+                c.iter()
+                    .map(|c| json!({ "hosts": c["hosts"], "not_after": c["not_after"],
+                                     "expires_in_days": c["expires_in_days"] }))
+                    .collect::<Vec<_>>()
+            }),
         })
     }
 
@@ -363,6 +414,8 @@ pub const ENDPOINTS: &[&str] = &[
     "GET /metrics",
     "GET /stats",
     "POST /logs/reopen",
+    "GET /tls",
+    "POST /tls/reload",
     "GET /apikeys",
     "POST /apikeys",
     "POST /apikeys?mode=import&format=csv",

@@ -43,6 +43,65 @@ type CacheFamily = (
     fn(&crate::cache::CacheStats) -> u64,
 );
 
+/// The TLS listeners' families: handshakes that failed or timed out,
+/// certificate reloads, and each certificate's validity end (alert on
+/// `ringgate_tls_certificate_not_after_seconds - time() < 14 * 86400`).
+fn tls_families(out: &mut String, sources: &MetricsSources) {
+    let Some(tls) = sources.gateway.tls() else {
+        return;
+    };
+    let c = &sources.counters;
+    family(
+        out,
+        "ringgate_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes that failed (not TLS, no common version or suite, the client leaving).",
+    );
+    let _ = writeln!(
+        out,
+        "ringgate_tls_handshake_failures_total {}",
+        c.tls_handshake_failures.load(Ordering::Relaxed)
+    );
+    family(
+        out,
+        "ringgate_tls_handshake_timeouts_total",
+        "counter",
+        "TLS handshakes not finished within header_read_timeout.",
+    );
+    let _ = writeln!(
+        out,
+        "ringgate_tls_handshake_timeouts_total {}",
+        c.tls_handshake_timeouts.load(Ordering::Relaxed)
+    );
+    let (ok, failed) = tls.reload_counts();
+    family(
+        out,
+        "ringgate_tls_reloads_total",
+        "counter",
+        "Certificate reloads (SIGHUP, POST /tls/reload, a file change), by result.",
+    );
+    let _ = writeln!(out, "ringgate_tls_reloads_total{{result=\"ok\"}} {ok}");
+    let _ = writeln!(
+        out,
+        "ringgate_tls_reloads_total{{result=\"failed\"}} {failed}"
+    );
+    family(
+        out,
+        "ringgate_tls_certificate_not_after_seconds",
+        "gauge",
+        "When each served certificate expires, in seconds since the Unix epoch.",
+    );
+    for cert in tls.certificates() {
+        let _ = writeln!(
+            out,
+            "ringgate_tls_certificate_not_after_seconds{{chain=\"{}\",host=\"{}\"}} {}",
+            label(&cert.chain.display().to_string()),
+            label(cert.hosts.first().map_or("", String::as_str)),
+            cert.not_after
+        );
+    }
+}
+
 /// One metric family's header.
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
@@ -228,6 +287,8 @@ pub fn render(
             );
         }
     }
+
+    tls_families(&mut out, sources);
 
     let caches: Vec<(String, String, crate::cache::CacheStats)> = snapshot
         .apis()

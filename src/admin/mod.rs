@@ -12,10 +12,12 @@
 //! | method and path | what it does | success |
 //! |---|---|---|
 //! | `GET /` | lists the endpoints | 200 |
-//! | `GET /status` | version, uptime, config and state files, each worker's open connections | 200 |
+//! | `GET /status` | version, uptime, config and state files, each worker's open connections, each TLS certificate's expiry | 200 |
 //! | `GET /metrics` | Prometheus text: requests by API, stage, route, canary and status class, latency histograms, upstream targets, 5xx reasons, the access log, workers, connections, stage caches, RSS ([`metrics`]) | 200 `text/plain` |
 //! | `GET /stats` | the same series as JSON with latency percentiles | 200 |
 //! | `POST /logs/reopen` | reopens the access log at its path (as SIGUSR1) | 200 `{reopened}` |
+//! | `GET /tls` | the TLS certificates served: hosts, chain file, subject, issuer, serial, validity, days left; 404 without `listen_tls` | 200 `{certificates}` |
+//! | `POST /tls/reload` | reads the certificate and key files again (as SIGHUP and the file watcher do): all load and new handshakes use them, or 409 naming the file and nothing changes | 200 `{reloaded, certificates}` |
 //! | `POST /reload` | re-reads the configuration file (as SIGHUP does); a bad file is refused with its `file:line` error (400 `invalid_config`) and the running configuration stays | 200 `{warnings, restart_required, pinned_stages}` |
 //! | `GET /apis` | the APIs with their stages and deployment pointers (paged) | 200 |
 //! | `GET /apis/{api}` | one API | 200 |

@@ -48,6 +48,7 @@ pub(super) struct RawTls {
     pub min_version: Option<Spanned<String>>,
     pub session_tickets: Option<bool>,
     pub session_cache: Option<Spanned<i64>>,
+    pub watch: Option<Spanned<String>>,
     #[serde(default)]
     pub certificate: Vec<RawCertificate>,
 }

@@ -34,6 +34,9 @@ pub struct TlsConfig {
     /// `session_cache` (default 4096): sessions kept for resumption by id
     /// (TLS 1.2) and by stateful ticket; 0 turns the cache off.
     pub session_cache: usize,
+    /// `watch` (default `"5s"`): how often the certificate and key files
+    /// are checked for changes, which reload them; `"0s"`: never.
+    pub watch: std::time::Duration,
     /// `[[tls.certificate]]` in file order; never empty. The first is the
     /// default: served to clients that send no SNI or a name no
     /// certificate lists.
@@ -136,7 +139,19 @@ pub(super) fn tls(
             "add listen_tls = [\"127.0.0.1:8443\"] under [server]",
         ));
     }
+    let watch = match raw.watch.as_ref() {
+        None => std::time::Duration::from_secs(5),
+        Some(w) => super::parse_duration(w.get_ref()).map_err(|why| {
+            src.error(
+                &w.span(),
+                "tls.watch",
+                format!("invalid duration {:?}: {why}", w.get_ref()),
+                "write how often to check the files, e.g. watch = \"5s\", or \"0s\" for never",
+            )
+        })?,
+    };
     Ok(Some(TlsConfig {
+        watch,
         min_version,
         session_tickets: raw.session_tickets.unwrap_or(true),
         session_cache,

@@ -159,6 +159,11 @@ impl Gateway {
     pub fn access_log(&self) -> Option<&Arc<AccessLog>> {
         self.options.access_log.as_ref()
     }
+
+    /// The TLS listeners' certificates, when `server.listen_tls` is set.
+    pub fn tls(&self) -> Option<&Arc<TlsAcceptor>> {
+        self.options.tls.as_ref()
+    }
 }
 
 impl Service for Gateway {

@@ -22,14 +22,21 @@
 //! - **Resumption**: stateless tickets (ring's ticketer, keys rotating
 //!   every 6 hours) and a server-side session cache of `session_cache`
 //!   entries, shared by the workers.
+//! - **Reload**: [`TlsAcceptor::reload`] reads every certificate and key
+//!   file again (SIGHUP, `POST /tls/reload`, or the [`Watcher`] seeing a
+//!   file change): all load and new handshakes use them, or one fails and
+//!   nothing changes. Established connections keep what they negotiated.
+//!   The list of certificates and their `hosts` is fixed at start.
 
 #![forbid(unsafe_code)]
 
 pub mod stream;
 
 use std::fmt;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
 
 use ahash::AHashMap;
 use rustls::pki_types::pem::PemObject;
@@ -159,16 +166,17 @@ pub fn covers(key: &CertifiedKey, name: &str) -> bool {
     cert.verify_is_valid_for_subject_name(&server_name).is_ok()
 }
 
-/// The loaded certificates and the names that choose them.
+/// The names that choose a certificate, fixed at start (a reload re-reads
+/// the files, not the list): what the Host check reads on every request,
+/// without a lock.
 #[derive(Debug)]
-struct Certificates {
-    keys: Vec<Arc<CertifiedKey>>,
+struct Names {
     exact: AHashMap<String, u16>,
     /// `*.example.com` is stored as `example.com`.
     wildcard: AHashMap<String, u16>,
 }
 
-impl Certificates {
+impl Names {
     /// The certificate for SNI name `name` (any case): an exact entry, then
     /// a wildcard over its parent, then the default (0).
     fn index_for(&self, name: &str) -> u16 {
@@ -190,29 +198,126 @@ impl Certificates {
     }
 }
 
+/// What one certificate is, read from it for the admin status and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// `hosts` as configured.
+    pub hosts: Vec<String>,
+    /// The chain file.
+    pub chain: PathBuf,
+    /// The leaf's subject, e.g. `CN=shop.example`.
+    pub subject: String,
+    /// The leaf's issuer.
+    pub issuer: String,
+    /// The leaf's serial number, hex.
+    pub serial: String,
+    /// Valid from, seconds since the Unix epoch.
+    pub not_before: i64,
+    /// Valid until, seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+/// The certificates as last loaded.
+#[derive(Debug)]
+struct Loaded {
+    keys: Vec<Arc<CertifiedKey>>,
+    info: Vec<CertInfo>,
+}
+
+impl Loaded {
+    /// Reads every certificate of `cfg`; all of them or an error.
+    fn read(cfg: &TlsConfig) -> Result<Loaded, String> {
+        let mut keys = Vec::new();
+        let mut info = Vec::new();
+        for c in &cfg.certificates {
+            let key = load_certified_key(&c.chain, &c.key).map_err(|e| e.to_string())?;
+            info.push(describe(&key, c)?);
+            keys.push(Arc::new(key));
+        }
+        Ok(Loaded { keys, info })
+    }
+}
+
+/// The leaf's names and dates, for [`CertInfo`].
+fn describe(key: &CertifiedKey, c: &crate::config::CertificateConfig) -> Result<CertInfo, String> {
+    let leaf = key
+        .end_entity_cert()
+        .map_err(|e| format!("{}: {e}", c.chain.display()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| {
+        format!(
+            "{}: not a readable X.509 certificate: {e}",
+            c.chain.display()
+        )
+    })?;
+    let validity = cert.validity();
+    Ok(CertInfo {
+        hosts: c.hosts.clone(),
+        chain: c.chain.clone(),
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+        serial: cert.raw_serial_as_string(),
+        not_before: validity.not_before.timestamp(),
+        not_after: validity.not_after.timestamp(),
+    })
+}
+
+/// A file's identity and state, to see that it changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        modified: m.modified().ok(),
+        len: m.len(),
+        inode: m.ino(),
+    })
+}
+
 /// Picks the certificate by the ClientHello's SNI.
 #[derive(Debug)]
-struct Resolver(Arc<Certificates>);
+struct Resolver {
+    names: Arc<Names>,
+    loaded: Arc<RwLock<Arc<Loaded>>>,
+}
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let i = hello.server_name().map_or(0, |n| self.0.index_for(n));
-        self.0.keys.get(usize::from(i)).cloned()
+        let i = hello.server_name().map_or(0, |n| self.names.index_for(n));
+        let loaded = self
+            .loaded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        loaded.keys.get(usize::from(i)).cloned()
     }
 }
 
 /// What the TLS listeners of every worker share: the rustls configuration
 /// (certificates, session cache, ticket keys) and the name → certificate
-/// table.
+/// table. The certificates can be read again while serving
+/// ([`TlsAcceptor::reload`]): new handshakes use the new ones, established
+/// connections keep theirs.
 pub struct TlsAcceptor {
     config: Arc<rustls::ServerConfig>,
-    certs: Arc<Certificates>,
+    names: Arc<Names>,
+    loaded: Arc<RwLock<Arc<Loaded>>>,
+    settings: TlsConfig,
+    /// The files' state at the last (re)load, for [`TlsAcceptor::files_changed`].
+    stamps: Mutex<Vec<Option<Stamp>>>,
+    reloads: AtomicU64,
+    reload_failures: AtomicU64,
 }
 
 impl fmt::Debug for TlsAcceptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsAcceptor")
-            .field("certificates", &self.certs.keys.len())
+            .field("certificates", &self.settings.certificates.len())
             .finish()
     }
 }
@@ -220,25 +325,20 @@ impl fmt::Debug for TlsAcceptor {
 impl TlsAcceptor {
     /// Loads `[tls]`'s certificates and builds the server configuration.
     pub fn new(cfg: &TlsConfig) -> Result<TlsAcceptor, String> {
-        let mut keys = Vec::new();
         let mut exact = AHashMap::new();
         let mut wildcard = AHashMap::new();
         for (i, c) in cfg.certificates.iter().enumerate() {
-            let key = load_certified_key(&c.chain, &c.key).map_err(|e| e.to_string())?;
-            keys.push(Arc::new(key));
+            let i = u16::try_from(i).map_err(|_| "too many certificates".to_string())?;
             for h in &c.hosts {
-                let i = u16::try_from(i).map_err(|_| "too many certificates".to_string())?;
                 match h.strip_prefix("*.") {
                     Some(parent) => wildcard.insert(parent.to_string(), i),
                     None => exact.insert(h.clone(), i),
                 };
             }
         }
-        let certs = Arc::new(Certificates {
-            keys,
-            exact,
-            wildcard,
-        });
+        let names = Arc::new(Names { exact, wildcard });
+        let stamps = Self::stamps_of(cfg);
+        let loaded = Arc::new(RwLock::new(Arc::new(Loaded::read(cfg)?)));
         let versions: &[&rustls::SupportedProtocolVersion] = match cfg.min_version {
             TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
             TlsVersion::Tls13 => &[&rustls::version::TLS13],
@@ -247,7 +347,10 @@ impl TlsAcceptor {
             .with_protocol_versions(versions)
             .map_err(|e| format!("TLS configuration: {e}"))?
             .with_no_client_auth()
-            .with_cert_resolver(Arc::new(Resolver(certs.clone())));
+            .with_cert_resolver(Arc::new(Resolver {
+                names: names.clone(),
+                loaded: loaded.clone(),
+            }));
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         config.session_storage = if cfg.session_cache > 0 {
             ServerSessionMemoryCache::new(cfg.session_cache)
@@ -258,13 +361,22 @@ impl TlsAcceptor {
             config.ticketer = rustls::crypto::ring::Ticketer::new()
                 .map_err(|e| format!("TLS session tickets: {e}"))?;
         }
-        // Bound what one connection may make rustls buffer: records to
-        // send are written out as they are made.
-        config.max_fragment_size = None;
         Ok(TlsAcceptor {
             config: Arc::new(config),
-            certs,
+            names,
+            loaded,
+            settings: cfg.clone(),
+            stamps: Mutex::new(stamps),
+            reloads: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
         })
+    }
+
+    fn stamps_of(cfg: &TlsConfig) -> Vec<Option<Stamp>> {
+        cfg.certificates
+            .iter()
+            .flat_map(|c| [stamp(&c.chain), stamp(&c.key)])
+            .collect()
     }
 
     /// A server-side TLS connection over `tcp`, its handshake still to do.
@@ -276,6 +388,119 @@ impl TlsAcceptor {
     /// The certificate a handshake for SNI `name` chose (the default, 0,
     /// for none): what a request's `Host` is compared by.
     pub fn certificate_for(&self, name: Option<&str>) -> u16 {
-        name.map_or(0, |n| self.certs.index_for(n))
+        name.map_or(0, |n| self.names.index_for(n))
+    }
+
+    /// Reads every certificate file again. All of them load, and new
+    /// handshakes use them (connections already made keep theirs); or one
+    /// fails, and nothing changes. Returns how many certificates are served.
+    pub fn reload(&self) -> Result<usize, String> {
+        let stamps = Self::stamps_of(&self.settings);
+        match Loaded::read(&self.settings) {
+            Ok(loaded) => {
+                let n = loaded.keys.len();
+                *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(loaded);
+                *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) = stamps;
+                self.reloads.fetch_add(1, Ordering::Relaxed);
+                Ok(n)
+            }
+            Err(e) => {
+                // Not retried until a file changes again.
+                *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) = stamps;
+                self.reload_failures.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether a certificate or key file changed (written, replaced,
+    /// removed) since the last load.
+    pub fn files_changed(&self) -> bool {
+        *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) != Self::stamps_of(&self.settings)
+    }
+
+    /// The certificates served now, in `[[tls.certificate]]` order.
+    pub fn certificates(&self) -> Vec<CertInfo> {
+        self.loaded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .info
+            .clone()
+    }
+
+    /// Successful reloads, and failed ones, since the start.
+    pub fn reload_counts(&self) -> (u64, u64) {
+        (
+            self.reloads.load(Ordering::Relaxed),
+            self.reload_failures.load(Ordering::Relaxed),
+        )
+    }
+
+    /// `[tls] watch`: how often the files are checked for changes (zero:
+    /// never).
+    pub fn watch_interval(&self) -> Duration {
+        self.settings.watch
+    }
+}
+
+/// A thread that reloads the certificates when their files change
+/// (checked every `[tls] watch`); stopped by [`Watcher::stop`].
+pub struct Watcher {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watcher {
+    /// Starts watching `tls`'s files, unless its interval is zero.
+    pub fn start(tls: Arc<TlsAcceptor>) -> std::io::Result<Option<Watcher>> {
+        let every = tls.watch_interval();
+        if every.is_zero() {
+            return Ok(None);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("ringgate-tls-watch".to_string())
+            .spawn(move || {
+                let step = every.min(Duration::from_millis(200));
+                let mut waited = Duration::ZERO;
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(step);
+                    waited += step;
+                    if waited < every {
+                        continue;
+                    }
+                    waited = Duration::ZERO;
+                    if tls.files_changed() {
+                        match tls.reload() {
+                            Ok(n) => eprintln!(
+                                "ringgate: TLS certificate files changed: {n} certificate(s) reloaded"
+                            ),
+                            Err(e) => eprintln!(
+                                "ringgate: TLS certificate files changed but cannot be loaded; \
+                                 the served ones stay: {e}"
+                            ),
+                        }
+                    }
+                }
+            })?;
+        Ok(Some(Watcher {
+            stop,
+            thread: Some(thread),
+        }))
+    }
+
+    /// Stops the thread and waits for it.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
