@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use ringgate::admin::client::{request, Endpoint};
 use ringgate::server::StartOptions;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -89,6 +89,11 @@ impl Pki {
 /// Three certificates: `default.example` (the first: the default),
 /// `shop.example` and `*.api.example`.
 fn gateway(pki: &Pki, extra: &str) -> TestServer {
+    gateway_with(pki, extra, "")
+}
+
+/// [`gateway`] with `shop_extra` in the `shop.example` certificate's table.
+fn gateway_with(pki: &Pki, extra: &str, shop_extra: &str) -> TestServer {
     let (d_chain, d_key) = pki.leaf("default", &["default.example"]);
     let (s_chain, s_key) = pki.leaf("shop", &["shop.example"]);
     let (a_chain, a_key) = pki.leaf("api", &["*.api.example"]);
@@ -120,6 +125,7 @@ hosts = ["default.example"]
 chain = "{}"
 key = "{}"
 hosts = ["shop.example"]
+{shop_extra}
 
 [[tls.certificate]]
 chain = "{}"
@@ -443,6 +449,17 @@ fn bad_certificate_files_fail_the_configuration_with_the_key() {
         let shown = e.to_string();
         assert!(shown.contains(key) && shown.contains(what), "{shown}");
     }
+    // A truststore that is not one.
+    let text = config(&p(&chain), &p(&key), "").replace(
+        "hosts = []",
+        &format!("hosts = []\nclient_ca = \"{}\"", p(&key)),
+    );
+    let e = ringgate::config::parse(&text, "test.toml").unwrap_err();
+    assert!(
+        e.to_string().contains("tls.certificate[0].client_ca")
+            && e.to_string().contains("no CERTIFICATE"),
+        "{e}"
+    );
     // listen_tls without [tls], and [tls] without listen_tls.
     let e = ringgate::config::parse("[server]\nlisten_tls = [\"127.0.0.1:0\"]\n", "test.toml")
         .unwrap_err();
@@ -772,5 +789,121 @@ fn the_binary_reloads_certificates_on_sighup() {
             "listen_tls: 127.0.0.1:{port}; TLS 1.2 and up; 1 certificate(s)"
         )),
         "{out}"
+    );
+}
+
+/// A client certificate for `cn` signed by `ca` (its own key pair), valid
+/// from `not_before` to `not_after` days from now; the chain and key as
+/// rustls takes them.
+fn client_cert(
+    ca: &(rcgen::Certificate, KeyPair),
+    cn: &str,
+    days: (i64, i64),
+) -> (
+    Vec<CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+) {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now + time::Duration::days(days.0);
+    params.not_after = now + time::Duration::days(days.1);
+    let cert = params.signed_by(&key, &ca.0, &ca.1).unwrap();
+    (
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+    )
+}
+
+/// A CA for client certificates, written to `<dir>/<name>.pem`.
+fn client_ca(pki: &Pki, name: &str) -> (rcgen::Certificate, KeyPair) {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(pki.dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+    (cert, key)
+}
+
+#[test]
+fn mutual_tls_accepts_trusted_client_certificates_and_refuses_the_rest() {
+    let pki = Pki::new();
+    let clients = client_ca(&pki, "clients");
+    let strangers = client_ca(&pki, "strangers");
+    let ca_path = pki.dir.join("clients.pem");
+    let server = gateway_with(&pki, "", &format!("client_ca = \"{}\"", ca_path.display()));
+    let addr = tls_addr(&server);
+    let with_cert = |cert: Option<(
+        Vec<CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )>| {
+        let mut roots = RootCertStore::empty();
+        roots.add(pki.ca.der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .unwrap()
+            .with_root_certificates(roots);
+        match cert {
+            Some((chain, key)) => builder.with_client_auth_cert(chain, key).unwrap(),
+            None => builder.with_no_client_auth(),
+        }
+    };
+    let status = |config: ClientConfig, sni: &str, host: &str| {
+        let mut s = connect(addr, config, sni);
+        s.write_all(get(host).as_bytes()).unwrap();
+        let (status, _, body) = read_response(&mut s, &mut Vec::new());
+        (status, body)
+    };
+    // Trusted and valid: served, on TLS 1.3 and 1.2.
+    let good = client_cert(&clients, "alice", (-1, 30));
+    assert_eq!(
+        status(with_cert(Some(good)), "shop.example", "shop.example").0,
+        200
+    );
+    let bob = client_cert(&clients, "bob", (-1, 30));
+    let mut roots = RootCertStore::empty();
+    roots.add(pki.ca.der().clone()).unwrap();
+    let tls12 =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(bob.0, bob.1)
+            .unwrap();
+    assert_eq!(status(tls12, "shop.example", "shop.example").0, 200);
+    // Missing, untrusted, expired, not yet valid: 403 Forbidden.
+    let forbidden = (403, r#"{"message":"Forbidden"}"#.to_string());
+    assert_eq!(
+        status(with_cert(None), "shop.example", "shop.example"),
+        forbidden
+    );
+    let stranger = client_cert(&strangers, "mallory", (-1, 30));
+    assert_eq!(
+        status(with_cert(Some(stranger)), "shop.example", "shop.example"),
+        forbidden
+    );
+    let expired = client_cert(&clients, "old", (-30, -1));
+    assert_eq!(
+        status(with_cert(Some(expired)), "shop.example", "shop.example"),
+        forbidden
+    );
+    let early = client_cert(&clients, "early", (2, 30));
+    assert_eq!(
+        status(with_cert(Some(early)), "shop.example", "shop.example"),
+        forbidden
+    );
+    // A host without client_ca asks for nothing; and a connection made
+    // for it cannot be used for the mutual-TLS host (421).
+    assert_eq!(
+        status(with_cert(None), "x.api.example", "x.api.example").0,
+        200
+    );
+    assert_eq!(
+        status(with_cert(None), "x.api.example", "shop.example").0,
+        421
     );
 }

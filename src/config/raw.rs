@@ -60,6 +60,7 @@ pub(super) struct RawCertificate {
     pub chain: Spanned<String>,
     pub key: Spanned<String>,
     pub hosts: Option<Spanned<Vec<Spanned<String>>>>,
+    pub client_ca: Option<Spanned<String>>,
 }
 
 /// `[metrics]`

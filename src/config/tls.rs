@@ -55,6 +55,10 @@ pub struct CertificateConfig {
     /// under it) this certificate is chosen for. Each is checked against
     /// the certificate's own names at load.
     pub hosts: Vec<String>,
+    /// `client_ca`: a PEM bundle of CA certificates. When set, clients of
+    /// these hosts must present a certificate that chains to one of them
+    /// and is valid now (mutual TLS); requests without one get 403.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// `[tls]`, against `server.listen_tls`: both or neither.
@@ -219,9 +223,25 @@ fn certificate(
             hosts.push(name);
         }
     }
+    let client_ca = match &c.client_ca {
+        None => None,
+        Some(v) => {
+            let p = path(v, "client_ca")?;
+            crate::tls::load_roots(&p).map_err(|why| {
+                src.error(
+                    &v.span(),
+                    format!("{key}.client_ca"),
+                    why,
+                    "give a PEM file of the CA certificates client certificates must chain to",
+                )
+            })?;
+            Some(p)
+        }
+    };
     Ok(CertificateConfig {
         chain,
         key: key_path,
         hosts,
+        client_ca,
     })
 }

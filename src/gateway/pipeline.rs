@@ -34,6 +34,7 @@ use crate::observe::access_log::{domain_name, LogFormat, LogRecord};
 use crate::observe::metrics::Sample;
 use crate::router::Params;
 use crate::throttle::{now_ns, take_levels, take_two, Level};
+use crate::tls::ClientAuth;
 use crate::upstream::forward::Trace;
 
 /// Answers one request whose head is parsed, and records how it ended.
@@ -82,6 +83,16 @@ pub(super) async fn handle<S: ClientStream>(
         if let Some(cert) = x.state.info.tls_cert {
             if misdirected(gw, cert, head) {
                 let e = GatewayError::MisdirectedRequest;
+                write_error(x, e, head, rid, true, None);
+                break 'answer (Next::Close { linger: true }, Outcome::Error(e));
+            }
+            // Mutual TLS: without a trusted client certificate, every
+            // request on the connection is refused, as API Gateway does.
+            if !matches!(
+                x.state.info.client_auth,
+                ClientAuth::NotRequired | ClientAuth::Verified
+            ) {
+                let e = GatewayError::Forbidden;
                 write_error(x, e, head, rid, true, None);
                 break 'answer (Next::Close { linger: true }, Outcome::Error(e));
             }

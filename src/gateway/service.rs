@@ -23,7 +23,7 @@ use crate::http::HeadLimits;
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::Metrics;
 use crate::runtime::{ClientConn, LocalService, Service, Worker};
-use crate::tls::{TlsAcceptor, TlsStream};
+use crate::tls::{ClientAuth, TlsAcceptor, TlsStream};
 use crate::upstream::forward::ClientInfo;
 
 /// Options for the gateway beyond its configuration.
@@ -209,9 +209,11 @@ impl LocalService for GatewayWorker {
         peer: SocketAddr,
         local_port: u16,
         cert: u16,
+        auth: ClientAuth,
     ) -> impl Future<Output = ()> {
         let mut info = ClientInfo::new(peer, local_port);
         info.tls_cert = Some(cert);
+        info.client_auth = auth;
         super::connection::serve(self, conn, info)
     }
 

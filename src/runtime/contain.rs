@@ -226,12 +226,9 @@ pub(crate) fn serve_tls<L: LocalService>(
     let fd = stream.as_raw_fd();
     let (local, tls, w, t) = (local.clone(), tls.clone(), worker.clone(), trace.clone());
     let fut = async move {
-        let Ok(mut stream) = tls.stream(stream) else {
-            return;
-        };
         let limit = w.limits.header_read_timeout;
-        match monoio::time::timeout(limit, stream.handshake()).await {
-            Ok(Ok(())) => {}
+        let (stream, cert, auth) = match monoio::time::timeout(limit, tls.accept(stream)).await {
+            Ok(Ok(accepted)) => accepted,
             Ok(Err(_)) => {
                 w.counters
                     .tls_handshake_failures
@@ -244,10 +241,9 @@ pub(crate) fn serve_tls<L: LocalService>(
                     .fetch_add(1, Ordering::Relaxed);
                 return;
             }
-        }
-        let cert = tls.certificate_for(stream.connection().server_name());
+        };
         let conn = ClientConn::new(stream, fd, w, t);
-        local.serve_tls(conn, peer, local_port, cert).await;
+        local.serve_tls(conn, peer, local_port, cert, auth).await;
     };
     Contained {
         fut: Some(fut),

@@ -61,7 +61,7 @@ use std::time::Duration;
 
 use monoio::net::TcpStream;
 
-use crate::tls::{TlsAcceptor, TlsStream};
+use crate::tls::{ClientAuth, TlsAcceptor, TlsStream};
 use socket2::{Domain, Protocol, Socket, Type};
 
 pub use buffers::BufPool;
@@ -118,14 +118,16 @@ pub trait LocalService: 'static {
     ) -> impl Future<Output = ()>;
 
     /// Serves one TLS connection, handshake done, until it closes. `cert`
-    /// is the certificate the handshake chose
-    /// ([`TlsAcceptor::certificate_for`]).
+    /// is the certificate entry the handshake chose
+    /// ([`TlsAcceptor::certificate_for`]), `auth` where the client's
+    /// certificate stands (mutual TLS).
     fn serve_tls(
         self: Rc<Self>,
         conn: ClientConn<TlsStream>,
         peer: SocketAddr,
         local_port: u16,
         cert: u16,
+        auth: ClientAuth,
     ) -> impl Future<Output = ()>;
 
     /// The worker is about to end (after its drain): release what it holds.

@@ -22,6 +22,13 @@
 //! - **Resumption**: stateless tickets (ring's ticketer, keys rotating
 //!   every 6 hours) and a server-side session cache of `session_cache`
 //!   entries, shared by the workers.
+//! - **Mutual TLS**: an entry with `client_ca` has a configuration of its
+//!   own whose handshake asks for a client certificate and checks only
+//!   that the client holds its key (`AskClientCert`); after the
+//!   handshake, webpki checks the certificate against the truststore
+//!   ([`ClientAuth`]), and the gateway answers 403 to every request of a
+//!   connection without a trusted one. The entry is chosen from the
+//!   ClientHello's SNI before the connection is made (rustls's `Acceptor`).
 //! - **Reload**: [`TlsAcceptor::reload`] reads every certificate and key
 //!   file again (SIGHUP, `POST /tls/reload`, or the [`Watcher`] seeing a
 //!   file change): all load and new handshakes use them, or one fails and
@@ -134,6 +141,109 @@ pub fn load_certified_key(chain: &Path, key: &Path) -> Result<CertifiedKey, Load
             "give the private key that was generated with this certificate",
         )
     })
+}
+
+/// Reads a PEM bundle of CA certificates (a `client_ca` truststore).
+pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{} is not a PEM certificate bundle: {e}", path.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, refused) = roots.add_parsable_certificates(certs);
+    if refused > 0 {
+        return Err(format!(
+            "{} holds {refused} certificate(s) that are not usable trust anchors",
+            path.display()
+        ));
+    }
+    if added == 0 {
+        return Err(format!("{} holds no CERTIFICATE block", path.display()));
+    }
+    Ok(roots)
+}
+
+/// How a connection's client certificate stood, on a certificate entry
+/// with `client_ca` (mutual TLS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// The entry has no `client_ca`: no certificate is asked for.
+    NotRequired,
+    /// A certificate chaining to the truststore, valid now.
+    Verified,
+    /// None was presented.
+    Missing,
+    /// One was presented and refused: untrusted, expired, not yet valid,
+    /// or not for client authentication.
+    Refused,
+}
+
+/// Asks for a client certificate and checks only that the client holds
+/// its key (the handshake's signature): whether the certificate is
+/// trusted is decided after the handshake ([`TlsAcceptor::client_auth`]),
+/// so a refused client gets API Gateway's HTTP 403 rather than a bare
+/// handshake alert.
+#[derive(Debug)]
+struct AskClientCert {
+    hints: Vec<rustls::DistinguishedName>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for AskClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// Whether `name` is a lowercase DNS name, or `*.` and one.
@@ -304,7 +414,12 @@ impl ResolvesServerCert for Resolver {
 /// ([`TlsAcceptor::reload`]): new handshakes use the new ones, established
 /// connections keep theirs.
 pub struct TlsAcceptor {
-    config: Arc<rustls::ServerConfig>,
+    /// Per certificate entry, the configuration its handshakes use (one
+    /// shared by the entries without `client_ca`).
+    configs: Vec<Arc<rustls::ServerConfig>>,
+    /// Per certificate entry with `client_ca`, the strict check of a
+    /// presented client certificate.
+    client_verifiers: Vec<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>>,
     names: Arc<Names>,
     loaded: Arc<RwLock<Arc<Loaded>>>,
     settings: TlsConfig,
@@ -343,26 +458,64 @@ impl TlsAcceptor {
             TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
             TlsVersion::Tls13 => &[&rustls::version::TLS13],
         };
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_protocol_versions(versions)
-            .map_err(|e| format!("TLS configuration: {e}"))?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(Resolver {
-                names: names.clone(),
-                loaded: loaded.clone(),
-            }));
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        config.session_storage = if cfg.session_cache > 0 {
-            ServerSessionMemoryCache::new(cfg.session_cache)
-        } else {
-            Arc::new(rustls::server::NoServerSessionStorage {})
+        let resolver = Arc::new(Resolver {
+            names: names.clone(),
+            loaded: loaded.clone(),
+        });
+        // One server configuration without client authentication, shared;
+        // one more per entry with `client_ca`, with its own session cache
+        // and ticket keys (a session never resumes across them).
+        let build = |verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>|
+         -> Result<Arc<rustls::ServerConfig>, String> {
+            let builder = rustls::ServerConfig::builder_with_provider(provider())
+                .with_protocol_versions(versions)
+                .map_err(|e| format!("TLS configuration: {e}"))?;
+            let mut config = match verifier {
+                Some(v) => builder.with_client_cert_verifier(v),
+                None => builder.with_no_client_auth(),
+            }
+            .with_cert_resolver(resolver.clone());
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            config.session_storage = if cfg.session_cache > 0 {
+                ServerSessionMemoryCache::new(cfg.session_cache)
+            } else {
+                Arc::new(rustls::server::NoServerSessionStorage {})
+            };
+            if cfg.session_tickets {
+                config.ticketer = rustls::crypto::ring::Ticketer::new()
+                    .map_err(|e| format!("TLS session tickets: {e}"))?;
+            }
+            Ok(Arc::new(config))
         };
-        if cfg.session_tickets {
-            config.ticketer = rustls::crypto::ring::Ticketer::new()
-                .map_err(|e| format!("TLS session tickets: {e}"))?;
+        let plain = build(None)?;
+        let mut configs = Vec::new();
+        let mut client_verifiers = Vec::new();
+        for c in &cfg.certificates {
+            match &c.client_ca {
+                None => {
+                    configs.push(plain.clone());
+                    client_verifiers.push(None);
+                }
+                Some(path) => {
+                    let roots = Arc::new(load_roots(path)?);
+                    let strict = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                        roots.clone(),
+                        provider(),
+                    )
+                    .build()
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                    let ask = Arc::new(AskClientCert {
+                        hints: roots.subjects(),
+                        provider: provider(),
+                    });
+                    configs.push(build(Some(ask))?);
+                    client_verifiers.push(Some(strict));
+                }
+            }
         }
         Ok(TlsAcceptor {
-            config: Arc::new(config),
+            configs,
+            client_verifiers,
             names,
             loaded,
             settings: cfg.clone(),
@@ -379,10 +532,44 @@ impl TlsAcceptor {
             .collect()
     }
 
-    /// A server-side TLS connection over `tcp`, its handshake still to do.
-    pub fn stream(&self, tcp: monoio::net::TcpStream) -> std::io::Result<TlsStream> {
-        let conn = ServerConnection::new(self.config.clone()).map_err(std::io::Error::other)?;
-        Ok(TlsStream::new(tcp, conn))
+    /// Accepts a TLS connection over `tcp`: reads the ClientHello, picks
+    /// the certificate entry by its SNI name (and so whether a client
+    /// certificate is asked for), and runs the handshake. Returns the
+    /// stream, the entry's index and where its client certificate stands.
+    pub async fn accept(
+        &self,
+        tcp: monoio::net::TcpStream,
+    ) -> std::io::Result<(TlsStream, u16, ClientAuth)> {
+        let (mut stream, cert) = TlsStream::accept(tcp, |sni| {
+            let cert = self.certificate_for(sni);
+            (self.configs[usize::from(cert)].clone(), cert)
+        })
+        .await?;
+        stream.handshake().await?;
+        let auth = self.client_auth(cert, stream.connection());
+        Ok((stream, cert, auth))
+    }
+
+    /// Where `conn`'s client certificate stands for certificate entry
+    /// `cert`: the strict check (chain to the entry's `client_ca`,
+    /// validity now, client-auth usage) of what the handshake received.
+    fn client_auth(&self, cert: u16, conn: &ServerConnection) -> ClientAuth {
+        let Some(Some(verifier)) = self.client_verifiers.get(usize::from(cert)) else {
+            return ClientAuth::NotRequired;
+        };
+        let Some((end_entity, intermediates)) =
+            conn.peer_certificates().and_then(|c| c.split_first())
+        else {
+            return ClientAuth::Missing;
+        };
+        match verifier.verify_client_cert(
+            end_entity,
+            intermediates,
+            rustls::pki_types::UnixTime::now(),
+        ) {
+            Ok(_) => ClientAuth::Verified,
+            Err(_) => ClientAuth::Refused,
+        }
     }
 
     /// The certificate a handshake for SNI `name` chose (the default, 0,

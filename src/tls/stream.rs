@@ -20,6 +20,7 @@
 
 use std::future::Future;
 use std::io::{self, BufRead, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
 use monoio::buf::IoBufMut;
@@ -27,7 +28,8 @@ use monoio::io::CancelableAsyncReadRent;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelHandle};
 use monoio::net::TcpStream;
 use monoio::BufResult;
-use rustls::ServerConnection;
+use rustls::server::{AcceptedAlert, Acceptor};
+use rustls::{ServerConfig, ServerConnection};
 
 use crate::runtime::stream::{ClientStream, InBuf, OutBuf};
 use crate::upstream::pool::UpstreamConn;
@@ -35,6 +37,14 @@ use crate::upstream::pool::UpstreamConn;
 /// Bytes of ciphertext read from the socket at a time: one full TLS record
 /// (16 KiB of plaintext, its header and the AEAD's overhead).
 const RX_BYTES: usize = 16 * 1024 + 256;
+
+/// Writes out the alert rustls made for a ClientHello it refused.
+async fn send_alert(tcp: &mut TcpStream, mut alert: AcceptedAlert) {
+    let mut out = Vec::new();
+    if alert.write_all(&mut out).is_ok() && !out.is_empty() {
+        let _ = tcp.write_all(out).await;
+    }
+}
 
 /// A TLS connection from a client, handshaken or not.
 pub struct TlsStream {
@@ -55,6 +65,53 @@ impl TlsStream {
             rx: Vec::new(),
             tx: Vec::new(),
         }
+    }
+
+    /// Reads the ClientHello from `tcp` and starts the connection with the
+    /// configuration `choose` gives for its SNI name (`None`: no SNI),
+    /// which also returns a value to hand back (the certificate entry).
+    /// The handshake is then [`TlsStream::handshake`]'s. Errors: the
+    /// client closed, or sent what is not a ClientHello (rustls's alert is
+    /// sent first).
+    pub async fn accept<T>(
+        mut tcp: TcpStream,
+        choose: impl FnOnce(Option<&str>) -> (Arc<ServerConfig>, T),
+    ) -> io::Result<(TlsStream, T)> {
+        let mut acceptor = Acceptor::default();
+        let mut rx = Vec::with_capacity(RX_BYTES);
+        let accepted = loop {
+            rx.clear();
+            let (res, buf) = tcp.read(rx).await;
+            rx = buf;
+            if res? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let mut data = &rx[..];
+            while !data.is_empty() {
+                if acceptor.read_tls(&mut data)? == 0 {
+                    break;
+                }
+            }
+            match acceptor.accept() {
+                Ok(Some(accepted)) => break accepted,
+                Ok(None) => {}
+                Err((e, alert)) => {
+                    send_alert(&mut tcp, alert).await;
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+            }
+        };
+        let (config, chosen) = choose(accepted.client_hello().server_name());
+        let conn = match accepted.into_connection(config) {
+            Ok(conn) => conn,
+            Err((e, alert)) => {
+                send_alert(&mut tcp, alert).await;
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+        };
+        let mut stream = TlsStream::new(tcp, conn);
+        stream.rx = rx;
+        Ok((stream, chosen))
     }
 
     /// Runs the handshake to its end. Errors: the client closed, sent

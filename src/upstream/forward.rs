@@ -114,6 +114,9 @@ pub struct ClientInfo {
     /// On a TLS connection, the certificate its handshake chose
     /// ([`crate::tls::TlsAcceptor::certificate_for`]); `None` on plain TCP.
     pub tls_cert: Option<u16>,
+    /// On a TLS connection whose certificate entry has `client_ca`, where
+    /// the client's certificate stands (anything but `Verified` gets 403).
+    pub client_auth: crate::tls::ClientAuth,
 }
 
 impl ClientInfo {
@@ -130,6 +133,7 @@ impl ClientInfo {
             local_port,
             ip: peer.ip(),
             tls_cert: None,
+            client_auth: crate::tls::ClientAuth::NotRequired,
         }
     }
 
