@@ -149,6 +149,7 @@ impl Server {
         }
         .map_err(StartError::State)?;
         let mut settings = Settings::from_config(&config);
+        let listen_count = config.server.listen.len();
         let tls = match &config.tls {
             None => None,
             Some(t) => Some(Arc::new(TlsAcceptor::new(t).map_err(StartError::Tls)?)),
@@ -233,6 +234,9 @@ impl Server {
                 }
             }
         };
+        if let (Some(tls), Some(addr)) = (gateway.tls(), workers.local_addrs().get(listen_count)) {
+            tls.set_https_port(addr.port());
+        }
         let tls_watcher = match gateway.tls() {
             Some(tls) => crate::tls::Watcher::start(tls.clone()).map_err(|e| {
                 StartError::Tls(format!("cannot start the certificate watcher: {e}"))

@@ -907,3 +907,42 @@ fn mutual_tls_accepts_trusted_client_certificates_and_refuses_the_rest() {
         421
     );
 }
+
+#[test]
+fn plain_http_for_listed_hosts_is_redirected_to_https() {
+    let pki = Pki::new();
+    let server = gateway(
+        &pki,
+        "redirect_hosts = [\"shop.example\", \"*.api.example\"]",
+    );
+    let tls_port = tls_addr(&server).port();
+    let mut c = server.client();
+    for (host, want) in [
+        (
+            "shop.example",
+            format!("https://shop.example:{tls_port}/prod/hello?a=1"),
+        ),
+        (
+            "Eu.Api.Example:8080",
+            format!("https://eu.api.example:{tls_port}/prod/hello?a=1"),
+        ),
+    ] {
+        let r = c.request(format!(
+            "GET /prod/hello?a=1 HTTP/1.1\r\nHost: {host}\r\n\r\n"
+        ));
+        assert_eq!(r.status, 308, "{}", r.text());
+        assert_eq!(r.header("location"), Some(want.as_str()));
+        assert_eq!(r.header("content-length"), Some("0"));
+    }
+    // The connection stays open; another host, and a request with a body,
+    // are served where they are.
+    let r = c.request("GET /prod/hello HTTP/1.1\r\nHost: default.example\r\n\r\n");
+    assert_eq!((r.status, r.text().as_str()), (200, "hello over tls\n"));
+    let r =
+        c.request("POST /prod/hello HTTP/1.1\r\nHost: shop.example\r\nContent-Length: 2\r\n\r\nhi");
+    assert_ne!(r.status, 308);
+    // The Location works.
+    let mut s = connect(tls_addr(&server), fresh(&pki), "shop.example");
+    s.write_all(get("shop.example").as_bytes()).unwrap();
+    assert_eq!(read_response(&mut s, &mut Vec::new()).0, 200);
+}

@@ -49,6 +49,7 @@ pub(super) struct RawTls {
     pub session_tickets: Option<bool>,
     pub session_cache: Option<Spanned<i64>>,
     pub watch: Option<Spanned<String>>,
+    pub redirect_hosts: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub certificate: Vec<RawCertificate>,
 }

@@ -37,6 +37,10 @@ pub struct TlsConfig {
     /// `watch` (default `"5s"`): how often the certificate and key files
     /// are checked for changes, which reload them; `"0s"`: never.
     pub watch: std::time::Duration,
+    /// `redirect_hosts`: hosts (lowercase; `*.example.com` for one label
+    /// under it, `*` for every host) whose requests on the plain listeners
+    /// get 308 to the same URL over HTTPS (the first `listen_tls` port).
+    pub redirect_hosts: Vec<String>,
     /// `[[tls.certificate]]` in file order; never empty. The first is the
     /// default: served to clients that send no SNI or a name no
     /// certificate lists.
@@ -154,7 +158,23 @@ pub(super) fn tls(
             )
         })?,
     };
+    let mut redirect_hosts = Vec::new();
+    if let Some(list) = &raw.redirect_hosts {
+        for (i, h) in list.get_ref().iter().enumerate() {
+            let name = h.get_ref().trim_end_matches('.').to_ascii_lowercase();
+            if name != "*" && !crate::tls::valid_sni_pattern(&name) {
+                return Err(src.error(
+                    &h.span(),
+                    format!("tls.redirect_hosts[{i}]"),
+                    format!("{:?} is not a host name (or *.name, or *)", h.get_ref()),
+                    "write a DNS name such as \"api.example.com\", \"*.example.com\", or \"*\" for every host",
+                ));
+            }
+            redirect_hosts.push(name);
+        }
+    }
     Ok(Some(TlsConfig {
+        redirect_hosts,
         watch,
         min_version,
         session_tickets: raw.session_tickets.unwrap_or(true),

@@ -41,12 +41,14 @@ pub enum Outcome {
     Aborted,
     /// The health path (`[server] health_path`) was answered.
     Health,
+    /// Redirected to HTTPS (`[tls] redirect_hosts`).
+    Redirected,
     /// The gateway answered with one of its own errors.
     Error(GatewayError),
 }
 
 /// The non-error outcomes, in index order.
-const PLAIN: [Outcome; 10] = [
+const PLAIN: [Outcome; 11] = [
     Outcome::Mock,
     Outcome::CacheHit,
     Outcome::CacheMiss,
@@ -57,6 +59,7 @@ const PLAIN: [Outcome; 10] = [
     Outcome::Upgraded,
     Outcome::Aborted,
     Outcome::Health,
+    Outcome::Redirected,
 ];
 
 /// One instance of each gateway error kind, in index order.
@@ -98,6 +101,7 @@ impl Outcome {
             Outcome::Upgraded => "upgraded",
             Outcome::Aborted => "aborted",
             Outcome::Health => "health",
+            Outcome::Redirected => "redirected",
             Outcome::Error(e) => match e {
                 GatewayError::BadRequest(_) => "error_bad_request",
                 GatewayError::MissingAuthenticationToken => "error_missing_authentication_token",
@@ -131,6 +135,7 @@ impl Outcome {
             Outcome::Upgraded => 7,
             Outcome::Aborted => 8,
             Outcome::Health => 9,
+            Outcome::Redirected => 10,
             Outcome::Error(e) => {
                 PLAIN.len()
                     + match e {

@@ -78,6 +78,13 @@ pub(super) async fn handle<S: ClientStream>(
                 break 'answer health(x, head, rid, *workers);
             }
         }
+        // `[tls] redirect_hosts`: plain HTTP for these hosts goes to HTTPS.
+        if x.state.info.tls_cert.is_none() && gw.tls.is_some() && head.framing == BodyFraming::None
+        {
+            if let Some(answer) = redirect_to_https(gw, x, head, rid) {
+                break 'answer answer;
+            }
+        }
         // On TLS, the Host must be one the handshake's certificate is for:
         // a connection made for one name is not reused for another.
         if let Some(cert) = x.state.info.tls_cert {
@@ -352,6 +359,50 @@ fn misdirected(gw: &GatewayWorker, cert: u16, head: &RequestHead<'_, '_>) -> boo
         .map(domain_name)
         .and_then(|h| std::str::from_utf8(h).ok());
     tls.certificate_for(host) != cert
+}
+
+/// 308 Permanent Redirect to the same path and query over HTTPS, when
+/// `[tls] redirect_hosts` lists the request's host (requests without a
+/// body only: one with a body is served where it is). Out of line: only
+/// plain connections of a gateway with TLS listeners get here.
+#[inline(never)]
+fn redirect_to_https<S: ClientStream>(
+    gw: &GatewayWorker,
+    x: &mut Exchange<'_, S>,
+    head: &RequestHead<'_, '_>,
+    rid: &[u8],
+) -> Option<(Next, Outcome)> {
+    use crate::http::response::{write_common_headers, write_content_length, write_status_line};
+    let base = gw.tls.as_ref()?.redirect_for(head.host?)?;
+    let close = !head.keep_alive;
+    let date = x.io.worker().date();
+    x.state.answer = Answer {
+        status: 308,
+        body_bytes: Some(0),
+    };
+    write_status_line(x.wbuf, 308);
+    write_common_headers(x.wbuf, date.as_bytes(), rid, connection_header(head, close));
+    x.wbuf.extend_from_slice(b"Location: ");
+    x.wbuf.extend_from_slice(base.as_bytes());
+    x.wbuf.extend_from_slice(head.path.as_bytes());
+    if !head.query.is_empty() {
+        x.wbuf.push(b'?');
+        x.wbuf.extend_from_slice(head.query.as_bytes());
+    }
+    x.wbuf.extend_from_slice(b"\r\n");
+    write_content_length(x.wbuf, 0);
+    x.wbuf.extend_from_slice(b"\r\n");
+    // Requests with a body are not redirected (the caller checks), so
+    // nothing is left to read.
+    let next = if close {
+        Next::Close { linger: false }
+    } else {
+        Next::Continue {
+            consumed: 0,
+            leftover: None,
+        }
+    };
+    Some((next, Outcome::Redirected))
 }
 
 /// The first value of header `name` (case-insensitive).

@@ -804,7 +804,7 @@ pub struct LogRecord<'a> {
     /// (`$context.resourcePath`; `$context.routeKey` is the method, a space
     /// and this).
     pub resource_path: Option<&'a str>,
-    /// The path as received, query included (`$context.path`).
+    /// The path as received, without the query (`$context.path`).
     pub path: &'a [u8],
     /// The stage (`$context.stage`).
     pub stage: Option<&'a str>,

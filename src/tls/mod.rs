@@ -427,6 +427,8 @@ pub struct TlsAcceptor {
     stamps: Mutex<Vec<Option<Stamp>>>,
     reloads: AtomicU64,
     reload_failures: AtomicU64,
+    /// The port of the first TLS listener, as bound (for redirects).
+    https_port: std::sync::OnceLock<u16>,
 }
 
 impl fmt::Debug for TlsAcceptor {
@@ -522,6 +524,7 @@ impl TlsAcceptor {
             stamps: Mutex::new(stamps),
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
+            https_port: std::sync::OnceLock::new(),
         })
     }
 
@@ -576,6 +579,37 @@ impl TlsAcceptor {
     /// for none): what a request's `Host` is compared by.
     pub fn certificate_for(&self, name: Option<&str>) -> u16 {
         name.map_or(0, |n| self.names.index_for(n))
+    }
+
+    /// Records the port the first TLS listener is bound to (once).
+    pub fn set_https_port(&self, port: u16) {
+        let _ = self.https_port.set(port);
+    }
+
+    /// Where a plain-HTTP request for `host` (a Host value, port included
+    /// or not) should go instead: `https://name[:port]`, when `[tls]
+    /// redirect_hosts` lists the name.
+    pub fn redirect_for(&self, host: &[u8]) -> Option<String> {
+        if self.settings.redirect_hosts.is_empty() {
+            return None;
+        }
+        let name = std::str::from_utf8(crate::observe::access_log::domain_name(host))
+            .ok()?
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let listed = self.settings.redirect_hosts.iter().any(|h| {
+            h == "*"
+                || *h == name
+                || h.strip_prefix("*.")
+                    .is_some_and(|parent| name.split_once('.').is_some_and(|(_, p)| p == parent))
+        });
+        if !listed || name.is_empty() {
+            return None;
+        }
+        Some(match self.https_port.get().copied().unwrap_or(443) {
+            443 => format!("https://{name}"),
+            port => format!("https://{name}:{port}"),
+        })
     }
 
     /// Reads every certificate file again. All of them load, and new
