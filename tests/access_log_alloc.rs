@@ -100,6 +100,7 @@ fn full(ip: IpAddr, time_ms: u64) -> LogRecord<'static> {
         base_path_matched: Some("v1"),
         is_canary: true,
         outcome: "error_bad_gateway",
+        client_cert: None,
     }
 }
 

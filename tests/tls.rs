@@ -834,7 +834,17 @@ fn mutual_tls_accepts_trusted_client_certificates_and_refuses_the_rest() {
     let clients = client_ca(&pki, "clients");
     let strangers = client_ca(&pki, "strangers");
     let ca_path = pki.dir.join("clients.pem");
-    let server = gateway_with(&pki, "", &format!("client_ca = \"{}\"", ca_path.display()));
+    let log = pki.dir.join("access.log");
+    let format = r#"{ "id":"$context.requestId", "status":"$context.status", "subject":"$context.identity.clientCert.subjectDN", "issuer":"$context.identity.clientCert.issuerDN", "serial":"$context.identity.clientCert.serialNumber", "not_before":"$context.identity.clientCert.validity.notBefore", "not_after":"$context.identity.clientCert.validity.notAfter", "pem":"$context.identity.clientCert.clientCertPem" }"#;
+    let server = gateway_with(
+        &pki,
+        "",
+        &format!(
+            "client_ca = \"{}\"\n\n[access_log]\npath = \"{}\"\nformat = '{format}'\n",
+            ca_path.display(),
+            log.display()
+        ),
+    );
     let addr = tls_addr(&server);
     let with_cert = |cert: Option<(
         Vec<CertificateDer<'static>>,
@@ -906,6 +916,44 @@ fn mutual_tls_accepts_trusted_client_certificates_and_refuses_the_rest() {
         status(with_cert(None), "x.api.example", "shop.example").0,
         421
     );
+
+    // The access log has each connection's client certificate (JSON lines,
+    // read with serde_json), `-` where there was none.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines: Vec<serde_json::Value> = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        // alice, bob, four refused, the other host, the 421.
+        if lines.len() >= 8 {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "{} lines logged", lines.len());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let alice = &lines[0];
+    assert_eq!(alice["status"], "200");
+    assert_eq!(alice["subject"], "CN=alice");
+    assert_eq!(alice["issuer"], "CN=clients");
+    assert!(alice["pem"]
+        .as_str()
+        .unwrap()
+        .starts_with("-----BEGIN CERTIFICATE-----\n"));
+    assert!(
+        alice["not_after"].as_str().unwrap().ends_with(" GMT"),
+        "{alice}"
+    );
+    assert!(alice["serial"].as_str().unwrap().len() >= 2);
+    let refused: Vec<_> = lines.iter().filter(|l| l["status"] == "403").collect();
+    assert_eq!(refused.len(), 4);
+    assert!(
+        refused.iter().any(|l| l["subject"] == "-"),
+        "the missing one"
+    );
+    assert!(refused.iter().any(|l| l["subject"] == "CN=mallory"));
+    assert!(lines.iter().any(|l| l["status"] == "421"));
 }
 
 #[test]

@@ -60,7 +60,12 @@ pub(super) async fn handle<S: ClientStream>(
     let snapshot = gw.snapshot();
     // Where the request is counted and logged (once it resolves).
     let mut series = 0u32;
-    let mut seen = Seen::default();
+    // Refused before routing (a body over the limit, 421, mutual TLS, a
+    // redirect): logged with the global format.
+    let mut seen = Seen {
+        log: snapshot.default_log(),
+        ..Seen::default()
+    };
     #[cfg(debug_assertions)]
     if gw.fault_injection {
         inject_fault(&head);
@@ -323,6 +328,7 @@ pub(super) async fn handle<S: ClientStream>(
             error_response_type: error.map(GatewayError::as_str),
             is_canary: seen.is_canary,
             outcome: outcome.as_str(),
+            client_cert: x.io.client_cert(),
             ..LogRecord::default()
         };
         wl.lines.log(format, &rec, &mut wl.clock);

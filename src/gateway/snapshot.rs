@@ -1624,6 +1624,12 @@ impl Snapshot {
         Err(GatewayError::Forbidden)
     }
 
+    /// `[access_log]`'s format, for requests refused before they are
+    /// routed.
+    pub fn default_log(&self) -> Option<&LogFormat> {
+        self.default_log.as_deref()
+    }
+
     /// Resolves and routes a request: what should answer it, whether the
     /// stage's canary does, and the route's throttle. `roll` is asked for a
     /// uniform random `u32` only when the stage has a canary. Path

@@ -142,10 +142,22 @@ pub enum Var {
     IsCanaryRequest,
     /// `ringgate.outcome`: [`LogRecord::outcome`].
     Outcome,
+    /// `identity.clientCert.clientCertPem`: [`ClientCertFields::pem`].
+    ClientCertPem,
+    /// `identity.clientCert.subjectDN`.
+    ClientCertSubject,
+    /// `identity.clientCert.issuerDN`.
+    ClientCertIssuer,
+    /// `identity.clientCert.serialNumber`.
+    ClientCertSerial,
+    /// `identity.clientCert.validity.notBefore`.
+    ClientCertNotBefore,
+    /// `identity.clientCert.validity.notAfter`.
+    ClientCertNotAfter,
     /// Always `-`: what ringgate does not have — `identity.caller`,
     /// `identity.user` (no IAM authorization), `xrayTraceId`, and every
-    /// `authorizer.*`, `authorize.*`, `authenticate.*`, `waf*` and
-    /// `identity.clientCert.*` name.
+    /// `authorizer.*`, `authorize.*`, `authenticate.*`, `waf*` name, and
+    /// any other `identity.clientCert.*` name.
     Unset,
 }
 
@@ -187,6 +199,18 @@ const NAMES: &[(&str, Var)] = &[
     ("xrayTraceId", Var::Unset),
     ("isCanaryRequest", Var::IsCanaryRequest),
     ("ringgate.outcome", Var::Outcome),
+    ("identity.clientCert.clientCertPem", Var::ClientCertPem),
+    ("identity.clientCert.subjectDN", Var::ClientCertSubject),
+    ("identity.clientCert.issuerDN", Var::ClientCertIssuer),
+    ("identity.clientCert.serialNumber", Var::ClientCertSerial),
+    (
+        "identity.clientCert.validity.notBefore",
+        Var::ClientCertNotBefore,
+    ),
+    (
+        "identity.clientCert.validity.notAfter",
+        Var::ClientCertNotAfter,
+    ),
 ];
 
 /// Families accepted with any suffix (after a `.`), always `-`.
@@ -560,6 +584,12 @@ impl LogFormat {
                 out.extend_from_slice(if rec.is_canary { b"true" } else { b"false" })
             }
             Var::Outcome => text(out, Some(rec.outcome)),
+            Var::ClientCertPem => text(out, rec.client_cert.map(|c| c.pem.as_str())),
+            Var::ClientCertSubject => text(out, rec.client_cert.map(|c| c.subject_dn.as_str())),
+            Var::ClientCertIssuer => text(out, rec.client_cert.map(|c| c.issuer_dn.as_str())),
+            Var::ClientCertSerial => text(out, rec.client_cert.map(|c| c.serial_number.as_str())),
+            Var::ClientCertNotBefore => text(out, rec.client_cert.map(|c| c.not_before.as_str())),
+            Var::ClientCertNotAfter => text(out, rec.client_cert.map(|c| c.not_after.as_str())),
             Var::Unset => out.push(b'-'),
         }
     }
@@ -849,6 +879,42 @@ pub struct LogRecord<'a> {
     /// How the request ended (`$context.ringgate.outcome`), as
     /// [`crate::gateway::outcome::Outcome::as_str`] names it.
     pub outcome: &'static str,
+    /// The client certificate of a mutual-TLS connection
+    /// (`$context.identity.clientCert.*`).
+    pub client_cert: Option<&'a ClientCertFields>,
+}
+
+/// A client certificate as `$context.identity.clientCert.*` prints it,
+/// made once per connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientCertFields {
+    /// The certificate, PEM (`clientCertPem`).
+    pub pem: String,
+    /// Its subject, e.g. `CN=alice` (`subjectDN`).
+    pub subject_dn: String,
+    /// Its issuer (`issuerDN`).
+    pub issuer_dn: String,
+    /// Its serial number, hex (`serialNumber`).
+    pub serial_number: String,
+    /// Valid from, as `May 28 12:30:02 2019 GMT` (`validity.notBefore`).
+    pub not_before: String,
+    /// Valid until, in the same form (`validity.notAfter`).
+    pub not_after: String,
+}
+
+/// `secs` since the epoch as OpenSSL prints a certificate's dates (and API
+/// Gateway its `validity` fields): `May 28 12:30:02 2019 GMT`.
+pub fn openssl_time(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    let month = std::str::from_utf8(MONTHS[(month - 1) as usize]).unwrap_or("???");
+    format!(
+        "{month} {day:>2} {:02}:{:02}:{:02} {year} GMT",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
 }
 
 impl<'a> LogRecord<'a> {

@@ -261,6 +261,12 @@ impl<S: ClientStream> ClientIo<S> {
         self.trace.note(id);
     }
 
+    /// The client certificate of a mutual-TLS connection.
+    #[inline]
+    pub fn client_cert(&self) -> Option<&crate::observe::access_log::ClientCertFields> {
+        self.stream.client_cert()
+    }
+
     /// Whether this connection has answered a request before.
     pub fn served(&self) -> u64 {
         self.served

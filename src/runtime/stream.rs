@@ -27,6 +27,7 @@ use monoio::io::{
 use monoio::net::TcpStream;
 use monoio::BufResult;
 
+use crate::observe::access_log::ClientCertFields;
 use crate::upstream::pool::UpstreamConn;
 
 /// A buffer to read into that a TLS stream can append decrypted bytes to:
@@ -115,6 +116,13 @@ pub trait ClientStream: 'static {
 
     /// Ends the write side (a TLS stream sends its close_notify first).
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>>;
+
+    /// The client certificate the connection presented (mutual TLS), for
+    /// `$context.identity.clientCert.*`. None on plain TCP.
+    #[inline]
+    fn client_cert(&self) -> Option<&ClientCertFields> {
+        None
+    }
 
     /// Whether a backend's `101 Switching Protocols` may turn this
     /// connection into a tunnel ([`ClientStream::tunnel`]).

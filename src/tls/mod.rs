@@ -53,6 +53,7 @@ use rustls::sign::CertifiedKey;
 use rustls::ServerConnection;
 
 use crate::config::{TlsConfig, TlsVersion};
+use crate::observe::access_log::{openssl_time, ClientCertFields};
 pub use stream::TlsStream;
 
 /// Which of a certificate's files a load error is about.
@@ -371,6 +372,28 @@ fn describe(key: &CertifiedKey, c: &crate::config::CertificateConfig) -> Result<
     })
 }
 
+/// A client certificate's `$context.identity.clientCert.*` fields.
+fn client_cert_fields(der: &CertificateDer<'_>) -> Option<ClientCertFields> {
+    use base64::Engine as _;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).ok()?);
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----");
+    let validity = cert.validity();
+    Some(ClientCertFields {
+        pem,
+        subject_dn: cert.subject().to_string(),
+        issuer_dn: cert.issuer().to_string(),
+        serial_number: cert.raw_serial_as_string(),
+        not_before: openssl_time(validity.not_before.timestamp()),
+        not_after: openssl_time(validity.not_after.timestamp()),
+    })
+}
+
 /// A file's identity and state, to see that it changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Stamp {
@@ -550,6 +573,16 @@ impl TlsAcceptor {
         .await?;
         stream.handshake().await?;
         let auth = self.client_auth(cert, stream.connection());
+        if auth != ClientAuth::NotRequired {
+            if let Some(fields) = stream
+                .connection()
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| client_cert_fields(c))
+            {
+                stream.set_client_cert(fields);
+            }
+        }
         Ok((stream, cert, auth))
     }
 

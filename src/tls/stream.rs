@@ -31,6 +31,7 @@ use monoio::BufResult;
 use rustls::server::{AcceptedAlert, Acceptor};
 use rustls::{ServerConfig, ServerConnection};
 
+use crate::observe::access_log::ClientCertFields;
 use crate::runtime::stream::{ClientStream, InBuf, OutBuf};
 use crate::upstream::pool::UpstreamConn;
 
@@ -54,6 +55,9 @@ pub struct TlsStream {
     rx: Vec<u8>,
     /// Records to write, collected from rustls.
     tx: Vec<u8>,
+    /// The client certificate's fields, on a mutual-TLS connection that
+    /// presented one.
+    client_cert: Option<Box<ClientCertFields>>,
 }
 
 impl TlsStream {
@@ -64,6 +68,7 @@ impl TlsStream {
             tls: Box::new(tls),
             rx: Vec::new(),
             tx: Vec::new(),
+            client_cert: None,
         }
     }
 
@@ -131,6 +136,11 @@ impl TlsStream {
             self.write_tls().await?;
         }
         Ok(())
+    }
+
+    /// Keeps the client certificate's fields for the access log.
+    pub(super) fn set_client_cert(&mut self, fields: ClientCertFields) {
+        self.client_cert = Some(Box::new(fields));
     }
 
     /// The rustls connection (the SNI name, the protocol version, the
@@ -271,6 +281,10 @@ impl ClientStream for TlsStream {
             return Ok(());
         }
         self.tcp.readable(false).await
+    }
+
+    fn client_cert(&self) -> Option<&ClientCertFields> {
+        self.client_cert.as_deref()
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {

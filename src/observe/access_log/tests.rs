@@ -40,6 +40,7 @@ fn full<'a>() -> LogRecord<'a> {
         base_path_matched: Some("v1"),
         is_canary: true,
         outcome: "proxied",
+        client_cert: None,
     }
 }
 
@@ -424,6 +425,12 @@ fn expected(name: &str, rec: &LogRecord<'_>) -> Vec<u8> {
         Var::BasePathMatched => s(rec.base_path_matched),
         Var::IsCanaryRequest => rec.is_canary.to_string().into_bytes(),
         Var::Outcome => s(Some(rec.outcome)),
+        Var::ClientCertPem => s(rec.client_cert.map(|c| c.pem.as_str())),
+        Var::ClientCertSubject => s(rec.client_cert.map(|c| c.subject_dn.as_str())),
+        Var::ClientCertIssuer => s(rec.client_cert.map(|c| c.issuer_dn.as_str())),
+        Var::ClientCertSerial => s(rec.client_cert.map(|c| c.serial_number.as_str())),
+        Var::ClientCertNotBefore => s(rec.client_cert.map(|c| c.not_before.as_str())),
+        Var::ClientCertNotAfter => s(rec.client_cert.map(|c| c.not_after.as_str())),
         Var::Unset => b"-".to_vec(),
     }
 }
@@ -452,6 +459,8 @@ struct Owned {
     request: Request,
     names: [Option<String>; 9],
     numbers: Numbers,
+    /// A client certificate's fields, hostile text included.
+    cert: Option<ClientCertFields>,
 }
 
 const PROTOCOLS: [&str; 3] = ["HTTP/1.1", "HTTP/1.0", ""];
@@ -490,6 +499,7 @@ impl Owned {
             integration_status: self.numbers.5,
             is_canary: self.numbers.6,
             outcome: OUTCOMES[self.numbers.7],
+            client_cert: self.cert.as_ref(),
         }
     }
 }
@@ -546,11 +556,23 @@ fn owned() -> impl Strategy<Value = Owned> {
         any::<bool>(),
         0..OUTCOMES.len(),
     );
-    (ids, request, names, numbers).prop_map(|(ids, request, names, numbers)| Owned {
+    let cert = proptest::option::of(proptest::array::uniform6(text()).prop_map(|t| {
+        let [pem, subject_dn, issuer_dn, serial_number, not_before, not_after] = t;
+        ClientCertFields {
+            pem,
+            subject_dn,
+            issuer_dn,
+            serial_number,
+            not_before,
+            not_after,
+        }
+    }));
+    (ids, request, names, numbers, cert).prop_map(|(ids, request, names, numbers, cert)| Owned {
         ids,
         request,
         names,
         numbers,
+        cert,
     })
 }
 
@@ -744,4 +766,13 @@ fn token_ids_are_written_as_they_are() {
         f.write(&rec, &mut ClfClock::new(), &mut trusted);
         assert_eq!(checked, trusted, "{preset}");
     }
+}
+
+/// The client certificate's dates, as OpenSSL prints them.
+#[test]
+fn openssl_dates() {
+    assert_eq!(openssl_time(784_111_777), "Nov  6 08:49:37 1994 GMT");
+    assert_eq!(openssl_time(0), "Jan  1 00:00:00 1970 GMT");
+    assert_eq!(openssl_time(1_559_046_602), "May 28 12:30:02 2019 GMT");
+    assert_eq!(openssl_time(-1), "Dec 31 23:59:59 1969 GMT");
 }
