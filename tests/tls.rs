@@ -994,3 +994,52 @@ fn plain_http_for_listed_hosts_is_redirected_to_https() {
     s.write_all(get("shop.example").as_bytes()).unwrap();
     assert_eq!(read_response(&mut s, &mut Vec::new()).0, 200);
 }
+
+/// A request proxied from a TLS connection tells the backend so:
+/// `X-Forwarded-Proto: https` and the TLS port, whatever the client sent.
+#[test]
+fn proxied_requests_over_tls_say_https_to_the_backend() {
+    let pki = Pki::new();
+    let origin = support::Origin::start("o");
+    let (chain, key) = pki.leaf("shop", &["shop.example"]);
+    let toml = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nlisten_tls = [\"127.0.0.1:0\"]\nworkers = 1\n\
+         pin_workers = false\n\n[tls]\nwatch = \"0s\"\n\n[[tls.certificate]]\nchain = \"{}\"\n\
+         key = \"{}\"\nhosts = [\"shop.example\"]\n\n[[api]]\nname = \"shop\"\n  [[api.stage]]\n  \
+         name = \"prod\"\n  [[api.route]]\n  route = \"GET /echo\"\n  [api.route.http_proxy]\n  \
+         uri = \"http://{}/echo\"\n",
+        chain.display(),
+        key.display(),
+        origin.addr()
+    );
+    let server = TestServer::start(&toml);
+    let addr = tls_addr(&server);
+    let mut s = connect(addr, fresh(&pki), "shop.example");
+    s.write_all(
+        b"GET /prod/echo HTTP/1.1\r\nHost: shop.example\r\nX-Forwarded-Proto: http\r\n\r\n",
+    )
+    .unwrap();
+    let (status, _, body) = read_response(&mut s, &mut Vec::new());
+    assert_eq!(status, 200, "{body}");
+    let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let headers: Vec<(String, String)> = echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h[0].as_str().unwrap().to_ascii_lowercase(),
+                h[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let get = |n: &str| -> Vec<&str> {
+        headers
+            .iter()
+            .filter(|(k, _)| k == n)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(get("x-forwarded-proto"), ["https"], "{body}");
+    assert_eq!(get("x-forwarded-port"), [addr.port().to_string().as_str()]);
+}

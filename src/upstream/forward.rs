@@ -1335,7 +1335,11 @@ fn write_request_head(out: &mut Vec<u8>, req: &ForwardRequest<'_, '_>, target: &
         }
     }
     out.extend_from_slice(info.peer_ip());
-    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: ");
+    out.extend_from_slice(if info.tls_cert.is_some() {
+        b"\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Port: "
+    } else {
+        b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: "
+    });
     write_u64(out, u64::from(info.local_port));
     out.extend_from_slice(b"\r\nx-request-id: ");
     out.extend_from_slice(rid);
