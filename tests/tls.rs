@@ -460,6 +460,27 @@ fn bad_certificate_files_fail_the_configuration_with_the_key() {
             && e.to_string().contains("no CERTIFICATE"),
         "{e}"
     );
+    // client_cert_headers without client_ca, and with an unknown field.
+    let text = config(&p(&chain), &p(&key), "").replace(
+        "hosts = []",
+        "hosts = []\nclient_cert_headers = { subject = \"X-S\" }",
+    );
+    let e = ringgate::config::parse(&text, "test.toml").unwrap_err();
+    assert!(e.to_string().contains("needs client_ca"), "{e}");
+    let text = config(&p(&chain), &p(&key), "").replace(
+        "hosts = []",
+        &format!(
+            "hosts = []\nclient_ca = \"{}\"\nclient_cert_headers = {{ email = \"X-E\" }}",
+            pki.ca_path().display()
+        ),
+    );
+    let e = ringgate::config::parse(&text, "test.toml").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("tls.certificate[0].client_cert_headers.email")
+            && e.to_string().contains("not a certificate field"),
+        "{e}"
+    );
     // listen_tls without [tls], and [tls] without listen_tls.
     let e = ringgate::config::parse("[server]\nlisten_tls = [\"127.0.0.1:0\"]\n", "test.toml")
         .unwrap_err();
@@ -1042,4 +1063,90 @@ fn proxied_requests_over_tls_say_https_to_the_backend() {
     };
     assert_eq!(get("x-forwarded-proto"), ["https"], "{body}");
     assert_eq!(get("x-forwarded-port"), [addr.port().to_string().as_str()]);
+}
+
+/// `client_cert_headers`: a verified client certificate's fields reach the
+/// backend in the named headers; the same names sent by any client, on
+/// any listener, are removed first.
+#[test]
+fn client_certificate_fields_reach_the_backend_and_cannot_be_forged() {
+    let pki = Pki::new();
+    let origin = support::Origin::start("o");
+    let clients = client_ca(&pki, "clients");
+    let (chain, key) = pki.leaf("shop", &["shop.example"]);
+    let toml = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nlisten_tls = [\"127.0.0.1:0\"]\nworkers = 1\n\
+         pin_workers = false\n\n[tls]\nwatch = \"0s\"\n\n[[tls.certificate]]\nchain = \"{}\"\n\
+         key = \"{}\"\nhosts = [\"shop.example\"]\nclient_ca = \"{}\"\n\
+         client_cert_headers = {{ subject = \"X-Client-Subject\", serial = \"X-Client-Serial\", \
+         cert = \"X-Client-Cert\" }}\n\n[[api]]\nname = \"shop\"\n  [[api.stage]]\n  \
+         name = \"prod\"\n  [[api.route]]\n  route = \"GET /echo\"\n  [api.route.http_proxy]\n  \
+         uri = \"http://{}/echo\"\n",
+        chain.display(),
+        key.display(),
+        pki.dir.join("clients.pem").display(),
+        origin.addr()
+    );
+    let server = TestServer::start(&toml);
+    let headers_of = |body: &str| -> Vec<(String, String)> {
+        let echo: serde_json::Value = serde_json::from_str(body).unwrap();
+        echo["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h[0].as_str().unwrap().to_ascii_lowercase(),
+                    h[1].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let forged = "X-Client-Subject: CN=forged\r\nx-client-cert: forged\r\n";
+    // Over mutual TLS: the verified certificate's fields, once each.
+    let (cert, cert_key) = client_cert(&clients, "alice", (-1, 30));
+    let mut roots = RootCertStore::empty();
+    roots.add(pki.ca.der().clone()).unwrap();
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(cert, cert_key)
+            .unwrap();
+    let mut s = connect(tls_addr(&server), config, "shop.example");
+    s.write_all(
+        format!("GET /prod/echo HTTP/1.1\r\nHost: shop.example\r\n{forged}\r\n").as_bytes(),
+    )
+    .unwrap();
+    let (status, _, body) = read_response(&mut s, &mut Vec::new());
+    assert_eq!(status, 200, "{body}");
+    let h = headers_of(&body);
+    let get = |n: &str| -> Vec<&str> {
+        h.iter()
+            .filter(|(k, _)| k == n)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(get("x-client-subject"), ["CN=alice"], "{body}");
+    assert_eq!(get("x-client-serial").len(), 1);
+    let pem = get("x-client-cert");
+    assert_eq!(pem.len(), 1);
+    assert!(
+        pem[0].starts_with("-----BEGIN CERTIFICATE-----%0A") && !pem[0].contains('\n'),
+        "{}",
+        pem[0]
+    );
+    // Over plain HTTP: the forged headers do not reach the backend.
+    let mut c = server.client();
+    let r = c.request(format!(
+        "GET /prod/echo HTTP/1.1\r\nHost: shop.example\r\n{forged}\r\n"
+    ));
+    assert_eq!(r.status, 200);
+    let h = headers_of(&r.text());
+    assert!(
+        !h.iter()
+            .any(|(k, _)| k == "x-client-subject" || k == "x-client-cert"),
+        "{h:?}"
+    );
 }

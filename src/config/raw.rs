@@ -62,6 +62,7 @@ pub(super) struct RawCertificate {
     pub key: Spanned<String>,
     pub hosts: Option<Spanned<Vec<Spanned<String>>>>,
     pub client_ca: Option<Spanned<String>>,
+    pub client_cert_headers: Option<OrderedMap>,
 }
 
 /// `[metrics]`

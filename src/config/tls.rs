@@ -63,7 +63,24 @@ pub struct CertificateConfig {
     /// these hosts must present a certificate that chains to one of them
     /// and is valid now (mutual TLS); requests without one get 403.
     pub client_ca: Option<PathBuf>,
+    /// `client_cert_headers`: with `client_ca`, request headers that carry
+    /// the verified client certificate's fields to backends, as (field,
+    /// header name): fields `subject`, `issuer`, `serial`, `not_before`,
+    /// `not_after`, `cert` (the PEM, percent-encoded as nginx's
+    /// `$ssl_client_escaped_cert`). These names are removed from every
+    /// forwarded request first, so a client cannot send its own.
+    pub client_cert_headers: Vec<(String, String)>,
 }
+
+/// The client certificate fields `client_cert_headers` may name.
+const CERT_FIELDS: [&str; 6] = [
+    "subject",
+    "issuer",
+    "serial",
+    "not_before",
+    "not_after",
+    "cert",
+];
 
 /// `[tls]`, against `server.listen_tls`: both or neither.
 pub(super) fn tls(
@@ -258,10 +275,47 @@ fn certificate(
             Some(p)
         }
     };
+    let mut client_cert_headers = Vec::new();
+    if let Some(map) = &c.client_cert_headers {
+        for (field, name) in &map.0 {
+            let k = format!("{key}.client_cert_headers.{}", field.get_ref());
+            if client_ca.is_none() {
+                return Err(src.error(
+                    &field.span(),
+                    k,
+                    "client_cert_headers needs client_ca: only a verified client certificate is forwarded",
+                    "add client_ca = \"clients-ca.pem\" to this certificate, or remove client_cert_headers",
+                ));
+            }
+            if !CERT_FIELDS.contains(&field.get_ref().as_str()) {
+                return Err(src.error(
+                    &field.span(),
+                    k,
+                    format!("{:?} is not a certificate field", field.get_ref()),
+                    format!("use one of: {}", CERT_FIELDS.join(", ")),
+                ));
+            }
+            let n = name.get_ref();
+            if n.is_empty()
+                || !n
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+            {
+                return Err(src.error(
+                    &name.span(),
+                    k,
+                    format!("{n:?} is not a header name"),
+                    "write a header name such as \"X-Client-Cert-Subject\"",
+                ));
+            }
+            client_cert_headers.push((field.get_ref().clone(), n.to_ascii_lowercase()));
+        }
+    }
     Ok(CertificateConfig {
         chain,
         key: key_path,
         hosts,
         client_ca,
+        client_cert_headers,
     })
 }

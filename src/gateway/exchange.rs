@@ -186,6 +186,8 @@ pub(super) async fn forward<S: ClientStream>(
     } = &mut *x.state;
     x.io.buffers().ensure_small(ubuf);
     let hidden_query = req.key_source.hidden_query();
+    // A verified client certificate's header lines (mutual TLS).
+    let conn_headers = x.io.backend_headers();
     let fwd = ForwardRequest {
         head,
         after: req.after,
@@ -209,6 +211,11 @@ pub(super) async fn forward<S: ClientStream>(
         extra_headers,
         rate: req.rate.as_ref(),
         hidden_header: req.key_source.hidden_header(),
+        strip_headers: gw
+            .tls
+            .as_ref()
+            .map_or(&[], |t| t.client_cert_header_names()),
+        conn_headers: conn_headers.as_deref().unwrap_or(&[]),
     };
     forward::forward(
         &mut *x.io,

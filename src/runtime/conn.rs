@@ -267,6 +267,12 @@ impl<S: ClientStream> ClientIo<S> {
         self.stream.client_cert()
     }
 
+    /// Header lines carrying the verified client certificate to backends.
+    #[inline]
+    pub fn backend_headers(&self) -> Option<std::rc::Rc<[u8]>> {
+        self.stream.backend_headers()
+    }
+
     /// Whether this connection has answered a request before.
     pub fn served(&self) -> u64 {
         self.served

@@ -124,6 +124,13 @@ pub trait ClientStream: 'static {
         None
     }
 
+    /// Header lines (`name: value\r\n`) that carry the verified client
+    /// certificate to backends (`client_cert_headers`). None on plain TCP.
+    #[inline]
+    fn backend_headers(&self) -> Option<std::rc::Rc<[u8]>> {
+        None
+    }
+
     /// Whether a backend's `101 Switching Protocols` may turn this
     /// connection into a tunnel ([`ClientStream::tunnel`]).
     const TUNNELS: bool;

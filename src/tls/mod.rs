@@ -394,6 +394,34 @@ fn client_cert_fields(der: &CertificateDer<'_>) -> Option<ClientCertFields> {
     })
 }
 
+/// The request header lines (`name: value\r\n`) carrying `fields` to
+/// backends, for `client_cert_headers`. Values are percent-encoded outside
+/// printable ASCII (and `%` itself), so no byte can break the head.
+fn backend_headers(headers: &[(String, String)], fields: &ClientCertFields) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (field, name) in headers {
+        let value = match field.as_str() {
+            "subject" => &fields.subject_dn,
+            "issuer" => &fields.issuer_dn,
+            "serial" => &fields.serial_number,
+            "not_before" => &fields.not_before,
+            "not_after" => &fields.not_after,
+            _ => &fields.pem,
+        };
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        for &b in value.as_bytes() {
+            if (0x20..0x7f).contains(&b) && b != b'%' {
+                out.push(b);
+            } else {
+                out.extend_from_slice(format!("%{b:02X}").as_bytes());
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
 /// A file's identity and state, to see that it changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Stamp {
@@ -452,6 +480,9 @@ pub struct TlsAcceptor {
     reload_failures: AtomicU64,
     /// The port of the first TLS listener, as bound (for redirects).
     https_port: std::sync::OnceLock<u16>,
+    /// Every `client_cert_headers` name (lowercase), removed from every
+    /// forwarded request.
+    cert_header_names: Box<[Box<str>]>,
 }
 
 impl fmt::Debug for TlsAcceptor {
@@ -548,6 +579,16 @@ impl TlsAcceptor {
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
             https_port: std::sync::OnceLock::new(),
+            cert_header_names: {
+                let mut names: Vec<Box<str>> = cfg
+                    .certificates
+                    .iter()
+                    .flat_map(|c| c.client_cert_headers.iter().map(|(_, n)| n.as_str().into()))
+                    .collect();
+                names.sort();
+                names.dedup();
+                names.into()
+            },
         })
     }
 
@@ -580,6 +621,10 @@ impl TlsAcceptor {
                 .and_then(|c| c.first())
                 .and_then(|c| client_cert_fields(c))
             {
+                let headers = &self.settings.certificates[usize::from(cert)].client_cert_headers;
+                if auth == ClientAuth::Verified && !headers.is_empty() {
+                    stream.set_backend_headers(backend_headers(headers, &fields));
+                }
                 stream.set_client_cert(fields);
             }
         }
@@ -612,6 +657,12 @@ impl TlsAcceptor {
     /// for none): what a request's `Host` is compared by.
     pub fn certificate_for(&self, name: Option<&str>) -> u16 {
         name.map_or(0, |n| self.names.index_for(n))
+    }
+
+    /// Every `client_cert_headers` name, lowercase: removed from each
+    /// forwarded request before a verified certificate's are added.
+    pub fn client_cert_header_names(&self) -> &[Box<str>] {
+        &self.cert_header_names
     }
 
     /// Records the port the first TLS listener is bound to (once).

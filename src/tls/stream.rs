@@ -20,6 +20,7 @@
 
 use std::future::Future;
 use std::io::{self, BufRead, Write};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +59,8 @@ pub struct TlsStream {
     /// The client certificate's fields, on a mutual-TLS connection that
     /// presented one.
     client_cert: Option<Box<ClientCertFields>>,
+    /// `client_cert_headers`' lines for a verified certificate.
+    backend_headers: Option<Rc<[u8]>>,
 }
 
 impl TlsStream {
@@ -69,6 +72,7 @@ impl TlsStream {
             rx: Vec::new(),
             tx: Vec::new(),
             client_cert: None,
+            backend_headers: None,
         }
     }
 
@@ -136,6 +140,11 @@ impl TlsStream {
             self.write_tls().await?;
         }
         Ok(())
+    }
+
+    /// Keeps the header lines that carry the certificate to backends.
+    pub(super) fn set_backend_headers(&mut self, lines: Vec<u8>) {
+        self.backend_headers = Some(lines.into());
     }
 
     /// Keeps the client certificate's fields for the access log.
@@ -285,6 +294,10 @@ impl ClientStream for TlsStream {
 
     fn client_cert(&self) -> Option<&ClientCertFields> {
         self.client_cert.as_deref()
+    }
+
+    fn backend_headers(&self) -> Option<Rc<[u8]>> {
+        self.backend_headers.clone()
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {

@@ -186,6 +186,12 @@ pub struct ForwardRequest<'a, 'h> {
     /// A request header (lowercase name) not forwarded: the API key's,
     /// with `[key_source] hide`.
     pub hidden_header: Option<&'a str>,
+    /// Header names (lowercase) removed from the client's request:
+    /// every `client_cert_headers` name.
+    pub strip_headers: &'a [Box<str>],
+    /// Header lines added for this connection (a verified client
+    /// certificate's `client_cert_headers`).
+    pub conn_headers: &'a [u8],
 }
 
 /// The backends a worker forwards to.
@@ -1318,6 +1324,7 @@ fn write_request_head(out: &mut Vec<u8>, req: &ForwardRequest<'_, '_>, target: &
             || is("x-request-id")
             || (connection_lists_names && named_by_connection(head.headers, name))
             || req.hidden_header.is_some_and(is)
+            || req.strip_headers.iter().any(|n| is(n))
         {
             continue;
         }
@@ -1344,6 +1351,7 @@ fn write_request_head(out: &mut Vec<u8>, req: &ForwardRequest<'_, '_>, target: &
     out.extend_from_slice(b"\r\nx-request-id: ");
     out.extend_from_slice(rid);
     out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(req.conn_headers);
     match head.framing {
         BodyFraming::Length(n) => {
             out.extend_from_slice(b"Content-Length: ");
