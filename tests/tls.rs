@@ -1150,3 +1150,87 @@ fn client_certificate_fields_reach_the_backend_and_cannot_be_forged() {
         "{h:?}"
     );
 }
+
+/// A real ClientHello (the first flight of a rustls client for `sni`).
+fn client_hello(pki: &Pki, sni: &str) -> Vec<u8> {
+    let config = pki.client_config(&[&rustls::version::TLS13, &rustls::version::TLS12]);
+    let mut conn = ClientConnection::new(
+        Arc::new(config),
+        ServerName::try_from(sni.to_string()).unwrap(),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out).unwrap();
+    }
+    out
+}
+
+/// Hostile bytes on the TLS port: arbitrary bytes, and a real ClientHello
+/// with bytes flipped, cut short or followed by junk (proptest, a fixed
+/// seed). Each connection ends (an alert, a close, or the handshake
+/// timeout), nothing panics, and the listener still serves a real client.
+#[test]
+fn hostile_bytes_on_the_tls_port_close_the_connection_and_nothing_else() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngAlgorithm, RngSeed, TestRunner};
+    let pki = Pki::new();
+    let server = gateway(&pki, "");
+    let addr = tls_addr(&server);
+    let hello = client_hello(&pki, "shop.example");
+    let send = |bytes: &[u8]| {
+        let mut tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = tcp.write_all(bytes);
+        let _ = tcp.shutdown(std::net::Shutdown::Write);
+        let mut got = Vec::new();
+        // Ends: the server closed (or reset) within the header timeout.
+        match tcp.read_to_end(&mut got) {
+            Ok(_) => {}
+            Err(e) => assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "no end: {e}"),
+        }
+        assert!(!got.starts_with(b"HTTP/"), "answered in plain text");
+    };
+    let mut runner = TestRunner::new(Config {
+        cases: 64,
+        rng_seed: RngSeed::Fixed(0x746c_7368_6f73_7431),
+        rng_algorithm: RngAlgorithm::ChaCha,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let arbitrary = proptest::collection::vec(any::<u8>(), 0..600);
+    runner
+        .run(&arbitrary, |bytes| {
+            send(&bytes);
+            Ok(())
+        })
+        .unwrap();
+    let mutated = (
+        proptest::collection::vec((0..hello.len(), any::<u8>()), 1..8),
+        0..=hello.len(),
+        proptest::collection::vec(any::<u8>(), 0..64),
+    );
+    runner
+        .run(&mutated, |(flips, cut, junk)| {
+            let mut bytes = hello.clone();
+            for (i, b) in flips {
+                bytes[i] ^= b | 1;
+            }
+            bytes.truncate(cut.max(1));
+            bytes.extend_from_slice(&junk);
+            send(&bytes);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(
+        server
+            .server()
+            .counters()
+            .connection_panics
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    let mut s = connect(addr, fresh(&pki), "shop.example");
+    s.write_all(get("shop.example").as_bytes()).unwrap();
+    assert_eq!(read_response(&mut s, &mut Vec::new()).0, 200);
+}
