@@ -1042,8 +1042,16 @@ fn proxied_requests_over_tls_say_https_to_the_backend() {
     .unwrap();
     let (status, _, body) = read_response(&mut s, &mut Vec::new());
     assert_eq!(status, 200, "{body}");
-    let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let headers: Vec<(String, String)> = echo["headers"]
+    let headers = echo_headers(&body);
+    let get = |n: &str| header_values(&headers, n);
+    assert_eq!(get("x-forwarded-proto"), ["https"], "{body}");
+    assert_eq!(get("x-forwarded-port"), [addr.port().to_string().as_str()]);
+}
+
+/// The headers the test origin's `/echo` received: (lowercase name, value).
+fn echo_headers(body: &str) -> Vec<(String, String)> {
+    let echo: serde_json::Value = serde_json::from_str(body).unwrap();
+    echo["headers"]
         .as_array()
         .unwrap()
         .iter()
@@ -1053,16 +1061,16 @@ fn proxied_requests_over_tls_say_https_to_the_backend() {
                 h[1].as_str().unwrap().to_string(),
             )
         })
-        .collect();
-    let get = |n: &str| -> Vec<&str> {
-        headers
-            .iter()
-            .filter(|(k, _)| k == n)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    };
-    assert_eq!(get("x-forwarded-proto"), ["https"], "{body}");
-    assert_eq!(get("x-forwarded-port"), [addr.port().to_string().as_str()]);
+        .collect()
+}
+
+/// The values of header `name` among `headers`.
+fn header_values<'h>(headers: &'h [(String, String)], name: &str) -> Vec<&'h str> {
+    headers
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
 }
 
 /// `client_cert_headers`: a verified client certificate's fields reach the
@@ -1088,20 +1096,6 @@ fn client_certificate_fields_reach_the_backend_and_cannot_be_forged() {
         origin.addr()
     );
     let server = TestServer::start(&toml);
-    let headers_of = |body: &str| -> Vec<(String, String)> {
-        let echo: serde_json::Value = serde_json::from_str(body).unwrap();
-        echo["headers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| {
-                (
-                    h[0].as_str().unwrap().to_ascii_lowercase(),
-                    h[1].as_str().unwrap().to_string(),
-                )
-            })
-            .collect()
-    };
     let forged = "X-Client-Subject: CN=forged\r\nx-client-cert: forged\r\n";
     // Over mutual TLS: the verified certificate's fields, once each.
     let (cert, cert_key) = client_cert(&clients, "alice", (-1, 30));
@@ -1121,13 +1115,8 @@ fn client_certificate_fields_reach_the_backend_and_cannot_be_forged() {
     .unwrap();
     let (status, _, body) = read_response(&mut s, &mut Vec::new());
     assert_eq!(status, 200, "{body}");
-    let h = headers_of(&body);
-    let get = |n: &str| -> Vec<&str> {
-        h.iter()
-            .filter(|(k, _)| k == n)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    };
+    let h = echo_headers(&body);
+    let get = |n: &str| header_values(&h, n);
     assert_eq!(get("x-client-subject"), ["CN=alice"], "{body}");
     assert_eq!(get("x-client-serial").len(), 1);
     let pem = get("x-client-cert");
@@ -1143,7 +1132,7 @@ fn client_certificate_fields_reach_the_backend_and_cannot_be_forged() {
         "GET /prod/echo HTTP/1.1\r\nHost: shop.example\r\n{forged}\r\n"
     ));
     assert_eq!(r.status, 200);
-    let h = headers_of(&r.text());
+    let h = echo_headers(&r.text());
     assert!(
         !h.iter()
             .any(|(k, _)| k == "x-client-subject" || k == "x-client-cert"),
