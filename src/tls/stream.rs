@@ -289,6 +289,11 @@ impl ClientStream for TlsStream {
         if self.has_plaintext() {
             return Ok(());
         }
+        // Parked: the ciphertext scratch buffers hold nothing between
+        // reads and writes, so an idle connection gives them back (the next
+        // busy period takes new ones).
+        self.rx = Vec::new();
+        self.tx = Vec::new();
         self.tcp.readable(false).await
     }
 
