@@ -1,7 +1,7 @@
 //! A running gateway: the composition of the pieces.
 //!
 //! [`Server::start`] compiles the configuration into a
-//! [`Snapshot`](crate::gateway::Snapshot), starts the worker threads
+//! [`Snapshot`], starts the worker threads
 //! ([`crate::runtime::Workers`]) serving the [`Gateway`] on it, and, when
 //! backends are configured, the health thread
 //! ([`crate::upstream::health`]), and the thread that sweeps idle

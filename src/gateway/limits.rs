@@ -1,20 +1,20 @@
 //! Throttling beyond API Gateway, all opt-in: per-client-IP buckets on a
 //! route (`client_throttle`) and rate-limit headers (`[throttle] headers`).
 //!
-//! - [`ClientTables`]: one bounded [`KeyedBuckets`] per (stage, route)
+//! - `ClientTables`: one bounded [`KeyedBuckets`] per (stage, route)
 //!   whose route sets `client_throttle`, keyed by the client's IP address
 //!   (the TCP peer, as text), at most [`CLIENT_TABLE_MAX_ENTRIES`] addresses
 //!   each. A table is carried to the next snapshot when its route's limit
 //!   is unchanged, as [`crate::throttle::Level`]s are. [`ClientSweeper`]
 //!   drops idle buckets every [`SWEEP_EVERY`] on a thread of its own.
-//! - [`Limiter`]: the throttle phase when either option is on. The client's
+//! - `Limiter`: the throttle phase when either option is on. The client's
 //!   bucket is checked first (the finest level); then the usual levels all
 //!   or none; a refusal there gives the client's token back. With headers
 //!   on, it leaves the request's [`RateHeaders`]: the bucket with the
 //!   fewest tokens left for an admitted request, the refusing level's
 //!   burst and wait for a refused one.
 //!
-//! With both options off (for the route), no [`Limiter`] is built: the
+//! With both options off (for the route), no `Limiter` is built: the
 //! pipeline's plain throttle path runs after one branch.
 
 #![forbid(unsafe_code)]

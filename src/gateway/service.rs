@@ -1,6 +1,6 @@
 //! The gateway as a [`Service`] the runtime's workers run: [`Gateway`] is
 //! shared by every worker; each worker builds its own
-//! [`GatewayWorker`](super::worker::GatewayWorker)
+//! `GatewayWorker`
 //! (the snapshot handle, its pool of backend connections, its request-id
 //! generator, its row of outcome counters) and serves every connection it
 //! accepts with it.

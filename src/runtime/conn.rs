@@ -434,7 +434,7 @@ impl<S: ClientStream> ClientIo<S> {
     /// with its bytes unread makes the kernel send a reset, which can
     /// destroy the response before the client has read it. So: shut down
     /// the write side (the client sees the end of the response), then read
-    /// and discard for at most [`LINGER_TIME`] and [`LINGER_BYTES`], until
+    /// and discard for at most `LINGER_TIME` and `LINGER_BYTES`, until
     /// the client closes.
     pub async fn linger(&mut self, scratch: &mut Vec<u8>) {
         if self.stream.shutdown().await.is_err() {

@@ -88,7 +88,7 @@ pub(crate) struct Gauge {
     parked: AtomicU64,
 }
 
-/// One worker's load (see [`super::Workers::load`]).
+/// One worker's load (see [`super::Workers::loads`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Load {
     /// Open client connections, now.

@@ -461,7 +461,7 @@ impl PeriodState {
     }
 }
 
-/// What the store had for a cell at start ([`Usage::configure`]).
+/// What the store had for a cell at start (`UsageCell::configure`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Restored {
     /// Requests already counted in the current period.
@@ -508,7 +508,7 @@ impl Usage {
     }
 
     /// The cell of (plan, key), created if new, configured with the plan's
-    /// quota (see [`UsageCell::configure`]).
+    /// quota (see `UsageCell::configure`).
     pub fn cell(
         &self,
         plan: &str,

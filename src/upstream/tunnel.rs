@@ -2,7 +2,7 @@
 //! (WebSocket), bytes are copied both ways between the client and the
 //! backend until either side closes or neither sends for the idle timeout.
 //!
-//! Each direction reads into its own buffer of [`COPY_CHUNK`] bytes and
+//! Each direction reads into its own buffer of `COPY_CHUNK` bytes and
 //! writes it out before reading again, so a slow reader holds back its
 //! sender (back-pressure) and memory stays bounded. The client stream is
 //! generic (plain TCP or, later, TLS).
