@@ -265,7 +265,12 @@ impl TlsStream {
         while !bytes.is_empty() {
             // rustls takes what its buffer limit allows; write that out.
             let n = self.tls.writer().write(bytes)?;
-            bytes = &bytes[n..];
+            // `io::Write` promises n <= len; a zero means rustls took
+            // nothing, which would loop forever.
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            bytes = bytes.get(n..).unwrap_or_default();
             self.write_tls().await?;
         }
         Ok(())
