@@ -51,8 +51,10 @@
 //!   [`runtime::ClientStream`], so a TLS stream is served by the same
 //!   code). Knows nothing of APIs, caches or backends: it runs a
 //!   [`runtime::Service`].
-//! - [`tls`]: TLS termination with rustls: certificates chosen by SNI, the
-//!   Host/SNI check (421), and the TLS stream over monoio's TCP.
+//! - [`tls`]: TLS with rustls: termination (certificates chosen by SNI,
+//!   the Host/SNI check (421), mutual TLS, reload), the client side toward
+//!   HTTPS backends ([`tls::client`]), and the record I/O both share over
+//!   monoio's TCP ([`tls::io`]).
 //! - [`upstream`]: backend groups, balancing, passive/active health, the
 //!   per-worker keep-alive pools, forwarding a request
 //!   ([`upstream::forward`]) and the protocol-switch tunnel.

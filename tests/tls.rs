@@ -12,79 +12,16 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use ringgate::admin::client::{request, Endpoint};
 use ringgate::server::StartOptions;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use support::pki::{client_ca, client_cert, Pki};
 use support::TestServer;
-
-/// A test CA and leaf certificates it signs, written as PEM files.
-struct Pki {
-    dir: PathBuf,
-    ca: rcgen::Certificate,
-    ca_key: KeyPair,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = support::temp_path("tls").with_extension("d");
-        std::fs::create_dir_all(&dir).unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "ringgate test CA");
-        let ca = params.self_signed(&ca_key).unwrap();
-        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        Pki { dir, ca, ca_key }
-    }
-
-    /// Writes `<stem>.pem` (the leaf, then the CA) and `<stem>.key` for
-    /// `names`; returns their paths.
-    fn leaf(&self, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
-        self.leaf_named(stem, stem, names)
-    }
-
-    /// [`Pki::leaf`] with common name `cn` (to tell a replacement apart).
-    fn leaf_named(&self, stem: &str, cn: &str, names: &[&str]) -> (PathBuf, PathBuf) {
-        let key = KeyPair::generate().unwrap();
-        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
-        let chain = self.dir.join(format!("{stem}.pem"));
-        let key_path = self.dir.join(format!("{stem}.key"));
-        std::fs::write(&chain, format!("{}{}", cert.pem(), self.ca.pem())).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        (chain, key_path)
-    }
-
-    fn ca_path(&self) -> PathBuf {
-        self.dir.join("ca.pem")
-    }
-
-    fn client_config(
-        &self,
-        versions: &[&'static rustls::SupportedProtocolVersion],
-    ) -> ClientConfig {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.ca.der().clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(versions)
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        config
-    }
-}
 
 /// Three certificates: `default.example` (the first: the default),
 /// `shop.example` and `*.api.example`.
@@ -811,42 +748,6 @@ fn the_binary_reloads_certificates_on_sighup() {
         )),
         "{out}"
     );
-}
-
-/// A client certificate for `cn` signed by `ca` (its own key pair), valid
-/// from `not_before` to `not_after` days from now; the chain and key as
-/// rustls takes them.
-fn client_cert(
-    ca: &(rcgen::Certificate, KeyPair),
-    cn: &str,
-    days: (i64, i64),
-) -> (
-    Vec<CertificateDer<'static>>,
-    rustls::pki_types::PrivateKeyDer<'static>,
-) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, cn);
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now + time::Duration::days(days.0);
-    params.not_after = now + time::Duration::days(days.1);
-    let cert = params.signed_by(&key, &ca.0, &ca.1).unwrap();
-    (
-        vec![cert.der().clone()],
-        rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
-    )
-}
-
-/// A CA for client certificates, written to `<dir>/<name>.pem`.
-fn client_ca(pki: &Pki, name: &str) -> (rcgen::Certificate, KeyPair) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    let cert = params.self_signed(&key).unwrap();
-    std::fs::write(pki.dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-    (cert, key)
 }
 
 #[test]

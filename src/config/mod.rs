@@ -106,6 +106,12 @@
 //!   healthy_threshold = 2        # 1..=100, default 2
 //!   unhealthy_threshold = 3      # 1..=100, default 3
 //!   expected_status = "2xx"      # "2xx", "200-399", "204" or 204; default "2xx"
+//!   [upstream.tls]               # optional: the group speaks HTTPS (`tls = {}` for defaults)
+//!   ca = "platform"              # "platform" (default), "webpki", or a PEM bundle
+//!   verify = true                # false: any certificate (warned at start)
+//!   server_name = "pets.internal"  # SNI and verified name; default each target's host
+//!   min_version = "1.2"          # or "1.3"
+//!   client_certificate = { chain = "gw.pem", key = "gw.key" }  # if the backend asks
 //!
 //! [[domain]]
 //! host = "api.example.com"       # or "*"
@@ -160,9 +166,11 @@
 //!
 //! # Proxy URIs
 //!
-//! `http_proxy.uri` is `http://AUTHORITY[/PATH][?QUERY]` (no fragment, no
-//! user info; `https://` is refused until backend TLS exists). The path
-//! defaults to `/`. The authority is one of:
+//! `http_proxy.uri` is `http[s]://AUTHORITY[/PATH][?QUERY]` (no fragment,
+//! no user info). The path defaults to `/`. `https://` reaches the backend
+//! over TLS: an `[[upstream]]` it names must have `[upstream.tls]` (and one
+//! with it must be named by `https://`), and a `host:port` is verified
+//! against the system's CA certificates. The authority is one of:
 //!
 //! - the name of an `[[upstream]]` (`http://pets/v1`);
 //! - a literal `host:port` (`http://127.0.0.1:9000`), a one-target upstream.
@@ -265,7 +273,7 @@ mod tests;
 
 pub use crate::throttle::quota::{Period, QuotaSettings};
 pub use error::ConfigError;
-pub use tls::{CertificateConfig, TlsConfig, TlsVersion};
+pub use tls::{CertificateConfig, TlsConfig, TlsVersion, UpstreamTlsConfig};
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -908,6 +916,11 @@ pub enum Integration {
 /// no stage variable is a single [`BodyPart::Literal`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpProxyIntegration {
+    /// The uri says `https://`: the backend is reached over TLS (the
+    /// `[[upstream]]` it names has `[upstream.tls]`, or a `host:port` is
+    /// verified against the system's CA certificates).
+    #[serde(default)]
+    pub tls: bool,
     /// The authority template: [`BodyPart::Literal`] and
     /// [`BodyPart::StageVariable`] only. Once substituted, text without `:`
     /// is an [`UpstreamConfig`] name ([`Config::upstream`]), text with `:`
@@ -949,6 +962,9 @@ pub struct UpstreamConfig {
     pub passive_health: Option<PassiveHealth>,
     /// `[upstream.health_check]`, if given.
     pub health_check: Option<HealthCheck>,
+    /// `[upstream.tls]`, if given: the group speaks HTTPS, and the uris
+    /// naming it must say `https://`.
+    pub tls: Option<UpstreamTlsConfig>,
     /// 1-based line of the `name = ...` value, for messages.
     pub line: usize,
 }

@@ -291,6 +291,26 @@ pub(super) struct RawUpstream {
     pub max_idle_per_target: Option<Spanned<i64>>,
     pub passive_health: Option<RawPassiveHealth>,
     pub health_check: Option<RawHealthCheck>,
+    pub tls: Option<Spanned<RawUpstreamTls>>,
+}
+
+/// `[upstream.tls]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstreamTls {
+    pub ca: Option<Spanned<String>>,
+    pub verify: Option<Spanned<bool>>,
+    pub server_name: Option<Spanned<String>>,
+    pub min_version: Option<Spanned<String>>,
+    pub client_certificate: Option<RawClientCertificate>,
+}
+
+/// `[upstream.tls.client_certificate]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClientCertificate {
+    pub chain: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 /// `[upstream.passive_health]`

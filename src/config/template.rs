@@ -236,6 +236,8 @@ fn stage_variable(s: &str) -> Result<Option<(&str, &str)>, Problem> {
 
 /// An `http_proxy` uri split into templates.
 pub(super) struct ParsedUri {
+    /// The scheme is `https`.
+    pub tls: bool,
     pub authority: Vec<BodyPart>,
     pub path: Vec<BodyPart>,
     pub query: Vec<BodyPart>,
@@ -274,26 +276,20 @@ fn starts_with_ci(s: &str, prefix: &str) -> bool {
         .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
 }
 
-/// Splits an `http_proxy` uri (`http://AUTHORITY[/PATH][?QUERY]`) into
+/// Splits an `http_proxy` uri (`http[s]://AUTHORITY[/PATH][?QUERY]`) into
 /// templates and checks their syntax. `params` are the route's path
 /// parameter names. Whether the authority names an upstream or a valid
 /// `host:port` is left to the caller.
 pub(super) fn parse_uri(uri: &str, params: &[String]) -> Result<ParsedUri, Problem> {
-    const HTTP: &str = "http://";
-    if starts_with_ci(uri, "https://") {
-        return Err(problem(
-            format!("uri {uri:?} uses https: TLS to backends is not supported yet; use http"),
-            format!("write \"http://{}\"", &uri["https://".len()..]),
-        ));
-    }
-    if !starts_with_ci(uri, HTTP) {
+    let tls = starts_with_ci(uri, "https://");
+    if !tls && !starts_with_ci(uri, "http://") {
         let problem_text = match uri.split_once("://") {
             Some((scheme, _)) => format!("uri {uri:?} has the unsupported scheme {scheme:?}"),
-            None => format!("uri {uri:?} does not start with \"http://\""),
+            None => format!("uri {uri:?} does not start with \"http://\" or \"https://\""),
         };
         return Err(problem(
             problem_text,
-            "write an absolute http uri, e.g. \"http://my-upstream/path\" or \"http://127.0.0.1:9000/path\"",
+            "write an absolute http or https uri, e.g. \"http://my-upstream/path\" or \"https://127.0.0.1:9443/path\"",
         ));
     }
     if let Some(i) = uri.find('#') {
@@ -302,13 +298,17 @@ pub(super) fn parse_uri(uri: &str, params: &[String]) -> Result<ParsedUri, Probl
             "remove the '#' and what follows; fragments are never sent to a server",
         ));
     }
-    let rest = &uri[HTTP.len()..];
+    let rest = &uri[if tls {
+        "https://".len()
+    } else {
+        "http://".len()
+    }..];
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority_text, rest) = rest.split_at(end);
     if authority_text.is_empty() {
         return Err(problem(
             format!("uri {uri:?} has no host"),
-            "write the name of an [[upstream]] or a host:port after \"http://\", e.g. \"http://pets/v1\"",
+            "write the name of an [[upstream]] or a host:port after the scheme, e.g. \"http://pets/v1\"",
         ));
     }
     if authority_text.contains('@') {
@@ -329,6 +329,7 @@ pub(super) fn parse_uri(uri: &str, params: &[String]) -> Result<ParsedUri, Probl
     };
     let query = parse_uri_part(query_text, params, UriPart::Query)?;
     Ok(ParsedUri {
+        tls,
         authority,
         path,
         query,

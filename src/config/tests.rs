@@ -997,6 +997,7 @@ fn proxy_full_config() {
                 unhealthy_threshold: 4,
                 expected_status: (200, 399),
             }),
+            tls: None,
             line: 2,
         }
     );
@@ -1009,6 +1010,7 @@ fn proxy_full_config() {
     assert_eq!(
         *h,
         HttpProxyIntegration {
+            tls: false,
             authority: vec![Literal("pets".into())],
             path: vec![Literal("/v1/".into()), PathParam("proxy".into())],
             query: vec![],
@@ -1136,10 +1138,10 @@ fn bad_proxy_integrations() {
     let cases: &[(&str, &str, usize, &str, &str)] = &[
         (
             "GET /",
-            "uri = \"https://127.0.0.1:9000/\"\n",
+            "uri = \"https://pets/\"\n",
             10,
             uri_key,
-            "TLS to backends is not supported yet; use http",
+            "the uri says https, but [[upstream]] \"pets\" (line 2) has no [upstream.tls]",
         ),
         (
             "GET /",
@@ -1254,8 +1256,15 @@ fn bad_proxy_integrations() {
         check(&e, line + 4, key, problem);
     }
     // The uri keeps its fixes specific.
-    let e = bad(&proxy_route("GET /", "uri = \"https://a:1/x\"\n"));
-    assert_eq!(e.fix, "write \"http://a:1/x\"");
+    let e = bad(&format!(
+        "{UPSTREAM}{}",
+        proxy_route("GET /", "uri = \"https://pets/x\"\n")
+    ));
+    assert_eq!(
+        e.fix,
+        "add tls = {} to that [[upstream]] (TLS verified against the system's CA certificates), \
+         or write \"http://pets\""
+    );
     let e = bad(&format!(
         "{UPSTREAM}{}",
         proxy_route("GET /", "uri = \"http://pest/\"\n")

@@ -1,6 +1,8 @@
 //! `[tls]` and `[[tls.certificate]]`: checked at load, certificate files
 //! included (read, parsed, key matching the certificate, every listed host
 //! covered by it), so a bad file fails at start with the key and line.
+//! `[upstream.tls]` likewise: its CA bundle and client certificate are
+//! read and its rustls client configuration made at load.
 
 #![forbid(unsafe_code)]
 
@@ -9,8 +11,9 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::error::{ConfigError, Source};
-use super::raw::{RawCertificate, RawTls};
+use super::raw::{RawCertificate, RawTls, RawUpstreamTls};
 use super::ServerConfig;
+use crate::tls::client::{CaSource, ClientTls, ClientTlsOptions, ClientTlsPart};
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
@@ -82,6 +85,141 @@ const CERT_FIELDS: [&str; 6] = [
     "cert",
 ];
 
+/// A `min_version`: `"1.2"` (the default) or `"1.3"`.
+fn min_version(v: Option<&Spanned<String>>, key: &str, src: &Source<'_>) -> Result<TlsVersion> {
+    let Some(v) = v else {
+        return Ok(TlsVersion::Tls12);
+    };
+    match v.get_ref().as_str() {
+        "1.2" => Ok(TlsVersion::Tls12),
+        "1.3" => Ok(TlsVersion::Tls13),
+        other => Err(src.error(
+            &v.span(),
+            key,
+            format!("min_version {other:?} is not a TLS version ringgate speaks"),
+            "use \"1.2\" (TLS 1.2 and 1.3) or \"1.3\" (TLS 1.3 only)",
+        )),
+    }
+}
+
+/// A path option: not empty, resolved against the configuration file's
+/// directory.
+fn file_path(v: &Spanned<String>, key: &str, src: &Source<'_>) -> Result<PathBuf> {
+    let s = v.get_ref();
+    if s.is_empty() {
+        return Err(src.error(
+            &v.span(),
+            key,
+            "the path is empty",
+            "name a PEM file, absolute or relative to the configuration file's directory",
+        ));
+    }
+    let p = Path::new(s);
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        Path::new(src.file)
+            .parent()
+            .unwrap_or(Path::new(""))
+            .join(p)
+    })
+}
+
+/// `[upstream.tls]`: how an upstream group's connections are made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTlsConfig {
+    /// `ca`: `"platform"` (the default: the system's CA certificates),
+    /// `"webpki"` (Mozilla's, built in) or a PEM bundle's path.
+    pub ca: CaSource,
+    /// `verify` (default true): check the backend's certificate: chain,
+    /// validity and name. False accepts any (logged at start).
+    pub verify: bool,
+    /// `server_name`: the name sent as SNI and the certificate must be for;
+    /// default: each target's host (an IP address is checked against the
+    /// certificate's IP addresses, and sends no SNI).
+    pub server_name: Option<String>,
+    /// `min_version`: `"1.2"` (default) or `"1.3"`.
+    pub min_version: TlsVersion,
+    /// `client_certificate = { chain, key }`: presented when the backend
+    /// asks for a client certificate.
+    pub client_certificate: Option<(PathBuf, PathBuf)>,
+    /// The rustls client configuration, made at load.
+    pub client: ClientTls,
+}
+
+/// `[upstream.tls]` of the upstream at `p` (`upstream[i]`).
+pub(super) fn upstream_tls(
+    raw: &Spanned<RawUpstreamTls>,
+    p: &str,
+    src: &Source<'_>,
+) -> Result<UpstreamTlsConfig> {
+    let t = raw.get_ref();
+    let ca = match &t.ca {
+        None => CaSource::Platform,
+        Some(v) => match v.get_ref().as_str() {
+            "platform" => CaSource::Platform,
+            "webpki" => CaSource::Webpki,
+            _ => CaSource::File(file_path(v, &format!("{p}.tls.ca"), src)?),
+        },
+    };
+    let verify = t.verify.as_ref().is_none_or(|v| *v.get_ref());
+    let server_name = match &t.server_name {
+        None => None,
+        Some(v) => {
+            let name = v.get_ref().trim_end_matches('.').to_ascii_lowercase();
+            if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() || name.contains('*')
+            {
+                return Err(src.error(
+                    &v.span(),
+                    format!("{p}.tls.server_name"),
+                    format!("{:?} is not a DNS name or IP address", v.get_ref()),
+                    "write the name the backend's certificate is for, e.g. \"pets.internal.example.com\"",
+                ));
+            }
+            Some(name)
+        }
+    };
+    let min_version = min_version(t.min_version.as_ref(), &format!("{p}.tls.min_version"), src)?;
+    let client_certificate = match &t.client_certificate {
+        None => None,
+        Some(c) => Some((
+            file_path(&c.chain, &format!("{p}.tls.client_certificate.chain"), src)?,
+            file_path(&c.key, &format!("{p}.tls.client_certificate.key"), src)?,
+        )),
+    };
+    let client = ClientTls::build(&ClientTlsOptions {
+        ca: &ca,
+        verify,
+        min_version,
+        client_certificate: client_certificate
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path())),
+    })
+    .map_err(|e| {
+        let (span, key) = match (e.part, &t.client_certificate) {
+            (ClientTlsPart::ClientChain, Some(c)) => {
+                (c.chain.span(), format!("{p}.tls.client_certificate.chain"))
+            }
+            (ClientTlsPart::ClientKey, Some(c)) => {
+                (c.key.span(), format!("{p}.tls.client_certificate.key"))
+            }
+            _ => (
+                t.ca.as_ref().map_or_else(|| raw.span(), |v| v.span()),
+                format!("{p}.tls.ca"),
+            ),
+        };
+        src.error(&span, key, e.message, e.fix)
+    })?;
+    Ok(UpstreamTlsConfig {
+        ca,
+        verify,
+        server_name,
+        min_version,
+        client_certificate,
+        client,
+    })
+}
+
 /// `[tls]`, against `server.listen_tls`: both or neither.
 pub(super) fn tls(
     raw: Option<&RawTls>,
@@ -99,21 +237,7 @@ pub(super) fn tls(
         }
         return Ok(None);
     };
-    let min_version = match raw.min_version.as_ref() {
-        None => TlsVersion::Tls12,
-        Some(v) => match v.get_ref().as_str() {
-            "1.2" => TlsVersion::Tls12,
-            "1.3" => TlsVersion::Tls13,
-            other => {
-                return Err(src.error(
-                    &v.span(),
-                    "tls.min_version",
-                    format!("min_version {other:?} is not a TLS version ringgate serves"),
-                    "use \"1.2\" (TLS 1.2 and 1.3) or \"1.3\" (TLS 1.3 only)",
-                ))
-            }
-        },
-    };
+    let min_version = min_version(raw.min_version.as_ref(), "tls.min_version", src)?;
     let session_cache = match raw.session_cache.as_ref() {
         None => 4096,
         Some(n) => match usize::try_from(*n.get_ref()) {
@@ -139,10 +263,9 @@ pub(super) fn tls(
             "add [[tls.certificate]] with chain = \"cert.pem\" and key = \"key.pem\"",
         ));
     }
-    let base = Path::new(src.file).parent().unwrap_or(Path::new(""));
     let mut certificates: Vec<CertificateConfig> = Vec::new();
     for (i, c) in raw.certificate.iter().enumerate() {
-        let cert = certificate(c, &format!("tls.certificate[{i}]"), base, src)?;
+        let cert = certificate(c, &format!("tls.certificate[{i}]"), src)?;
         for h in &cert.hosts {
             if let Some(j) = certificates.iter().position(|o| o.hosts.contains(h)) {
                 let span = c.hosts.as_ref().map_or(0..0, |s| s.span());
@@ -200,29 +323,8 @@ pub(super) fn tls(
     }))
 }
 
-fn certificate(
-    c: &RawCertificate,
-    key: &str,
-    base: &Path,
-    src: &Source<'_>,
-) -> Result<CertificateConfig> {
-    let path = |v: &Spanned<String>, k: &str| -> Result<PathBuf> {
-        let s = v.get_ref();
-        if s.is_empty() {
-            return Err(src.error(
-                &v.span(),
-                format!("{key}.{k}"),
-                "the path is empty",
-                "name a PEM file, absolute or relative to the configuration file's directory",
-            ));
-        }
-        let p = Path::new(s);
-        Ok(if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base.join(p)
-        })
-    };
+fn certificate(c: &RawCertificate, key: &str, src: &Source<'_>) -> Result<CertificateConfig> {
+    let path = |v: &Spanned<String>, k: &str| file_path(v, &format!("{key}.{k}"), src);
     let chain = path(&c.chain, "chain")?;
     let key_path = path(&c.key, "key")?;
     let loaded = crate::tls::load_certified_key(&chain, &key_path).map_err(|e| {

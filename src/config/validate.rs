@@ -2108,13 +2108,14 @@ fn http_proxy_integration(
         .any(|p| matches!(p, BodyPart::StageVariable(_)));
     if !authority_vars {
         let text = substitute(&parsed.authority, &BTreeMap::new()).unwrap_or_default();
-        check_authority(&text, ctx.upstreams).map_err(|e| problem_at(src, &span, &key, e))?;
+        check_authority(&text, parsed.tls, ctx.upstreams)
+            .map_err(|e| problem_at(src, &span, &key, e))?;
     } else {
         for (stage, stage_line) in ctx.stages.iter().zip(ctx.stage_lines) {
             let Some(text) = substitute(&parsed.authority, &stage.variables) else {
                 continue; // a warning says what is missing
             };
-            if let Err(e) = check_authority(&text, ctx.upstreams) {
+            if let Err(e) = check_authority(&text, parsed.tls, ctx.upstreams) {
                 return Err(src.error(
                     &span,
                     key,
@@ -2143,6 +2144,7 @@ fn http_proxy_integration(
         None => Duration::from_secs(29),
     };
     Ok(HttpProxyIntegration {
+        tls: parsed.tls,
         authority: parsed.authority,
         path: parsed.path,
         query: parsed.query,
@@ -2167,11 +2169,35 @@ fn substitute(parts: &[BodyPart], vars: &BTreeMap<String, String>) -> Option<Str
 }
 
 /// Checks a (substituted) uri authority: an upstream name when it has no
-/// `:` (and no `[`), else a `host:port`.
-fn check_authority(text: &str, upstreams: &[UpstreamConfig]) -> std::result::Result<(), Problem> {
+/// `:` (and no `[`), else a `host:port`; and that the scheme (`tls`:
+/// https) is the one the upstream speaks.
+fn check_authority(
+    text: &str,
+    tls: bool,
+    upstreams: &[UpstreamConfig],
+) -> std::result::Result<(), Problem> {
     if !text.contains([':', '[']) {
-        if upstreams.iter().any(|u| u.name == text) {
-            return Ok(());
+        if let Some(u) = upstreams.iter().find(|u| u.name == text) {
+            return match (tls, u.tls.is_some()) {
+                (true, false) => Err(Problem {
+                    problem: format!(
+                        "the uri says https, but [[upstream]] {text:?} (line {}) has no [upstream.tls]",
+                        u.line
+                    ),
+                    fix: format!(
+                        "add tls = {{}} to that [[upstream]] (TLS verified against the system's CA \
+                         certificates), or write \"http://{text}\""
+                    ),
+                }),
+                (false, true) => Err(Problem {
+                    problem: format!(
+                        "the uri says http, but [[upstream]] {text:?} (line {}) speaks TLS ([upstream.tls])",
+                        u.line
+                    ),
+                    fix: format!("write \"https://{text}\", or remove its [upstream.tls]"),
+                }),
+                _ => Ok(()),
+            };
         }
         if !name_ok(text, 64, &['_', '-']) {
             return Err(Problem {
@@ -2196,10 +2222,17 @@ fn check_authority(text: &str, upstreams: &[UpstreamConfig]) -> std::result::Res
             fix,
         });
     }
-    parse_target(text).map(drop).map_err(|why| Problem {
+    parse_target(text).map_err(|why| Problem {
         problem: format!("host:port {text:?} {why}"),
         fix: "write the name of an [[upstream]], or host:port with a port from 1 to 65535, e.g. \"10.0.0.5:8080\" or \"[::1]:8080\"".to_string(),
-    })
+    })?;
+    if tls {
+        crate::tls::client::ClientTls::system_default().map_err(|why| Problem {
+            problem: format!("https://{text} is verified against the system's CA certificates: {why}"),
+            fix: "define an [[upstream]] for it with [upstream.tls] ca = \"webpki\" or ca = \"bundle.pem\"".to_string(),
+        })?;
+    }
+    Ok(())
 }
 
 // --- [[upstream]] --------------------------------------------------------------
@@ -2415,6 +2448,10 @@ fn upstreams(raw: &[RawUpstream], src: &Source<'_>) -> Result<Vec<UpstreamConfig
             max_idle_per_target,
             passive_health,
             health_check,
+            tls: match &u.tls {
+                Some(t) => Some(super::tls::upstream_tls(t, &p, src)?),
+                None => None,
+            },
             line: src.line(&u.name.span()),
         });
     }

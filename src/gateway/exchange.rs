@@ -202,7 +202,13 @@ pub(super) async fn forward<S: ClientStream>(
         },
         timeout: route.timeout,
         preserve_host: route.preserve_host,
+        // Tunnels are plain TCP on both sides (see `upstream::tunnel`).
         upgrading: S::TUNNELS
+            && req
+                .upstreams
+                .groups
+                .get(route.group)
+                .is_some_and(|g| g.tls.is_none())
             && route.allow_upgrade
             && head.upgrade
             && named_by_connection(head.headers, "upgrade"),

@@ -975,7 +975,7 @@ fn proxy_route(
         }
     }
     let group = registry
-        .group_for(&authority)
+        .group_for(&authority, proxy.tls)
         .map_err(ProxyBuildError::Authority)?;
     let (path, _) = compile(&proxy.path, vars, params).map_err(ProxyBuildError::MissingVariable)?;
     let (query, _) =

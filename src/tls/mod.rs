@@ -1,6 +1,8 @@
 //! TLS termination: the certificates of `[[tls.certificate]]`, chosen by
 //! SNI, and the rustls server configuration every worker's TLS listeners
 //! share ([`TlsAcceptor`]); the stream itself is [`stream::TlsStream`].
+//! Toward HTTPS backends, [`client`] makes the client configurations and
+//! handshakes. Both ends read and write records through [`io::TlsIo`].
 //!
 //! - **Choosing a certificate**: an SNI name listed by a certificate's
 //!   `hosts` picks it (an exact name first, then `*.` plus the name's parent
@@ -37,6 +39,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod client;
+pub mod io;
 pub mod stream;
 
 use std::fmt;
@@ -83,7 +87,7 @@ impl fmt::Display for LoadError {
     }
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 

@@ -1,20 +1,7 @@
-//! A server-side TLS stream over monoio's TCP: rustls's connection state,
-//! fed ciphertext from owned buffers, as a [`ClientStream`].
-//!
-//! Reads: ciphertext arrives in `rx` (one TCP read), is handed to rustls
-//! (`read_tls`, `process_new_packets`), and the plaintext it yields is
-//! appended to the caller's buffer from rustls's own (`BufRead::fill_buf`),
-//! so no uninitialised memory is ever written through a raw pointer.
-//! A cancelled read (the reaper parking an idle connection) is the TCP
-//! read's cancellation: it ends with `ECANCELED` and nothing read, or with
-//! the ciphertext that raced it, which rustls keeps; no record is lost.
-//!
-//! Writes: plaintext goes to rustls (`writer()`), the records it makes are
-//! collected in `tx` (`write_tls`) and written out whole.
-//!
-//! Failures: a record that does not decrypt, a protocol violation or an
-//! alert from the client fail the read with `InvalidData` after rustls's
-//! alert has been sent; a TCP end without close_notify is `UnexpectedEof`.
+//! A server-side TLS stream: a client's connection to the gateway, over
+//! [`TlsIo`] (rustls's buffered `ServerConnection` on monoio's TCP; how
+//! reads, cancelled reads, writes and failures work is on its page), as a
+//! [`ClientStream`].
 //!
 //! Accepting: [`TlsStream::accept`] reads the ClientHello with rustls's
 //! `Acceptor` before any connection state exists, so the caller picks the
@@ -30,26 +17,21 @@
 #![forbid(unsafe_code)]
 
 use std::future::Future;
-use std::io::{self, BufRead, Write};
+use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use monoio::buf::IoBufMut;
-use monoio::io::CancelableAsyncReadRent;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelHandle};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelHandle};
 use monoio::net::TcpStream;
 use monoio::BufResult;
 use rustls::server::{AcceptedAlert, Acceptor};
 use rustls::{ServerConfig, ServerConnection};
 
+use super::io::{TlsIo, RX_BYTES};
 use crate::observe::access_log::ClientCertFields;
 use crate::runtime::stream::{ClientStream, InBuf, OutBuf};
 use crate::upstream::pool::UpstreamConn;
-
-/// Bytes of ciphertext read from the socket at a time: one full TLS record
-/// (16 KiB of plaintext, its header and the AEAD's overhead).
-const RX_BYTES: usize = 16 * 1024 + 256;
 
 /// Writes out the alert rustls made for a ClientHello it refused.
 async fn send_alert(tcp: &mut TcpStream, mut alert: AcceptedAlert) {
@@ -61,12 +43,7 @@ async fn send_alert(tcp: &mut TcpStream, mut alert: AcceptedAlert) {
 
 /// A TLS connection from a client, handshaken or not.
 pub struct TlsStream {
-    tcp: TcpStream,
-    tls: Box<ServerConnection>,
-    /// Ciphertext read from the socket, handed to rustls right away.
-    rx: Vec<u8>,
-    /// Records to write, collected from rustls.
-    tx: Vec<u8>,
+    io: TlsIo<ServerConnection>,
     /// The client certificate's fields, on a mutual-TLS connection that
     /// presented one.
     client_cert: Option<Box<ClientCertFields>>,
@@ -78,10 +55,7 @@ impl TlsStream {
     /// A stream whose handshake is still to be done ([`TlsStream::handshake`]).
     pub fn new(tcp: TcpStream, tls: ServerConnection) -> TlsStream {
         TlsStream {
-            tcp,
-            tls: Box::new(tls),
-            rx: Vec::new(),
-            tx: Vec::new(),
+            io: TlsIo::new(tcp, tls),
             client_cert: None,
             backend_headers: None,
         }
@@ -130,7 +104,7 @@ impl TlsStream {
             }
         };
         let mut stream = TlsStream::new(tcp, conn);
-        stream.rx = rx;
+        stream.io.rx = rx;
         Ok((stream, chosen))
     }
 
@@ -138,19 +112,7 @@ impl TlsStream {
     /// something that is not TLS, or failed the handshake (rustls's alert
     /// is sent first).
     pub async fn handshake(&mut self) -> io::Result<()> {
-        while self.tls.is_handshaking() {
-            if self.tls.wants_write() {
-                self.write_tls().await?;
-            }
-            if self.tls.is_handshaking() && self.tls.wants_read() && self.read_tls(None).await? == 0
-            {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-        if self.tls.wants_write() {
-            self.write_tls().await?;
-        }
-        Ok(())
+        self.io.handshake().await
     }
 
     /// Keeps the header lines that carry the certificate to backends.
@@ -166,120 +128,13 @@ impl TlsStream {
     /// The rustls connection (the SNI name, the protocol version, the
     /// client's certificates).
     pub fn connection(&self) -> &ServerConnection {
-        &self.tls
-    }
-
-    /// Reads ciphertext once (through `cancel` when given) and has rustls
-    /// process it; sends whatever rustls wants to send in answer. Returns
-    /// the bytes read (0: the client closed its side).
-    async fn read_tls(&mut self, cancel: Option<CancelHandle>) -> io::Result<usize> {
-        let mut rx = std::mem::take(&mut self.rx);
-        rx.clear();
-        if rx.capacity() < RX_BYTES {
-            rx.reserve_exact(RX_BYTES);
-        }
-        let (res, rx) = match cancel {
-            Some(handle) => {
-                let cap = rx.capacity();
-                let (res, slice) = self.tcp.cancelable_read(rx.slice_mut(0..cap), handle).await;
-                (res, slice.into_inner())
-            }
-            None => self.tcp.read(rx).await,
-        };
-        self.rx = rx;
-        let n = res?;
-        let mut data = &self.rx[..n];
-        loop {
-            // `read_tls` takes what fits in its buffer; processing frees it.
-            self.tls.read_tls(&mut data)?;
-            if let Err(e) = self.tls.process_new_packets() {
-                // Tell the client why (the alert rustls queued), then fail.
-                let _ = self.write_tls().await;
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-            }
-            if data.is_empty() {
-                break;
-            }
-        }
-        if self.tls.wants_write() && !self.tls.is_handshaking() {
-            // A key update or session ticket: send it now.
-            self.write_tls().await?;
-        }
-        Ok(n)
-    }
-
-    /// Writes out the records rustls has queued.
-    async fn write_tls(&mut self) -> io::Result<()> {
-        while self.tls.wants_write() {
-            self.tls.write_tls(&mut self.tx)?;
-        }
-        if self.tx.is_empty() {
-            return Ok(());
-        }
-        let tx = std::mem::take(&mut self.tx);
-        let (res, mut tx) = self.tcp.write_all(tx).await;
-        tx.clear();
-        self.tx = tx;
-        res.map(drop)
-    }
-
-    /// Moves decrypted bytes into `buf` (as many as fit). `None`: rustls
-    /// has none yet. `Some(Ok(0))`: the client closed the TLS session.
-    fn take_plaintext<T: InBuf>(&mut self, buf: &mut T) -> Option<io::Result<usize>> {
-        let mut reader = self.tls.reader();
-        match reader.fill_buf() {
-            Ok(data) => {
-                let n = buf.append(data);
-                reader.consume(n);
-                Some(Ok(n))
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-            Err(e) => Some(Err(e)),
-        }
-    }
-
-    /// Whether decrypted bytes (or the session's end) are waiting.
-    fn has_plaintext(&mut self) -> bool {
-        !matches!(self.tls.reader().fill_buf(), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-    }
-
-    async fn read_into<T: InBuf>(
-        &mut self,
-        mut buf: T,
-        cancel: Option<CancelHandle>,
-    ) -> BufResult<usize, T> {
-        loop {
-            if let Some(res) = self.take_plaintext(&mut buf) {
-                return (res, buf);
-            }
-            // The end of the stream included: rustls tells a clean end
-            // from an unclean one at the next `take_plaintext`.
-            if let Err(e) = self.read_tls(cancel.clone()).await {
-                return (Err(e), buf);
-            }
-        }
-    }
-
-    /// Hands all of `bytes` to rustls and writes out the records.
-    async fn send_plain(&mut self, mut bytes: &[u8]) -> io::Result<()> {
-        while !bytes.is_empty() {
-            // rustls takes what its buffer limit allows; write that out.
-            let n = self.tls.writer().write(bytes)?;
-            // `io::Write` promises n <= len; a zero means rustls took
-            // nothing, which would loop forever.
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            bytes = bytes.get(n..).unwrap_or_default();
-            self.write_tls().await?;
-        }
-        Ok(())
+        self.io.connection()
     }
 }
 
 impl ClientStream for TlsStream {
     fn recv<T: InBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
-        self.read_into(buf, None)
+        self.io.read_into(buf, None)
     }
 
     fn recv_cancelable<T: InBuf>(
@@ -287,13 +142,13 @@ impl ClientStream for TlsStream {
         buf: T,
         handle: CancelHandle,
     ) -> impl Future<Output = BufResult<usize, T>> {
-        self.read_into(buf, Some(handle))
+        self.io.read_into(buf, Some(handle))
     }
 
     /// Always all of it: rustls takes the bytes as they are given.
     async fn send<B: OutBuf>(&mut self, buf: B) -> BufResult<usize, B> {
         let len = buf.out_bytes().len();
-        let res = self.send_plain(buf.out_bytes()).await;
+        let res = self.io.send_plain(buf.out_bytes()).await;
         (res.map(|()| len), buf)
     }
 
@@ -302,15 +157,11 @@ impl ClientStream for TlsStream {
     }
 
     async fn wait_readable(&mut self) -> io::Result<()> {
-        if self.has_plaintext() {
+        if self.io.has_plaintext() {
             return Ok(());
         }
-        // Parked: the ciphertext scratch buffers hold nothing between
-        // reads and writes, so an idle connection gives them back (the next
-        // busy period takes new ones).
-        self.rx = Vec::new();
-        self.tx = Vec::new();
-        self.tcp.readable(false).await
+        self.io.park();
+        self.io.tcp().readable(false).await
     }
 
     fn client_cert(&self) -> Option<&ClientCertFields> {
@@ -322,9 +173,7 @@ impl ClientStream for TlsStream {
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {
-        self.tls.send_close_notify();
-        self.write_tls().await?;
-        AsyncWriteRent::shutdown(&mut self.tcp).await
+        self.io.shutdown().await
     }
 
     /// Upgrades are not tunnelled over TLS yet: the gateway does not offer

@@ -77,7 +77,6 @@ use std::time::Duration;
 
 use crate::runtime::ClientStream;
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 
 use super::pool::{connect, ConnectError, Pool, UpstreamConn};
 use super::stats::{FailReason, Tally};
@@ -92,6 +91,7 @@ use crate::http::response_head::{
 use crate::http::{header_array, BodyFraming, RequestHead, Version};
 use crate::runtime::{ClientIo, ClientStop};
 use crate::throttle::now_ns;
+use crate::tls::client::HandshakeFailure;
 
 /// Bytes read from a client or backend per read while streaming a body.
 const STREAM_CHUNK: usize = 16 * 1024;
@@ -527,11 +527,18 @@ pub async fn forward<S: ClientStream>(
                     }
                     // Refused, unreachable, unresolved or timed out: all are
                     // "network error" to the client and a failure for
-                    // passive health; the metrics tell them apart.
+                    // passive health; the metrics tell them apart. A TLS
+                    // handshake the backend failed (its certificate, or
+                    // it does not speak TLS) is a 502, as an unusable
+                    // response is.
                     Err(e) => {
                         failed(trace, tally, connect_reason(&e));
                         registry.record_failure(req.group, target, now_ms());
-                        return fail(ForwardError::Network, &body, io.worker().is_draining());
+                        let error = match e {
+                            ConnectError::Tls(_) => ForwardError::BadResponse,
+                            _ => ForwardError::Network,
+                        };
+                        return fail(error, &body, io.worker().is_draining());
                     }
                 }
             }
@@ -704,6 +711,8 @@ fn connect_reason(e: &ConnectError) -> FailReason {
             FailReason::ConnectRefused
         }
         ConnectError::Io(_) | ConnectError::Unresolved => FailReason::ConnectError,
+        ConnectError::Tls(HandshakeFailure::Certificate) => FailReason::TlsCertificate,
+        ConnectError::Tls(_) => FailReason::TlsHandshake,
     }
 }
 

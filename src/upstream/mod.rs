@@ -24,6 +24,14 @@
 //! with their buffers, LIFO, capped at `max_idle_per_target`, dropped after
 //! `idle_timeout`.
 //!
+//! HTTPS: a group with `[upstream.tls]` (or the implicit group of an
+//! `https://host:port` uri, named so) has a [`ClientTls`], and each of its
+//! targets a [`TargetTls`] with the name to verify; [`pool::connect`] runs
+//! the handshake, and its connections are [`pool::BackendStream::Tls`]. A
+//! uri's scheme must match its group's ([`Registry::group_for`]). A reload
+//! keeps a target whole only if its TLS settings (and the files they read)
+//! are unchanged, since its pooled connections were made with them.
+//!
 //! Figures ([`stats`]): each target counts requests, responses by status
 //! class, integration latency, failures by [`stats::FailReason`], pooled
 //! reuses, stale retries, new connections and their connect time (in
@@ -51,6 +59,8 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use crate::config::{Balance, Config, HealthCheck, PassiveHealth, TargetAddr};
+use crate::tls::client::ClientTls;
+use rustls::pki_types::ServerName;
 use stats::{HealthState, TargetCounters, TargetStats};
 
 /// Milliseconds on a process-wide monotonic clock (ejection deadlines are
@@ -65,6 +75,17 @@ pub fn now_ms() -> u64 {
     // A thread that read the clock just before another set the epoch sees
     // 0 elapsed, never a wrap.
     now.saturating_sub(*EPOCH.get_or_init(|| now)) / 1_000_000 + 1
+}
+
+/// How a target of an HTTPS group is spoken to.
+#[derive(Debug, Clone)]
+pub struct TargetTls {
+    /// The group's client configuration.
+    pub client: ClientTls,
+    /// The SNI name and the name its certificate must be for (`None`: the
+    /// target's host is not one rustls accepts, e.g. it has a `_`; every
+    /// connection fails its handshake).
+    pub name: Option<ServerName<'static>>,
 }
 
 /// One backend address and its shared state.
@@ -85,12 +106,24 @@ pub struct Target {
     /// Requests, responses, failures… one row per worker; carried over
     /// reloads by group and authority.
     counters: Arc<TargetCounters>,
+    /// For a target of an HTTPS group: its TLS client settings.
+    pub tls: Option<TargetTls>,
 }
 
 impl Target {
-    fn new(id: usize, t: &TargetAddr, counters: Arc<TargetCounters>) -> Target {
+    fn new(
+        id: usize,
+        t: &TargetAddr,
+        counters: Arc<TargetCounters>,
+        tls: Option<&GroupTls<'_>>,
+    ) -> Target {
         let addr = resolve(&t.host, t.port);
+        let tls = tls.map(|g| TargetTls {
+            client: g.client.clone(),
+            name: server_name(g.server_name.unwrap_or(&t.host)),
+        });
         Target {
+            tls,
             id,
             authority: t.text.clone(),
             host: t.host.clone(),
@@ -143,6 +176,18 @@ impl Target {
     }
 }
 
+/// The TLS name of `host`: a DNS name or an IP address; `None` for a
+/// host rustls cannot name (connections to it then fail).
+fn server_name(host: &str) -> Option<ServerName<'static>> {
+    ServerName::try_from(host.to_string()).ok()
+}
+
+/// What a group's targets need to speak TLS.
+struct GroupTls<'a> {
+    client: &'a ClientTls,
+    server_name: Option<&'a str>,
+}
+
 fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
         return Some(SocketAddr::new(ip, port));
@@ -169,6 +214,9 @@ pub struct Group {
     pub passive: Option<PassiveHealth>,
     /// Active check settings.
     pub health_check: Option<HealthCheck>,
+    /// For an HTTPS group (`[upstream.tls]`, or an `https://host:port`
+    /// uri): its client configuration.
+    pub tls: Option<ClientTls>,
     cursor: AtomicUsize,
 }
 
@@ -230,8 +278,19 @@ impl Registry {
         };
         for u in &config.upstreams {
             let mut ids = Vec::with_capacity(u.targets.len());
+            let tls = u.tls.as_ref().map(|t| GroupTls {
+                client: &t.client,
+                server_name: t.server_name.as_deref(),
+            });
+            if u.tls.as_ref().is_some_and(|t| !t.verify) {
+                eprintln!(
+                    "ringgate: WARNING: [[upstream]] {:?} has tls.verify = false: its backends' \
+                     certificates are NOT checked, so anyone on the path can pose as them",
+                    u.name
+                );
+            }
             for t in &u.targets {
-                ids.push(r.add_target(&u.name, t));
+                ids.push(r.add_target(&u.name, t, tls.as_ref()));
             }
             r.groups.push(Group {
                 name: u.name.clone(),
@@ -242,25 +301,52 @@ impl Registry {
                 max_idle: u.max_idle_per_target,
                 passive: u.passive_health.clone(),
                 health_check: u.health_check.clone(),
+                tls: u.tls.as_ref().map(|t| t.client.clone()),
                 cursor: AtomicUsize::new(0),
             });
         }
         r
     }
 
-    /// The group an `http_proxy` authority names: an `[[upstream]]` by
-    /// name, else a `host:port` (an implicit one-target group with default
-    /// settings, shared by every route naming the same text).
-    pub fn group_for(&mut self, authority: &str) -> Result<usize, String> {
-        if let Some(i) = self.groups.iter().position(|g| g.name == authority) {
-            return Ok(i);
+    /// The group an `http_proxy` authority names (`tls`: the uri says
+    /// `https://`): an `[[upstream]]` by name, which must speak the same
+    /// scheme; else a `host:port`, an implicit one-target group with
+    /// default settings shared by every route naming the same text and
+    /// scheme (an HTTPS one is named `https://host:port` and verified
+    /// against the system's CA certificates).
+    pub fn group_for(&mut self, authority: &str, tls: bool) -> Result<usize, String> {
+        let implicit = if tls && authority.contains([':', '[']) {
+            format!("https://{authority}")
+        } else {
+            authority.to_string()
+        };
+        if let Some(i) = self.groups.iter().position(|g| g.name == implicit) {
+            let g = &self.groups[i];
+            return match (tls, g.tls.is_some()) {
+                (true, false) => Err(format!(
+                    "the uri says https, but [[upstream]] {authority:?} has no [upstream.tls]"
+                )),
+                (false, true) => Err(format!(
+                    "the uri says http, but [[upstream]] {authority:?} speaks TLS"
+                )),
+                _ => Ok(i),
+            };
         }
         let t = TargetAddr::parse(authority).map_err(|why| {
             format!("{authority:?} is neither an [[upstream]] name nor a host:port: it {why}")
         })?;
-        let id = self.add_target(authority, &t);
+        let client = if tls {
+            Some(ClientTls::system_default()?)
+        } else {
+            None
+        };
+        let group_tls = client.as_ref().map(|client| GroupTls {
+            client,
+            server_name: None,
+        });
+        let id = self.add_target(&implicit, &t, group_tls.as_ref());
         self.groups.push(Group {
-            name: authority.to_string(),
+            name: implicit,
             targets: vec![id],
             balance: Balance::RoundRobin,
             connect_timeout: Duration::from_secs(2),
@@ -268,12 +354,13 @@ impl Registry {
             max_idle: 512,
             passive: None,
             health_check: None,
+            tls: client,
             cursor: AtomicUsize::new(0),
         });
         Ok(self.groups.len() - 1)
     }
 
-    fn add_target(&mut self, group: &str, t: &TargetAddr) -> usize {
+    fn add_target(&mut self, group: &str, t: &TargetAddr, tls: Option<&GroupTls<'_>>) -> usize {
         let id = self.targets.len();
         let key = (group.to_string(), t.text.clone());
         let previous = self.reuse.get_mut(&key).and_then(|same| {
@@ -282,13 +369,23 @@ impl Registry {
             let at = same.iter().position(|p| p.id == id).unwrap_or(0);
             (at < same.len()).then(|| same.remove(at))
         });
+        // The very target only if it is spoken to the same way: its pooled
+        // connections were made with its TLS settings.
+        let same_tls = |prev: &Target| match (&prev.tls, tls) {
+            (None, None) => true,
+            (Some(p), Some(g)) => {
+                p.client == *g.client && p.name == server_name(g.server_name.unwrap_or(&t.host))
+            }
+            _ => false,
+        };
         let target = match previous {
-            Some(prev) if prev.id == id => prev,
-            Some(prev) => Arc::new(Target::new(id, t, prev.counters.clone())),
+            Some(prev) if prev.id == id && same_tls(&prev) => prev,
+            Some(prev) => Arc::new(Target::new(id, t, prev.counters.clone(), tls)),
             None => Arc::new(Target::new(
                 id,
                 t,
                 Arc::new(TargetCounters::new(self.workers)),
+                tls,
             )),
         };
         self.targets.push(target);
@@ -479,7 +576,7 @@ ejection_time = "10s"
 path = "/health"
 "#;
         let mut r = Registry::from_config(&parse(text));
-        r.group_for("127.0.0.1:3").unwrap();
+        r.group_for("127.0.0.1:3", false).unwrap();
         r.finish();
         let t0 = r.targets[0].clone();
         t0.counters().row(0).request();
@@ -521,7 +618,7 @@ name = "b"
 targets = ["127.0.0.1:1"]
 "#;
         let mut old = Registry::from_config(&parse(before));
-        old.group_for("127.0.0.1:7").unwrap();
+        old.group_for("127.0.0.1:7", false).unwrap();
         old.finish();
         for (id, n) in [(0, 1), (1, 2), (2, 3), (3, 4)] {
             for _ in 0..n {
@@ -542,7 +639,7 @@ name = "c"
 targets = ["127.0.0.1:1"]
 "#;
         let mut new = Registry::from_config_reusing(&parse(after), Some(&old));
-        new.group_for("127.0.0.1:7").unwrap();
+        new.group_for("127.0.0.1:7", false).unwrap();
         new.finish();
         let counts: Vec<(String, String, u64)> = new
             .stats()
@@ -581,11 +678,58 @@ targets = ["127.0.0.1:1"]
     }
 
     #[test]
+    fn a_reload_keeps_an_https_target_only_with_the_same_tls_settings() {
+        let text = |verify: bool| {
+            parse(&format!(
+                "[[upstream]]\nname = \"s\"\ntargets = [\"127.0.0.1:1\"]\n\
+                 tls = {{ ca = \"webpki\", verify = {verify} }}\n"
+            ))
+        };
+        let mut first = Registry::from_config(&text(true));
+        first.finish();
+        assert!(first.groups[0].tls.is_some() && first.targets[0].tls.is_some());
+        first.targets[0].counters().row(0).request();
+        // The same settings: the very target, with its pooled connections.
+        let mut same = Registry::from_config_reusing(&text(true), Some(&first));
+        same.finish();
+        assert!(Arc::ptr_eq(&first.targets[0], &same.targets[0]));
+        // Other settings: a new target (its pooled connections were made
+        // with the old ones), the counters carried.
+        let mut changed = Registry::from_config_reusing(&text(false), Some(&same));
+        changed.finish();
+        assert!(!Arc::ptr_eq(&same.targets[0], &changed.targets[0]));
+        assert_eq!(changed.targets[0].counters().snapshot().requests, 1);
+    }
+
+    #[test]
+    fn the_uri_scheme_must_be_the_groups() {
+        let mut r = Registry::from_config(&parse(
+            "[[upstream]]\nname = \"plain\"\ntargets = [\"127.0.0.1:1\"]\n\
+             [[upstream]]\nname = \"secure\"\ntargets = [\"127.0.0.1:2\"]\n\
+             tls = { ca = \"webpki\" }\n",
+        ));
+        assert_eq!(r.group_for("plain", false), Ok(0));
+        assert_eq!(r.group_for("secure", true), Ok(1));
+        assert!(r
+            .group_for("plain", true)
+            .unwrap_err()
+            .contains("no [upstream.tls]"));
+        assert!(r
+            .group_for("secure", false)
+            .unwrap_err()
+            .contains("speaks TLS"));
+        // A host:port is a group per scheme.
+        let a = r.group_for("127.0.0.1:9", false).unwrap();
+        assert_eq!(r.groups[a].name, "127.0.0.1:9");
+        assert!(r.groups[a].tls.is_none());
+    }
+
+    #[test]
     fn implicit_groups_are_shared_and_validated() {
         let mut r = Registry::default();
-        let a = r.group_for("127.0.0.1:9000").unwrap();
-        let b = r.group_for("127.0.0.1:9000").unwrap();
+        let a = r.group_for("127.0.0.1:9000", false).unwrap();
+        let b = r.group_for("127.0.0.1:9000", false).unwrap();
         assert_eq!(a, b);
-        assert!(r.group_for("no port here").is_err());
+        assert!(r.group_for("no port here", false).is_err());
     }
 }

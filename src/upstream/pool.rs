@@ -15,17 +15,100 @@
 //! the backend is done with it, and it is closed instead of used. A close
 //! that races the request is still possible; the forwarder then sends the
 //! request once more on a fresh connection where that is safe (see
-//! `runtime::proxy`).
+//! [`super::forward`]).
+//!
+//! A TLS connection ([`BackendStream::Tls`]) cannot be judged by a peek:
+//! a TLS 1.3 backend sends session tickets after its handshake, and may
+//! send a key update or its close_notify while the connection is idle. So
+//! whatever is waiting is read (non-blocking) and handed to rustls: a
+//! close_notify, an alert, a TCP end, or application data nobody asked for
+//! mean the connection is done; tickets and key updates are taken in and
+//! the connection handed out.
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
+use monoio::BufResult;
 
 use super::Target;
+use crate::runtime::stream::{InBuf, OutBuf};
+use crate::tls::client::{BackendTls, HandshakeFailure};
+
+/// The byte stream of a backend connection: plain TCP, or TLS over it.
+pub enum BackendStream {
+    /// `http://`.
+    Plain(TcpStream),
+    /// `https://`, handshaken (boxed: a plain connection stays small).
+    Tls(Box<BackendTls>),
+}
+
+impl std::fmt::Debug for BackendStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendStream::Plain(_) => "Plain",
+            BackendStream::Tls(_) => "Tls",
+        })
+    }
+}
+
+impl BackendStream {
+    /// Reads what is there into `buf` (after its contents); `Ok(0)` is the
+    /// end of the stream.
+    pub async fn read<T: InBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            BackendStream::Plain(tcp) => tcp.read(buf).await,
+            BackendStream::Tls(tls) => tls.read_into(buf, None).await,
+        }
+    }
+
+    /// Writes all of `buf`.
+    pub async fn write_all<B: OutBuf>(&mut self, buf: B) -> BufResult<usize, B> {
+        match self {
+            BackendStream::Plain(tcp) => tcp.write_all(buf).await,
+            BackendStream::Tls(tls) => {
+                let len = buf.out_bytes().len();
+                let res = tls.send_plain(buf.out_bytes()).await;
+                (res.map(|()| len), buf)
+            }
+        }
+    }
+
+    fn fd(&self) -> RawFd {
+        match self {
+            BackendStream::Plain(tcp) => tcp.as_raw_fd(),
+            BackendStream::Tls(tls) => tls.tcp().as_raw_fd(),
+        }
+    }
+}
+
+/// One non-blocking `recv` on `fd` into `buf` (`flags` added to
+/// `MSG_DONTWAIT`): the bytes, `Ok(0)` at the end of the stream, or the
+/// error (`WouldBlock`: nothing there).
+fn recv_now(fd: RawFd, buf: &mut [u8], flags: i32) -> io::Result<usize> {
+    // SAFETY: `fd` is an open socket owned by a connection the caller
+    // borrows for the duration of the call, with no operation in flight on
+    // it (it sits idle in the pool); `buf` is valid, writable memory of
+    // `buf.len()` bytes; MSG_DONTWAIT makes the call return at once
+    // whatever the socket's mode.
+    #[allow(unsafe_code)]
+    let n = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            flags | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
 
 /// Initial read buffer of a backend connection.
 const READ_BUFFER: usize = 16 * 1024;
@@ -33,8 +116,8 @@ const READ_BUFFER: usize = 16 * 1024;
 /// A connection to one target, with its read buffer.
 #[derive(Debug)]
 pub struct UpstreamConn {
-    /// The socket.
-    pub stream: TcpStream,
+    /// The socket, or TLS over it.
+    pub stream: BackendStream,
     /// Bytes read from the backend and not yet consumed.
     pub rbuf: Vec<u8>,
     /// The target's id.
@@ -49,29 +132,44 @@ impl UpstreamConn {
     /// Whether the backend has closed (or reset) this idle connection, or
     /// sent bytes while nothing was asked: either way it cannot carry a
     /// request. Never blocks.
-    pub fn is_closed_by_backend(&self) -> bool {
-        let mut byte = 0u8;
-        // SAFETY: the fd belongs to `self.stream`, which is open for the
-        // duration of this borrow; the buffer is one valid, writable byte on
-        // the stack; MSG_PEEK leaves any data in the socket and MSG_DONTWAIT
-        // makes the call return at once whatever the socket's mode.
-        #[allow(unsafe_code)]
-        let n = unsafe {
-            libc::recv(
-                self.stream.as_raw_fd(),
-                (&mut byte as *mut u8).cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
+    pub fn is_closed_by_backend(&mut self) -> bool {
+        let fd = self.stream.fd();
+        let tls = match &mut self.stream {
+            BackendStream::Plain(_) => {
+                let mut byte = [0u8; 1];
+                return match recv_now(fd, &mut byte, libc::MSG_PEEK) {
+                    Err(e) => !matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ),
+                    Ok(_) => true,
+                };
+            }
+            BackendStream::Tls(tls) => tls,
         };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return !matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-            );
+        let mut buf = [0u8; 2048];
+        loop {
+            match recv_now(fd, &mut buf, 0) {
+                Ok(0) => return true,
+                Ok(n) => {
+                    let conn = tls.connection_mut();
+                    let mut data = &buf[..n];
+                    while !data.is_empty() {
+                        if conn.read_tls(&mut data).is_err() || conn.process_new_packets().is_err()
+                        {
+                            return true;
+                        }
+                    }
+                    // Data, or the session's end (close_notify), is as bad
+                    // as a plain connection's unasked-for bytes.
+                    if tls.has_plaintext() {
+                        return true;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return e.kind() != io::ErrorKind::WouldBlock,
+            }
         }
-        true
     }
 }
 
@@ -80,21 +178,43 @@ impl UpstreamConn {
 pub enum ConnectError {
     /// The target's name has not resolved (yet).
     Unresolved,
-    /// No answer within the connect timeout.
+    /// No answer (or, over TLS, no finished handshake) within the connect
+    /// timeout.
     Timeout,
     /// Refused, unreachable, reset…
     Io(io::Error),
+    /// The TLS handshake failed.
+    Tls(HandshakeFailure),
 }
 
-/// Opens a connection to `target` within `timeout`.
+/// Opens a connection to `target` — and for an HTTPS target, runs the TLS
+/// handshake — within `timeout`.
 pub async fn connect(target: &Target, timeout: Duration) -> Result<UpstreamConn, ConnectError> {
     let addr = target.addr().ok_or(ConnectError::Unresolved)?;
-    let stream = match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
+    let open = async {
+        let tcp = TcpStream::connect_addr(addr)
+            .await
+            .map_err(ConnectError::Io)?;
+        let _ = tcp.set_nodelay(true);
+        let Some(tls) = &target.tls else {
+            return Ok(BackendStream::Plain(tcp));
+        };
+        let Some(name) = tls.name.clone() else {
+            return Err(ConnectError::Tls(HandshakeFailure::Protocol));
+        };
+        crate::tls::client::connect(tcp, &tls.client, name)
+            .await
+            .map(|tls| BackendStream::Tls(Box::new(tls)))
+            .map_err(|e| match HandshakeFailure::of(&e) {
+                HandshakeFailure::Io => ConnectError::Io(e),
+                failure => ConnectError::Tls(failure),
+            })
+    };
+    let stream = match monoio::time::timeout(timeout, open).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(ConnectError::Io(e)),
+        Ok(Err(e)) => return Err(e),
         Err(_) => return Err(ConnectError::Timeout),
     };
-    let _ = stream.set_nodelay(true);
     Ok(UpstreamConn {
         stream,
         rbuf: Vec::with_capacity(READ_BUFFER),
@@ -145,7 +265,7 @@ impl Pool {
             return None;
         }
         let limit = idle_timeout.as_millis() as u64;
-        while let Some(conn) = stack.pop() {
+        while let Some(mut conn) = stack.pop() {
             if now.saturating_sub(conn.idle_since) >= limit {
                 continue;
             }

@@ -39,8 +39,15 @@ pub enum FailReason {
     ConnectRefused,
     /// No connection within the group's `connect_timeout`.
     ConnectTimeout,
-    /// Any other connect failure: unreachable, unresolved name, …
+    /// Any other connect failure: unreachable, unresolved name, a
+    /// connection that broke mid-TLS-handshake, …
     ConnectError,
+    /// An HTTPS backend's certificate was refused: untrusted, expired, or
+    /// not for the name (502).
+    TlsCertificate,
+    /// An HTTPS backend's handshake failed otherwise: an alert, nothing in
+    /// common, bytes that are not TLS (502).
+    TlsHandshake,
     /// The backend reset or closed the connection before a response head.
     Reset,
     /// No response head within the route's integration timeout (or the
@@ -59,7 +66,7 @@ pub enum FailReason {
 
 impl FailReason {
     /// How many reasons there are.
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 11;
 
     /// Every reason, in [`FailReason::index`] order.
     pub const ALL: [FailReason; FailReason::COUNT] = [
@@ -67,6 +74,8 @@ impl FailReason {
         FailReason::ConnectRefused,
         FailReason::ConnectTimeout,
         FailReason::ConnectError,
+        FailReason::TlsCertificate,
+        FailReason::TlsHandshake,
         FailReason::Reset,
         FailReason::Timeout,
         FailReason::BadResponse,
@@ -83,6 +92,8 @@ impl FailReason {
             FailReason::ConnectRefused => "connect_refused",
             FailReason::ConnectTimeout => "connect_timeout",
             FailReason::ConnectError => "connect_error",
+            FailReason::TlsCertificate => "tls_certificate",
+            FailReason::TlsHandshake => "tls_handshake",
             FailReason::Reset => "reset",
             FailReason::Timeout => "timeout",
             FailReason::BadResponse => "bad_response",

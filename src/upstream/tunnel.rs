@@ -4,25 +4,30 @@
 //!
 //! Each direction reads into its own buffer of `COPY_CHUNK` bytes and
 //! writes it out before reading again, so a slow reader holds back its
-//! sender (back-pressure) and memory stays bounded. The client stream is
-//! generic (plain TCP or, later, TLS).
+//! sender (back-pressure) and memory stays bounded. Both sides are plain
+//! TCP: upgrades are not offered over TLS yet, to clients or to backends.
 
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split, Splitable};
-use monoio::net::TcpStream;
+
+use super::pool::BackendStream;
 
 /// Bytes read per read in each direction.
 const COPY_CHUNK: usize = 16 * 1024;
 
 /// Copies bytes both ways between a client and a backend after a 101,
 /// until either side closes or neither sends for `idle`.
-pub async fn tunnel<C>(client: C, backend: TcpStream, to_backend: Vec<u8>, idle: Duration)
+pub async fn tunnel<C>(client: C, backend: BackendStream, to_backend: Vec<u8>, idle: Duration)
 where
     C: Split + AsyncReadRent + AsyncWriteRent,
 {
+    // An HTTPS backend is never sent an `Upgrade` (see the module docs).
+    let BackendStream::Plain(backend) = backend else {
+        return;
+    };
     let (mut cr, mut cw) = client.into_split();
     let (mut br, mut bw) = backend.into_split();
     if !to_backend.is_empty() {

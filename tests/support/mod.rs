@@ -6,6 +6,7 @@
 //! every helper.
 #![allow(dead_code)]
 
+pub mod pki;
 pub mod prom;
 
 use std::io::{ErrorKind, Read, Write};
