@@ -389,7 +389,10 @@ fn a_connection_the_backend_closed_while_idle_is_not_used() {
     let (addr, conns, reqs) = scripted_backend(&pki, AfterResponse::Close);
     let gw = front(
         addr,
-        &format!("{{ ca = \"{}\", server_name = \"backend.example\" }}", ca(&pki)),
+        &format!(
+            "{{ ca = \"{}\", server_name = \"backend.example\" }}",
+            ca(&pki)
+        ),
         "",
     );
     let mut c = gw.client();
