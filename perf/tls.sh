@@ -9,10 +9,17 @@
 # - handshake:  wrk with `Connection: close`: every request is a new TCP
 #               connection and a full TLS handshake (wrk keeps no session):
 #               handshakes/s and CPU per handshake.
+# - backend:    plain-HTTP keep-alive clients (wrk -c 50); each server
+#               forwards over HTTPS to one shared origin (a third nginx,
+#               TLS, on CPU 1 with wrk), verifying its certificate, over
+#               pooled keep-alive TLS connections (ringgate: [upstream.tls];
+#               nginx: proxy_pass https:// with keepalive, proxy_ssl_verify
+#               and session reuse): requests/s and CPU per request.
 # Ratios ringgate/nginx are paired: per round, then the median over the
 # rounds (a drift of the shared host between rounds cancels out).
 #
 # usage: perf/tls.sh [--rounds N] [--duration SECS] [--bin PATH] [--tls 1.2|1.3]
+#                    [--workloads "keepalive handshake backend"]
 # Needs openssl, wrk and nginx (installed with apt-get when missing and
 # root). Traffic goes to 127.0.0.1 only; every wrk run ends after --duration.
 set -euo pipefail
@@ -23,6 +30,7 @@ ROUNDS=5
 DURATION=5
 WARMUP=2
 TLSV=1.3
+WORKLOADS="keepalive handshake backend"
 die() { echo "tls.sh: $*" >&2; exit 1; }
 log() { echo "tls.sh: $*" >&2; }
 while [[ $# -gt 0 ]]; do
@@ -31,7 +39,8 @@ while [[ $# -gt 0 ]]; do
         --duration) DURATION=$2; shift 2 ;;
         --bin) BIN=$2; shift 2 ;;
         --tls) TLSV=$2; shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        --workloads) WORKLOADS=$2; shift 2 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) die "unknown option $1" ;;
     esac
 done
@@ -65,13 +74,14 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-start_ringgate() { # start_ringgate PORT → PID
-    local port=$1 plain
-    plain=$(free_port)
+start_ringgate() { # start_ringgate PORT WORKLOAD → PID
+    local port=$1 plain tlsport
+    # For the backend workload the clients come in on the plain port.
+    if [[ $2 == backend ]]; then plain=$port; tlsport=$(free_port); else plain=$(free_port); tlsport=$port; fi
     cat > "$WORK/ringgate.toml" <<EOF
 [server]
 listen = ["127.0.0.1:$plain"]
-listen_tls = ["127.0.0.1:$port"]
+listen_tls = ["127.0.0.1:$tlsport"]
 workers = 1
 pin_workers = true
 
@@ -99,33 +109,52 @@ name = "perf"
   status = 200
   headers = { "content-type" = "text/plain" }
   body = "hello, world\n"
+  [[api.route]]
+  route = "GET /backend"
+  [api.route.http_proxy]
+  uri = "https://origin/perf/hello"
+
+[[upstream]]
+name = "origin"
+targets = ["127.0.0.1:${ORIGIN_PORT:-1}"]
+  [upstream.tls]
+  ca = "$WORK/cert.pem"
+  server_name = "localhost"
 EOF
     taskset -c 0 "$BIN" --config "$WORK/ringgate.toml" >"$WORK/ringgate.log" 2>&1 &
     echo $!
 }
 
-start_nginx() { # start_nginx PORT → PID
-    local port=$1 protos
+start_nginx() { # start_nginx PORT WORKLOAD [NAME] → PID (NAME origin: on CPU 1)
+    local port=$1 protos name=${3:-nginx} cpu=0
+    [[ $name == origin ]] && cpu=1
     protos=$([[ $TLSV == 1.3 ]] && echo "TLSv1.3" || echo "TLSv1.2 TLSv1.3")
-    mkdir -p "$WORK/nginx"
-    cat > "$WORK/nginx.conf" <<EOF
+    mkdir -p "$WORK/$name"
+    local listen="listen 127.0.0.1:$port ssl;"
+    [[ $2 == backend ]] && listen="listen 127.0.0.1:$port;"
+    cat > "$WORK/$name.conf" <<EOF
 worker_processes 1;
 daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log;
+pid $WORK/$name/nginx.pid;
+error_log $WORK/$name/error.log;
 events { worker_connections 4096; }
 http {
     access_log off;
     keepalive_requests 1000000;
     ssl_session_cache shared:SSL:10m;
     ssl_session_tickets on;
-    client_body_temp_path $WORK/nginx;
-    proxy_temp_path $WORK/nginx;
-    fastcgi_temp_path $WORK/nginx;
-    uwsgi_temp_path $WORK/nginx;
-    scgi_temp_path $WORK/nginx;
+    client_body_temp_path $WORK/$name;
+    proxy_temp_path $WORK/$name;
+    fastcgi_temp_path $WORK/$name;
+    uwsgi_temp_path $WORK/$name;
+    scgi_temp_path $WORK/$name;
+    upstream origin {
+        server 127.0.0.1:${ORIGIN_PORT:-1};
+        keepalive 512;
+        keepalive_requests 1000000;
+    }
     server {
-        listen 127.0.0.1:$port ssl;
+        $listen
         server_name localhost;
         ssl_certificate $WORK/cert.pem;
         ssl_certificate_key $WORK/key.pem;
@@ -134,19 +163,29 @@ http {
             default_type text/plain;
             return 200 "hello, world\n";
         }
+        location = /perf/backend {
+            proxy_pass https://origin/perf/hello;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_ssl_server_name on;
+            proxy_ssl_name localhost;
+            proxy_ssl_verify on;
+            proxy_ssl_trusted_certificate $WORK/cert.pem;
+            proxy_ssl_session_reuse on;
+        }
     }
 }
 EOF
-    taskset -c 0 "$NGINX" -c "$WORK/nginx.conf" -p "$WORK/nginx" >"$WORK/nginx.out" 2>&1 &
+    taskset -c $cpu "$NGINX" -c "$WORK/$name.conf" -p "$WORK/$name" >"$WORK/$name.out" 2>&1 &
     echo $!
 }
 
-wait_ready() { # wait_ready PORT
+wait_ready() { # wait_ready URL
     for _ in $(seq 100); do
-        curl -sk --max-time 1 "https://localhost:$1/perf/hello" -o /dev/null && return 0
+        [[ $(curl -sk --max-time 1 -o /dev/null -w '%{http_code}' "$1") == 200 ]] && return 0
         sleep 0.1
     done
-    die "server on $1 did not answer"
+    die "$1 did not answer 200"
 }
 
 tree_ticks() { # utime+stime of PID and its children (nginx's worker)
@@ -161,15 +200,17 @@ tree_ticks() { # utime+stime of PID and its children (nginx's worker)
 run_one() { # run_one SERVER WORKLOAD → "rate cpu_us_per_req"
     local server=$1 workload=$2 port pid extra=() out reqs t0 t1 hz
     port=$(free_port)
-    if [[ $server == ringgate ]]; then pid=$(start_ringgate "$port"); else pid=$(start_nginx "$port"); fi
+    if [[ $server == ringgate ]]; then pid=$(start_ringgate "$port" "$workload"); else pid=$(start_nginx "$port" "$workload"); fi
     PIDS+=("$pid")
-    wait_ready "$port"
+    local url="https://localhost:$port/perf/hello"
+    [[ $workload == backend ]] && url="http://localhost:$port/perf/backend"
+    wait_ready "$url"
     [[ $workload == handshake ]] && extra=(-H "Connection: close")
     local conns=50
     [[ $workload == handshake ]] && conns=16
-    taskset -c 1 wrk -t1 -c$conns -d${WARMUP}s "${extra[@]}" "https://localhost:$port/perf/hello" >/dev/null
+    taskset -c 1 wrk -t1 -c$conns -d${WARMUP}s "${extra[@]}" "$url" >/dev/null
     t0=$(tree_ticks "$pid")
-    out=$(taskset -c 1 wrk -t1 -c$conns -d${DURATION}s "${extra[@]}" "https://localhost:$port/perf/hello")
+    out=$(taskset -c 1 wrk -t1 -c$conns -d${DURATION}s "${extra[@]}" "$url")
     t1=$(tree_ticks "$pid")
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
@@ -181,10 +222,16 @@ run_one() { # run_one SERVER WORKLOAD → "rate cpu_us_per_req"
     python3 -c "r=$reqs; print(f'{r/$DURATION:.0f} {($t1-$t0)/$hz*1e6/max(r,1):.3f}')"
 }
 
+ORIGIN_PORT=
+if [[ $WORKLOADS == *backend* ]]; then
+    ORIGIN_PORT=$(free_port)
+    PIDS+=("$(start_nginx "$ORIGIN_PORT" keepalive origin)")
+    wait_ready "https://localhost:$ORIGIN_PORT/perf/hello"
+fi
 echo "tls.sh: $(date -u '+%Y-%m-%d %H:%M UTC'), TLS $TLSV, ECDSA P-256, one worker each on CPU 0, wrk on CPU 1, $ROUNDS rounds of ${DURATION}s"
 echo "ringgate: $BIN; nginx: $($NGINX -v 2>&1); $(openssl version)"
 declare -A RATIO_RATE RATIO_CPU
-for workload in keepalive handshake; do
+for workload in $WORKLOADS; do
     rates=() cpus=()
     printf '%-10s %-6s %-9s %12s %14s\n' workload round server "rate/s" "cpu us/req"
     for round in $(seq "$ROUNDS"); do

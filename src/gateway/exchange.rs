@@ -204,14 +204,14 @@ pub(super) async fn forward<S: ClientStream>(
         preserve_host: route.preserve_host,
         // Tunnels are plain TCP on both sides (see `upstream::tunnel`).
         upgrading: S::TUNNELS
+            && route.allow_upgrade
+            && head.upgrade
+            && named_by_connection(head.headers, "upgrade")
             && req
                 .upstreams
                 .groups
                 .get(route.group)
-                .is_some_and(|g| g.tls.is_none())
-            && route.allow_upgrade
-            && head.upgrade
-            && named_by_connection(head.headers, "upgrade"),
+                .is_some_and(|g| g.tls.is_none()),
         max_body: gw.max_body,
         client: info,
         extra_headers,

@@ -78,7 +78,24 @@ use std::time::Duration;
 use crate::runtime::ClientStream;
 use monoio::buf::{IoBuf, IoBufMut};
 
-use super::pool::{connect, ConnectError, Pool, UpstreamConn};
+use super::pool::{
+    connect, tls_read, tls_write_all, BackendStream, ConnectError, Pool, UpstreamConn,
+};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+
+/// Writes all of `$buf` to `$stream` (a [`BackendStream`]) within
+/// `$timeout`: `Err(_)` when it ran out. The plain case awaits monoio's own
+/// write in the caller's future (see [`tls_read`]).
+macro_rules! write_backend_within {
+    ($stream:expr, $buf:expr, $timeout:expr) => {
+        match $stream {
+            BackendStream::Plain(tcp) => monoio::time::timeout($timeout, tcp.write_all($buf)).await,
+            BackendStream::Tls(tls) => {
+                monoio::time::timeout($timeout, tls_write_all(tls, $buf)).await
+            }
+        }
+    };
+}
 use super::stats::{FailReason, Tally};
 use super::{now_ms, Registry, Target};
 use crate::http::chunked::{write_chunk_size, ChunkedDecoder};
@@ -1020,8 +1037,9 @@ async fn send_and_read_head<S: ClientStream>(
         match direct {
             Some(n) => {
                 let chunk = std::mem::take(scratch);
-                let write = conn.stream.write_all(chunk.slice(..n));
-                let Ok((res, chunk)) = monoio::time::timeout(timeout, write).await else {
+                let Ok((res, chunk)) =
+                    write_backend_within!(&mut conn.stream, chunk.slice(..n), timeout)
+                else {
                     return Err(ExchangeError::Timeout);
                 };
                 *scratch = chunk.into_inner();
@@ -1080,8 +1098,7 @@ async fn write_backend(
         return Ok(());
     }
     let buf = std::mem::take(ubuf);
-    let write = conn.stream.write_all(buf.slice(from..));
-    let Ok((res, buf)) = monoio::time::timeout(timeout, write).await else {
+    let Ok((res, buf)) = write_backend_within!(&mut conn.stream, buf.slice(from..), timeout) else {
         return Err(ExchangeError::Timeout);
     };
     *ubuf = buf.into_inner();
@@ -1151,7 +1168,10 @@ async fn read_backend(conn: &mut UpstreamConn) -> io::Result<usize> {
     let buf = std::mem::take(&mut conn.rbuf);
     let len = buf.len();
     let cap = buf.capacity();
-    let (res, slice) = conn.stream.read(buf.slice_mut(len..cap)).await;
+    let (res, slice) = match &mut conn.stream {
+        BackendStream::Plain(tcp) => tcp.read(buf.slice_mut(len..cap)).await,
+        BackendStream::Tls(tls) => tls_read(tls, buf.slice_mut(len..cap)).await,
+    };
     conn.rbuf = slice.into_inner();
     res
 }
