@@ -66,9 +66,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# A CA and a server certificate it signs (the backend workload's proxies
+# trust the CA; a self-signed server certificate would not do for both:
+# webpki refuses a CA certificate as a server's own, and OpenSSL a
+# self-signed one that is not a CA).
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -subj /CN=localhost -addext subjectAltName=DNS:localhost \
-    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+    -subj "/CN=ringgate perf CA" -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+    -keyout "$WORK/key.pem" -out "$WORK/cert.csr" 2>/dev/null
+printf 'subjectAltName=DNS:localhost\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n' \
+    > "$WORK/cert.ext"
+openssl x509 -req -in "$WORK/cert.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" \
+    -CAcreateserial -days 2 -extfile "$WORK/cert.ext" -out "$WORK/cert.pem" 2>/dev/null
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -118,7 +127,7 @@ name = "perf"
 name = "origin"
 targets = ["127.0.0.1:${ORIGIN_PORT:-1}"]
   [upstream.tls]
-  ca = "$WORK/cert.pem"
+  ca = "$WORK/ca.pem"
   server_name = "localhost"
 EOF
     taskset -c 0 "$BIN" --config "$WORK/ringgate.toml" >"$WORK/ringgate.log" 2>&1 &
@@ -170,8 +179,9 @@ http {
             proxy_ssl_server_name on;
             proxy_ssl_name localhost;
             proxy_ssl_verify on;
-            proxy_ssl_trusted_certificate $WORK/cert.pem;
+            proxy_ssl_trusted_certificate $WORK/ca.pem;
             proxy_ssl_session_reuse on;
+            proxy_ssl_protocols TLSv1.2 TLSv1.3;
         }
     }
 }
@@ -181,11 +191,14 @@ EOF
 }
 
 wait_ready() { # wait_ready URL
+    local code
     for _ in $(seq 100); do
-        [[ $(curl -sk --max-time 1 -o /dev/null -w '%{http_code}' "$1") == 200 ]] && return 0
+        code=$(curl -sk --max-time 1 -o /dev/null -w '%{http_code}' "$1" || true)
+        [[ $code == 200 ]] && return 0
         sleep 0.1
     done
-    die "$1 did not answer 200"
+    log "$1 did not answer 200 (last: $code)"
+    return 1
 }
 
 tree_ticks() { # utime+stime of PID and its children (nginx's worker)
@@ -204,7 +217,8 @@ run_one() { # run_one SERVER WORKLOAD → "rate cpu_us_per_req"
     PIDS+=("$pid")
     local url="https://localhost:$port/perf/hello"
     [[ $workload == backend ]] && url="http://localhost:$port/perf/backend"
-    wait_ready "$url"
+    # run_one runs in a subshell: stop its server before giving up.
+    wait_ready "$url" || { kill "$pid"; die "$server did not come up"; }
     [[ $workload == handshake ]] && extra=(-H "Connection: close")
     local conns=50
     [[ $workload == handshake ]] && conns=16
@@ -226,7 +240,7 @@ ORIGIN_PORT=
 if [[ $WORKLOADS == *backend* ]]; then
     ORIGIN_PORT=$(free_port)
     PIDS+=("$(start_nginx "$ORIGIN_PORT" keepalive origin)")
-    wait_ready "https://localhost:$ORIGIN_PORT/perf/hello"
+    wait_ready "https://localhost:$ORIGIN_PORT/perf/hello" || die "the origin did not come up"
 fi
 echo "tls.sh: $(date -u '+%Y-%m-%d %H:%M UTC'), TLS $TLSV, ECDSA P-256, one worker each on CPU 0, wrk on CPU 1, $ROUNDS rounds of ${DURATION}s"
 echo "ringgate: $BIN; nginx: $($NGINX -v 2>&1); $(openssl version)"

@@ -108,6 +108,8 @@ pub struct Target {
     counters: Arc<TargetCounters>,
     /// For a target of an HTTPS group: its TLS client settings.
     pub tls: Option<TargetTls>,
+    /// When a failed TLS handshake was last written to stderr ([`now_ms`]).
+    tls_failure_logged: AtomicU64,
 }
 
 impl Target {
@@ -124,6 +126,7 @@ impl Target {
         });
         Target {
             tls,
+            tls_failure_logged: AtomicU64::new(0),
             id,
             authority: t.text.clone(),
             host: t.host.clone(),
@@ -168,6 +171,28 @@ impl Target {
     /// Active health's verdict.
     pub fn set_healthy(&self, healthy: bool) {
         self.healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    /// Writes why a TLS handshake with this target failed to stderr (what
+    /// rustls said: an unknown issuer, a name mismatch, an expired or CA
+    /// certificate…), at most once a minute per target: the metrics and
+    /// the access log only carry `tls_certificate` / `tls_handshake`.
+    pub fn log_tls_failure(&self, why: &std::io::Error) {
+        let now = now_ms();
+        let last = self.tls_failure_logged.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < 60_000 {
+            return;
+        }
+        if self
+            .tls_failure_logged
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            eprintln!(
+                "ringgate: upstream target {}: TLS handshake failed: {why} (logged at most once a minute)",
+                self.authority
+            );
+        }
     }
 
     /// Whether active health currently marks the target healthy.

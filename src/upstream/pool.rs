@@ -206,6 +206,9 @@ pub async fn connect(target: &Target, timeout: Duration) -> Result<UpstreamConn,
             return Ok(BackendStream::Plain(tcp));
         };
         let Some(name) = tls.name.clone() else {
+            target.log_tls_failure(&io::Error::other(
+                "its host is not a DNS name or IP address TLS can verify; set [upstream.tls] server_name",
+            ));
             return Err(ConnectError::Tls(HandshakeFailure::Protocol));
         };
         crate::tls::client::connect(tcp, &tls.client, name)
@@ -213,7 +216,10 @@ pub async fn connect(target: &Target, timeout: Duration) -> Result<UpstreamConn,
             .map(|tls| BackendStream::Tls(Box::new(tls)))
             .map_err(|e| match HandshakeFailure::of(&e) {
                 HandshakeFailure::Io => ConnectError::Io(e),
-                failure => ConnectError::Tls(failure),
+                failure => {
+                    target.log_tls_failure(&e);
+                    ConnectError::Tls(failure)
+                }
             })
     };
     let stream = match monoio::time::timeout(timeout, open).await {
