@@ -66,10 +66,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A CA and a server certificate it signs (the backend workload's proxies
-# trust the CA; a self-signed server certificate would not do for both:
-# webpki refuses a CA certificate as a server's own, and OpenSSL a
-# self-signed one that is not a CA).
+# A CA and a server certificate it signs, as a deployment would have (the
+# backend workload's proxies trust the CA; note that webpki refuses a CA
+# certificate as a server's own, which plain `openssl req -x509` makes).
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
     -subj "/CN=ringgate perf CA" -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
 openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \

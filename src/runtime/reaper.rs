@@ -12,7 +12,9 @@
 //! cancelled on every read, plus a `select!`, cost about 500 instructions
 //! per request in callgrind — some 10 % of the whole user-space request path.
 //! Arming a slot is two stores. The price is granularity: a timeout fires
-//! between its deadline and one second later.
+//! between its length and one sweep (one second) more after it was armed
+//! (the deadline is taken on the coarse clock, which lags by up to a
+//! sweep, so a sweep is added to it).
 //!
 //! Cancelling a read by shutting its socket down also avoids dropping an
 //! in-flight io_uring read (liburing #1422): the read completes normally.
@@ -46,6 +48,10 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use monoio::io::{CancelHandle, Canceller};
+
+/// The interval between sweeps (the worker's clock task runs one at each
+/// second boundary), in ms.
+const SWEEP_MS: u64 = 1000;
 
 /// What a sweep does to an expired slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,9 +166,13 @@ impl Reaper {
         }
     }
 
-    /// The deadline `after` from now, on the coarse clock.
+    /// The deadline `after` from now, on the coarse clock: never before
+    /// `after` has passed. The coarse clock is the last sweep's time, up to
+    /// one sweep interval behind the real one, so a sweep interval is added:
+    /// without it a 1 s timeout armed just before a sweep expired at that
+    /// sweep, a few milliseconds later.
     pub fn deadline(&self, after: Duration) -> u64 {
-        self.now_ms.get() + after.as_millis().max(1) as u64
+        self.now_ms.get() + after.as_millis().max(1) as u64 + SWEEP_MS
     }
 
     /// Arms slot `i` until `deadline` (from [`Reaper::deadline`]).
@@ -278,6 +288,10 @@ mod tests {
         assert!(!r.disarm(a) && !r.disarm(b));
         r.arm(a, r.deadline(Duration::from_secs(1)), Wait::Read);
         r.arm(b, r.deadline(Duration::from_secs(60)), Wait::Idle);
+        // Not yet at the next sweep, a second later on the coarse clock,
+        // though that is past 1 s of the coarse time it was armed at.
+        r.tick(t0 + Duration::from_secs(2), false);
+        assert!(!r.slots.borrow()[a as usize].expired);
         r.tick(t0 + Duration::from_secs(3), false);
         // a is due: its socket reads end-of-file now; b is not.
         let mut buf = [0u8; 1];
