@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use sha1::{Digest, Sha1};
+use support::ws::{masked_frame, upgrade_request, ws_accept};
 use support::{
     closed_port, fnv1a_hex, pattern, rss_kib, tcp_connections_with_port, BinaryServer, Client,
     Echo, Fnv1a, Origin, Response, StubBackend, TestServer, SERVER,
@@ -849,24 +849,6 @@ fn integration_timeout_does_not_count_the_client_upload() {
 
 // --- 10. WebSocket ---------------------------------------------------------------
 
-/// `Sec-WebSocket-Accept` for `key` (RFC 6455 §4.2.2), computed with the
-/// `sha1` and `base64` crates independently of the origin's code path.
-fn ws_accept(key: &str) -> String {
-    let digest = Sha1::new()
-        .chain_update(key.as_bytes())
-        .chain_update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
-        .finalize();
-    STANDARD.encode(digest)
-}
-
-fn masked_frame(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    assert!(payload.len() < 126);
-    let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8];
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
-}
-
 #[test]
 fn websocket_upgrade_is_tunnelled_only_when_allowed() {
     // The RFC 6455 §1.3 example checks how this file computes the key.
@@ -891,12 +873,7 @@ fn websocket_upgrade_is_tunnelled_only_when_allowed() {
     let gw = gateway("", &toml);
     let nonce: [u8; 16] = std::array::from_fn(|i| (i as u8).wrapping_mul(37) ^ 0x5a);
     let key = STANDARD.encode(nonce);
-    let upgrade = |path: &str| {
-        format!(
-            "GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-    };
+    let upgrade = |path: &str| upgrade_request(path, "t", &key);
 
     let mut c = gw.client();
     let r = c.request(upgrade("/prod/ws"));

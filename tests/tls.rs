@@ -21,6 +21,7 @@ use ringgate::server::StartOptions;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use support::pki::{client_ca, client_cert, Pki};
+use support::ws::{masked_frame, upgrade_request, ws_accept};
 use support::TestServer;
 
 /// Three certificates: `default.example` (the first: the default),
@@ -947,6 +948,67 @@ fn proxied_requests_over_tls_say_https_to_the_backend() {
     let get = |n: &str| header_values(&headers, n);
     assert_eq!(get("x-forwarded-proto"), ["https"], "{body}");
     assert_eq!(get("x-forwarded-port"), [addr.port().to_string().as_str()]);
+}
+
+/// A WebSocket over TLS: the upgrade reaches the (plain) origin, its 101
+/// comes back, and frames are relayed both ways through the TLS stream
+/// until the close handshake ends the connection.
+#[test]
+fn websocket_upgrades_are_tunnelled_over_tls() {
+    let pki = Pki::new();
+    let origin = support::Origin::start("o");
+    let (chain, key) = pki.leaf("shop", &["shop.example"]);
+    let toml = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nlisten_tls = [\"127.0.0.1:0\"]\nworkers = 1\n\
+         pin_workers = false\n\n[tls]\nwatch = \"0s\"\n\n[[tls.certificate]]\nchain = \"{}\"\n\
+         key = \"{}\"\nhosts = [\"shop.example\"]\n\n[[api]]\nname = \"shop\"\n  [[api.stage]]\n  \
+         name = \"prod\"\n  [[api.route]]\n  route = \"GET /ws\"\n  [api.route.http_proxy]\n  \
+         uri = \"http://{}/ws\"\n  allow_upgrade = true\n",
+        chain.display(),
+        key.display(),
+        origin.addr()
+    );
+    let server = TestServer::start(&toml);
+    let mut s = connect(tls_addr(&server), fresh(&pki), "shop.example");
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    s.write_all(upgrade_request("/prod/ws", "shop.example", key).as_bytes())
+        .unwrap();
+    let mut buf = Vec::new();
+    let (status, head, _) = read_response(&mut s, &mut buf);
+    assert_eq!(status, 101, "{head}");
+    assert!(head.to_ascii_lowercase().contains(&format!(
+        "sec-websocket-accept: {}",
+        ws_accept(key).to_ascii_lowercase()
+    )));
+    // Three echoes, one of them sent in two writes (a frame split across
+    // TLS records), then the close handshake.
+    for (i, text) in ["hello", "over", "tls"].iter().enumerate() {
+        let frame = masked_frame(0x1, text.as_bytes(), [1, 2, 3, i as u8]);
+        if i == 1 {
+            s.write_all(&frame[..3]).unwrap();
+            s.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            s.write_all(&frame[3..]).unwrap();
+        } else {
+            s.write_all(&frame).unwrap();
+        }
+        let mut want = vec![0x81, text.len() as u8];
+        want.extend_from_slice(text.as_bytes());
+        while buf.len() < want.len() {
+            read_more(&mut s, &mut buf);
+        }
+        assert_eq!(buf.drain(..want.len()).collect::<Vec<u8>>(), want);
+    }
+    s.write_all(&masked_frame(0x8, &1000u16.to_be_bytes(), [9, 8, 7, 6]))
+        .unwrap();
+    while buf.len() < 4 {
+        read_more(&mut s, &mut buf);
+    }
+    assert_eq!(buf[..4], [0x88, 2, 0x03, 0xE8]);
+    // The origin closed; the gateway ends the TLS session cleanly.
+    let mut rest = Vec::new();
+    assert!(s.read_to_end(&mut rest).is_ok(), "no close_notify");
+    assert!(rest.is_empty(), "{rest:?}");
 }
 
 /// The headers the test origin's `/echo` received: (lowercase name, value).

@@ -10,6 +10,10 @@
 //! connection gives back `rx` and `tx`; rustls's own buffers stay (about
 //! 21 KB per idle connection in all).
 //!
+//! Upgrades: after a backend's 101, [`TlsStream`]'s `tunnel` relays both
+//! ways from one loop that waits for either side's readiness (a TLS stream
+//! cannot be split into independent halves as TCP can).
+//!
 //! Allocations: rustls's buffered API copies each received record's
 //! plaintext and each record it makes into `Vec`s of its own, two per
 //! request-response (`tests/tls_alloc.rs`).
@@ -31,7 +35,7 @@ use rustls::{ServerConfig, ServerConnection};
 use super::io::{TlsIo, RX_BYTES};
 use crate::observe::access_log::ClientCertFields;
 use crate::runtime::stream::{ClientStream, InBuf, OutBuf};
-use crate::upstream::pool::UpstreamConn;
+use crate::upstream::pool::{BackendStream, UpstreamConn};
 
 /// Writes out the alert rustls made for a ClientHello it refused.
 async fn send_alert(tcp: &mut TcpStream, mut alert: AcceptedAlert) {
@@ -176,9 +180,79 @@ impl ClientStream for TlsStream {
         self.io.shutdown().await
     }
 
-    /// Upgrades are not tunnelled over TLS yet: the gateway does not offer
-    /// them on TLS connections (the backend sees no `Upgrade`).
-    const TUNNELS: bool = false;
+    const TUNNELS: bool = true;
 
-    async fn tunnel(self, _backend: UpstreamConn, _pending: Vec<u8>, _idle: Duration) {}
+    /// A WebSocket (or other upgrade) over TLS to a plain backend. A TLS
+    /// stream cannot be split into halves as TCP can (one rustls state
+    /// serves both directions), so one loop waits for either side to be
+    /// readable — readiness only, holding no buffer, so the side that loses
+    /// the race loses no bytes — and relays what that side has: decrypted
+    /// client bytes to the backend, backend bytes encrypted to the client.
+    /// A write holds the other direction back (back-pressure, bounded
+    /// memory). Ends when either side closes or fails, or neither sends for
+    /// `idle`; a backend that closes gets the client a close_notify.
+    async fn tunnel(mut self, backend: UpstreamConn, pending: Vec<u8>, idle: Duration) {
+        use monoio::io::AsyncReadRent;
+        // An HTTPS backend is never sent an `Upgrade` (see `upstream::tunnel`).
+        let BackendStream::Plain(mut backend) = backend.stream else {
+            return;
+        };
+        if !pending.is_empty() {
+            let (res, _) = backend.write_all(pending).await;
+            if res.is_err() {
+                return;
+            }
+        }
+        let mut up = Vec::with_capacity(TUNNEL_CHUNK);
+        let mut down = Vec::with_capacity(TUNNEL_CHUNK);
+        loop {
+            let client_first = if self.io.has_plaintext() {
+                true
+            } else {
+                let client = self.io.tcp().readable(false);
+                let server = backend.readable(false);
+                monoio::select! {
+                    r = client => if r.is_err() { return } else { true },
+                    r = server => if r.is_err() { return } else { false },
+                    _ = monoio::time::sleep(idle) => return,
+                }
+            };
+            if client_first {
+                up.clear();
+                // A partial record waits for its rest, within `idle`.
+                let Ok((res, buf)) = monoio::time::timeout(idle, self.io.read_into(up, None)).await
+                else {
+                    return;
+                };
+                up = buf;
+                match res {
+                    Ok(n) if n > 0 => {}
+                    _ => return,
+                }
+                let (res, buf) = backend.write_all(up).await;
+                up = buf;
+                if res.is_err() {
+                    return;
+                }
+            } else {
+                down.clear();
+                let (res, buf) = backend.read(down).await;
+                down = buf;
+                match res {
+                    Ok(n) if n > 0 => {}
+                    Ok(_) => {
+                        let _ = self.io.shutdown().await;
+                        return;
+                    }
+                    Err(_) => return,
+                }
+                if self.io.send_plain(&down).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
+
+/// Bytes relayed per read in each direction of a TLS tunnel.
+const TUNNEL_CHUNK: usize = 16 * 1024;

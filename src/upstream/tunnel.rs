@@ -5,7 +5,9 @@
 //! Each direction reads into its own buffer of `COPY_CHUNK` bytes and
 //! writes it out before reading again, so a slow reader holds back its
 //! sender (back-pressure) and memory stays bounded. Both sides are plain
-//! TCP: upgrades are not offered over TLS yet, to clients or to backends.
+//! TCP here; a TLS client's tunnel is [`crate::tls::TlsStream`]'s own (one
+//! rustls state cannot be split into halves). HTTPS backends are never
+//! offered upgrades.
 
 #![forbid(unsafe_code)]
 

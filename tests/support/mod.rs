@@ -8,6 +8,7 @@
 
 pub mod pki;
 pub mod prom;
+pub mod ws;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
