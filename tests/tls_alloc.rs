@@ -8,7 +8,10 @@
 //! connection does: rustls's buffered API copies each received record's
 //! plaintext, and each record it makes, into `Vec`s of its own. The count
 //! is stable, so it is asserted exactly: a change to it is a change to
-//! look at (rustls's unbuffered API would bring it to zero).
+//! look at. rustls 0.23's unbuffered API would not bring it to zero: it
+//! too pops each record's plaintext as a `Vec`, and every record it
+//! encrypts is a new `Vec` (in-place decryption is on rustls's main
+//! branch); kTLS would, where the kernel has its `tls` module.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;

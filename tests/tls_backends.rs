@@ -38,9 +38,12 @@ fn backend(pki: &Pki, origin: &Origin, cert_extra: &str) -> TestServer {
          hosts = [\"backend.example\"]\n{cert_extra}\n\n\
          [[api]]\nname = \"b\"\n  [[api.stage]]\n  name = \"prod\"\n\
          [[api.route]]\n  route = \"GET /echo\"\n  [api.route.http_proxy]\n  uri = \"http://{}/echo\"\n\
-         [[api.route]]\n  route = \"GET /health\"\n  [api.route.mock]\n  status = 200\n  body = \"ok\"\n",
+         [[api.route]]\n  route = \"GET /health\"\n  [api.route.mock]\n  status = 200\n  body = \"ok\"\n\
+         [[api.route]]\n  route = \"GET /ws\"\n  [api.route.http_proxy]\n  uri = \"http://{}/ws\"\n  \
+         allow_upgrade = true\n",
         chain.display(),
         key.display(),
+        origin.addr(),
         origin.addr()
     );
     TestServer::start(&toml)
@@ -53,13 +56,16 @@ fn tls_addr(server: &TestServer) -> SocketAddr {
 
 /// The front gateway: `[[upstream]] secure` with `targets = [target]` and
 /// `tls` as its `[upstream.tls]` (inline table) plus `extra` lines, and
-/// `GET /echo` → `https://secure/prod/echo`.
+/// `GET /echo` → `https://secure/prod/echo` (and `GET /ws`, upgrades
+/// allowed, → `https://secure/prod/ws`).
 fn front(target: SocketAddr, tls: &str, extra: &str) -> TestServer {
     TestServer::start(&format!(
         "{SERVER}[[upstream]]\nname = \"secure\"\ntargets = [\"{target}\"]\ntls = {tls}\n{extra}\n\n\
          [[api]]\nname = \"f\"\n  [[api.stage]]\n  name = \"prod\"\n\
          [[api.route]]\n  route = \"GET /echo\"\n  [api.route.http_proxy]\n  \
-         uri = \"https://secure/prod/echo\"\n"
+         uri = \"https://secure/prod/echo\"\n\
+         [[api.route]]\n  route = \"GET /ws\"\n  [api.route.http_proxy]\n  \
+         uri = \"https://secure/prod/ws\"\n  allow_upgrade = true\n"
     ))
 }
 
@@ -271,6 +277,42 @@ fn a_client_certificate_is_presented_to_a_backend_that_asks() {
     let r = without.client().get("/prod/echo");
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(r.text(), r#"{"message":"Forbidden"}"#);
+}
+
+/// A WebSocket from a plain client through an HTTPS backend: the front
+/// gateway tunnels plain ↔ TLS, the backend gateway TLS ↔ plain, and the
+/// origin echoes.
+#[test]
+fn websocket_upgrades_reach_an_https_backend() {
+    use support::ws::{masked_frame, upgrade_request, ws_accept};
+    let pki = Pki::new();
+    let origin = Origin::start("o");
+    let b = backend(&pki, &origin, "");
+    let gw = front(
+        tls_addr(&b),
+        &format!(
+            "{{ ca = \"{}\", server_name = \"backend.example\" }}",
+            ca(&pki)
+        ),
+        "",
+    );
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    let mut c = gw.client();
+    let r = c.request(upgrade_request("/prod/ws", "t", key));
+    assert_eq!(r.status, 101, "{r:?}");
+    assert_eq!(
+        r.header("sec-websocket-accept"),
+        Some(ws_accept(key).as_str())
+    );
+    for (i, text) in ["one", "two"].iter().enumerate() {
+        c.send(masked_frame(0x1, text.as_bytes(), [4, 3, 2, i as u8]));
+        let mut want = vec![0x81, text.len() as u8];
+        want.extend_from_slice(text.as_bytes());
+        assert_eq!(c.read_exact_bytes(want.len()), want);
+    }
+    c.send(masked_frame(0x8, &1000u16.to_be_bytes(), [9, 8, 7, 6]));
+    assert_eq!(c.read_exact_bytes(4), [0x88, 2, 0x03, 0xE8]);
+    c.assert_closed();
 }
 
 /// What [`scripted_backend`] does after each response.

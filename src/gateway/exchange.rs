@@ -202,16 +202,10 @@ pub(super) async fn forward<S: ClientStream>(
         },
         timeout: route.timeout,
         preserve_host: route.preserve_host,
-        // Tunnels are plain TCP on both sides (see `upstream::tunnel`).
         upgrading: S::TUNNELS
             && route.allow_upgrade
             && head.upgrade
-            && named_by_connection(head.headers, "upgrade")
-            && req
-                .upstreams
-                .groups
-                .get(route.group)
-                .is_some_and(|g| g.tls.is_none()),
+            && named_by_connection(head.headers, "upgrade"),
         max_body: gw.max_body,
         client: info,
         extra_headers,

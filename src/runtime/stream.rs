@@ -191,6 +191,6 @@ impl ClientStream for TcpStream {
         pending: Vec<u8>,
         idle: Duration,
     ) -> impl Future<Output = ()> {
-        crate::upstream::tunnel::tunnel(self, backend.stream, pending, idle)
+        crate::upstream::tunnel::tunnel_tcp(self, backend.stream, pending, idle)
     }
 }

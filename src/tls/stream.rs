@@ -11,8 +11,9 @@
 //! 21 KB per idle connection in all).
 //!
 //! Upgrades: after a backend's 101, [`TlsStream`]'s `tunnel` relays both
-//! ways from one loop that waits for either side's readiness (a TLS stream
-//! cannot be split into independent halves as TCP can).
+//! ways with [`crate::upstream::tunnel::relay`], one loop that waits for
+//! either side's readiness (a TLS stream cannot be split into independent
+//! halves as TCP can).
 //!
 //! Allocations: rustls's buffered API copies each received record's
 //! plaintext and each record it makes into `Vec`s of its own, two per
@@ -182,77 +183,13 @@ impl ClientStream for TlsStream {
 
     const TUNNELS: bool = true;
 
-    /// A WebSocket (or other upgrade) over TLS to a plain backend. A TLS
-    /// stream cannot be split into halves as TCP can (one rustls state
-    /// serves both directions), so one loop waits for either side to be
-    /// readable — readiness only, holding no buffer, so the side that loses
-    /// the race loses no bytes — and relays what that side has: decrypted
-    /// client bytes to the backend, backend bytes encrypted to the client.
-    /// A write holds the other direction back (back-pressure, bounded
-    /// memory). Ends when either side closes or fails, or neither sends for
-    /// `idle`; a backend that closes gets the client a close_notify.
+    /// A WebSocket (or other upgrade) over TLS: [`crate::upstream::tunnel::relay`],
+    /// one loop for both directions (a TLS stream cannot be split).
     async fn tunnel(mut self, backend: UpstreamConn, pending: Vec<u8>, idle: Duration) {
-        use monoio::io::AsyncReadRent;
-        // An HTTPS backend is never sent an `Upgrade` (see `upstream::tunnel`).
-        let BackendStream::Plain(mut backend) = backend.stream else {
-            return;
-        };
-        if !pending.is_empty() {
-            let (res, _) = backend.write_all(pending).await;
-            if res.is_err() {
-                return;
-            }
-        }
-        let mut up = Vec::with_capacity(TUNNEL_CHUNK);
-        let mut down = Vec::with_capacity(TUNNEL_CHUNK);
-        loop {
-            let client_first = if self.io.has_plaintext() {
-                true
-            } else {
-                let client = self.io.tcp().readable(false);
-                let server = backend.readable(false);
-                monoio::select! {
-                    r = client => if r.is_err() { return } else { true },
-                    r = server => if r.is_err() { return } else { false },
-                    _ = monoio::time::sleep(idle) => return,
-                }
-            };
-            if client_first {
-                up.clear();
-                // A partial record waits for its rest, within `idle`.
-                let Ok((res, buf)) = monoio::time::timeout(idle, self.io.read_into(up, None)).await
-                else {
-                    return;
-                };
-                up = buf;
-                match res {
-                    Ok(n) if n > 0 => {}
-                    _ => return,
-                }
-                let (res, buf) = backend.write_all(up).await;
-                up = buf;
-                if res.is_err() {
-                    return;
-                }
-            } else {
-                down.clear();
-                let (res, buf) = backend.read(down).await;
-                down = buf;
-                match res {
-                    Ok(n) if n > 0 => {}
-                    Ok(_) => {
-                        let _ = self.io.shutdown().await;
-                        return;
-                    }
-                    Err(_) => return,
-                }
-                if self.io.send_plain(&down).await.is_err() {
-                    return;
-                }
-            }
+        use crate::upstream::tunnel::relay;
+        match backend.stream {
+            BackendStream::Plain(mut tcp) => relay(&mut self.io, &mut tcp, pending, idle).await,
+            BackendStream::Tls(mut tls) => relay(&mut self.io, &mut *tls, pending, idle).await,
         }
     }
 }
-
-/// Bytes relayed per read in each direction of a TLS tunnel.
-const TUNNEL_CHUNK: usize = 16 * 1024;
