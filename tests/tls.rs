@@ -22,7 +22,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use support::pki::{client_ca, client_cert, Pki};
 use support::ws::{masked_frame, upgrade_request, ws_accept};
-use support::TestServer;
+use support::{echo_headers, header_values, TestServer};
 
 /// Three certificates: `default.example` (the first: the default),
 /// `shop.example` and `*.api.example`.
@@ -1009,31 +1009,6 @@ fn websocket_upgrades_are_tunnelled_over_tls() {
     let mut rest = Vec::new();
     assert!(s.read_to_end(&mut rest).is_ok(), "no close_notify");
     assert!(rest.is_empty(), "{rest:?}");
-}
-
-/// The headers the test origin's `/echo` received: (lowercase name, value).
-fn echo_headers(body: &str) -> Vec<(String, String)> {
-    let echo: serde_json::Value = serde_json::from_str(body).unwrap();
-    echo["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            (
-                h[0].as_str().unwrap().to_ascii_lowercase(),
-                h[1].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
-/// The values of header `name` among `headers`.
-fn header_values<'h>(headers: &'h [(String, String)], name: &str) -> Vec<&'h str> {
-    headers
-        .iter()
-        .filter(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .collect()
 }
 
 /// `client_cert_headers`: a verified client certificate's fields reach the

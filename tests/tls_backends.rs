@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use ringgate::upstream::stats::{Counts, FailReason, TargetStats};
 use support::pki::{client_ca, client_cert_files, Pki};
-use support::{Origin, TestServer, SERVER};
+use support::{echo_headers, header_values, Origin, TestServer, SERVER};
 
 const INTERNAL: &str = r#"{"message": "Internal server error"}"#;
 
@@ -98,31 +98,6 @@ fn wait_for(gw: &TestServer, ok: impl Fn(&Counts) -> bool) -> Counts {
     }
 }
 
-/// The headers the origin's `/echo` received: (lowercase name, value).
-fn echoed(body: &str) -> Vec<(String, String)> {
-    let echo: serde_json::Value =
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
-    echo["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            (
-                h[0].as_str().unwrap().to_ascii_lowercase(),
-                h[1].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
-fn header<'h>(headers: &'h [(String, String)], name: &str) -> Vec<&'h str> {
-    headers
-        .iter()
-        .filter(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .collect()
-}
-
 #[test]
 fn a_verified_backend_is_reached_over_pooled_tls_connections() {
     let pki = Pki::new();
@@ -141,8 +116,8 @@ fn a_verified_backend_is_reached_over_pooled_tls_connections() {
         let r = c.get(&format!("/prod/echo?i={i}"));
         assert_eq!(r.status, 200, "{}", r.text());
         // The backend saw a TLS request: it says https to the origin.
-        let h = echoed(&r.text());
-        assert_eq!(header(&h, "x-forwarded-proto"), ["https"], "{h:?}");
+        let h = echo_headers(&r.text());
+        assert_eq!(header_values(&h, "x-forwarded-proto"), ["https"], "{h:?}");
     }
     // One connection, handshaken once, reused for the other four.
     let counts = wait_for(&gw, |c| c.responses(2) == 5);
@@ -262,7 +237,7 @@ fn a_client_certificate_is_presented_to_a_backend_that_asks() {
     let r = with.client().get("/prod/echo");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
-        header(&echoed(&r.text()), "x-client-subject"),
+        header_values(&echo_headers(&r.text()), "x-client-subject"),
         ["CN=edge-gateway"]
     );
 

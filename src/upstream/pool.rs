@@ -159,7 +159,10 @@ impl UpstreamConn {
                 Ok(0) => return true,
                 Ok(n) => {
                     let conn = tls.connection_mut();
-                    let mut data = &buf[..n];
+                    // recv never reports more than it was given room for.
+                    let Some(mut data) = buf.get(..n) else {
+                        return true;
+                    };
                     while !data.is_empty() {
                         if conn.read_tls(&mut data).is_err() || conn.process_new_packets().is_err()
                         {

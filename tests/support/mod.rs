@@ -1272,3 +1272,30 @@ impl Echo {
         header_all(&self.headers, name)
     }
 }
+
+/// The headers `ringgate-origin`'s `/echo` received, from its JSON body:
+/// (lowercase name, value).
+pub fn echo_headers(body: &str) -> Vec<(String, String)> {
+    let echo: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h[0].as_str().unwrap().to_ascii_lowercase(),
+                h[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The values of header `name` (lowercase) among `headers`.
+pub fn header_values<'h>(headers: &'h [(String, String)], name: &str) -> Vec<&'h str> {
+    headers
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
