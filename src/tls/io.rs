@@ -190,6 +190,25 @@ where
         }
     }
 
+    /// One step, for a caller that waits for the socket's readiness itself
+    /// (a tunnel): the decrypted bytes rustls has, or else one read of the
+    /// socket and what it decrypted. `WouldBlock`: that read brought no
+    /// application data (a partial record, a session ticket, a key update),
+    /// so the caller waits again instead of this blocking on the rest.
+    pub async fn read_step<T: InBuf>(&mut self, mut buf: T) -> BufResult<usize, T> {
+        if let Some(res) = self.take_plaintext(&mut buf) {
+            return (res, buf);
+        }
+        if let Err(e) = self.read_tls(None).await {
+            return (Err(e), buf);
+        }
+        // At the end of the stream rustls answers `Ok(0)` or an error here.
+        match self.take_plaintext(&mut buf) {
+            Some(res) => (res, buf),
+            None => (Err(io::ErrorKind::WouldBlock.into()), buf),
+        }
+    }
+
     /// Hands all of `bytes` to rustls and writes out the records.
     pub async fn send_plain(&mut self, mut bytes: &[u8]) -> io::Result<()> {
         while !bytes.is_empty() {

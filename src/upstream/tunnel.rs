@@ -12,9 +12,11 @@
 //! backend, or both — [`relay`] runs one loop instead: it waits for either
 //! side to be readable (readiness only, holding no buffer, so the side
 //! that loses the race loses no bytes), moves what that side has to the
-//! other, and holds the other direction back while it writes. A partial
-//! TLS record waits for its rest within the idle timeout. When one side
-//! ends, the other is closed (a TLS side gets its close_notify).
+//! other, and holds the other direction back while it writes. A TLS read
+//! that completes no record with data (a partial record, a session ticket,
+//! a key update) moves nothing, and the loop waits again, so neither
+//! direction waits on the other's rest. When one side ends, the other is
+//! closed (a TLS side gets its close_notify).
 
 #![forbid(unsafe_code)]
 
@@ -40,8 +42,9 @@ pub trait TunnelSide {
     fn buffered(&mut self) -> bool;
     /// Resolves once the socket is readable.
     fn ready(&self) -> impl Future<Output = io::Result<()>>;
-    /// Reads what is there into `buf` (after its contents); `Ok(0)` is the
-    /// end.
+    /// Reads what is there into `buf` (after its contents), once the side
+    /// is ready; `Ok(0)` is the end, `WouldBlock` that nothing came through
+    /// yet (a partial TLS record, a ticket, a key update).
     fn read_some(&mut self, buf: Vec<u8>) -> impl Future<Output = BufResult<usize, Vec<u8>>>;
     /// Writes all of `buf`.
     fn send(&mut self, buf: Vec<u8>) -> impl Future<Output = BufResult<usize, Vec<u8>>>;
@@ -84,7 +87,7 @@ where
     }
 
     fn read_some(&mut self, buf: Vec<u8>) -> impl Future<Output = BufResult<usize, Vec<u8>>> {
-        self.read_into(buf, None)
+        self.read_step(buf)
     }
 
     async fn send(&mut self, buf: Vec<u8>) -> BufResult<usize, Vec<u8>> {
@@ -153,6 +156,10 @@ async fn pass<F: TunnelSide, T: TunnelSide>(
         Ok(_) => {
             to.close().await;
             return false;
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            *buf = b;
+            return true;
         }
         Err(_) => return false,
     }
