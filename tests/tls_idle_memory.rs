@@ -9,10 +9,11 @@
 //! What it is made of (rustls 0.23, TLS 1.3, measured): the boxed
 //! `ServerConnection` (1,168 bytes), its 4 KiB record buffer (9 KiB for a
 //! connection whose last read ended mid-record) and its other state, the
-//! connection's task, and small pieces. Before the handshake's future was
-//! boxed (`runtime::contain::serve_tls`), its state sized every TLS
-//! connection's task for the connection's life: 19.6 KB then, 15.0 KB
-//! after. A plain connection holds under 1 KiB (`tests/idle_memory.rs`).
+//! connection's task, and small pieces: 10.2 KB in the debug build. Before
+//! the handshake's future was boxed (`runtime::contain::serve_tls`), its
+//! state sized every TLS connection's task for the connection's life: 14.7
+//! KB then, so the bound catches that. A plain connection holds under
+//! 1 KiB (`tests/idle_memory.rs`).
 //! Allocation figures are stable where timings are not, so they may be
 //! asserted.
 
@@ -32,7 +33,7 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 /// Idle connections opened.
 const CONNECTIONS: i64 = 300;
 /// Largest allowed heap per idle TLS connection, in bytes.
-const BOUND: i64 = 16 * 1024;
+const BOUND: i64 = 12 * 1024;
 
 struct Counting;
 
@@ -72,7 +73,7 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 #[test]
-fn an_idle_tls_connection_holds_under_16_kib() {
+fn an_idle_tls_connection_holds_under_12_kib() {
     let dir = std::env::temp_dir().join(format!("ringgate-tls-idle-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
@@ -131,8 +132,11 @@ fn an_idle_tls_connection_holds_under_16_kib() {
     std::thread::sleep(Duration::from_millis(2500));
     let base = LIVE.load(Ordering::Relaxed);
     let idle: Vec<_> = (0..CONNECTIONS).map(|_| open()).collect();
-    // Parked: every hot read is cancelled within two sweeps.
-    std::thread::sleep(Duration::from_millis(3500));
+    // Parked: every hot read is cancelled within two sweeps. The buffers
+    // they gave back wait in the worker's pool, which halves its excess
+    // each second: five more seconds leave a few percent of it, so the
+    // figure is the connections', not the pool's.
+    std::thread::sleep(Duration::from_millis(7000));
     let per = (LIVE.load(Ordering::Relaxed) - base) / CONNECTIONS;
     println!("an idle TLS connection holds {per} bytes of heap");
     assert!(
