@@ -116,7 +116,10 @@ where
         };
         self.rx = rx;
         let n = res?;
-        let mut data = &self.rx[..n];
+        // The read reports what it put in `rx`, never more than it holds.
+        let Some(mut data) = self.rx.get(..n) else {
+            return Err(io::ErrorKind::InvalidData.into());
+        };
         loop {
             // `read_tls` takes what fits in its buffer; processing frees it.
             self.tls.read_tls(&mut data)?;
