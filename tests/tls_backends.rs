@@ -572,3 +572,135 @@ fn bad_upstream_tls_settings_fail_the_configuration() {
         );
     }
 }
+
+/// A hostile HTTPS backend (property test, a fixed seed): to each
+/// connection it answers the gateway's ClientHello with arbitrary bytes, or
+/// with the flight a real rustls server makes for that very ClientHello,
+/// bytes flipped, cut short or followed by junk, then closes. Every request
+/// gets 502 or 504 (never a hang or a panic), and the gateway still serves.
+#[test]
+fn hostile_bytes_from_an_https_backend_give_502_or_504_and_nothing_else() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngAlgorithm, RngSeed, TestRunner};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::sync::Mutex;
+
+    /// What the backend sends: arbitrary bytes, or (flips, cut, junk)
+    /// applied to the real server flight.
+    #[derive(Clone)]
+    enum Reply {
+        Raw(Vec<u8>),
+        Mutated(Vec<(usize, u8)>, usize, Vec<u8>),
+    }
+    let pki = Pki::new();
+    let (chain, key) = pki.leaf("hostile", &["backend.example"]);
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&chain)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let server_config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, PrivateKeyDer::from_pem_file(&key).unwrap())
+        .unwrap(),
+    );
+    let reply = Arc::new(Mutex::new(Reply::Raw(Vec::new())));
+    // Real server flights made (the mutated cases are not all empty).
+    let flights = Arc::new(AtomicUsize::new(0));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    {
+        let (reply, flights) = (reply.clone(), flights.clone());
+        std::thread::spawn(move || {
+            for tcp in listener.incoming() {
+                let Ok(mut tcp) = tcp else { return };
+                tcp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut hello = vec![0u8; 4096];
+                let n = tcp.read(&mut hello).unwrap_or(0);
+                let bytes = match reply.lock().unwrap().clone() {
+                    Reply::Raw(bytes) => bytes,
+                    Reply::Mutated(flips, cut, junk) => {
+                        let mut conn =
+                            rustls::ServerConnection::new(server_config.clone()).unwrap();
+                        let mut flight = Vec::new();
+                        if conn.read_tls(&mut &hello[..n]).is_ok()
+                            && conn.process_new_packets().is_ok()
+                        {
+                            while conn.wants_write() {
+                                conn.write_tls(&mut flight).unwrap();
+                            }
+                        }
+                        if !flight.is_empty() {
+                            flights.fetch_add(1, Ordering::Relaxed);
+                            for (i, b) in flips {
+                                let at = i % flight.len();
+                                flight[at] ^= b | 1;
+                            }
+                            flight.truncate(cut % flight.len() + 1);
+                        }
+                        flight.extend_from_slice(&junk);
+                        flight
+                    }
+                };
+                let _ = tcp.write_all(&bytes);
+                let _ = tcp.shutdown(std::net::Shutdown::Both);
+            }
+        });
+    }
+    let gw = TestServer::start(&format!(
+        "{SERVER}[[upstream]]\nname = \"secure\"\ntargets = [\"{addr}\"]\n\
+         tls = {{ ca = \"{}\", server_name = \"backend.example\" }}\n\n\
+         [[api]]\nname = \"f\"\n  [[api.stage]]\n  name = \"prod\"\n\
+         [[api.route]]\n  route = \"GET /echo\"\n  [api.route.http_proxy]\n  \
+         uri = \"https://secure/prod/echo\"\n\
+         [[api.route]]\n  route = \"GET /hello\"\n  [api.route.mock]\n  status = 200\n  body = \"hi\"\n",
+        ca(&pki)
+    ));
+    let mut runner = TestRunner::new(Config {
+        cases: 32,
+        rng_seed: RngSeed::Fixed(0x6261_636b_656e_6473),
+        rng_algorithm: RngAlgorithm::ChaCha,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let ask = |r: Reply| {
+        *reply.lock().unwrap() = r;
+        let resp = gw.client().get("/prod/echo");
+        assert!(
+            resp.status == 502 || resp.status == 504,
+            "{} {}",
+            resp.status,
+            resp.text()
+        );
+    };
+    runner
+        .run(&proptest::collection::vec(any::<u8>(), 0..600), |bytes| {
+            ask(Reply::Raw(bytes));
+            Ok(())
+        })
+        .unwrap();
+    let mutated = (
+        proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+        any::<usize>(),
+        proptest::collection::vec(any::<u8>(), 0..64),
+    );
+    runner
+        .run(&mutated, |(flips, cut, junk)| {
+            ask(Reply::Mutated(flips, cut, junk));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(
+        gw.server()
+            .counters()
+            .connection_panics
+            .load(Ordering::Relaxed),
+        0
+    );
+    assert_eq!(gw.client().get("/prod/hello").status, 200);
+}
