@@ -1,27 +1,37 @@
 #!/usr/bin/env bash
 # perf/tls.sh — HTTPS on the mock route: ringgate against nginx, the same
-# ECDSA P-256 certificate, one worker each, pinned to CPU 0 (wrk on CPU 1).
+# certificate (ECDSA P-256, or RSA 2048 with --key rsa), one worker each,
+# pinned to CPU 0 (the client on CPU 1).
 #
-# Two workloads, each server measured in turn in every round (A, B, A, B…):
+# Workloads, each server measured in turn in every round (A, B, A, B…):
 # - keepalive:  wrk -c 50 over HTTPS keep-alive connections: requests/s and
 #               the server's CPU per request (utime+stime of its process
 #               over the run, from /proc, divided by wrk's request count).
-# - handshake:  wrk with `Connection: close`: every request is a new TCP
-#               connection and a full TLS handshake (wrk keeps no session):
-#               handshakes/s and CPU per handshake.
+# - resumed:    wrk with `Connection: close`: every request is a new TCP
+#               connection and a TLS 1.3 handshake that resumes wrk's
+#               previous session (wrk's SSL_clear keeps the session, so
+#               the server signs nothing): handshakes/s and CPU per handshake.
+# - full:       openssl s_time -new (4 processes): every connection is a
+#               full handshake with a signature, then one HTTP/1.0 GET.
 # - backend:    plain-HTTP keep-alive clients (wrk -c 50); each server
 #               forwards over HTTPS to one shared origin (a third nginx,
 #               TLS, on CPU 1 with wrk), verifying its certificate, over
 #               pooled keep-alive TLS connections (ringgate: [upstream.tls];
 #               nginx: proxy_pass https:// with keepalive, proxy_ssl_verify
 #               and session reuse): requests/s and CPU per request.
+# One client core cannot out-run one server core at handshakes (the client's
+# half of a handshake costs about as much as the server's), so in the two
+# handshake workloads the server runs under a CPU quota (--quota, percent of
+# one core, default 30; cgroup v1 or v2, as root): the server is then the
+# bottleneck and the rate is the server's. --quota 0 turns this off.
 # Ratios ringgate/nginx are paired: per round, then the median over the
 # rounds (a drift of the shared host between rounds cancels out).
 #
 # usage: perf/tls.sh [--rounds N] [--duration SECS] [--bin PATH] [--tls 1.2|1.3]
-#                    [--workloads "keepalive handshake backend"]
+#                    [--key ec|rsa] [--quota PCT]
+#                    [--workloads "keepalive resumed full backend"]
 # Needs openssl, wrk and nginx (installed with apt-get when missing and
-# root). Traffic goes to 127.0.0.1 only; every wrk run ends after --duration.
+# root). Traffic goes to 127.0.0.1 only; every client run ends after --duration.
 set -euo pipefail
 
 REPO_DIR=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,7 +40,9 @@ ROUNDS=5
 DURATION=5
 WARMUP=2
 TLSV=1.3
-WORKLOADS="keepalive handshake backend"
+KEY=ec
+QUOTA=30
+WORKLOADS="keepalive resumed full backend"
 die() { echo "tls.sh: $*" >&2; exit 1; }
 log() { echo "tls.sh: $*" >&2; }
 while [[ $# -gt 0 ]]; do
@@ -40,11 +52,15 @@ while [[ $# -gt 0 ]]; do
         --bin) BIN=$2; shift 2 ;;
         --tls) TLSV=$2; shift 2 ;;
         --workloads) WORKLOADS=$2; shift 2 ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        --key) KEY=$2; shift 2 ;;
+        --quota) QUOTA=$2; shift 2 ;;
+        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
         *) die "unknown option $1" ;;
     esac
 done
 [[ $TLSV == 1.2 || $TLSV == 1.3 ]] || die "--tls is 1.2 or 1.3"
+[[ $KEY == ec || $KEY == rsa ]] || die "--key is ec or rsa"
+[[ $QUOTA =~ ^[0-9]+$ && $QUOTA -le 100 ]] || die "--quota is a percentage of one core, 0 to 100"
 [[ -x $BIN ]] || die "no binary at $BIN (cargo build --release)"
 
 need=()
@@ -60,18 +76,43 @@ fi
 
 WORK=$(mktemp -d /tmp/ringgate-tls-perf.XXXXXX)
 PIDS=()
+CGROUP=
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     rm -rf "$WORK"
+    # A cgroup can be removed once its processes have exited.
+    if [[ -n $CGROUP ]]; then
+        for _ in $(seq 50); do rmdir "$CGROUP" 2>/dev/null && break; sleep 0.1; done
+    fi
 }
 trap cleanup EXIT
+
+# The CPU quota of the handshake workloads: a cgroup of this run's own
+# (v2's cpu.max, or v1's cfs quota), removed at exit.
+if ((QUOTA > 0)); then
+    if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+        echo +cpu > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+        dir=/sys/fs/cgroup/ringgate-perf-$$
+        mkdir "$dir" 2>/dev/null && CGROUP=$dir &&
+            { echo "$((QUOTA * 1000)) 100000" > "$dir/cpu.max"; } 2>/dev/null || QUOTA=0
+    elif [[ -d /sys/fs/cgroup/cpu ]]; then
+        dir=/sys/fs/cgroup/cpu/ringgate-perf-$$
+        mkdir "$dir" 2>/dev/null && CGROUP=$dir &&
+            { echo 100000 > "$dir/cpu.cfs_period_us" && echo "$((QUOTA * 1000))" > "$dir/cpu.cfs_quota_us"; } 2>/dev/null || QUOTA=0
+    else
+        QUOTA=0
+    fi
+    ((QUOTA > 0)) || log "no writable cpu cgroup (not root?): the handshake workloads run without a quota, and their rate is the client's"
+fi
 
 # A CA and a server certificate it signs, as a deployment would have (the
 # backend workload's proxies trust the CA; note that webpki refuses a CA
 # certificate as a server's own, which plain `openssl req -x509` makes).
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
     -subj "/CN=ringgate perf CA" -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+KEYARGS=(-newkey ec -pkeyopt ec_paramgen_curve:P-256)
+[[ $KEY == rsa ]] && KEYARGS=(-newkey rsa:2048)
+openssl req "${KEYARGS[@]}" -nodes -subj /CN=localhost \
     -keyout "$WORK/key.pem" -out "$WORK/cert.csr" 2>/dev/null
 printf 'subjectAltName=DNS:localhost\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n' \
     > "$WORK/cert.ext"
@@ -218,21 +259,51 @@ run_one() { # run_one SERVER WORKLOAD → "rate cpu_us_per_req"
     [[ $workload == backend ]] && url="http://localhost:$port/perf/backend"
     # run_one runs in a subshell: stop its server before giving up.
     wait_ready "$url" || { kill "$pid"; die "$server did not come up"; }
-    [[ $workload == handshake ]] && extra=(-H "Connection: close")
-    local conns=50
-    [[ $workload == handshake ]] && conns=16
-    taskset -c 1 wrk -t1 -c$conns -d${WARMUP}s "${extra[@]}" "$url" >/dev/null
-    t0=$(tree_ticks "$pid")
-    out=$(taskset -c 1 wrk -t1 -c$conns -d${DURATION}s "${extra[@]}" "$url")
-    t1=$(tree_ticks "$pid")
+    local handshakes=false
+    [[ $workload == resumed || $workload == full ]] && handshakes=true
+    if $handshakes && ((QUOTA > 0)); then
+        # Every thread of the server (nginx: its worker too) under the quota.
+        for p in $pid $(pgrep -P "$pid" || true); do echo "$p" > "$CGROUP/cgroup.procs"; done
+    fi
+    local seconds=$DURATION
+    if [[ $workload == full ]]; then
+        # s_time fetches with HTTP/1.0: the server closes after each answer.
+        local spids=() w0 w1 i
+        for i in 1 2 3 4; do
+            taskset -c 1 openssl s_time -connect "127.0.0.1:$port" -new -time "$WARMUP" -www /perf/hello >/dev/null 2>&1 &
+            spids+=($!)
+        done
+        wait "${spids[@]}"
+        spids=()
+        t0=$(tree_ticks "$pid")
+        w0=$(date +%s.%N)
+        for i in 1 2 3 4; do
+            taskset -c 1 openssl s_time -connect "127.0.0.1:$port" -new -time "$DURATION" -www /perf/hello >"$WORK/s_time.$i" 2>&1 &
+            spids+=($!)
+        done
+        wait "${spids[@]}"
+        w1=$(date +%s.%N)
+        t1=$(tree_ticks "$pid")
+        # "N connections in T real seconds, …": s_time's own count.
+        reqs=$(cat "$WORK"/s_time.* | awk '/connections in [0-9]+ real seconds/ {n += $1} END {print n + 0}')
+        seconds=$(python3 -c "print($w1 - $w0)")
+    else
+        [[ $workload == resumed ]] && extra=(-H "Connection: close")
+        local conns=50
+        [[ $workload == resumed ]] && conns=16
+        taskset -c 1 wrk -t1 -c$conns -d${WARMUP}s "${extra[@]}" "$url" >/dev/null
+        t0=$(tree_ticks "$pid")
+        out=$(taskset -c 1 wrk -t1 -c$conns -d${DURATION}s "${extra[@]}" "$url")
+        t1=$(tree_ticks "$pid")
+        reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+        if echo "$out" | grep -q "Non-2xx\|Socket errors: connect [1-9]\|read [1-9]"; then
+            log "$server $workload: $(echo "$out" | grep -E 'Non-2xx|Socket errors')"
+        fi
+    fi
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    reqs=$(echo "$out" | awk '/requests in/ {print $1}')
-    if echo "$out" | grep -q "Non-2xx\|Socket errors: connect [1-9]\|read [1-9]"; then
-        log "$server $workload: $(echo "$out" | grep -E 'Non-2xx|Socket errors')"
-    fi
     hz=$(getconf CLK_TCK)
-    python3 -c "r=$reqs; print(f'{r/$DURATION:.0f} {($t1-$t0)/$hz*1e6/max(r,1):.3f}')"
+    python3 -c "r=$reqs; print(f'{r/$seconds:.0f} {($t1-$t0)/$hz*1e6/max(r,1):.3f}')"
 }
 
 ORIGIN_PORT=
@@ -241,7 +312,8 @@ if [[ $WORKLOADS == *backend* ]]; then
     PIDS+=("$(start_nginx "$ORIGIN_PORT" keepalive origin)")
     wait_ready "https://localhost:$ORIGIN_PORT/perf/hello" || die "the origin did not come up"
 fi
-echo "tls.sh: $(date -u '+%Y-%m-%d %H:%M UTC'), TLS $TLSV, ECDSA P-256, one worker each on CPU 0, wrk on CPU 1, $ROUNDS rounds of ${DURATION}s"
+KEYNAME=$([[ $KEY == rsa ]] && echo "RSA 2048" || echo "ECDSA P-256")
+echo "tls.sh: $(date -u '+%Y-%m-%d %H:%M UTC'), TLS $TLSV, $KEYNAME, one worker each on CPU 0, the client on CPU 1, $ROUNDS rounds of ${DURATION}s; handshake workloads under a CPU quota of $QUOTA % of a core (0: none)"
 echo "ringgate: $BIN; nginx: $($NGINX -v 2>&1); $(openssl version)"
 declare -A RATIO_RATE RATIO_CPU
 for workload in $WORKLOADS; do
