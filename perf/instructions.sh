@@ -11,7 +11,7 @@
 # for both binaries and is what perf/run.sh's CPU figures add.
 #
 # usage: perf/instructions.sh [--bin PATH] [--baseline PATH]
-#                             [--scenario mock|proxy|cache|all] [--duration SECS]
+#                             [--scenario mock|proxy|cache|cache-rfc|all] [--duration SECS]
 #                             [--top N] [--keep DIR] [--throttle on|keys|off]
 #                             [--optins on|off] [--observe on|off]
 # Traffic goes to 127.0.0.1 only; every wrk run is bounded by --duration.
@@ -61,9 +61,9 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 case $SCENARIO in
-    mock|proxy|cache) SCENARIOS=$SCENARIO ;;
-    all) SCENARIOS="mock proxy cache" ;;
-    *) die "--scenario must be mock, proxy, cache or all" ;;
+    mock|proxy|cache|cache-rfc) SCENARIOS=$SCENARIO ;;
+    all) SCENARIOS="mock proxy cache cache-rfc" ;;
+    *) die "--scenario must be mock, proxy, cache, cache-rfc or all" ;;
 esac
 
 for tool in valgrind callgrind_control wrk curl python3; do
@@ -144,7 +144,7 @@ start_origin() {
 count() {
     local label=$1 bin=$2 scenario=$3 port path cfg vpid out reqs dump ir i throttle stage_throttle
     local route_key='' route=GET template=/hello header=()
-    [[ $scenario == cache ]] && template='/items/{id}'
+    [[ $scenario == cache* ]] && template='/items/{id}'
     # SEND_KEY=1: send the key header in every mode (to price the check
     # alone, not the parsing of one more header).
     [[ ${SEND_KEY:-} == 1 ]] && header=(-H "x-api-key: $PERF_KEY")
@@ -199,7 +199,7 @@ count() {
         -e "s|^\(  route = \"[A-Z]* /[^\"]*\"\)\$|\1$route_optins|" \
         "$REPO_DIR/perf/ringgate-$scenario.toml.in" >"$cfg"
     case $scenario in
-        cache) path=/perf/items/7 ;;
+        cache*) path=/perf/items/7 ;;
         *) path=/perf/hello ;;
     esac
     valgrind --tool=callgrind ${CALLGRIND_OPTS:-} --callgrind-out-file="$WORK/$label.%p.out" \

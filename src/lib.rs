@@ -43,8 +43,9 @@
 //! - [`router`]: the route table (literal > `{param}` > `{greedy+}` with
 //!   backtracking, ANY, `$default`); flat lookup cost as it grows.
 //! - [`cache`]: the stage cache store (byte-weighted, shared by all workers,
-//!   one backend fetch per key under a stampede) and the RFC 9111 storage
-//!   rules ([`cache::policy`]).
+//!   one backend fetch per key under a stampede) and the RFC 9111 rules
+//!   ([`cache::policy`]: storage, freshness, age, validators, client
+//!   directives and conditionals).
 //! - [`runtime`]: workers, rings, listeners, accept, the reaper (timeouts),
 //!   drain, shutdown, panic containment and the supervisor, and the client
 //!   connection type ([`runtime::ClientConn`], generic over the stream,

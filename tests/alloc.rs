@@ -8,6 +8,8 @@
 //!   bodies, unmatched routes — must allocate zero times;
 //! - 10,000 proxied requests (GET, and POST with a body, over the worker's
 //!   pooled backend connection) must allocate zero times;
+//! - 10,000 stage-cache hits in the RFC 9111 mode (with 304s answered
+//!   from the cache) must allocate nothing;
 //! - 10,000 stage-cache hits (GET and HEAD, small and 64 KiB bodies) must
 //!   allocate zero times.
 //!
@@ -237,8 +239,11 @@ fn start_origin() -> std::net::SocketAddr {
                     } else {
                         b"proxied hello"
                     };
+                    // Freshness and a validator for the RFC 9111 mode (the
+                    // API Gateway mode ignores them).
                     let mut resp = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\
+                         Cache-Control: max-age=3600\r\nETag: \"v1\"\r\nContent-Length: {}\r\n\r\n",
                         body.len()
                     )
                     .into_bytes();
@@ -325,6 +330,54 @@ name = "cached"
     let (allocations, sent) = measure(&config, exchange);
     report("cache hits", allocations, sent);
     assert_eq!(allocations, 0, "the warm cache-hit path allocated");
+}
+
+/// The RFC 9111 mode: hits with the stored Date and an Age, and clients'
+/// conditional requests answered 304 from the cache, allocate nothing.
+#[test]
+fn warm_rfc_mode_hits_and_304s_allocate_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let origin = start_origin();
+    let config = format!(
+        r#"{SERVER}
+[[api]]
+name = "cached"
+  [[api.stage]]
+  name = "prod"
+    [api.stage.cache]
+    capacity = "64MiB"
+    status_header = true
+    respect_origin_cache_control = true
+  [[api.route]]
+  route = "GET /items/{{id}}"
+  [api.route.http_proxy]
+  uri = "http://{origin}/items/{{id}}"
+    [api.route.cache]
+    key_parameters = ["path.id"]
+"#
+    );
+    let exchange = |stream: &mut TcpStream, buf: &mut Vec<u8>, i: usize| {
+        let get = format!("GET /prod/items/{} HTTP/1.1\r\nHost: a\r\n\r\n", i % 8);
+        stream.write_all(get.as_bytes()).unwrap();
+        assert_eq!(read_response(stream, buf, false), 200);
+        let head = format!("HEAD /prod/items/{} HTTP/1.1\r\nHost: a\r\n\r\n", i % 8);
+        stream.write_all(head.as_bytes()).unwrap();
+        assert_eq!(read_response(stream, buf, true), 200);
+        let cond = format!(
+            "GET /prod/items/{} HTTP/1.1\r\nHost: a\r\nIf-None-Match: \"v0\", \"v1\"\r\n\r\n",
+            i % 8
+        );
+        stream.write_all(cond.as_bytes()).unwrap();
+        assert_eq!(read_response(stream, buf, false), 304);
+        stream
+            .write_all(b"GET /prod/items/big HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_response(stream, buf, false), 200);
+        4
+    };
+    let (allocations, sent) = measure(&config, exchange);
+    report("RFC-mode cache hits and 304s", allocations, sent);
+    assert_eq!(allocations, 0, "the warm RFC-mode hit path allocated");
 }
 
 /// The mock route behind an API key in a usage plan with a monthly quota,

@@ -15,10 +15,9 @@
 //! a cut-off refresh, and the waiters on a cut-off fetch.
 //!
 //! Not covered here:
-//! - `respect_origin_cache_control`: implemented, and its rules are unit
-//!   tested on response heads in `src/cache/policy.rs`
-//!   (`origin_freshness_follows_shared_cache_rules`), but `ringgate-origin`
-//!   cannot send `Cache-Control` or `Vary`, so there is no end-to-end test.
+//! - `respect_origin_cache_control` (the RFC 9111 mode): in
+//!   `tests/cache_rfc.rs`, against a scripted origin that sends caching
+//!   headers.
 //! - Close-delimited responses: not cached (they stream through, as
 //!   `src/gateway/cached.rs` says); no test here asserts it.
 //! - The admin socket's flush, entry removal and counters: in

@@ -30,6 +30,7 @@
 //! | --- | --- |
 //! | `/hello` | 200 `hello, world\n` (13 bytes, `text/plain`): the perf response |
 //! | `/bytes/{n}` | 200, n bytes of `abc…xyzabc…` (byte i is `'a' + i % 26`), content-length; n up to 1 GiB, streamed |
+//! | `/cacheable/{n}` | as `/bytes/{n}`, with `cache-control: max-age=3600` and `etag: "v1"` (for a cache in the RFC 9111 mode) |
 //! | `/echo` | 200 `application/json`: `{"method":"POST","path":"/echo/x","query":"a=1"` (or `null` without `?`) `,"version":"HTTP/1.1","headers":[["Host","…"],…],"body_len":N,"body_sha":"<16 hex digits>"}`. Headers in order, names as sent. body_sha is 64-bit FNV-1a of the body (offset 0xcbf29ce484222325, prime 0x100000001b3). Strings are JSON-escaped; bytes that are not UTF-8 appear as `\u00XX`. Content-Length or chunked bodies of any size are hashed while streaming |
 //! | `/status/{code}` | that status (200–999), body `status {code}\n`; no body (and no content-length) for 204 and 304 |
 //! | `/slow/{ms}` | waits ms, then 200 `slow\n` |
@@ -481,6 +482,7 @@ enum Malformed {
 enum Route {
     Hello,
     Bytes(u64),
+    Cacheable(u64),
     Echo,
     Status(u16),
     Slow(u64),
@@ -539,6 +541,7 @@ fn route_of(path: &[u8]) -> Route {
     let r = match first {
         b"hello" => Some(Route::Hello),
         b"bytes" => num().map(Route::Bytes),
+        b"cacheable" => num().map(Route::Cacheable),
         b"echo" => Some(Route::Echo),
         b"status" => num()
             .filter(|c| (200..=999).contains(c))
@@ -927,6 +930,13 @@ impl Conn {
             }
             Route::Bytes(n) => {
                 self.head(200, Some(n), b"application/octet-stream", b"");
+                if !head && !self.pattern(0, n).await {
+                    return Step::Dead;
+                }
+            }
+            Route::Cacheable(n) => {
+                let extra = b"cache-control: max-age=3600\r\netag: \"v1\"\r\n";
+                self.head(200, Some(n), b"application/octet-stream", extra);
                 if !head && !self.pattern(0, n).await {
                     return Step::Dead;
                 }

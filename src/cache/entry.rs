@@ -3,7 +3,12 @@
 
 #![forbid(unsafe_code)]
 
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use bytes::Bytes;
+
+use crate::http::date::HttpDate;
 
 /// Largest response body the cache stores (API Gateway's limit: 1,048,576 bytes);
 /// larger responses are served but not cached.
@@ -47,6 +52,37 @@ impl std::fmt::Display for EntryError {
 
 impl std::error::Error for EntryError {}
 
+/// How an entry stored under RFC 9111's rules (the stage's
+/// `respect_origin_cache_control`) may be reused; the rules themselves are
+/// [`super::policy`]'s. Times are milliseconds on the caller's clock.
+#[derive(Clone, Debug)]
+pub struct Reuse {
+    /// The `Date` sent with the entry: the origin's, or when the response
+    /// arrived if it had none.
+    pub date: HttpDate,
+    /// The corrected initial age (the origin's `Age` and the delays).
+    pub initial_age_ms: u64,
+    /// `no-cache`: revalidated before every reuse.
+    pub no_cache: bool,
+    /// Once stale, never served without revalidation.
+    pub must_revalidate: bool,
+    /// Until then, a stale entry is served at once while one request
+    /// revalidates it (`stale-while-revalidate`).
+    pub swr_until_ms: u64,
+    /// Until then, a stale entry is served when the origin fails
+    /// (`stale-if-error`, the origin's or the stage's).
+    pub sie_until_ms: u64,
+    /// The `ETag` value, a byte range of the head.
+    pub etag: Option<Range<u32>>,
+    /// The `Last-Modified` value, a byte range of the head.
+    pub last_modified: Option<Range<u32>>,
+    /// `Last-Modified` in seconds since the epoch.
+    pub last_modified_secs: Option<u64>,
+    /// Header lines kept for revalidation but never sent to clients: the
+    /// targeted cache-control fields (RFC 9213).
+    pub meta: Bytes,
+}
+
 /// An immutable cached response.
 ///
 /// `head` holds the stored response head lines: the status line and the
@@ -64,6 +100,9 @@ pub struct Entry {
     expires_at_ms: u64,
     stale_until_ms: u64,
     weight: u64,
+    reuse: Option<Reuse>,
+    /// A request is refreshing this entry in the background.
+    refreshing: AtomicBool,
 }
 
 impl Entry {
@@ -98,7 +137,54 @@ impl Entry {
             expires_at_ms,
             stale_until_ms: stale_until_ms.max(expires_at_ms),
             weight,
+            reuse: None,
+            refreshing: AtomicBool::new(false),
         })
+    }
+
+    /// The entry with RFC 9111 reuse rules (its `meta` lines are weighed).
+    /// Validator ranges outside the head are dropped.
+    pub fn with_reuse(mut self, mut reuse: Reuse) -> Self {
+        let len = self.head.len() as u32;
+        for r in [&mut reuse.etag, &mut reuse.last_modified] {
+            if r.as_ref().is_some_and(|r| r.start > r.end || r.end > len) {
+                *r = None;
+            }
+        }
+        self.weight += reuse.meta.len() as u64;
+        self.reuse = Some(reuse);
+        self
+    }
+
+    /// Claims the one background refresh of this entry
+    /// (`stale-while-revalidate`): true for the first caller, false while
+    /// a refresh is under way.
+    pub fn start_refresh(&self) -> bool {
+        !self.refreshing.swap(true, Ordering::AcqRel)
+    }
+
+    /// Ends a refresh claimed with [`start_refresh`](Self::start_refresh)
+    /// (the entry is usually replaced by then; if the refresh failed, a
+    /// later request may try again).
+    pub fn end_refresh(&self) {
+        self.refreshing.store(false, Ordering::Release);
+    }
+
+    /// The RFC 9111 reuse rules, for an entry stored in that mode.
+    pub fn reuse(&self) -> Option<&Reuse> {
+        self.reuse.as_ref()
+    }
+
+    /// The stored `ETag` value (RFC mode).
+    pub fn etag(&self) -> Option<&[u8]> {
+        let r = self.reuse.as_ref()?.etag.clone()?;
+        self.head.get(r.start as usize..r.end as usize)
+    }
+
+    /// The stored `Last-Modified` value (RFC mode).
+    pub fn last_modified(&self) -> Option<&[u8]> {
+        let r = self.reuse.as_ref()?.last_modified.clone()?;
+        self.head.get(r.start as usize..r.end as usize)
     }
 
     /// The full key bytes the entry was stored under.
@@ -153,10 +239,19 @@ impl Entry {
         !self.is_fresh(now_ms) && now_ms < self.stale_until_ms
     }
 
-    /// Whole seconds since the entry was stored, for the `Age` header
-    /// (0 if the clock reads earlier than `stored_at_ms`).
+    /// The entry's age in milliseconds: the time since it was stored (0 if
+    /// the clock reads earlier than `stored_at_ms`), plus, in RFC mode,
+    /// its corrected initial age.
+    pub fn age_ms(&self, now_ms: u64) -> u64 {
+        let initial = self.reuse.as_ref().map_or(0, |r| r.initial_age_ms);
+        now_ms
+            .saturating_sub(self.stored_at_ms)
+            .saturating_add(initial)
+    }
+
+    /// [`age_ms`](Self::age_ms) in whole seconds, for the `Age` header.
     pub fn age_secs(&self, now_ms: u64) -> u64 {
-        now_ms.saturating_sub(self.stored_at_ms) / 1000
+        self.age_ms(now_ms) / 1000
     }
 }
 

@@ -65,6 +65,6 @@ mod key;
 pub mod policy;
 mod store;
 
-pub use entry::{Entry, EntryError, ENTRY_OVERHEAD_BYTES, MAX_CACHEABLE_BODY};
+pub use entry::{Entry, EntryError, Reuse, ENTRY_OVERHEAD_BYTES, MAX_CACHEABLE_BODY};
 pub use key::{CacheKey, KeyBuilder, ParamKind};
 pub use store::{CacheStats, Fetch, Leader, Lookup, StageCache, StoreOutcome};

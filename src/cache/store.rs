@@ -182,6 +182,12 @@ impl Leader<'_> {
         self.stale.as_ref()
     }
 
+    /// Forgets the stale entry: dropping the leader then does not put it
+    /// back (the origin's answer replaced it with something not stored).
+    pub fn forget_stale(&mut self) {
+        self.stale = None;
+    }
+
     /// Stores the fetched response and wakes every waiter with it.
     /// `entry.key()` must be the bytes this leader was created for.
     pub fn fill(mut self, entry: Arc<Entry>) -> StoreOutcome {
@@ -423,6 +429,20 @@ impl StageCache {
     /// Counts a `Cache-Control: max-age=0` refresh: a miss, as API Gateway counts it.
     pub fn count_refresh(&self) {
         self.counters.misses.fetch_add(1, Relaxed);
+    }
+
+    /// The entry for `key` whatever its freshness, counting nothing (a
+    /// colliding entry is `None`). The RFC 9111 mode looks first, then
+    /// decides with the request's own directives, and counts with
+    /// [`count_hit`](Self::count_hit) or through
+    /// [`get_or_lead`](Self::get_or_lead).
+    pub fn peek(&self, key: &CacheKey, key_bytes: &[u8]) -> Option<Arc<Entry>> {
+        self.inner.get(key).filter(|e| e.key() == key_bytes)
+    }
+
+    /// Counts a hit found with [`peek`](Self::peek).
+    pub fn count_hit(&self) {
+        self.counters.hits.fetch_add(1, Relaxed);
     }
 
     /// Weight in use, in bytes (sums the shards under their read locks).

@@ -774,6 +774,15 @@ pub struct StageCacheConfig {
     /// How long concurrent misses for one key wait for the single backend
     /// fetch, 10ms..=60s (default 10s).
     pub lock_timeout: Duration,
+    /// RFC mode: the largest heuristic freshness lifetime (10 % of the time
+    /// since `Last-Modified`), 0s..=365d (default 86400s; 0: no heuristics).
+    pub heuristic_max: Duration,
+    /// RFC mode: a targeted cache-control field (RFC 9213), lowercased,
+    /// that takes precedence over `CDN-Cache-Control` (always honoured in
+    /// RFC mode); neither reaches clients.
+    pub targeted_cache_control: Option<String>,
+    /// RFC mode: store responses that carry `Set-Cookie` (default false).
+    pub store_set_cookie: bool,
 }
 
 /// `cache.unauthorized_strategy` (API Gateway's

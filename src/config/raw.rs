@@ -235,6 +235,9 @@ pub(super) struct RawStageCache {
     pub respect_origin_cache_control: Option<bool>,
     pub stale_if_error: Option<Spanned<Value>>,
     pub lock_timeout: Option<Spanned<Value>>,
+    pub heuristic_max: Option<Spanned<Value>>,
+    pub targeted_cache_control: Option<Spanned<String>>,
+    pub store_set_cookie: Option<Spanned<bool>>,
 }
 
 /// `[[api.route]]`

@@ -1555,6 +1555,9 @@ fn cache_full_config() {
             respect_origin_cache_control: false,
             stale_if_error: secs(30),
             lock_timeout: Duration::from_millis(250),
+            heuristic_max: secs(86_400),
+            targeted_cache_control: None,
+            store_set_cookie: false,
         })
     );
     let dev = api.stages[1].cache.as_ref().unwrap();
@@ -1628,6 +1631,9 @@ fn cache_defaults() {
             respect_origin_cache_control: false,
             stale_if_error: Duration::ZERO,
             lock_timeout: Duration::from_secs(10),
+            heuristic_max: Duration::from_secs(86_400),
+            targeted_cache_control: None,
+            store_set_cookie: false,
         })
     );
     let route = &c.apis[0].routes[0];
@@ -1704,6 +1710,61 @@ fn cache_key_defaults_with_origin_cache_control() {
         "{API}[api.stage.cache]\n[[api.route]]\nroute = \"GET /a\"\n[api.route.mock]\n"
     ));
     assert_eq!(c.apis[0].routes[0].cache, None);
+}
+
+#[test]
+fn rfc_mode_cache_settings() {
+    let c = ok(&format!(
+        "{API}[api.stage.cache]\nrespect_origin_cache_control = true\nheuristic_max = \"600s\"\n\
+         targeted_cache_control = \"Ringgate-Cache-Control\"\nstore_set_cookie = true\n"
+    ));
+    let cache = c.apis[0].stages[0].cache.clone().unwrap();
+    assert_eq!(cache.heuristic_max, Duration::from_secs(600));
+    assert_eq!(
+        cache.targeted_cache_control.as_deref(),
+        Some("ringgate-cache-control")
+    );
+    assert!(cache.store_set_cookie);
+    // Only in the RFC mode: each key names the fix.
+    for (line, key) in [
+        ("heuristic_max = \"60s\"", "heuristic_max"),
+        ("targeted_cache_control = \"X-C\"", "targeted_cache_control"),
+        ("store_set_cookie = true", "store_set_cookie"),
+    ] {
+        let e = bad(&format!("{API}[api.stage.cache]\n{line}\n"));
+        check(
+            &e,
+            8,
+            &format!("api[0].stage[0].cache.{key}"),
+            "applies only to the RFC 9111 mode",
+        );
+        assert!(e.fix.contains("respect_origin_cache_control = true"), "{e}");
+    }
+    for (value, problem) in [
+        (
+            "\"CDN-Cache-Control\"",
+            "not a targeted field of this cache alone",
+        ),
+        (
+            "\"cache-control\"",
+            "not a targeted field of this cache alone",
+        ),
+        ("\"bad name\"", "is not a header field name"),
+    ] {
+        let e = bad(&format!(
+            "{API}[api.stage.cache]\nrespect_origin_cache_control = true\ntargeted_cache_control = {value}\n"
+        ));
+        check(
+            &e,
+            9,
+            "api[0].stage[0].cache.targeted_cache_control",
+            problem,
+        );
+    }
+    let e = bad(&format!(
+        "{API}[api.stage.cache]\nrespect_origin_cache_control = true\nheuristic_max = \"400d\"\n"
+    ));
+    assert_eq!(e.key, "api[0].stage[0].cache.heuristic_max", "{e}");
 }
 
 #[test]

@@ -1806,6 +1806,64 @@ fn stage_cache(c: &RawStageCache, p: &str, src: &Source<'_>) -> Result<StageCach
         (Duration::from_millis(10), secs(60), secs(10)),
         src,
     )?;
+    let rfc = c.respect_origin_cache_control.unwrap_or(false);
+    if !rfc {
+        let written = [
+            ("heuristic_max", c.heuristic_max.as_ref().map(|v| v.span())),
+            (
+                "targeted_cache_control",
+                c.targeted_cache_control.as_ref().map(|v| v.span()),
+            ),
+            (
+                "store_set_cookie",
+                c.store_set_cookie.as_ref().map(|v| v.span()),
+            ),
+        ];
+        if let Some((name, Some(span))) = written.into_iter().find(|(_, v)| v.is_some()) {
+            return Err(src.error(
+                &span,
+                format!("{p}.{name}"),
+                format!(
+                    "{name} applies only to the RFC 9111 mode, and respect_origin_cache_control \
+                     is not true (the API Gateway mode stores every response for the TTL)"
+                ),
+                format!("add respect_origin_cache_control = true, or remove {name}"),
+            ));
+        }
+    }
+    let heuristic_max = opt_duration(
+        &c.heuristic_max,
+        &format!("{p}.heuristic_max"),
+        "heuristic_max",
+        (Duration::ZERO, secs(365 * 86_400), secs(86_400)),
+        src,
+    )?;
+    let targeted_cache_control = match &c.targeted_cache_control {
+        None => None,
+        Some(t) => {
+            let name = t.get_ref().to_ascii_lowercase();
+            let problem = if !is_token(&name) {
+                Some(format!("{:?} is not a header field name", t.get_ref()))
+            } else if name == "cache-control" || name == "cdn-cache-control" {
+                Some(format!(
+                    "{:?} is not a targeted field of this cache alone \
+                     (CDN-Cache-Control is always honoured in the RFC 9111 mode)",
+                    t.get_ref()
+                ))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(src.error(
+                    &t.span(),
+                    format!("{p}.targeted_cache_control"),
+                    problem,
+                    "name a field of this cache's own, e.g. \"Ringgate-Cache-Control\"",
+                ));
+            }
+            Some(name)
+        }
+    };
     Ok(StageCacheConfig {
         enabled: c.enabled.unwrap_or(true),
         capacity_bytes,
@@ -1817,9 +1875,12 @@ fn stage_cache(c: &RawStageCache, p: &str, src: &Source<'_>) -> Result<StageCach
         unauthorized_strategy,
         authorization_header,
         authorization_token,
-        respect_origin_cache_control: c.respect_origin_cache_control.unwrap_or(false),
+        respect_origin_cache_control: rfc,
         stale_if_error,
         lock_timeout,
+        heuristic_max,
+        targeted_cache_control,
+        store_set_cookie: c.store_set_cookie.as_ref().is_some_and(|v| *v.get_ref()),
     })
 }
 

@@ -28,12 +28,11 @@
 //! `X-Cache-Status` are formatted into the connection's buffer, and a body
 //! over 16 KiB is written straight from the shared bytes.
 //!
-//! With the stage's `respect_origin_cache_control`, the origin decides as a
-//! shared cache would (RFC 9111; the rules are [`crate::cache::policy`]).
+//! With the stage's `respect_origin_cache_control`, [`serve`] hands GET and
+//! HEAD requests to [`super::cached_rfc`]: the origin decides as a shared
+//! cache would (RFC 9111; the rules are [`crate::cache::policy`]).
 //!
-//! Not yet: caching close-delimited responses (they stream through),
-//! `Expires`/`Age` from the origin, the admin flush endpoint (the store has
-//! `flush`; the admin socket will expose it), canary caches.
+//! Not yet: caching close-delimited responses (they stream through).
 
 #![forbid(unsafe_code)]
 
@@ -49,7 +48,7 @@ use super::outcome::Outcome;
 use super::response::GatewayError;
 use super::snapshot::{KeyParam, ProxyRoute, RouteCache, StageCacheState};
 use super::worker::GatewayWorker;
-use crate::cache::policy::{asks_refresh, origin_freshness};
+use crate::cache::policy::asks_refresh;
 use crate::cache::{Entry, Fetch, KeyBuilder, ParamKind};
 use crate::config::{StageCacheConfig, UnauthorizedStrategy};
 use crate::http::response::{
@@ -87,6 +86,9 @@ pub(super) async fn serve<S: ClientStream>(
 ) -> (Next, Outcome) {
     let head = req.head;
     let settings = &cr.cache.settings;
+    if settings.respect_origin_cache_control {
+        return super::cached_rfc::serve(gw, x, req, cr).await;
+    }
     let store = &cr.cache.store;
     let now = now_ms();
     let ttl_ms = cr
@@ -135,16 +137,9 @@ pub(super) async fn serve<S: ClientStream>(
     if refresh {
         store.count_refresh();
         let lines = extra_lines(show, warn, Status::Refresh);
-        let fwd = forward(gw, x, req, cr.route, lines, true).await;
+        let fwd = forward(gw, x, req, cr.route, lines, true, Default::default()).await;
         let state = &mut *x.state;
-        if let Some(entry) = make_entry(
-            &mut state.capture,
-            state.keys.bytes(),
-            now,
-            ttl_ms,
-            cr,
-            head,
-        ) {
+        if let Some(entry) = make_entry(&mut state.capture, state.keys.bytes(), now, ttl_ms, cr) {
             store.insert(key, entry);
         }
         return respond_forwarded(gw, x, req, fwd, Outcome::CacheRefresh);
@@ -160,7 +155,7 @@ pub(super) async fn serve<S: ClientStream>(
                 Ok(Fetch::Lead(leader)) => {
                     let stale = leader.stale().cloned();
                     let lines = extra_lines(show, warn, Status::Miss);
-                    let fwd = forward(gw, x, req, cr.route, lines, true).await;
+                    let fwd = forward(gw, x, req, cr.route, lines, true, Default::default()).await;
                     let now = now_ms();
                     let stale = stale.filter(|e| e.is_stale(now));
                     return match (fwd, stale) {
@@ -177,14 +172,14 @@ pub(super) async fn serve<S: ClientStream>(
                             // error (forward has read the request body).
                             drop(leader);
                             let lines = extra_lines(show, warn, Status::Stale);
-                            let next = write_hit(
-                                x,
-                                req,
-                                &entry,
-                                (now, show, lines),
-                                (!close, consumed, leftover),
-                            )
-                            .await;
+                            let how = HitHow {
+                                now,
+                                age: show,
+                                lines,
+                                not_modified: false,
+                            };
+                            let next =
+                                write_hit(x, req, &entry, how, (!close, consumed, leftover)).await;
                             (next, Outcome::CacheStale)
                         }
                         (other, _) => {
@@ -195,7 +190,6 @@ pub(super) async fn serve<S: ClientStream>(
                                 now,
                                 ttl_ms,
                                 cr,
-                                head,
                             ) {
                                 Some(entry) => {
                                     leader.fill(entry);
@@ -209,7 +203,7 @@ pub(super) async fn serve<S: ClientStream>(
                 // Waited too long for another request's fetch: go around it.
                 Err(_) => {
                     let lines = extra_lines(show, warn, Status::Bypass);
-                    let fwd = forward(gw, x, req, cr.route, lines, false).await;
+                    let fwd = forward(gw, x, req, cr.route, lines, false, Default::default()).await;
                     return respond_forwarded(gw, x, req, fwd, Outcome::CacheBypass);
                 }
             }
@@ -228,32 +222,33 @@ pub(super) async fn serve<S: ClientStream>(
     };
     let keep = head.keep_alive && !x.io.worker().is_draining();
     let lines = extra_lines(show, warn, Status::Hit);
-    let next = write_hit(
-        x,
-        req,
-        &entry,
-        (now, show, lines),
-        (keep, consumed, leftover),
-    )
-    .await;
+    let how = HitHow {
+        now,
+        age: show,
+        lines,
+        not_modified: false,
+    };
+    let next = write_hit(x, req, &entry, how, (keep, consumed, leftover)).await;
     (next, Outcome::CacheHit)
 }
 
 /// `X-Cache-Status` values (as Kong names them; `Stale` for
-/// stale_if_error).
+/// stale_if_error and stale-while-revalidate, `Revalidated` for an entry
+/// the origin confirmed with a 304).
 #[derive(Clone, Copy)]
-enum Status {
+pub(super) enum Status {
     Hit,
     Miss,
     Refresh,
     Bypass,
     Stale,
+    Revalidated,
 }
 
 /// The extra header lines for a response: `X-Cache-Status` when the stage
 /// shows it, and the `Warning` of an ignored invalidation. Static bytes: no
 /// formatting per request.
-fn extra_lines(show: bool, warn: bool, status: Status) -> &'static [u8] {
+pub(super) fn extra_lines(show: bool, warn: bool, status: Status) -> &'static [u8] {
     macro_rules! pick {
         ($name:literal) => {
             match (show, warn) {
@@ -275,10 +270,11 @@ fn extra_lines(show: bool, warn: bool, status: Status) -> &'static [u8] {
         Status::Refresh => pick!("Refresh"),
         Status::Bypass => pick!("Bypass"),
         Status::Stale => pick!("Stale"),
+        Status::Revalidated => pick!("Revalidated"),
     }
 }
 
-fn build_key(keys: &mut KeyBuilder, rc: &RouteCache, req: &Request<'_, '_, '_>) {
+pub(super) fn build_key(keys: &mut KeyBuilder, rc: &RouteCache, req: &Request<'_, '_, '_>) {
     let head = req.head;
     let hidden = req.key_source.hidden_query();
     key_fields(
@@ -347,7 +343,7 @@ fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q [u8]> {
 /// Whether the client may invalidate (API Gateway's "require
 /// authorization" for cache invalidation). Until API keys land,
 /// "authorized" means the stage's token header carries its token.
-fn authorized(head: &RequestHead<'_, '_>, settings: &StageCacheConfig) -> bool {
+pub(super) fn authorized(head: &RequestHead<'_, '_>, settings: &StageCacheConfig) -> bool {
     if !settings.require_authorization {
         return true;
     }
@@ -362,14 +358,14 @@ fn authorized(head: &RequestHead<'_, '_>, settings: &StageCacheConfig) -> bool {
     })
 }
 
-/// The entry a complete capture makes, if the stage stores it.
+/// The entry a complete capture makes, if the stage stores it (the API
+/// Gateway mode: every complete response, for the TTL).
 fn make_entry(
     capture: &mut Capture,
     key: &[u8],
     now: u64,
     ttl_ms: u64,
     cr: &CachedRoute<'_>,
-    request: &RequestHead<'_, '_>,
 ) -> Option<Arc<Entry>> {
     if !capture.ok || ttl_ms == 0 {
         return None;
@@ -381,20 +377,6 @@ fn make_entry(
             return None;
         }
     }
-    let ttl_ms = if settings.respect_origin_cache_control {
-        let keyed = |name: &[u8]| {
-            cr.rc.params.iter().any(
-                |p| matches!(p, KeyParam::Header(h) if h.as_bytes().eq_ignore_ascii_case(name)),
-            )
-        };
-        let authorized_request = request
-            .headers
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("authorization"));
-        origin_freshness(&capture.head, ttl_ms, keyed, authorized_request)?
-    } else {
-        ttl_ms
-    };
     let stale = settings.stale_if_error.as_millis() as u64;
     Entry::new(
         key.into(),
@@ -409,38 +391,67 @@ fn make_entry(
     .map(Arc::new)
 }
 
+/// How [`write_hit`] answers from an entry.
+#[derive(Clone, Copy)]
+pub(super) struct HitHow<'a> {
+    /// The clock reading the entry's age is taken at.
+    pub now: u64,
+    /// Send `Age`.
+    pub age: bool,
+    /// Extra header lines (`X-Cache-Status`, a `Warning`).
+    pub lines: &'a [u8],
+    /// Answer `304 Not Modified` (a client's conditional request that the
+    /// entry satisfies): the stored head under a 304 status line, no body.
+    pub not_modified: bool,
+}
+
 /// Writes a response from a cache entry: the stored head, the per-response
-/// headers (`Age` when the stage shows the status, `lines`), the body
-/// (copied when small, else written from the shared bytes). Nothing is
-/// allocated. Returns what the connection does next: `keep_client`, and
-/// the request body's `consumed` and `leftover` bytes, as in
-/// [`Next::Continue`], unless the client is gone.
-async fn write_hit<S: ClientStream>(
+/// headers (`Date`, the stored one in RFC mode; `Age` as `how` says;
+/// `lines`), the body (copied when small, else written from the shared
+/// bytes). Nothing is allocated. Returns what the connection does next:
+/// `keep_client`, and the request body's `consumed` and `leftover` bytes,
+/// as in [`Next::Continue`], unless the client is gone.
+pub(super) async fn write_hit<S: ClientStream>(
     x: &mut Exchange<'_, S>,
     req: &Request<'_, '_, '_>,
     entry: &Arc<Entry>,
-    (now, show, lines): (u64, bool, &[u8]),
+    how: HitHow<'_>,
     (keep_client, consumed, leftover): (bool, usize, Option<std::ops::Range<usize>>),
 ) -> Next {
-    x.state.answer.status = entry.status();
     let wbuf = &mut *x.wbuf;
-    let date = x.io.worker().date();
-    wbuf.extend_from_slice(entry.head().as_ref());
+    let stored = entry.head().as_ref();
+    let status = if how.not_modified {
+        // The stored status line gives way to a 304's.
+        let line_end = stored.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+        wbuf.extend_from_slice(b"HTTP/1.1 304 Not Modified\r\n");
+        wbuf.extend_from_slice(&stored[line_end..]);
+        304
+    } else {
+        wbuf.extend_from_slice(stored);
+        entry.status()
+    };
+    x.state.answer.status = status;
+    let worker_date = x.io.worker().date();
+    let date = match entry.reuse() {
+        // RFC 9111: the stored response's Date, unchanged.
+        Some(r) => r.date.as_bytes(),
+        None => worker_date.as_bytes(),
+    };
     write_common_headers(
         wbuf,
-        date.as_bytes(),
+        date,
         req.rid,
         connection_header(req.head, !keep_client),
     );
-    if show {
+    if how.age {
         wbuf.extend_from_slice(b"Age: ");
-        write_u64(wbuf, entry.age_secs(now));
+        write_u64(wbuf, entry.age_secs(how.now));
         wbuf.extend_from_slice(b"\r\n");
     }
-    wbuf.extend_from_slice(lines);
+    wbuf.extend_from_slice(how.lines);
     write_rate_headers(wbuf, req.rate.as_ref());
     let body = entry.body();
-    let has_body = !status_has_no_body(entry.status());
+    let has_body = !status_has_no_body(status);
     x.state.answer.body_bytes = Some(if has_body && !req.head_only {
         body.len() as u64
     } else {

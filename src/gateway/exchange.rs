@@ -23,7 +23,8 @@ use crate::http::{RequestHead, Version};
 use crate::router::Params;
 use crate::runtime::{BufPool, ClientIo};
 use crate::upstream::forward::{
-    self, Backends, Buffers, Capture, ClientInfo, ForwardError, ForwardRequest, Forwarded, Trace,
+    self, Backends, Buffers, CacheHints, Capture, ClientInfo, ForwardError, ForwardRequest,
+    Forwarded, Trace,
 };
 use crate::upstream::pool::UpstreamConn;
 use crate::upstream::Registry;
@@ -174,6 +175,7 @@ pub(super) async fn forward<S: ClientStream>(
     route: &ProxyRoute,
     extra_headers: &[u8],
     capture: bool,
+    cache: CacheHints<'_>,
 ) -> Forwarded {
     let head = req.head;
     let params = req.params;
@@ -216,6 +218,7 @@ pub(super) async fn forward<S: ClientStream>(
             .as_ref()
             .map_or(&[], |t| t.client_cert_header_names()),
         conn_headers: conn_headers.as_deref().unwrap_or(&[]),
+        cache,
     };
     forward::forward(
         &mut *x.io,
@@ -283,6 +286,13 @@ pub(super) fn respond_forwarded<S: ClientStream>(
             (next, Outcome::Error(e))
         }
         Forwarded::Closed => (Next::Close { linger: true }, Outcome::Aborted),
+        // Only a revalidation asks for a held-back 304, and it answers
+        // that itself; were one to come here, nothing has been written.
+        Forwarded::NotModified { .. } => {
+            let e = GatewayError::BadGateway;
+            write_error(x, e, req.head, req.rid, true, req.rate.as_ref());
+            (Next::Close { linger: true }, Outcome::Error(e))
+        }
         Forwarded::Upgrade { conn, consumed } => {
             (Next::Upgrade { conn, consumed }, Outcome::Upgraded)
         }

@@ -10,7 +10,9 @@
 //! - `pipeline`: one request, phase by phase (below); `exchange`: what
 //!   the phases share (the request's context, the lent connection, writing
 //!   an error, forwarding and answering the forward).
-//! - `cached`: the stage cache on the request path.
+//! - `cached`: the stage cache on the request path (the API Gateway
+//!   mode); `cached_rfc`: its RFC 9111 mode (revalidation, conditional
+//!   requests, invalidation by unsafe methods, stale content).
 //! - `body`: reading and dropping a body the gateway answers without a
 //!   backend.
 //! - [`outcome`]: how each request ended, as a typed [`Outcome`].
@@ -44,6 +46,7 @@
 
 mod body;
 mod cached;
+mod cached_rfc;
 mod connection;
 mod exchange;
 pub mod key_source;

@@ -43,12 +43,15 @@ pub enum Outcome {
     Health,
     /// Redirected to HTTPS (`[tls] redirect_hosts`).
     Redirected,
+    /// RFC 9111 mode: a stale entry revalidated with the backend (a 304)
+    /// and answered from the cache.
+    CacheRevalidated,
     /// The gateway answered with one of its own errors.
     Error(GatewayError),
 }
 
 /// The non-error outcomes, in index order.
-const PLAIN: [Outcome; 11] = [
+const PLAIN: [Outcome; 12] = [
     Outcome::Mock,
     Outcome::CacheHit,
     Outcome::CacheMiss,
@@ -60,6 +63,7 @@ const PLAIN: [Outcome; 11] = [
     Outcome::Aborted,
     Outcome::Health,
     Outcome::Redirected,
+    Outcome::CacheRevalidated,
 ];
 
 /// One instance of each gateway error kind, in index order.
@@ -87,7 +91,8 @@ pub const KINDS: usize = PLAIN.len() + ERRORS.len();
 impl Outcome {
     /// The outcome's name, for metrics and logs: `mock`, `cache_hit`,
     /// `cache_miss`, `cache_refresh`, `cache_stale`, `cache_bypass`,
-    /// `proxied`, `upgraded`, `aborted`, or `error_` and the error kind
+    /// `proxied`, `upgraded`, `aborted`, `health`, `redirected`,
+    /// `cache_revalidated`, or `error_` and the error kind
     /// (`error_not_found`, `error_integration_timeout`, …).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -102,6 +107,7 @@ impl Outcome {
             Outcome::Aborted => "aborted",
             Outcome::Health => "health",
             Outcome::Redirected => "redirected",
+            Outcome::CacheRevalidated => "cache_revalidated",
             Outcome::Error(e) => match e {
                 GatewayError::BadRequest(_) => "error_bad_request",
                 GatewayError::MissingAuthenticationToken => "error_missing_authentication_token",
@@ -136,6 +142,7 @@ impl Outcome {
             Outcome::Aborted => 8,
             Outcome::Health => 9,
             Outcome::Redirected => 10,
+            Outcome::CacheRevalidated => 11,
             Outcome::Error(e) => {
                 PLAIN.len()
                     + match e {

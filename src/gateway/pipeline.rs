@@ -35,7 +35,7 @@ use crate::observe::metrics::Sample;
 use crate::router::Params;
 use crate::throttle::{now_ns, take_levels, take_two, Level};
 use crate::tls::ClientAuth;
-use crate::upstream::forward::Trace;
+use crate::upstream::forward::{CacheHints, Forwarded, Trace};
 
 /// Answers one request whose head is parsed, and records how it ended.
 ///
@@ -206,15 +206,31 @@ pub(super) async fn handle<S: ClientStream>(
         // A mock or a gateway error answers here; a proxied route leaves.
         let local = match dispatch {
             Dispatch::Proxy(route, stage_cache) => {
-                // cache
+                // cache (the RFC 9111 mode stores GET only)
+                let rfc = stage_cache.is_some_and(|c| c.settings.respect_origin_cache_control);
                 if let (Some(cache), Some(rc)) = (stage_cache, &route.cache) {
-                    if rc.ttl_for(head.method).is_some() {
+                    if rc.ttl_for(head.method).is_some()
+                        && (!rfc || matches!(head.method, "GET" | "HEAD"))
+                    {
                         let cached = super::cached::CachedRoute { route, rc, cache };
                         break 'answer super::cached::serve(gw, x, &req, &cached).await;
                     }
                 }
-                // integrate: http_proxy
-                let fwd = forward(gw, x, &req, route, b"", false).await;
+                // integrate: http_proxy. In the RFC mode, an unsafe
+                // method's answer (its head captured for `Location`)
+                // invalidates what the cache holds for its URI.
+                let invalidates = rfc && matches!(head.method, "POST" | "PUT" | "DELETE" | "PATCH");
+                let hints = CacheHints {
+                    head_only: invalidates,
+                    ..CacheHints::default()
+                };
+                let fwd = forward(gw, x, &req, route, b"", invalidates, hints).await;
+                if invalidates
+                    && matches!(fwd, Forwarded::Done { .. })
+                    && (200..400).contains(&x.state.trace.status)
+                {
+                    super::cached_rfc::invalidate_after(&snapshot, head, &x.state.capture);
+                }
                 break 'answer respond_forwarded(gw, x, &req, fwd, Outcome::Proxied);
             }
             Dispatch::Mock(m) => Ok(m),

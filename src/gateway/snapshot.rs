@@ -804,6 +804,31 @@ pub struct StageCacheState {
     pub store: Arc<StageCache>,
     /// The stage's `[api.stage.cache]`.
     pub settings: StageCacheConfig,
+    /// RFC mode: the targeted cache-control fields (RFC 9213), lowercase,
+    /// in order of precedence (the stage's own, then `cdn-cache-control`);
+    /// empty in the API Gateway mode.
+    pub targeted: Box<[Box<str>]>,
+}
+
+impl StageCacheState {
+    /// The state of a stage cache with these settings.
+    pub fn new(store: Arc<StageCache>, settings: StageCacheConfig) -> StageCacheState {
+        let targeted = if settings.respect_origin_cache_control {
+            settings
+                .targeted_cache_control
+                .iter()
+                .map(|t| Box::from(t.as_str()))
+                .chain([Box::from("cdn-cache-control")])
+                .collect()
+        } else {
+            Box::default()
+        };
+        StageCacheState {
+            store,
+            settings,
+            targeted,
+        }
+    }
 }
 
 /// How one route caches in one stage.
@@ -1142,15 +1167,17 @@ impl Snapshot {
                 let cache = sp.stage.cache.as_ref().filter(|c| c.enabled).map(|c| {
                     let store = previous
                         .and_then(|p| p.stage_cache(&api.name, &sp.stage.name))
-                        .filter(|prev| prev.store.capacity() == c.capacity_bytes)
+                        // Entries of the other mode carry other metadata.
+                        .filter(|prev| {
+                            prev.store.capacity() == c.capacity_bytes
+                                && prev.settings.respect_origin_cache_control
+                                    == c.respect_origin_cache_control
+                        })
                         .map_or_else(
                             || Arc::new(StageCache::new(c.capacity_bytes)),
                             |prev| prev.store.clone(),
                         );
-                    Arc::new(StageCacheState {
-                        store,
-                        settings: c.clone(),
-                    })
+                    Arc::new(StageCacheState::new(store, c.clone()))
                 });
                 let prefix = sp
                     .deployment
@@ -1543,6 +1570,57 @@ impl Snapshot {
                 .map(|(_, v)| v.trim().as_bytes())
         });
         Ok(keys.finish())
+    }
+
+    /// RFC 9111 §4.4: removes the entries stored for a GET of `path` and
+    /// `query` (as a request with this `host` would reach them) from the
+    /// stage's cache and its canary's, where they are in the RFC mode.
+    /// `header(name)` gives the request header values that a route's key
+    /// parameters name: an entry keyed on a header is removed for the
+    /// values this request carries. Returns how many entries were removed.
+    pub fn invalidate<'h>(
+        &self,
+        host: Option<&[u8]>,
+        path: &str,
+        query: &str,
+        header: &dyn Fn(&str) -> Option<&'h [u8]>,
+    ) -> u32 {
+        let Ok(target) = self.resolve(host, path) else {
+            return 0;
+        };
+        let stage = &target.api.stages[target.stage];
+        let sides = [
+            Some((&*stage.def, &stage.integrations, stage.cache.as_deref())),
+            stage
+                .canary
+                .as_ref()
+                .map(|c| (&*c.def, &c.integrations, c.cache.as_deref())),
+        ];
+        let mut removed = 0;
+        for (def, integrations, cache) in sides.into_iter().flatten() {
+            let Some(cache) = cache.filter(|c| c.settings.respect_origin_cache_control) else {
+                continue;
+            };
+            let mut params = Params::new();
+            let Some(RouteId(route)) = def.table.lookup(Method::Get, target.path, &mut params)
+            else {
+                continue;
+            };
+            let rc = match integrations.get(route as usize) {
+                Some(StageIntegration::Proxy(p)) => p.cache.as_ref(),
+                _ => None,
+            };
+            let Some(rc) = rc.filter(|rc| rc.ttl_for("GET").is_some()) else {
+                continue;
+            };
+            let mut keys = crate::cache::KeyBuilder::new();
+            let hidden = self.key_source.hidden_query();
+            super::cached::key_fields(&mut keys, rc, "GET", &params, (query, hidden), header);
+            if cache.store.remove(&keys.finish()) {
+                removed += 1;
+            }
+        }
+        removed
     }
 
     /// The APIs, in configuration order.

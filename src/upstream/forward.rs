@@ -209,6 +209,29 @@ pub struct ForwardRequest<'a, 'h> {
     /// Header lines added for this connection (a verified client
     /// certificate's `client_cert_headers`).
     pub conn_headers: &'a [u8],
+    /// What the stage cache asks of this forward (nothing by default).
+    pub cache: CacheHints<'a>,
+}
+
+/// What the stage cache (RFC 9111 mode) asks of a forward.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CacheHints<'a> {
+    /// A revalidation: these conditional header lines (`If-None-Match`,
+    /// `If-Modified-Since`, each ending in CRLF) replace the client's own
+    /// validators, and a `304` answer is held back from the client
+    /// ([`Forwarded::NotModified`]; its head is in the capture) for the
+    /// cache to answer from the entry it freshens.
+    pub revalidate: Option<&'a [u8]>,
+    /// Response header names (lowercase) the client does not get but the
+    /// capture keeps: the targeted cache-control fields of RFC 9213
+    /// (`CDN-Cache-Control`), meant for this cache alone.
+    pub hide: &'a [Box<str>],
+    /// Nothing of the response goes to the client (who has had its
+    /// answer): it is only captured. A refresh in the background of a
+    /// stale answer (`stale-while-revalidate`).
+    pub silent: bool,
+    /// Capture the response head only (its `Location`), not the body.
+    pub head_only: bool,
 }
 
 /// The backends a worker forwards to.
@@ -334,6 +357,18 @@ pub enum Forwarded {
     /// The client went away, or the response was cut off after its head:
     /// write what is in `wbuf` and close.
     Closed,
+    /// A revalidation ([`CacheHints::revalidate`]) got `304 Not Modified`:
+    /// nothing was written to the client, the 304's head is in the capture
+    /// (status 304), and the caller answers from the freshened entry.
+    /// Fields as in `Done`.
+    NotModified {
+        /// Bytes of `after` that were the body.
+        consumed: usize,
+        /// Bytes of `scratch` that start the next request.
+        leftover: Option<Range<usize>>,
+        /// Whether the client connection may carry another request.
+        keep_client: bool,
+    },
     /// The backend switched protocols: tunnel the two connections.
     /// `consumed` bytes of the read buffer after the head were used.
     Upgrade {
@@ -480,7 +515,7 @@ pub async fn forward<S: ClientStream>(
         leftover: body.leftover.clone(),
     };
 
-    let upgrading = req.upgrading;
+    let upgrading = req.upgrading && !req.cache.silent;
     let Some(target) = registry.pick(req.group, now_ms()) else {
         trace.reason = Some(FailReason::NoHealthyTarget);
         return fail(ForwardError::Network, &body, io.worker().is_draining());
@@ -649,7 +684,9 @@ pub async fn forward<S: ClientStream>(
         draining: io.worker().is_draining(),
         extra_headers: req.extra_headers,
         rate: req.rate,
+        hide: req.cache.hide,
     };
+    let head_start = wbuf.len();
     let Some(ClientHead {
         status,
         head_len,
@@ -665,6 +702,29 @@ pub async fn forward<S: ClientStream>(
     trace.status = status;
     trace.integration_ns = integration_ns;
     tally.response(status, integration_ns);
+    if req.cache.silent {
+        wbuf.truncate(head_start);
+    }
+    if req.cache.head_only {
+        if let Some(c) = capture.as_deref_mut() {
+            c.eligible = false;
+        }
+    }
+
+    if status == 304 && req.cache.revalidate.is_some() {
+        // Held back: the cache answers from the entry it freshens. A 304
+        // has no body; anything after its head makes the connection unfit
+        // for reuse.
+        wbuf.truncate(head_start);
+        if conn.rbuf.len() == head_len && backend_keep_alive && group.max_idle > 0 {
+            pool.put(conn, target, now_ms(), group.max_idle);
+        }
+        return Forwarded::NotModified {
+            consumed: in_after,
+            leftover: body.leftover.take(),
+            keep_client,
+        };
+    }
 
     if switching {
         // Bytes the backend sent after its 101 belong to the client.
@@ -679,7 +739,7 @@ pub async fn forward<S: ClientStream>(
     let end = stream_body(
         io,
         &mut conn,
-        (head_len, client_framing),
+        (head_len, client_framing, req.cache.silent),
         (wbuf, &mut trace.response_body_bytes),
         req.timeout,
         capture
@@ -743,6 +803,7 @@ struct ClientHeadInput<'a> {
     draining: bool,
     extra_headers: &'a [u8],
     rate: Option<&'a RateHeaders>,
+    hide: &'a [Box<str>],
 }
 
 /// What [`write_client_head`] decided.
@@ -842,6 +903,16 @@ fn write_client_head(
             || is("x-request-id")
             || (is("content-length") && !head_only)
         {
+            continue;
+        }
+        if input.hide.iter().any(|n| is(n)) {
+            // For the cache only: captured, not sent.
+            if let Some(c) = capture.as_deref_mut() {
+                c.head.extend_from_slice(name.as_bytes());
+                c.head.extend_from_slice(b": ");
+                c.head.extend_from_slice(h.value);
+                c.head.extend_from_slice(b"\r\n");
+            }
             continue;
         }
         let line_start = wbuf.len();
@@ -1192,7 +1263,7 @@ enum BodyEnd {
 async fn stream_body<S: ClientStream>(
     io: &mut ClientIo<S>,
     conn: &mut UpstreamConn,
-    (head_len, framing): (usize, ClientFraming),
+    (head_len, framing, silent): (usize, ClientFraming, bool),
     (wbuf, sent): (&mut Vec<u8>, &mut u64),
     timeout: Duration,
     mut capture: Option<&mut Vec<u8>>,
@@ -1240,7 +1311,7 @@ async fn stream_body<S: ClientStream>(
                     if let Some(r) = d.data.clone() {
                         payload += r.len();
                         let bytes = &data[pos + r.start..pos + r.end];
-                        if framing == ClientFraming::DechunkToClose {
+                        if framing == ClientFraming::DechunkToClose && !silent {
                             wbuf.extend_from_slice(bytes);
                         }
                         if let Some(c) = capture.as_deref_mut() {
@@ -1263,7 +1334,7 @@ async fn stream_body<S: ClientStream>(
             }
             ClientFraming::Rechunk => {
                 payload = data.len();
-                if !data.is_empty() {
+                if !data.is_empty() && !silent {
                     write_chunk_size(wbuf, data.len());
                     wbuf.extend_from_slice(data);
                     wbuf.extend_from_slice(b"\r\n");
@@ -1274,7 +1345,7 @@ async fn stream_body<S: ClientStream>(
                 payload = relay.len();
             }
         }
-        if !relay.is_empty() {
+        if !relay.is_empty() && !silent {
             if wbuf.is_empty() {
                 if !write_from_backend_buffer(io, conn, relay).await {
                     return BodyEnd::ClientGone;
@@ -1296,7 +1367,7 @@ async fn stream_body<S: ClientStream>(
         match monoio::time::timeout(timeout, read_backend(conn)).await {
             Ok(Ok(n)) if n > 0 => {}
             Ok(Ok(_)) if matches!(framing, ClientFraming::Rechunk | ClientFraming::Close) => {
-                if framing == ClientFraming::Rechunk {
+                if framing == ClientFraming::Rechunk && !silent {
                     wbuf.extend_from_slice(b"0\r\n\r\n");
                 }
                 return BodyEnd::Clean { reusable: false };
@@ -1354,6 +1425,7 @@ fn write_request_head(out: &mut Vec<u8>, req: &ForwardRequest<'_, '_>, target: &
             || (connection_lists_names && named_by_connection(head.headers, name))
             || req.hidden_header.is_some_and(is)
             || req.strip_headers.iter().any(|n| is(n))
+            || (req.cache.revalidate.is_some() && (is("if-none-match") || is("if-modified-since")))
         {
             continue;
         }
@@ -1381,6 +1453,9 @@ fn write_request_head(out: &mut Vec<u8>, req: &ForwardRequest<'_, '_>, target: &
     out.extend_from_slice(rid);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(req.conn_headers);
+    if let Some(lines) = req.cache.revalidate {
+        out.extend_from_slice(lines);
+    }
     match head.framing {
         BodyFraming::Length(n) => {
             out.extend_from_slice(b"Content-Length: ");

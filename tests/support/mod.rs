@@ -938,6 +938,21 @@ impl Drop for StubBackend {
     }
 }
 
+/// Polls `f` every 50 ms until it returns `Some`, or `None` once `limit`
+/// has passed.
+pub fn poll_until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// 64-bit FNV-1a, as the origin's `/echo` computes `body_sha`.
 #[derive(Clone, Copy, Debug)]
 pub struct Fnv1a(pub u64);
