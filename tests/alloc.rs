@@ -8,8 +8,8 @@
 //!   bodies, unmatched routes — must allocate zero times;
 //! - 10,000 proxied requests (GET, and POST with a body, over the worker's
 //!   pooled backend connection) must allocate zero times;
-//! - 10,000 stage-cache hits in the RFC 9111 mode (with 304s answered
-//!   from the cache) must allocate nothing;
+//! - 10,000 stage-cache hits in the RFC 9111 mode (with 304s and 206s
+//!   answered from the cache) must allocate nothing;
 //! - 10,000 stage-cache hits (GET and HEAD, small and 64 KiB bodies) must
 //!   allocate zero times.
 //!
@@ -373,7 +373,18 @@ name = "cached"
             .write_all(b"GET /prod/items/big HTTP/1.1\r\nHost: a\r\n\r\n")
             .unwrap();
         assert_eq!(read_response(stream, buf, false), 200);
-        4
+        // Ranges: a small slice (copied) and a large one (shared bytes).
+        let range = format!(
+            "GET /prod/items/{} HTTP/1.1\r\nHost: a\r\nRange: bytes=2-5\r\n\r\n",
+            i % 8
+        );
+        stream.write_all(range.as_bytes()).unwrap();
+        assert_eq!(read_response(stream, buf, false), 206);
+        stream
+            .write_all(b"GET /prod/items/big HTTP/1.1\r\nHost: a\r\nRange: bytes=100-\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_response(stream, buf, false), 206);
+        6
     };
     let (allocations, sent) = measure(&config, exchange);
     report("RFC-mode cache hits and 304s", allocations, sent);

@@ -14,9 +14,10 @@
 //! revalidation under a stampede); 4. clients' conditional requests
 //! answered 304 from the cache; 5. invalidation by unsafe methods (target,
 //! `Location`); 7. `stale-while-revalidate` and `stale-if-error`; 8.
-//! targeted fields (`CDN-Cache-Control`, a configured one); 10. what is
-//! never stored (`no-store`, `private`, `Authorization`, `Set-Cookie`,
-//! 206). Not here: 6 (Vary variants) and 9 (ranges), which are not built.
+//! targeted fields (`CDN-Cache-Control`, a configured one); 9. ranges (206
+//! and 416 from the cache, `If-Range`); 10. what is never stored
+//! (`no-store`, `private`, `Authorization`, `Set-Cookie`, 206). Not here:
+//! 6 (Vary variants), which is not built.
 
 mod support;
 
@@ -749,6 +750,66 @@ fn cdn_cache_control_overrides_and_is_not_forwarded() {
         get(&mut c, "/cdn", "").header("cache-control"),
         Some("no-store")
     );
+}
+
+// --- 9. ranges -------------------------------------------------------------------
+
+#[test]
+fn single_ranges_are_answered_206_from_the_cache() {
+    let o = Origin::start();
+    o.set(
+        "/digits",
+        Resource {
+            etag: Some("\"d\"".into()),
+            ..ok(
+                "0123456789",
+                "Cache-Control: max-age=600\r\nContent-Type: text/plain\r\n",
+            )
+        },
+    );
+    let gw = gateway(&o, "");
+    let mut c = gw.client();
+    assert_answer(&get(&mut c, "/digits", ""), 200, "Miss", "0123456789");
+    let r = get(&mut c, "/digits", "Range: bytes=2-5\r\n");
+    assert_answer(&r, 206, "Hit", "2345");
+    assert_eq!(r.header("content-range"), Some("bytes 2-5/10"), "{r:?}");
+    assert_eq!(r.header("content-type"), Some("text/plain"), "{r:?}");
+    let r = get(&mut c, "/digits", "Range: bytes=-3\r\n");
+    assert_answer(&r, 206, "Hit", "789");
+    assert_eq!(r.header("content-range"), Some("bytes 7-9/10"));
+    let r = get(&mut c, "/digits", "Range: bytes=7-\r\n");
+    assert_answer(&r, 206, "Hit", "789");
+    let r = get(&mut c, "/digits", "Range: bytes=20-\r\n");
+    assert_eq!((r.status, r.text().as_str()), (416, ""), "{r:?}");
+    assert_eq!(r.header("content-range"), Some("bytes */10"), "{r:?}");
+    // Several ranges, or another unit: the whole entry.
+    assert_answer(
+        &get(&mut c, "/digits", "Range: bytes=0-1,4-5\r\n"),
+        200,
+        "Hit",
+        "0123456789",
+    );
+    assert_answer(
+        &get(&mut c, "/digits", "Range: items=0-1\r\n"),
+        200,
+        "Hit",
+        "0123456789",
+    );
+    // If-Range: the range only while the entity tag still matches.
+    let r = get(&mut c, "/digits", "Range: bytes=0-0\r\nIf-Range: \"d\"\r\n");
+    assert_answer(&r, 206, "Hit", "0");
+    let r = get(
+        &mut c,
+        "/digits",
+        "Range: bytes=0-0\r\nIf-Range: \"old\"\r\n",
+    );
+    assert_answer(&r, 200, "Hit", "0123456789");
+    // HEAD ignores Range.
+    c.send("HEAD /s/digits HTTP/1.1\r\nHost: t\r\nRange: bytes=0-1\r\n\r\n");
+    let r = c.read_head_response();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("content-length"), Some("10"), "{r:?}");
+    assert_eq!(o.count("/digits"), 1);
 }
 
 // --- 10. never stored ------------------------------------------------------------------

@@ -22,6 +22,8 @@
 //! - [`etag_matches`] / [`not_modified_since`]: RFC 9110 §13's weak
 //!   comparison of `If-None-Match` and the `If-Modified-Since` rule, for
 //!   answering a client's conditional request from a stored entry.
+//! - [`byte_range`] / [`if_range_allows`]: RFC 9110 §14's single byte
+//!   range and its `If-Range` guard, for answering 206 from an entry.
 
 #![forbid(unsafe_code)]
 
@@ -499,6 +501,84 @@ pub fn not_modified_since(if_modified_since: &[u8], last_modified_secs: Option<u
         (Some(since), Some(lm)) => lm <= since,
         _ => false,
     }
+}
+
+/// What a `Range` header asks of a representation of `len` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeAsk {
+    /// Answer the whole representation: no usable `Range` (another unit,
+    /// a syntax error, several ranges).
+    Whole,
+    /// Bytes `first..=last` (both within the representation).
+    Part(u64, u64),
+    /// One well-formed range that starts past the end: 416.
+    Unsatisfiable,
+}
+
+/// RFC 9110 §14.1.2: reads a `Range` value (`bytes=first-last`,
+/// `bytes=first-`, `bytes=-suffix`) for a representation of `len` bytes.
+/// Only a single range is answered from the cache; several ranges are
+/// answered whole (a server may ignore `Range`).
+pub fn byte_range(value: &[u8], len: u64) -> RangeAsk {
+    let v = trim(value);
+    let Some(eq) = v.iter().position(|&b| b == b'=') else {
+        return RangeAsk::Whole;
+    };
+    if !trim(&v[..eq]).eq_ignore_ascii_case(b"bytes") {
+        return RangeAsk::Whole;
+    }
+    let set = trim(&v[eq + 1..]);
+    if set.contains(&b',') {
+        return RangeAsk::Whole;
+    }
+    let Some(dash) = set.iter().position(|&b| b == b'-') else {
+        return RangeAsk::Whole;
+    };
+    let (first, last) = (trim(&set[..dash]), trim(&set[dash + 1..]));
+    let num = |d: &[u8]| -> Option<u64> {
+        (!d.is_empty() && d.len() <= 19 && d.iter().all(u8::is_ascii_digit))
+            .then(|| d.iter().fold(0u64, |n, &b| n * 10 + u64::from(b - b'0')))
+    };
+    match (first.is_empty(), last.is_empty()) {
+        // bytes=-suffix: the last `suffix` bytes.
+        (true, false) => match num(last) {
+            Some(0) => RangeAsk::Unsatisfiable,
+            Some(_) if len == 0 => RangeAsk::Unsatisfiable,
+            Some(n) => RangeAsk::Part(len.saturating_sub(n), len - 1),
+            None => RangeAsk::Whole,
+        },
+        (false, true) => match num(first) {
+            Some(f) if f < len => RangeAsk::Part(f, len - 1),
+            Some(_) => RangeAsk::Unsatisfiable,
+            None => RangeAsk::Whole,
+        },
+        (false, false) => match (num(first), num(last)) {
+            (Some(f), Some(l)) if f > l => RangeAsk::Whole,
+            (Some(f), Some(_)) if f >= len => RangeAsk::Unsatisfiable,
+            (Some(f), Some(l)) => RangeAsk::Part(f, l.min(len - 1)),
+            _ => RangeAsk::Whole,
+        },
+        (true, true) => RangeAsk::Whole,
+    }
+}
+
+/// RFC 9110 §13.1.5: whether an `If-Range` value lets the range apply: an
+/// entity tag that equals the stored strong `etag` (a weak one never
+/// does), or a date equal to the stored `Last-Modified`.
+pub fn if_range_allows(
+    if_range: &[u8],
+    etag: Option<&[u8]>,
+    last_modified_secs: Option<u64>,
+) -> bool {
+    let v = trim(if_range);
+    if v.starts_with(b"\"") || v.starts_with(b"W/") {
+        return !v.starts_with(b"W/")
+            && etag.is_some_and(|e| {
+                let e = trim(e);
+                !e.starts_with(b"W/") && e == v
+            });
+    }
+    matches!((parse_http_date(v), last_modified_secs), (Some(d), Some(lm)) if d == lm)
 }
 
 #[cfg(test)]

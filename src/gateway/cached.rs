@@ -48,7 +48,7 @@ use super::outcome::Outcome;
 use super::response::GatewayError;
 use super::snapshot::{KeyParam, ProxyRoute, RouteCache, StageCacheState};
 use super::worker::GatewayWorker;
-use crate::cache::policy::asks_refresh;
+use crate::cache::policy::{asks_refresh, RangeAsk};
 use crate::cache::{Entry, Fetch, KeyBuilder, ParamKind};
 use crate::config::{StageCacheConfig, UnauthorizedStrategy};
 use crate::http::response::{
@@ -177,6 +177,7 @@ pub(super) async fn serve<S: ClientStream>(
                                 age: show,
                                 lines,
                                 not_modified: false,
+                                range: RangeAsk::Whole,
                             };
                             let next =
                                 write_hit(x, req, &entry, how, (!close, consumed, leftover)).await;
@@ -227,6 +228,7 @@ pub(super) async fn serve<S: ClientStream>(
         age: show,
         lines,
         not_modified: false,
+        range: RangeAsk::Whole,
     };
     let next = write_hit(x, req, &entry, how, (keep, consumed, leftover)).await;
     (next, Outcome::CacheHit)
@@ -403,6 +405,9 @@ pub(super) struct HitHow<'a> {
     /// Answer `304 Not Modified` (a client's conditional request that the
     /// entry satisfies): the stored head under a 304 status line, no body.
     pub not_modified: bool,
+    /// A byte range of the body (RFC mode): `Part` is a 206 with
+    /// `Content-Range`, `Unsatisfiable` a 416 without the stored head.
+    pub range: RangeAsk,
 }
 
 /// Writes a response from a cache entry: the stored head, the per-response
@@ -420,15 +425,28 @@ pub(super) async fn write_hit<S: ClientStream>(
 ) -> Next {
     let wbuf = &mut *x.wbuf;
     let stored = entry.head().as_ref();
-    let status = if how.not_modified {
-        // The stored status line gives way to a 304's.
-        let line_end = stored.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
-        wbuf.extend_from_slice(b"HTTP/1.1 304 Not Modified\r\n");
-        wbuf.extend_from_slice(&stored[line_end..]);
-        304
-    } else {
-        wbuf.extend_from_slice(stored);
-        entry.status()
+    let full = entry.body();
+    // The stored status line gives way to a 304's, 206's or 416's.
+    let line_end = stored.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let (status, span) = match (how.not_modified, how.range) {
+        (true, _) => {
+            wbuf.extend_from_slice(b"HTTP/1.1 304 Not Modified\r\n");
+            wbuf.extend_from_slice(&stored[line_end..]);
+            (304, 0..0)
+        }
+        (false, RangeAsk::Part(first, last)) => {
+            wbuf.extend_from_slice(b"HTTP/1.1 206 Partial Content\r\n");
+            wbuf.extend_from_slice(&stored[line_end..]);
+            (206, first as usize..last as usize + 1)
+        }
+        (false, RangeAsk::Unsatisfiable) => {
+            wbuf.extend_from_slice(b"HTTP/1.1 416 Range Not Satisfiable\r\n");
+            (416, 0..0)
+        }
+        (false, RangeAsk::Whole) => {
+            wbuf.extend_from_slice(stored);
+            (entry.status(), 0..full.len())
+        }
     };
     x.state.answer.status = status;
     let worker_date = x.io.worker().date();
@@ -450,7 +468,24 @@ pub(super) async fn write_hit<S: ClientStream>(
     }
     wbuf.extend_from_slice(how.lines);
     write_rate_headers(wbuf, req.rate.as_ref());
-    let body = entry.body();
+    match status {
+        206 => {
+            wbuf.extend_from_slice(b"Content-Range: bytes ");
+            write_u64(wbuf, span.start as u64);
+            wbuf.push(b'-');
+            write_u64(wbuf, span.end as u64 - 1);
+            wbuf.push(b'/');
+            write_u64(wbuf, full.len() as u64);
+            wbuf.extend_from_slice(b"\r\n");
+        }
+        416 => {
+            wbuf.extend_from_slice(b"Content-Range: bytes */");
+            write_u64(wbuf, full.len() as u64);
+            wbuf.extend_from_slice(b"\r\n");
+        }
+        _ => {}
+    }
+    let body = full.get(span.clone()).unwrap_or_default();
     let has_body = !status_has_no_body(status);
     x.state.answer.body_bytes = Some(if has_body && !req.head_only {
         body.len() as u64
@@ -468,7 +503,7 @@ pub(super) async fn write_hit<S: ClientStream>(
             if !x.io.flush(wbuf).await {
                 return Next::Close { linger: true };
             }
-            let (ok, _) = x.io.write(body.clone()).await;
+            let (ok, _) = x.io.write(full.slice(span)).await;
             if !ok {
                 return Next::Close { linger: true };
             }

@@ -15,8 +15,10 @@
 //! 3. A fresh entry the client accepts is a hit: the stored head with its
 //!    stored `Date`, an `Age` (time in cache plus the origin's age), and
 //!    `304 Not Modified` when the client's `If-None-Match` (weak
-//!    comparison) or, without one, `If-Modified-Since` matches the entry.
-//!    Nothing is allocated.
+//!    comparison) or, without one, `If-Modified-Since` matches the entry;
+//!    a single `Range` of a 200 entry (with a matching `If-Range`, if
+//!    sent) gets 206 with the slice, or 416 past the end. Nothing is
+//!    allocated.
 //! 4. A stale entry inside its `stale-while-revalidate` window is served
 //!    at once; the first request to find it so then refreshes it (a
 //!    conditional request, answered to no one) on its connection after its
@@ -54,8 +56,9 @@ use super::outcome::Outcome;
 use super::snapshot::{KeyParam, StageCacheState};
 use super::worker::GatewayWorker;
 use crate::cache::policy::{
-    self, etag_matches, evaluate, fields, not_modified_since, request_directives, Decision,
-    Freshness, RequestDirectives, RequestFacts, Rules, Times,
+    self, byte_range, etag_matches, evaluate, fields, if_range_allows, not_modified_since,
+    request_directives, Decision, Freshness, RangeAsk, RequestDirectives, RequestFacts, Rules,
+    Times,
 };
 use crate::cache::{Entry, Fetch, Reuse};
 use crate::http::date::HttpDate;
@@ -425,11 +428,17 @@ async fn answer<S: ClientStream>(
             }
         }
     };
+    let not_modified = not_modified(head, entry);
     let how = HitHow {
         now,
         age: true,
         lines: extra_lines(show, false, status),
-        not_modified: not_modified(head, entry),
+        not_modified,
+        range: if not_modified {
+            RangeAsk::Whole
+        } else {
+            range(head, entry)
+        },
     };
     let next = write_hit(x, req, entry, how, done).await;
     let outcome = match status {
@@ -463,6 +472,30 @@ fn not_modified(head: &RequestHead<'_, '_>, entry: &Entry) -> bool {
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("if-modified-since"))
         .is_some_and(|h| not_modified_since(h.value, lm))
+}
+
+/// RFC 9110 §14: the byte range a GET asks of a 200 entry (one range,
+/// guarded by `If-Range` if sent); `Whole` for anything else.
+fn range(head: &RequestHead<'_, '_>, entry: &Entry) -> RangeAsk {
+    if head.method != "GET" || entry.status() != 200 {
+        return RangeAsk::Whole;
+    }
+    let header = |name: &str| {
+        head.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    let Some(value) = header("range") else {
+        return RangeAsk::Whole;
+    };
+    if let Some(guard) = header("if-range") {
+        let lm = entry.reuse().and_then(|r| r.last_modified_secs);
+        if !if_range_allows(guard, entry.etag(), lm) {
+            return RangeAsk::Whole;
+        }
+    }
+    byte_range(value, entry.body().len() as u64)
 }
 
 /// The policy's rules for this stage and route.

@@ -399,6 +399,48 @@ fn delta_seconds_cap_and_refuse() {
     assert_eq!(delta_seconds(None), None);
 }
 
+#[test]
+fn byte_ranges() {
+    use RangeAsk::*;
+    assert_eq!(byte_range(b"bytes=0-3", 10), Part(0, 3));
+    assert_eq!(byte_range(b"Bytes = 2 - ", 10), Part(2, 9));
+    assert_eq!(byte_range(b"bytes=-4", 10), Part(6, 9));
+    assert_eq!(byte_range(b"bytes=-40", 10), Part(0, 9));
+    assert_eq!(byte_range(b"bytes=5-100", 10), Part(5, 9));
+    assert_eq!(byte_range(b"bytes=10-", 10), Unsatisfiable);
+    assert_eq!(byte_range(b"bytes=10-12", 10), Unsatisfiable);
+    assert_eq!(byte_range(b"bytes=-0", 10), Unsatisfiable);
+    assert_eq!(byte_range(b"bytes=-1", 0), Unsatisfiable);
+    for whole in [
+        &b"bytes=4-3"[..],
+        b"bytes=0-1,4-5",
+        b"items=0-1",
+        b"bytes=a-b",
+        b"bytes=-",
+        b"bytes 0-1",
+        b"bytes=99999999999999999999-",
+    ] {
+        assert_eq!(
+            byte_range(whole, 10),
+            Whole,
+            "{:?}",
+            String::from_utf8_lossy(whole)
+        );
+    }
+}
+
+#[test]
+fn if_range_guards() {
+    assert!(if_range_allows(b"\"a\"", Some(b"\"a\""), None));
+    assert!(!if_range_allows(b"\"a\"", Some(b"W/\"a\""), None));
+    assert!(!if_range_allows(b"W/\"a\"", Some(b"W/\"a\""), None));
+    assert!(!if_range_allows(b"\"b\"", Some(b"\"a\""), None));
+    let d = b"Sun, 06 Nov 1994 08:49:37 GMT";
+    assert!(if_range_allows(d, None, Some(784_111_777)));
+    assert!(!if_range_allows(d, None, Some(784_111_778)));
+    assert!(!if_range_allows(b"junk", Some(b"\"a\""), Some(1)));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
@@ -419,6 +461,21 @@ proptest! {
         let _ = etag_matches(&bytes, b"\"a\"");
         let _ = etag_matches(b"\"a\", W/\"b\"", &bytes);
         let _ = not_modified_since(&bytes, Some(1));
+        let _ = if_range_allows(&bytes, Some(b"\"a\""), Some(1));
+        for len in [0u64, 1, 10, u64::MAX] {
+            if let RangeAsk::Part(first, last) = byte_range(&bytes, len) {
+                prop_assert!(first <= last && last < len);
+            }
+        }
+    }
+
+    /// Every well-formed single range lies inside the representation.
+    #[test]
+    fn ranges_stay_inside(first in 0u64..50, last in 0u64..50, len in 0u64..40, suffix in any::<bool>()) {
+        let v = if suffix { format!("bytes=-{last}") } else { format!("bytes={first}-{last}") };
+        if let RangeAsk::Part(f, l) = byte_range(v.as_bytes(), len) {
+            prop_assert!(f <= l && l < len);
+        }
     }
 
     /// Mutated real heads: no panic, ranges stay inside.
