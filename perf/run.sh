@@ -8,6 +8,12 @@
 # Scenario "cache": cache hits: ringgate's stage cache vs nginx proxy_cache vs
 #                   varnish, in front of the same origin, two workloads (one
 #                   hot URL; 10,000 URLs with Zipf popularity, perf/zipf.lua).
+# Scenario "revalidate": the same three caches honouring the origin's
+#                   headers (ringgate's RFC 9111 mode, nginx
+#                   proxy_cache_revalidate, varnish with keep): every entry
+#                   says max-age=1 and an ETag, so over the 10,000 Zipf URLs
+#                   most requests find their entry stale and revalidate it
+#                   (the origin answers If-None-Match with a 304).
 # Servers of a scenario run one at a time, alternating (A, B, A, B, ...), each
 # started before its run and stopped after it, so they never compete.
 # --baseline PATH adds "ringgate-base" (the same config, an older binary),
@@ -17,7 +23,7 @@
 # ratios, so a drift of the host between rounds cancels out.
 # See perf/README.md for the method and how to read the output.
 #
-# Usage: perf/run.sh [--scenario mock|proxy|cache] [--rounds N] [--duration SECS]
+# Usage: perf/run.sh [--scenario mock|proxy|cache|revalidate] [--rounds N] [--duration SECS]
 #                    [--warmup SECS] [--connections C] [--mode pinned|wide]
 #                    [--bin PATH] [--baseline PATH] [--origin ringgate-origin|nginx]
 #                    [--servers LIST] [--with-mock] [--no-save]
@@ -47,7 +53,7 @@ PERF_KEY=perf-key-0123456789abcdefghij
 usage() {
     cat <<'EOF'
 Usage: perf/run.sh [options]
-  --scenario NAME     scenario to run: mock, proxy or cache            [mock]
+  --scenario NAME     scenario to run: mock, proxy, cache or revalidate [mock]
   --rounds N          rounds; each round runs every server once        [3]
   --duration SECS     length of each measured wrk run                  [10]
   --warmup SECS       wrk warm-up before each measured run             [2]
@@ -206,6 +212,16 @@ workload_cache_zipf() {
     WL_WRK_ARGS=(-- "$ZIPF_N" "$ZIPF_S" "$ZIPF_SEED" /perf/items/)
     WL_FILL=fill_walk
 }
+# revalidate: GET /perf/items/{id} from the origin's /revalidating/1024
+# (max-age=1, ETag "v1", 304 to If-None-Match "v1"): the zipf workload only,
+# so most requests meet a stale entry. The origin's request count per run is
+# the number of revalidations (and misses) each cache made.
+scenario_revalidate() {
+    scenario_cache
+    SCENARIO_ORIGIN=revalidate
+    SCENARIO_WORKLOADS=(zipf)
+}
+workload_revalidate_zipf() { workload_cache_zipf; }
 # --with-mock adds ringgate's mock route (the mock scenario's config) to the
 # hot workload, as server "ringgate-mock".
 MOCK_PATH=/perf/hello
@@ -348,6 +364,7 @@ scenario_ensure_proxy() {
     fi
 }
 scenario_ensure_cache() { scenario_ensure_proxy; }
+scenario_ensure_revalidate() { scenario_ensure_proxy; }
 
 ensure_server_ringgate() {
     if [[ ! -x $BIN ]]; then
@@ -399,7 +416,7 @@ start_server_nginx() {
     # cache: a fresh cache directory per run (a cold cache), on tmpfs when
     # nginx_cache_setup made NGINX_CACHE_ROOT; removed when nginx stops.
     cache=$dir/cache
-    if [[ $SCENARIO == cache && -n $NGINX_CACHE_ROOT ]]; then
+    if [[ $SCENARIO == cache || $SCENARIO == revalidate ]] && [[ -n $NGINX_CACHE_ROOT ]]; then
         SERVER_CACHE_DIR=$(mktemp -d "$NGINX_CACHE_ROOT/nginx.XXXX")
         chmod 755 "$SERVER_CACHE_DIR" # nginx's workers (nobody under root) write below
         cache=$SERVER_CACHE_DIR/cache
@@ -723,6 +740,7 @@ scenario_setup_cache() {
     scenario_setup_proxy
     if [[ " ${SERVERS[*]} " == *" nginx "* ]]; then nginx_cache_setup; fi
 }
+scenario_setup_revalidate() { scenario_setup_cache; }
 
 # nginx_cache_setup (cache, with nginx): nginx is tuned as a RAM cache, so
 # its proxy_cache files go to tmpfs: NGINX_CACHE_ROOT, a private directory
@@ -929,6 +947,13 @@ say "servers:  ${SERVERS[*]}$( ((WITH_MOCK)) && echo ' (+ ringgate-mock in hot)'
 if [[ ${SCENARIO_WORKLOADS[*]} != default ]]; then
     say "workloads: ${SCENARIO_WORKLOADS[*]}   (each round runs every workload on every server; each run starts a fresh server)"
 fi
+if [[ $SCENARIO == revalidate ]]; then
+    say "  zipf:   GET /perf/items/{1..$ZIPF_N}, Zipf(s=$ZIPF_S), seed $ZIPF_SEED (perf/zipf.lua); all $ZIPF_N URLs walked once with curl before the warm-up"
+    say "  origin: /revalidating/1024?id=N: cache-control: max-age=1, etag \"v1\"; 304 to If-None-Match \"v1\""
+    say "  caches: ringgate stage cache 256MiB, respect_origin_cache_control = true, key path.id;"
+    say "          nginx proxy_cache (as in cache) with proxy_cache_revalidate on, Cache-Control honoured;"
+    say "          varnish malloc,256M, ttl from Cache-Control, grace 0s, keep 1h (conditional fetches)"
+fi
 if [[ $SCENARIO == cache ]]; then
     say "  hot:    GET /perf/items/1 only (the check fills it; warm-up and run are hits)"
     say "  zipf:   GET /perf/items/{1..$ZIPF_N}, Zipf(s=$ZIPF_S), seed $ZIPF_SEED (perf/zipf.lua); all $ZIPF_N URLs walked once with curl before the warm-up"
@@ -968,7 +993,7 @@ for s in "${SERVERS[@]}"; do
 done
 say "wrk:      $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
 if [[ -n $ORIGIN_PID ]]; then
-    say "origin:   $ORIGIN_KIND: $ORIGIN_DESC on 127.0.0.1:$ORIGIN_PORT, $([[ $SCENARIO == cache ]] && echo 'GET /bytes/1024?id=N' || echo 'GET /hello'); one instance for all runs; origin cpu = utime+stime of all its processes"
+    say "origin:   $ORIGIN_KIND: $ORIGIN_DESC on 127.0.0.1:$ORIGIN_PORT, $(case $SCENARIO in cache) echo 'GET /bytes/1024?id=N' ;; revalidate) echo 'GET /revalidating/1024?id=N' ;; *) echo 'GET /hello' ;; esac); one instance for all runs; origin cpu = utime+stime of all its processes"
     if [[ $ORIGIN_KIND == ringgate-origin && -n $(find "$REPO_DIR/tools" -name '*.rs' -newer "$ORIGIN_BIN" -print -quit 2>/dev/null) ]]; then
         say "WARNING:  $ORIGIN_BIN is older than tools/: rebuild it"
     fi
@@ -1075,7 +1100,7 @@ run_one() { # run_one ROUND WORKLOAD SERVER
 row_fmt='%-6s %-13s %12s %12s %14s %10s %12s %8s%s\n'
 ocol() { # ocol ORIGIN-US/REQ [ORIGIN-REQS FILL]
     [[ -n $ORIGIN_PID ]] && printf ' %14s' "$1"
-    [[ $SCENARIO_ORIGIN == cache ]] && printf ' %12s %10s' "$2" "$3"
+    [[ $SCENARIO_ORIGIN == cache || $SCENARIO_ORIGIN == revalidate ]] && printf ' %12s %10s' "$2" "$3"
     return 0
 }
 print_header() {
@@ -1213,7 +1238,7 @@ done
 sum_fmt='%-13s %14s %12s %14s%s\n'
 scol() { # scol ORIGIN-US/REQ ORIGIN-REQS
     [[ -n $ORIGIN_PID ]] && printf ' %14s' "$1"
-    [[ $SCENARIO_ORIGIN == cache ]] && printf ' %12s' "$2"
+    [[ $SCENARIO_ORIGIN == cache || $SCENARIO_ORIGIN == revalidate ]] && printf ' %12s' "$2"
     return 0
 }
 say "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)   (the runs themselves add about 2$([[ " ${SERVERS[*]} " == *" varnish "* ]] && echo "; varnish's runnable threads far more"))"

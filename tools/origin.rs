@@ -31,6 +31,7 @@
 //! | `/hello` | 200 `hello, world\n` (13 bytes, `text/plain`): the perf response |
 //! | `/bytes/{n}` | 200, n bytes of `abc…xyzabc…` (byte i is `'a' + i % 26`), content-length; n up to 1 GiB, streamed |
 //! | `/cacheable/{n}` | as `/bytes/{n}`, with `cache-control: max-age=3600` and `etag: "v1"` (for a cache in the RFC 9111 mode) |
+//! | `/revalidating/{n}` | as `/bytes/{n}`, with `cache-control: max-age=1` and `etag: "v1"`; with `If-None-Match: "v1"`: 304 with the same two headers and no body |
 //! | `/echo` | 200 `application/json`: `{"method":"POST","path":"/echo/x","query":"a=1"` (or `null` without `?`) `,"version":"HTTP/1.1","headers":[["Host","…"],…],"body_len":N,"body_sha":"<16 hex digits>"}`. Headers in order, names as sent. body_sha is 64-bit FNV-1a of the body (offset 0xcbf29ce484222325, prime 0x100000001b3). Strings are JSON-escaped; bytes that are not UTF-8 appear as `\u00XX`. Content-Length or chunked bodies of any size are hashed while streaming |
 //! | `/status/{code}` | that status (200–999), body `status {code}\n`; no body (and no content-length) for 204 and 304 |
 //! | `/slow/{ms}` | waits ms, then 200 `slow\n` |
@@ -483,6 +484,9 @@ enum Route {
     Hello,
     Bytes(u64),
     Cacheable(u64),
+    Revalidating(u64),
+    /// `/revalidating/{n}` asked with `If-None-Match: "v1"`.
+    NotModified,
     Echo,
     Status(u16),
     Slow(u64),
@@ -542,6 +546,7 @@ fn route_of(path: &[u8]) -> Route {
         b"hello" => Some(Route::Hello),
         b"bytes" => num().map(Route::Bytes),
         b"cacheable" => num().map(Route::Cacheable),
+        b"revalidating" => num().map(Route::Revalidating),
         b"echo" => Some(Route::Echo),
         b"status" => num()
             .filter(|c| (200..=999).contains(c))
@@ -623,6 +628,7 @@ fn parse_head(buf: &[u8], json: &mut Vec<u8>) -> Parsed {
     let (mut conn_close, mut conn_ka, mut conn_upgrade, mut up_ws) = (false, false, false, false);
     let (mut cl, mut te, mut expect) = (None::<u64>, None::<bool>, false);
     let mut ws_key: Option<&[u8]> = None;
+    let mut inm_v1 = false;
     for h in req.headers.iter() {
         let n = h.name.as_bytes();
         let v = h.value;
@@ -646,7 +652,12 @@ fn parse_head(buf: &[u8], json: &mut Vec<u8>) -> Parsed {
             ws_key = Some(v.trim_ascii());
         } else if n.eq_ignore_ascii_case(b"expect") {
             expect = v.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        } else if n.eq_ignore_ascii_case(b"if-none-match") {
+            inm_v1 |= v.windows(4).any(|w| w == b"\"v1\"");
         }
+    }
+    if matches!(route, Route::Revalidating(_)) && inm_v1 {
+        route = Route::NotModified;
     }
     let framing = match (te, cl) {
         (Some(false), _) => return Parsed::Bad(400),
@@ -933,6 +944,17 @@ impl Conn {
                 if !head && !self.pattern(0, n).await {
                     return Step::Dead;
                 }
+            }
+            Route::Revalidating(n) => {
+                let extra = b"cache-control: max-age=1\r\netag: \"v1\"\r\n";
+                self.head(200, Some(n), b"application/octet-stream", extra);
+                if !head && !self.pattern(0, n).await {
+                    return Step::Dead;
+                }
+            }
+            Route::NotModified => {
+                let extra = b"cache-control: max-age=1\r\netag: \"v1\"\r\n";
+                self.head(304, None, b"application/octet-stream", extra);
             }
             Route::Cacheable(n) => {
                 let extra = b"cache-control: max-age=3600\r\netag: \"v1\"\r\n";

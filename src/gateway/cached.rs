@@ -426,26 +426,26 @@ pub(super) async fn write_hit<S: ClientStream>(
     let wbuf = &mut *x.wbuf;
     let stored = entry.head().as_ref();
     let full = entry.body();
-    // The stored status line gives way to a 304's, 206's or 416's.
-    let line_end = stored.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+    // Past the stored status line: a 304's or 206's replaces it.
+    let headers = || &stored[stored.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1)..];
     let (status, span) = match (how.not_modified, how.range) {
+        (false, RangeAsk::Whole) => {
+            wbuf.extend_from_slice(stored);
+            (entry.status(), 0..full.len())
+        }
         (true, _) => {
             wbuf.extend_from_slice(b"HTTP/1.1 304 Not Modified\r\n");
-            wbuf.extend_from_slice(&stored[line_end..]);
+            wbuf.extend_from_slice(headers());
             (304, 0..0)
         }
         (false, RangeAsk::Part(first, last)) => {
             wbuf.extend_from_slice(b"HTTP/1.1 206 Partial Content\r\n");
-            wbuf.extend_from_slice(&stored[line_end..]);
+            wbuf.extend_from_slice(headers());
             (206, first as usize..last as usize + 1)
         }
         (false, RangeAsk::Unsatisfiable) => {
             wbuf.extend_from_slice(b"HTTP/1.1 416 Range Not Satisfiable\r\n");
             (416, 0..0)
-        }
-        (false, RangeAsk::Whole) => {
-            wbuf.extend_from_slice(stored);
-            (entry.status(), 0..full.len())
         }
     };
     x.state.answer.status = status;
@@ -468,24 +468,14 @@ pub(super) async fn write_hit<S: ClientStream>(
     }
     wbuf.extend_from_slice(how.lines);
     write_rate_headers(wbuf, req.rate.as_ref());
-    match status {
-        206 => {
-            wbuf.extend_from_slice(b"Content-Range: bytes ");
-            write_u64(wbuf, span.start as u64);
-            wbuf.push(b'-');
-            write_u64(wbuf, span.end as u64 - 1);
-            wbuf.push(b'/');
-            write_u64(wbuf, full.len() as u64);
-            wbuf.extend_from_slice(b"\r\n");
-        }
-        416 => {
-            wbuf.extend_from_slice(b"Content-Range: bytes */");
-            write_u64(wbuf, full.len() as u64);
-            wbuf.extend_from_slice(b"\r\n");
-        }
-        _ => {}
+    if how.range != RangeAsk::Whole {
+        write_content_range(wbuf, status, &span, full.len());
     }
-    let body = full.get(span.clone()).unwrap_or_default();
+    let body: &[u8] = match status {
+        206 => full.get(span.clone()).unwrap_or_default(),
+        416 => &[],
+        _ => &full[..],
+    };
     let has_body = !status_has_no_body(status);
     x.state.answer.body_bytes = Some(if has_body && !req.head_only {
         body.len() as u64
@@ -513,6 +503,28 @@ pub(super) async fn write_hit<S: ClientStream>(
         Next::Continue { consumed, leftover }
     } else {
         Next::Close { linger: true }
+    }
+}
+
+/// `Content-Range` for a 206 (`bytes first-last/len`) or a 416
+/// (`bytes */len`).
+fn write_content_range(wbuf: &mut Vec<u8>, status: u16, span: &std::ops::Range<usize>, len: usize) {
+    match status {
+        206 => {
+            wbuf.extend_from_slice(b"Content-Range: bytes ");
+            write_u64(wbuf, span.start as u64);
+            wbuf.push(b'-');
+            write_u64(wbuf, span.end as u64 - 1);
+            wbuf.push(b'/');
+            write_u64(wbuf, len as u64);
+            wbuf.extend_from_slice(b"\r\n");
+        }
+        416 => {
+            wbuf.extend_from_slice(b"Content-Range: bytes */");
+            write_u64(wbuf, len as u64);
+            wbuf.extend_from_slice(b"\r\n");
+        }
+        _ => {}
     }
 }
 

@@ -87,7 +87,8 @@ pub(super) async fn serve<S: ClientStream>(
     x.io.buffers().ensure_small(x.state.keys.buffer());
     build_key(&mut x.state.keys, cr.rc, req);
     let key = x.state.keys.finish();
-    let rd = client_directives(head, cache);
+    let asked = Asked::of(head);
+    let rd = client_directives(head, cache, &asked);
 
     if rd.no_store {
         let lines = extra_lines(show, false, Status::Bypass);
@@ -101,11 +102,19 @@ pub(super) async fn serve<S: ClientStream>(
         if entry.is_fresh(now) {
             if accepts(&rd, &entry, now) {
                 store.count_hit();
-                return answer(gw, x, req, &entry, (Status::Hit, show), now, None).await;
+                if !super::body::has_body(req) {
+                    // The common hit, awaited here as the API Gateway
+                    // mode's is (no nested future).
+                    let keep = head.keep_alive && !x.io.worker().is_draining();
+                    let how = hit_how(head, &entry, &asked, (Status::Hit, show), now);
+                    let next = write_hit(x, req, &entry, how, (keep, 0, None)).await;
+                    return (next, Outcome::CacheHit);
+                }
+                return answer(gw, x, req, &entry, &asked, (Status::Hit, show, now), None).await;
             }
             // Fresh, but the client asks for it to be revalidated.
             store.count_refresh();
-            return fetch(gw, x, req, cr, key, Some(entry), None).await;
+            return fetch(gw, x, req, (cr, &asked), key, Some(entry), None).await;
         }
         if let Some(r) = entry.reuse() {
             let swr = !r.must_revalidate && now < r.swr_until_ms && accepts_stale(&rd);
@@ -114,7 +123,7 @@ pub(super) async fn serve<S: ClientStream>(
                 store.count_hit();
                 let first = entry.start_refresh();
                 let (next, outcome) =
-                    answer(gw, x, req, &entry, (Status::Stale, show), now, None).await;
+                    answer(gw, x, req, &entry, &asked, (Status::Stale, show, now), None).await;
                 if first {
                     if let Next::Continue { .. } = next {
                         refresh_after(gw, x, req, cr, key, &entry).await;
@@ -130,11 +139,20 @@ pub(super) async fn serve<S: ClientStream>(
     match monoio::time::timeout(cache.settings.lock_timeout, lookup).await {
         // Another request's fetch, just made: fresh from the origin.
         Ok(Fetch::Fresh(entry)) => {
-            answer(gw, x, req, &entry, (Status::Hit, show), now_ms(), None).await
+            answer(
+                gw,
+                x,
+                req,
+                &entry,
+                &asked,
+                (Status::Hit, show, now_ms()),
+                None,
+            )
+            .await
         }
         Ok(Fetch::Lead(leader)) => {
             let stale = leader.stale().cloned();
-            fetch(gw, x, req, cr, key, stale, Some(leader)).await
+            fetch(gw, x, req, (cr, &asked), key, stale, Some(leader)).await
         }
         Err(_) => {
             let lines = extra_lines(show, false, Status::Bypass);
@@ -144,10 +162,48 @@ pub(super) async fn serve<S: ClientStream>(
     }
 }
 
+/// The request headers this mode reads, found in one pass over the head
+/// (a hit reads no header twice).
+#[derive(Clone, Copy, Default)]
+struct Asked<'a> {
+    cache_control: bool,
+    pragma: bool,
+    if_none_match: bool,
+    if_modified_since: Option<&'a [u8]>,
+    range: Option<&'a [u8]>,
+    if_range: Option<&'a [u8]>,
+}
+
+impl<'a> Asked<'a> {
+    fn of(head: &'a RequestHead<'_, '_>) -> Asked<'a> {
+        let mut a = Asked::default();
+        for h in head.headers {
+            let n = h.name.as_bytes();
+            let is = |s: &[u8]| n.eq_ignore_ascii_case(s);
+            match n.len() {
+                13 if is(b"cache-control") => a.cache_control = true,
+                13 if is(b"if-none-match") => a.if_none_match = true,
+                6 if is(b"pragma") => a.pragma = true,
+                17 if is(b"if-modified-since") => {
+                    a.if_modified_since = a.if_modified_since.or(Some(h.value));
+                }
+                5 if is(b"range") => a.range = a.range.or(Some(h.value)),
+                8 if is(b"if-range") => a.if_range = a.if_range.or(Some(h.value)),
+                _ => {}
+            }
+        }
+        a
+    }
+}
+
 /// The client's directives, or none when the stage requires authorization
 /// for them and the client lacks it.
-fn client_directives(head: &RequestHead<'_, '_>, cache: &StageCacheState) -> RequestDirectives {
-    if !super::cached::authorized(head, &cache.settings) {
+fn client_directives(
+    head: &RequestHead<'_, '_>,
+    cache: &StageCacheState,
+    asked: &Asked<'_>,
+) -> RequestDirectives {
+    if !(asked.cache_control || asked.pragma) || !super::cached::authorized(head, &cache.settings) {
         return RequestDirectives::default();
     }
     let values = head
@@ -155,10 +211,11 @@ fn client_directives(head: &RequestHead<'_, '_>, cache: &StageCacheState) -> Req
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("cache-control"))
         .map(|h| h.value);
-    let pragma = head.headers.iter().any(|h| {
-        h.name.eq_ignore_ascii_case("pragma")
-            && policy::directives(h.value).any(|(n, _)| n.eq_ignore_ascii_case(b"no-cache"))
-    });
+    let pragma = asked.pragma
+        && head.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("pragma")
+                && policy::directives(h.value).any(|(n, _)| n.eq_ignore_ascii_case(b"no-cache"))
+        });
     request_directives(values, pragma)
 }
 
@@ -193,7 +250,7 @@ async fn fetch<S: ClientStream>(
     gw: &GatewayWorker,
     x: &mut Exchange<'_, S>,
     req: &Request<'_, '_, '_>,
-    cr: &CachedRoute<'_>,
+    (cr, asked): (&CachedRoute<'_>, &Asked<'_>),
     key: crate::cache::CacheKey,
     stale: Option<Arc<Entry>>,
     mut leader: Option<crate::cache::Leader<'_>>,
@@ -253,8 +310,8 @@ async fn fetch<S: ClientStream>(
                 x,
                 req,
                 &entry,
-                (Status::Revalidated, show),
-                now,
+                asked,
+                (Status::Revalidated, show, now),
                 Some(done),
             )
             .await
@@ -272,9 +329,20 @@ async fn fetch<S: ClientStream>(
             // stale-if-error: the stale entry instead of the error (the
             // leader, dropped, puts it back).
             drop(leader);
-            let entry = stale.expect("checked above");
+            let Some(entry) = stale else {
+                return (Next::Close { linger: true }, Outcome::Aborted);
+            };
             let done = (!close, consumed, leftover);
-            answer(gw, x, req, &entry, (Status::Stale, show), now, Some(done)).await
+            answer(
+                gw,
+                x,
+                req,
+                &entry,
+                asked,
+                (Status::Stale, show, now),
+                Some(done),
+            )
+            .await
         }
         other => {
             // A whole GET answer (a HEAD's has no body to store).
@@ -405,8 +473,8 @@ async fn answer<S: ClientStream>(
     x: &mut Exchange<'_, S>,
     req: &Request<'_, '_, '_>,
     entry: &Arc<Entry>,
-    (status, show): (Status, bool),
-    now: u64,
+    asked: &Asked<'_>,
+    (status, show, now): (Status, bool, u64),
     done: Option<(bool, usize, Option<std::ops::Range<usize>>)>,
 ) -> (Next, Outcome) {
     let head = req.head;
@@ -428,18 +496,7 @@ async fn answer<S: ClientStream>(
             }
         }
     };
-    let not_modified = not_modified(head, entry);
-    let how = HitHow {
-        now,
-        age: true,
-        lines: extra_lines(show, false, status),
-        not_modified,
-        range: if not_modified {
-            RangeAsk::Whole
-        } else {
-            range(head, entry)
-        },
-    };
+    let how = hit_how(head, entry, asked, (status, show), now);
     let next = write_hit(x, req, entry, how, done).await;
     let outcome = match status {
         Status::Stale => Outcome::CacheStale,
@@ -449,47 +506,62 @@ async fn answer<S: ClientStream>(
     (next, outcome)
 }
 
+/// How a hit is written: `Age` always, 304 for a matching conditional
+/// request, else the range asked for.
+fn hit_how<'l>(
+    head: &RequestHead<'_, '_>,
+    entry: &Entry,
+    asked: &Asked<'_>,
+    (status, show): (Status, bool),
+    now: u64,
+) -> HitHow<'l> {
+    let not_modified = not_modified(head, entry, asked);
+    HitHow {
+        now,
+        age: true,
+        lines: extra_lines(show, false, status),
+        not_modified,
+        range: if not_modified {
+            RangeAsk::Whole
+        } else {
+            range(head, entry, asked)
+        },
+    }
+}
+
 /// RFC 9110 §13.2: whether the client's conditional headers let a 2xx
 /// entry be answered 304 (`If-None-Match` first; `If-Modified-Since`
 /// only without it).
-fn not_modified(head: &RequestHead<'_, '_>, entry: &Entry) -> bool {
+fn not_modified(head: &RequestHead<'_, '_>, entry: &Entry, asked: &Asked<'_>) -> bool {
     if !(200..300).contains(&entry.status()) {
         return false;
     }
-    let mut inm = head
-        .headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("if-none-match"))
-        .peekable();
-    if inm.peek().is_some() {
+    if asked.if_none_match {
         let Some(etag) = entry.etag() else {
             return false;
         };
-        return inm.any(|h| etag_matches(h.value, etag));
+        return head
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("if-none-match"))
+            .any(|h| etag_matches(h.value, etag));
     }
     let lm = entry.reuse().and_then(|r| r.last_modified_secs);
-    head.headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("if-modified-since"))
-        .is_some_and(|h| not_modified_since(h.value, lm))
+    asked
+        .if_modified_since
+        .is_some_and(|ims| not_modified_since(ims, lm))
 }
 
 /// RFC 9110 §14: the byte range a GET asks of a 200 entry (one range,
 /// guarded by `If-Range` if sent); `Whole` for anything else.
-fn range(head: &RequestHead<'_, '_>, entry: &Entry) -> RangeAsk {
+fn range(head: &RequestHead<'_, '_>, entry: &Entry, asked: &Asked<'_>) -> RangeAsk {
+    let Some(value) = asked.range else {
+        return RangeAsk::Whole;
+    };
     if head.method != "GET" || entry.status() != 200 {
         return RangeAsk::Whole;
     }
-    let header = |name: &str| {
-        head.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
-    };
-    let Some(value) = header("range") else {
-        return RangeAsk::Whole;
-    };
-    if let Some(guard) = header("if-range") {
+    if let Some(guard) = asked.if_range {
         let lm = entry.reuse().and_then(|r| r.last_modified_secs);
         if !if_range_allows(guard, entry.etag(), lm) {
             return RangeAsk::Whole;

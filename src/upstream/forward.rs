@@ -893,6 +893,7 @@ fn write_client_head(
         .headers
         .iter()
         .any(|h| h.name.eq_ignore_ascii_case("connection"));
+    let hiding = !input.hide.is_empty();
     for h in rh.headers {
         let name = h.name;
         let is = |s: &str| name.eq_ignore_ascii_case(s);
@@ -905,7 +906,7 @@ fn write_client_head(
         {
             continue;
         }
-        if input.hide.iter().any(|n| is(n)) {
+        if hiding && input.hide.iter().any(|n| is(n)) {
             // For the cache only: captured, not sent.
             if let Some(c) = capture.as_deref_mut() {
                 c.head.extend_from_slice(name.as_bytes());
@@ -1411,6 +1412,7 @@ fn write_request_head(out: &mut Vec<u8>, req: &ForwardRequest<'_, '_>, target: &
         .headers
         .iter()
         .any(|h| h.name.eq_ignore_ascii_case("connection"));
+    let revalidating = req.cache.revalidate.is_some();
     for h in head.headers {
         let name = h.name;
         let is = |s: &str| name.eq_ignore_ascii_case(s);
@@ -1425,7 +1427,7 @@ fn write_request_head(out: &mut Vec<u8>, req: &ForwardRequest<'_, '_>, target: &
             || (connection_lists_names && named_by_connection(head.headers, name))
             || req.hidden_header.is_some_and(is)
             || req.strip_headers.iter().any(|n| is(n))
-            || (req.cache.revalidate.is_some() && (is("if-none-match") || is("if-modified-since")))
+            || (revalidating && (is("if-none-match") || is("if-modified-since")))
         {
             continue;
         }
