@@ -13,11 +13,11 @@
 //! (304 freshens, 200 replaces, `no-cache` from either side, one
 //! revalidation under a stampede); 4. clients' conditional requests
 //! answered 304 from the cache; 5. invalidation by unsafe methods (target,
-//! `Location`); 7. `stale-while-revalidate` and `stale-if-error`; 8.
+//! `Location`); 6. `Vary` variants (one per value, bounded, replaced when
+//! the origin stops varying, all invalidated together; `Vary: *`); 7. `stale-while-revalidate` and `stale-if-error`; 8.
 //! targeted fields (`CDN-Cache-Control`, a configured one); 9. ranges (206
 //! and 416 from the cache, `If-Range`); 10. what is never stored
-//! (`no-store`, `private`, `Authorization`, `Set-Cookie`, 206). Not here:
-//! 6 (Vary variants), which is not built.
+//! (`no-store`, `private`, `Authorization`, `Set-Cookie`, 206).
 
 mod support;
 
@@ -638,6 +638,95 @@ fn unsafe_methods_invalidate_the_target_and_its_location() {
     assert_eq!(r.status, 500, "{r:?}");
     o.update("/items", |r| r.status = 200);
     assert_answer(&get(&mut c, "/items", ""), 200, "Hit", "list");
+}
+
+// --- 6. Vary ------------------------------------------------------------------------
+
+#[test]
+fn responses_that_vary_are_stored_as_variants() {
+    let o = Origin::start();
+    o.set(
+        "/v",
+        ok(
+            "variant",
+            "Cache-Control: max-age=600\r\nVary: Accept-Encoding, X-Tenant\r\n",
+        ),
+    );
+    let gw = gateway(&o, "");
+    let mut c = gw.client();
+    let gzip = "Accept-Encoding: gzip\r\nX-Tenant: a\r\n";
+    let br = "Accept-Encoding: br\r\nX-Tenant: a\r\n";
+    assert_answer(&get(&mut c, "/v", gzip), 200, "Miss", "variant");
+    assert_answer(&get(&mut c, "/v", gzip), 200, "Hit", "variant");
+    // Another value of a Vary header: another variant, fetched once.
+    assert_answer(&get(&mut c, "/v", br), 200, "Miss", "variant");
+    assert_answer(&get(&mut c, "/v", br), 200, "Hit", "variant");
+    assert_answer(&get(&mut c, "/v", gzip), 200, "Hit", "variant");
+    // A request without the headers is a variant of its own.
+    assert_answer(&get(&mut c, "/v", ""), 200, "Miss", "variant");
+    assert_answer(&get(&mut c, "/v", ""), 200, "Hit", "variant");
+    assert_eq!(o.count("/v"), 3);
+    // The origin stops varying: its answer replaces the variants.
+    o.update("/v", |r| {
+        r.headers = "Cache-Control: max-age=600\r\n".into()
+    });
+    let before = o.count("/v");
+    assert_answer(
+        &get(&mut c, "/v", "Accept-Encoding: zstd\r\n"),
+        200,
+        "Miss",
+        "variant",
+    );
+    assert_answer(
+        &get(&mut c, "/v", "Accept-Encoding: deflate\r\n"),
+        200,
+        "Hit",
+        "variant",
+    );
+    assert_eq!(o.count("/v") - before, 1);
+    // Invalidation by an unsafe method removes every variant.
+    o.set(
+        "/w",
+        ok(
+            "w",
+            "Cache-Control: max-age=600\r\nVary: Accept-Encoding\r\n",
+        ),
+    );
+    for ae in ["gzip", "br"] {
+        let h = format!("Accept-Encoding: {ae}\r\n");
+        assert_answer(&get(&mut c, "/w", &h), 200, "Miss", "w");
+        assert_answer(&get(&mut c, "/w", &h), 200, "Hit", "w");
+    }
+    let r = c.request("POST /s/w HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(r.status, 200, "{r:?}");
+    for ae in ["gzip", "br"] {
+        let h = format!("Accept-Encoding: {ae}\r\n");
+        assert_answer(&get(&mut c, "/w", &h), 200, "Miss", "w");
+    }
+}
+
+#[test]
+fn variants_per_url_are_bounded_and_vary_star_is_never_stored() {
+    let o = Origin::start();
+    o.set(
+        "/many",
+        ok("m", "Cache-Control: max-age=600\r\nVary: X-Id\r\n"),
+    );
+    o.set(
+        "/star",
+        ok("s", "Cache-Control: max-age=600\r\nVary: *\r\n"),
+    );
+    let gw = gateway(&o, "");
+    let mut c = gw.client();
+    for i in 0..20 {
+        let h = format!("X-Id: {i}\r\n");
+        assert_answer(&get(&mut c, "/many", &h), 200, "Miss", "m");
+    }
+    // The first 16 values were stored; the rest pass through.
+    assert_answer(&get(&mut c, "/many", "X-Id: 3\r\n"), 200, "Hit", "m");
+    assert_answer(&get(&mut c, "/many", "X-Id: 19\r\n"), 200, "Miss", "m");
+    assert_answer(&get(&mut c, "/star", ""), 200, "Miss", "s");
+    assert_answer(&get(&mut c, "/star", ""), 200, "Miss", "s");
 }
 
 // --- 7. stale content -----------------------------------------------------------------

@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use bytes::Bytes;
 
@@ -103,6 +103,14 @@ pub struct Entry {
     reuse: Option<Reuse>,
     /// A request is refreshing this entry in the background.
     refreshing: AtomicBool,
+    /// A variants marker (RFC mode): the request headers, lowercase, one
+    /// per line, that a URL's responses vary on; its variants are stored
+    /// under the URL's key plus those headers' values.
+    vary: Option<Bytes>,
+    /// Variants stored under this marker.
+    variants: AtomicU32,
+    /// The marker's generation, part of its variants' keys.
+    generation: u64,
 }
 
 impl Entry {
@@ -139,7 +147,53 @@ impl Entry {
             weight,
             reuse: None,
             refreshing: AtomicBool::new(false),
+            vary: None,
+            variants: AtomicU32::new(0),
+            generation: 0,
         })
+    }
+
+    /// A variants marker for the URL key `key`: `names` are the request
+    /// headers (lowercase, one per line) its responses vary on. Never
+    /// served; always fresh (it lives until evicted, removed or replaced).
+    /// `generation` is unique to this marker: its variants' keys carry it,
+    /// so a marker that replaces another never finds the old variants.
+    pub fn variants_marker(key: Box<[u8]>, names: Bytes, generation: u64, now_ms: u64) -> Entry {
+        let mut e = Entry::new(
+            key,
+            0,
+            Bytes::new(),
+            Bytes::new(),
+            now_ms,
+            u64::MAX,
+            u64::MAX,
+        )
+        .expect("an empty body is within the limit");
+        e.weight += names.len() as u64;
+        e.vary = Some(names);
+        e.generation = generation;
+        e
+    }
+
+    /// A variants marker's generation (0 for other entries).
+    pub fn vary_generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// For a variants marker, the header names its variants are selected
+    /// by (lowercase, one per line).
+    pub fn vary_names(&self) -> Option<&Bytes> {
+        self.vary.as_ref()
+    }
+
+    /// Counts one more variant under this marker; false (nothing counted)
+    /// once `limit` are stored.
+    pub fn admit_variant(&self, limit: u32) -> bool {
+        self.variants
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     /// The entry with RFC 9111 reuse rules (its `meta` lines are weighed).

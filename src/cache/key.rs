@@ -128,6 +128,9 @@ pub enum ParamKind {
     Header,
     /// The whole query string as one value (the name is usually empty).
     WholeQuery,
+    /// A request header a stored response varies on (its `Vary`, RFC 9111
+    /// §4.1): appended to a URL's key to select one variant.
+    Vary,
 }
 
 impl ParamKind {
@@ -138,6 +141,7 @@ impl ParamKind {
             ParamKind::Query => 2,
             ParamKind::Header => 3,
             ParamKind::WholeQuery => 4,
+            ParamKind::Vary => 5,
         }
     }
 
@@ -148,6 +152,7 @@ impl ParamKind {
             ParamKind::Query => "querystring",
             ParamKind::Header => "header",
             ParamKind::WholeQuery => "whole-querystring",
+            ParamKind::Vary => "vary",
         }
     }
 }
@@ -203,6 +208,12 @@ impl KeyBuilder {
     /// The hash of the key built so far.
     pub fn finish(&self) -> CacheKey {
         CacheKey::of(&self.buf)
+    }
+
+    /// Drops what was appended after the first `len` bytes (back to a key
+    /// built earlier, e.g. a URL's key before its `Vary` parameters).
+    pub fn truncate(&mut self, len: usize) {
+        self.buf.truncate(len);
     }
 
     /// The key bytes built so far (copy them into the [`Entry`](super::Entry)

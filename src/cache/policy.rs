@@ -14,7 +14,9 @@
 //!   `Expires` minus `Date`, else heuristic: 10 % of `Date` minus
 //!   `Last-Modified` for the statuses §4.2.2 lists, capped by the stage),
 //!   corrected initial age (§4.2.3, with the origin's `Age`), validators,
-//!   and the revalidation and stale rules.
+//!   whether it is a variant (`Vary` on a header the key lacks), and the
+//!   revalidation and stale rules.
+//! - [`vary_names`]: the header names a variant is selected by.
 //! - [`request_directives`]: a client's `Cache-Control` (`no-cache`,
 //!   `max-age`, `min-fresh`, `no-store`, `only-if-cached`).
 //! - [`asks_refresh`]: whether a request's `Cache-Control` values carry
@@ -52,7 +54,8 @@ pub struct Rules<'a> {
     /// Store responses that carry `Set-Cookie`.
     pub store_set_cookie: bool,
     /// Whether the route's key varies on a header (lowercase or not): a
-    /// `Vary` on any other header is not stored.
+    /// `Vary` on any other header makes the response a variant
+    /// ([`Freshness::varies`]).
     pub keyed: &'a dyn Fn(&[u8]) -> bool,
 }
 
@@ -86,7 +89,7 @@ pub enum NotStored {
     SetCookie,
     /// A 1xx, 206 or 304.
     Status,
-    /// `Vary: *`, or a `Vary` on a header the key does not carry.
+    /// `Vary: *` (never reusable).
     Vary,
     /// Neither explicit freshness, `public`, nor a heuristically cacheable
     /// status.
@@ -124,6 +127,9 @@ pub struct Freshness {
     pub last_modified: Option<Range<usize>>,
     /// `Last-Modified` in seconds since the epoch, when it parses.
     pub last_modified_secs: Option<u64>,
+    /// `Vary` names a request header the route's key does not carry: the
+    /// response is stored as one variant of its URL (RFC 9111 §4.1).
+    pub varies: bool,
 }
 
 impl Freshness {
@@ -344,9 +350,10 @@ pub fn evaluate(
         } else if is(b"vary") {
             for v in value.split(|&b| b == b',') {
                 let v = trim(v);
-                if !v.is_empty() && (v == b"*" || !(rules.keyed)(v)) {
+                if v == b"*" {
                     return Decision::Skip(NotStored::Vary);
                 }
+                f.varies |= !v.is_empty() && !(rules.keyed)(v);
             }
         }
     }
@@ -399,6 +406,33 @@ pub fn evaluate(
         return Decision::Skip(NotStored::Useless);
     }
     Decision::Store(f)
+}
+
+/// The request headers a response varies on that the route's key does not
+/// carry: its `Vary` values, lowercase, in order, without duplicates, one
+/// per line (`accept-encoding\naccept-language\n`). Empty when it varies
+/// on none.
+pub fn vary_names(head: &[u8], keyed: &dyn Fn(&[u8]) -> bool) -> Vec<u8> {
+    let mut out: Vec<u8> = Vec::new();
+    for (name, value, _) in fields(head) {
+        if !name.eq_ignore_ascii_case(b"vary") {
+            continue;
+        }
+        for v in value.split(|&b| b == b',') {
+            let v = trim(v);
+            if v.is_empty() || v == b"*" || keyed(v) {
+                continue;
+            }
+            let seen = out
+                .split(|&b| b == b'\n')
+                .any(|n| n.eq_ignore_ascii_case(v));
+            if !seen {
+                out.extend(v.iter().map(u8::to_ascii_lowercase));
+                out.push(b'\n');
+            }
+        }
+    }
+    out
 }
 
 /// A client's request `Cache-Control` directives (RFC 9111 §5.2.1).

@@ -39,6 +39,14 @@
 //! entry's initial age) and the targeted cache-control fields (kept aside
 //! for revalidation: clients never see them).
 //!
+//! `Vary` (RFC 9111 §4.1): a response that varies on request headers the
+//! route's key lacks is stored as a variant. A marker entry at the URL's
+//! key names those headers (and a generation of its own); each variant's
+//! key is the URL's plus the generation and the request's values of the
+//! headers ([`select_variant`]). At most [`MAX_VARIANTS`] per URL; an answer
+//! that no longer varies replaces the marker; removing the marker (an
+//! invalidation) orphans every variant, which eviction then reclaims.
+//!
 //! A non-error answer to `POST`, `PUT`, `DELETE` or `PATCH` invalidates the
 //! target URI's entry and those of a same-origin `Location` or
 //! `Content-Location` ([`invalidate_after`], called by the pipeline).
@@ -60,7 +68,7 @@ use crate::cache::policy::{
     request_directives, Decision, Freshness, RangeAsk, RequestDirectives, RequestFacts, Rules,
     Times,
 };
-use crate::cache::{Entry, Fetch, Reuse};
+use crate::cache::{CacheKey, Entry, Fetch, KeyBuilder, Leader, ParamKind, Reuse};
 use crate::http::date::HttpDate;
 use crate::http::RequestHead;
 use crate::runtime::ClientStream;
@@ -86,7 +94,12 @@ pub(super) async fn serve<S: ClientStream>(
 
     x.io.buffers().ensure_small(x.state.keys.buffer());
     build_key(&mut x.state.keys, cr.rc, req);
-    let key = x.state.keys.finish();
+    let mut vk = VaryKey {
+        url: x.state.keys.finish(),
+        url_len: x.state.keys.bytes().len(),
+        marker: None,
+    };
+    let mut key = vk.url;
     let asked = Asked::of(head);
     let rd = client_directives(head, cache, &asked);
 
@@ -97,7 +110,13 @@ pub(super) async fn serve<S: ClientStream>(
     }
 
     let now = now_ms();
-    let found = store.peek(&key, x.state.keys.bytes());
+    let mut found = store.peek(&key, x.state.keys.bytes());
+    if found.as_ref().is_some_and(|e| e.vary_names().is_some()) {
+        // The URL's responses vary: this request's variant.
+        vk.marker = found.take();
+        key = select_variant(&mut x.state.keys, vk.marker.as_deref(), head);
+        found = store.peek(&key, x.state.keys.bytes());
+    }
     if let Some(entry) = found {
         if entry.is_fresh(now) {
             if accepts(&rd, &entry, now) {
@@ -114,7 +133,7 @@ pub(super) async fn serve<S: ClientStream>(
             }
             // Fresh, but the client asks for it to be revalidated.
             store.count_refresh();
-            return fetch(gw, x, req, (cr, &asked), key, Some(entry), None).await;
+            return fetch(gw, x, req, (cr, &asked, &vk), key, Some(entry), None).await;
         }
         if let Some(r) = entry.reuse() {
             let swr = !r.must_revalidate && now < r.swr_until_ms && accepts_stale(&rd);
@@ -126,7 +145,7 @@ pub(super) async fn serve<S: ClientStream>(
                     answer(gw, x, req, &entry, &asked, (Status::Stale, show, now), None).await;
                 if first {
                     if let Next::Continue { .. } = next {
-                        refresh_after(gw, x, req, cr, key, &entry).await;
+                        refresh_after(gw, x, req, (cr, &vk), key, &entry).await;
                     }
                     entry.end_refresh();
                 }
@@ -135,32 +154,88 @@ pub(super) async fn serve<S: ClientStream>(
         }
     }
 
-    let lookup = store.get_or_lead(&key, x.state.keys.bytes(), now);
-    match monoio::time::timeout(cache.settings.lock_timeout, lookup).await {
-        // Another request's fetch, just made: fresh from the origin.
-        Ok(Fetch::Fresh(entry)) => {
-            answer(
-                gw,
-                x,
-                req,
-                &entry,
-                &asked,
-                (Status::Hit, show, now_ms()),
-                None,
-            )
-            .await
-        }
-        Ok(Fetch::Lead(leader)) => {
-            let stale = leader.stale().cloned();
-            fetch(gw, x, req, (cr, &asked), key, stale, Some(leader)).await
-        }
-        Err(_) => {
-            let lines = extra_lines(show, false, Status::Bypass);
-            let fwd = forward(gw, x, req, cr.route, lines, false, hints).await;
-            respond_forwarded(gw, x, req, fwd, Outcome::CacheBypass)
+    for _ in 0..2 {
+        let lookup = store.get_or_lead(&key, x.state.keys.bytes(), now);
+        match monoio::time::timeout(cache.settings.lock_timeout, lookup).await {
+            // The fetch waited on made the URL's responses variants: this
+            // request's variant, once.
+            Ok(Fetch::Fresh(entry)) if entry.vary_names().is_some() => {
+                if vk.marker.is_some() {
+                    break;
+                }
+                key = select_variant(&mut x.state.keys, Some(&entry), head);
+                vk.marker = Some(entry);
+            }
+            // Another request's fetch, just made: fresh from the origin.
+            Ok(Fetch::Fresh(entry)) => {
+                let how = (Status::Hit, show, now_ms());
+                return answer(gw, x, req, &entry, &asked, how, None).await;
+            }
+            Ok(Fetch::Lead(leader)) => {
+                let stale = leader.stale().cloned();
+                return fetch(gw, x, req, (cr, &asked, &vk), key, stale, Some(leader)).await;
+            }
+            Err(_) => break,
         }
     }
+    // Waited too long for another request's fetch: go around it.
+    let lines = extra_lines(show, false, Status::Bypass);
+    let fwd = forward(gw, x, req, cr.route, lines, false, hints).await;
+    respond_forwarded(gw, x, req, fwd, Outcome::CacheBypass)
 }
+
+/// Most variants stored per URL (a `Vary` on a header with many values
+/// cannot fill the cache with one URL's copies).
+const MAX_VARIANTS: u32 = 16;
+
+/// Where a URL's responses stand: its key (without `Vary` values), the
+/// length of that key's bytes, and the variants marker found under it.
+struct VaryKey {
+    url: CacheKey,
+    url_len: usize,
+    marker: Option<Arc<Entry>>,
+}
+
+impl VaryKey {
+    /// The marker's header names (empty without a marker).
+    fn names(&self) -> &[u8] {
+        self.marker
+            .as_deref()
+            .and_then(Entry::vary_names)
+            .map_or(&[][..], |n| &n[..])
+    }
+}
+
+/// Appends the marker's generation and the values of the request headers
+/// it names to the URL's key in `keys`: the key of this request's variant.
+/// Missing headers count as missing (a variant of their own). The
+/// generation keeps a new marker (after an invalidation, or a change of
+/// `Vary`) from finding the variants of the one it replaced.
+fn select_variant(
+    keys: &mut KeyBuilder,
+    marker: Option<&Entry>,
+    head: &RequestHead<'_, '_>,
+) -> CacheKey {
+    let Some((names, generation)) =
+        marker.and_then(|m| m.vary_names().zip(Some(m.vary_generation())))
+    else {
+        return keys.finish();
+    };
+    keys.param(ParamKind::Vary, "", Some(&generation.to_le_bytes()));
+    for name in names.split(|&b| b == b'\n').filter(|n| !n.is_empty()) {
+        let name = std::str::from_utf8(name).unwrap_or("");
+        let value = head
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| crate::http::parse::trim(h.value));
+        keys.param(ParamKind::Vary, name, value);
+    }
+    keys.finish()
+}
+
+/// Generations of variants markers (process-wide, never repeated).
+static MARKER_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The request headers this mode reads, found in one pass over the head
 /// (a hit reads no header twice).
@@ -250,10 +325,10 @@ async fn fetch<S: ClientStream>(
     gw: &GatewayWorker,
     x: &mut Exchange<'_, S>,
     req: &Request<'_, '_, '_>,
-    (cr, asked): (&CachedRoute<'_>, &Asked<'_>),
-    key: crate::cache::CacheKey,
+    (cr, asked, vk): (&CachedRoute<'_>, &Asked<'_>, &VaryKey),
+    key: CacheKey,
     stale: Option<Arc<Entry>>,
-    mut leader: Option<crate::cache::Leader<'_>>,
+    mut leader: Option<Leader<'_>>,
 ) -> (Next, Outcome) {
     let cache = cr.cache;
     let store = &cache.store;
@@ -347,28 +422,13 @@ async fn fetch<S: ClientStream>(
         other => {
             // A whole GET answer (a HEAD's has no body to store).
             let complete = matches!(other, Forwarded::Done { .. }) && req.head.method == "GET";
-            let made = make_entry(
-                &mut state.capture,
-                state.keys.bytes(),
-                cr,
-                req.head,
-                times,
-                now,
+            store_capture(
+                (&mut state.capture, &mut state.keys),
+                (cr, req.head, vk),
+                (key, leader),
+                (times, now),
+                complete && stale.is_some(),
             );
-            match (made, leader) {
-                (Some(entry), Some(l)) => {
-                    l.fill(entry);
-                }
-                (Some(entry), None) => {
-                    store.insert(key, entry);
-                }
-                // A whole answer the cache may not keep retires the old one.
-                (None, Some(mut l)) if complete => l.forget_stale(),
-                (None, None) if complete && stale.is_some() => {
-                    store.remove(&key);
-                }
-                _ => {}
-            }
             respond_forwarded(gw, x, req, other, Outcome::CacheMiss)
         }
     }
@@ -381,8 +441,8 @@ async fn refresh_after<S: ClientStream>(
     gw: &GatewayWorker,
     x: &mut Exchange<'_, S>,
     req: &Request<'_, '_, '_>,
-    cr: &CachedRoute<'_>,
-    key: crate::cache::CacheKey,
+    (cr, vk): (&CachedRoute<'_>, &VaryKey),
+    key: CacheKey,
     entry: &Arc<Entry>,
 ) {
     if !x.io.flush(x.wbuf).await {
@@ -421,23 +481,13 @@ async fn refresh_after<S: ClientStream>(
                 cache.store.remove(&key);
             }
         }
-        Forwarded::Done { .. } => {
-            match make_entry(
-                &mut state.capture,
-                state.keys.bytes(),
-                cr,
-                req.head,
-                times,
-                now,
-            ) {
-                Some(fresh) => {
-                    cache.store.insert(key, fresh);
-                }
-                None => {
-                    cache.store.remove(&key);
-                }
-            }
-        }
+        Forwarded::Done { .. } => store_capture(
+            (&mut state.capture, &mut state.keys),
+            (cr, req.head, vk),
+            (key, None),
+            (times, now),
+            true,
+        ),
         // A failed refresh leaves the stale entry; a later request tries again.
         _ => {}
     }
@@ -597,16 +647,14 @@ fn request_facts(head: &RequestHead<'_, '_>) -> RequestFacts {
     }
 }
 
-/// The entry a complete capture makes, if the origin lets a shared cache
+/// The freshness of a complete capture, if the origin lets a shared cache
 /// store it (and the stage's `cache_statuses` do).
-fn make_entry(
+fn decide(
     capture: &mut Capture,
-    key: &[u8],
     cr: &CachedRoute<'_>,
     request: &RequestHead<'_, '_>,
     times: Times,
-    now: u64,
-) -> Option<Arc<Entry>> {
+) -> Option<Freshness> {
     if !capture.ok {
         return None;
     }
@@ -620,11 +668,113 @@ fn make_entry(
     let decision = with_rules(cr, |rules| {
         evaluate(&capture.head, status, request_facts(request), times, rules)
     });
-    let Decision::Store(f) = decision else {
-        return None;
+    match decision {
+        Decision::Store(f) => Some(f),
+        Decision::Skip(_) => None,
+    }
+}
+
+/// Stores what a complete capture makes, where it belongs: under the key
+/// looked up (`lookup`, led by `leader` if any), or, when its `Vary`
+/// differs from what the URL had, as a variant under a new marker at the
+/// URL's key (RFC 9111 §4.1), or at the URL's key in place of a marker when
+/// it no longer varies. Past [`MAX_VARIANTS`] a variant is not stored. When
+/// nothing is stored and `retire` is set (a whole answer that replaces a
+/// stale entry), the stale entry goes.
+fn store_capture(
+    (capture, keys): (&mut Capture, &mut KeyBuilder),
+    (cr, request, vk): (&CachedRoute<'_>, &RequestHead<'_, '_>, &VaryKey),
+    (lookup, leader): (CacheKey, Option<Leader<'_>>),
+    (times, now): (Times, u64),
+    retire: bool,
+) {
+    let store = &cr.cache.store;
+    let not_stored = |leader: Option<Leader<'_>>| match leader {
+        Some(mut l) if retire => l.forget_stale(),
+        Some(_) => {}
+        None if retire => {
+            store.remove(&lookup);
+        }
+        None => {}
+    };
+    let Some(f) = decide(capture, cr, request, times) else {
+        return not_stored(leader);
+    };
+    let names = if f.varies {
+        with_rules(cr, |rules| policy::vary_names(&capture.head, rules.keyed))
+    } else {
+        Vec::new()
+    };
+    let (target, new_marker) = if names.is_empty() {
+        if vk.marker.is_some() {
+            // No longer varies: the URL's own entry replaces the marker.
+            keys.truncate(vk.url_len);
+            (vk.url, None)
+        } else {
+            (lookup, None)
+        }
+    } else if vk.marker.is_some() && vk.names() == &names[..] {
+        let admitted = vk
+            .marker
+            .as_deref()
+            .is_some_and(|m| m.admit_variant(MAX_VARIANTS));
+        if !admitted {
+            return not_stored(leader);
+        }
+        (lookup, None)
+    } else {
+        keys.truncate(vk.url_len);
+        let generation = MARKER_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let marker =
+            Entry::variants_marker(keys.bytes().into(), Bytes::from(names), generation, now);
+        marker.admit_variant(MAX_VARIANTS);
+        let marker = Arc::new(marker);
+        (select_variant(keys, Some(&marker), request), Some(marker))
     };
     let body = Bytes::copy_from_slice(&capture.body);
-    build_entry(key, status, &capture.head, body, &f, cr, now)
+    let Some(entry) = build_entry(
+        keys.bytes(),
+        capture.status,
+        &capture.head,
+        body,
+        &f,
+        cr,
+        now,
+    ) else {
+        return not_stored(leader);
+    };
+    match new_marker {
+        Some(marker) => {
+            match leader {
+                // Waiters on the URL's key wake with the marker and select
+                // their own variant.
+                Some(l) if l.key() == vk.url => {
+                    l.fill(marker);
+                }
+                other => {
+                    store.insert(vk.url, marker);
+                    if let Some(mut l) = other {
+                        l.forget_stale();
+                    }
+                }
+            }
+            store.insert(target, entry);
+        }
+        None if target == lookup => match leader {
+            Some(l) => {
+                l.fill(entry);
+            }
+            None => {
+                store.insert(lookup, entry);
+            }
+        },
+        None => {
+            store.insert(target, entry);
+            if let Some(mut l) = leader {
+                l.forget_stale();
+            }
+        }
+    }
 }
 
 /// A stale entry freshened by a 304 (RFC 9111 §4.3.4): its stored header

@@ -193,13 +193,14 @@ fn what_is_never_stored() {
         skipped(200, "Vary: *\r\nCache-Control: max-age=60\r\n"),
         NotStored::Vary
     );
-    assert_eq!(
-        skipped(
-            200,
-            "Vary: Accept-Encoding\r\nCache-Control: max-age=60\r\n"
-        ),
-        NotStored::Vary
-    );
+    // A Vary on a header the key lacks: stored as a variant.
+    match eval(
+        200,
+        "Vary: Accept-Encoding\r\nCache-Control: max-age=60\r\n",
+    ) {
+        Decision::Store(f) => assert!(f.varies),
+        d => panic!("{d:?}"),
+    }
     assert_eq!(
         lifetime(
             200,
@@ -400,6 +401,27 @@ fn delta_seconds_cap_and_refuse() {
 }
 
 #[test]
+fn vary_names_skip_keyed_and_duplicates() {
+    let keyed = |n: &[u8]| n.eq_ignore_ascii_case(b"accept-language");
+    let h = head(
+        200,
+        "Vary: Accept-Encoding, accept-language\r\nVary: X-Tenant, ACCEPT-ENCODING, ,\r\n",
+    );
+    assert_eq!(
+        vary_names(h.as_bytes(), &keyed),
+        b"accept-encoding\nx-tenant\n"
+    );
+    assert!(vary_names(head(200, "Vary: Accept-Language\r\n").as_bytes(), &keyed).is_empty());
+    match eval(
+        200,
+        "Vary: accept-language\r\nCache-Control: max-age=60\r\n",
+    ) {
+        Decision::Store(f) => assert!(!f.varies),
+        d => panic!("{d:?}"),
+    }
+}
+
+#[test]
 fn byte_ranges() {
     use RangeAsk::*;
     assert_eq!(byte_range(b"bytes=0-3", 10), Part(0, 3));
@@ -457,6 +479,7 @@ proptest! {
             prop_assert_eq!(&bytes[r], v);
         }
         let _ = directives(&bytes).count();
+        let _ = vary_names(&bytes, &|_: &[u8]| false);
         let _ = request_directives([&bytes[..]], true);
         let _ = etag_matches(&bytes, b"\"a\"");
         let _ = etag_matches(b"\"a\", W/\"b\"", &bytes);
