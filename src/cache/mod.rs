@@ -11,7 +11,11 @@
 //! - [`KeyBuilder`] / [`CacheKey`]: the key bytes (namespace, method, each
 //!   `cacheKeyParameters` value, all length-prefixed) and their 128-bit hash.
 //! - [`Entry`]: an immutable stored response (head lines + body + times +
-//!   weight), shared as `Arc<Entry>`.
+//!   weight), shared as `Arc<Entry>`; in the RFC 9111 mode it also carries
+//!   its [`Reuse`] rules (stored Date, initial age, validators, stale
+//!   windows), and a URL whose responses vary has a variants marker entry
+//!   ([`Entry::variants_marker`]) under which each variant has a key of
+//!   its own ([`ParamKind::Vary`]).
 //! - [`StageCache`]: one per stage, shared by every worker; a sharded
 //!   quick_cache table bounded in bytes (`cacheClusterSize × 2^30`).
 //! - [`Fetch`] / [`Leader`]: the outcome of a lookup with stampede control.

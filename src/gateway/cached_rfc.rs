@@ -333,20 +333,9 @@ async fn fetch<S: ClientStream>(
     let cache = cr.cache;
     let store = &cache.store;
     let show = cache.settings.status_header;
-    let conditional = stale.as_deref().and_then(conditional_lines);
-    let hints = CacheHints {
-        revalidate: conditional.as_deref(),
-        hide: &cache.targeted,
-        ..CacheHints::default()
-    };
     let lines = extra_lines(show, false, Status::Miss);
-    let request_ms = wall_ms();
-    let fwd = forward(gw, x, req, cr.route, lines, true, hints).await;
-    let times = Times {
-        request_ms,
-        response_ms: wall_ms(),
-    };
-    let now = now_ms();
+    let (fwd, times, now) =
+        forward_for_cache(gw, x, req, cr, stale.as_deref(), (lines, false)).await;
     let state = &mut *x.state;
     match fwd {
         Forwarded::NotModified {
@@ -449,20 +438,7 @@ async fn refresh_after<S: ClientStream>(
         return;
     }
     let cache = cr.cache;
-    let conditional = conditional_lines(entry);
-    let hints = CacheHints {
-        revalidate: conditional.as_deref(),
-        hide: &cache.targeted,
-        silent: true,
-        head_only: false,
-    };
-    let request_ms = wall_ms();
-    let fwd = forward(gw, x, req, cr.route, b"", true, hints).await;
-    let times = Times {
-        request_ms,
-        response_ms: wall_ms(),
-    };
-    let now = now_ms();
+    let (fwd, times, now) = forward_for_cache(gw, x, req, cr, Some(entry), (b"", true)).await;
     let state = &mut *x.state;
     match fwd {
         Forwarded::NotModified { .. } => {
@@ -491,6 +467,35 @@ async fn refresh_after<S: ClientStream>(
         // A failed refresh leaves the stale entry; a later request tries again.
         _ => {}
     }
+}
+
+/// Forwards for the cache, capturing the answer: a revalidation when
+/// `stale` has validators (a 304 held back), else a plain fetch; `lines`
+/// go into the client's response, and a `silent` forward answers no one.
+/// Returns the forward's result, the wall-clock times around it and the
+/// monotonic clock after it.
+async fn forward_for_cache<S: ClientStream>(
+    gw: &GatewayWorker,
+    x: &mut Exchange<'_, S>,
+    req: &Request<'_, '_, '_>,
+    cr: &CachedRoute<'_>,
+    stale: Option<&Entry>,
+    (lines, silent): (&[u8], bool),
+) -> (Forwarded, Times, u64) {
+    let conditional = stale.and_then(conditional_lines);
+    let hints = CacheHints {
+        revalidate: conditional.as_deref(),
+        hide: &cr.cache.targeted,
+        silent,
+        head_only: false,
+    };
+    let request_ms = wall_ms();
+    let fwd = forward(gw, x, req, cr.route, lines, true, hints).await;
+    let times = Times {
+        request_ms,
+        response_ms: wall_ms(),
+    };
+    (fwd, times, now_ms())
 }
 
 /// The conditional request lines a stale entry's validators make
