@@ -513,6 +513,72 @@ fn no_cache_and_max_age_zero_from_the_client_revalidate() {
 }
 
 #[test]
+fn only_if_cached_and_max_stale() {
+    let o = Origin::start();
+    o.set(
+        "/oic",
+        Resource {
+            etag: Some("\"o\"".into()),
+            ..ok("oic", "Cache-Control: max-age=1\r\n")
+        },
+    );
+    o.set(
+        "/strict",
+        Resource {
+            etag: Some("\"s\"".into()),
+            ..ok("strict", "Cache-Control: max-age=1, must-revalidate\r\n")
+        },
+    );
+    let gw = gateway(&o, "");
+    let mut c = gw.client();
+    // Nothing stored: 504, and the origin is not asked.
+    let r = get(&mut c, "/oic", "Cache-Control: only-if-cached\r\n");
+    r.assert_gateway_error(504, r#"{"message":"Not in cache"}"#);
+    assert_eq!(o.count("/oic"), 0);
+    assert_answer(&get(&mut c, "/oic", ""), 200, "Miss", "oic");
+    assert_answer(
+        &get(&mut c, "/oic", "Cache-Control: only-if-cached\r\n"),
+        200,
+        "Hit",
+        "oic",
+    );
+    assert_answer(&get(&mut c, "/strict", ""), 200, "Miss", "strict");
+    std::thread::sleep(Duration::from_millis(1100));
+    // Stale: max-stale takes it as it is, unless it must be revalidated.
+    assert_answer(
+        &get(&mut c, "/oic", "Cache-Control: max-stale\r\n"),
+        200,
+        "Stale",
+        "oic",
+    );
+    assert_answer(
+        &get(&mut c, "/oic", "Cache-Control: max-stale=60\r\n"),
+        200,
+        "Stale",
+        "oic",
+    );
+    assert_answer(
+        &get(&mut c, "/strict", "Cache-Control: max-stale\r\n"),
+        200,
+        "Revalidated",
+        "strict",
+    );
+    let r = get(&mut c, "/oic", "Cache-Control: only-if-cached\r\n");
+    assert_eq!(r.status, 504, "{r:?}");
+    assert_answer(
+        &get(
+            &mut c,
+            "/oic",
+            "Cache-Control: only-if-cached, max-stale\r\n",
+        ),
+        200,
+        "Stale",
+        "oic",
+    );
+    assert_eq!((o.count("/oic"), o.count("/strict")), (1, 2));
+}
+
+#[test]
 fn one_revalidation_per_key_under_a_stampede() {
     let o = Origin::start();
     o.set(

@@ -18,7 +18,7 @@
 //!   revalidation and stale rules.
 //! - [`vary_names`]: the header names a variant is selected by.
 //! - [`request_directives`]: a client's `Cache-Control` (`no-cache`,
-//!   `max-age`, `min-fresh`, `no-store`, `only-if-cached`).
+//!   `max-age`, `min-fresh`, `max-stale`, `no-store`, `only-if-cached`).
 //! - [`asks_refresh`]: whether a request's `Cache-Control` values carry
 //!   `max-age=0`, API Gateway's per-request invalidation.
 //! - [`etag_matches`] / [`not_modified_since`]: RFC 9110 §13's weak
@@ -448,6 +448,9 @@ pub struct RequestDirectives {
     pub max_age: Option<u64>,
     /// `min-fresh` (seconds): fresh for at least this much longer.
     pub min_fresh: Option<u64>,
+    /// `max-stale` (seconds; without a value, any staleness): a stale
+    /// response this much past its freshness is acceptable.
+    pub max_stale: Option<u64>,
 }
 
 /// Reads a request's `Cache-Control` values (and `Pragma: no-cache` when
@@ -475,6 +478,16 @@ pub fn request_directives<'a>(
             } else if is(b"min-fresh") {
                 if let Some(n) = delta_seconds(arg) {
                     r.min_fresh = Some(r.min_fresh.map_or(n, |o| o.max(n)));
+                }
+            } else if is(b"max-stale") {
+                // Without a value: any staleness. A bad value is ignored.
+                let n = if arg.is_none() {
+                    Some(u64::MAX)
+                } else {
+                    delta_seconds(arg)
+                };
+                if let Some(n) = n {
+                    r.max_stale = Some(r.max_stale.map_or(n, |o| o.min(n)));
                 }
             }
         }

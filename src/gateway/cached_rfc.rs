@@ -9,7 +9,9 @@
 //! 2. The client's `Cache-Control` (or `Pragma: no-cache`) is read
 //!    ([`crate::cache::policy::request_directives`]): `no-store` goes
 //!    around the cache; `no-cache`, `max-age` and `min-fresh` may refuse a
-//!    fresh entry, which is then revalidated. With the stage's
+//!    fresh entry, which is then revalidated; `max-stale` takes a stale
+//!    entry as it is; `only-if-cached` gets 504 `Not in cache` rather than
+//!    a request to the origin. With the stage's
 //!    `require_authorization_for_cache_control`, an unauthorized client's
 //!    directives are ignored.
 //! 3. A fresh entry the client accepts is a hit: the stored head with its
@@ -59,8 +61,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use super::cached::{build_key, extra_lines, write_hit, CachedRoute, HitHow, Status};
-use super::exchange::{forward, respond_forwarded, Exchange, Next, Request};
+use super::exchange::{forward, respond_forwarded, write_error, Exchange, Next, Request};
 use super::outcome::Outcome;
+use super::response::GatewayError;
 use super::snapshot::{KeyParam, StageCacheState};
 use super::worker::GatewayWorker;
 use crate::cache::policy::{
@@ -132,6 +135,9 @@ pub(super) async fn serve<S: ClientStream>(
                 return answer(gw, x, req, &entry, &asked, (Status::Hit, show, now), None).await;
             }
             // Fresh, but the client asks for it to be revalidated.
+            if rd.only_if_cached {
+                return not_cached(x, req);
+            }
             store.count_refresh();
             return fetch(gw, x, req, (cr, &asked, &vk), key, Some(entry), None).await;
         }
@@ -151,7 +157,21 @@ pub(super) async fn serve<S: ClientStream>(
                 }
                 return (next, outcome);
             }
+            // max-stale: the client takes it stale, as it is (never an
+            // entry that must be revalidated first).
+            let within = rd.max_stale.is_some_and(|m| {
+                now.saturating_sub(entry.expires_at_ms()) <= m.saturating_mul(1000)
+            });
+            if within && !r.must_revalidate && !r.no_cache && !rd.no_cache {
+                store.count_hit();
+                let how = (Status::Stale, show, now);
+                return answer(gw, x, req, &entry, &asked, how, None).await;
+            }
         }
+    }
+    if rd.only_if_cached {
+        // Nothing stored this request takes, and the origin may not be asked.
+        return not_cached(x, req);
     }
 
     for _ in 0..2 {
@@ -236,6 +256,28 @@ fn select_variant(
 
 /// Generations of variants markers (process-wide, never repeated).
 static MARKER_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// 504 `Not in cache` (RFC 9111 §5.2.1.7: `only-if-cached` and nothing
+/// stored the request takes). The connection closes only where a body
+/// would be left unread.
+fn not_cached<S: ClientStream>(
+    x: &mut Exchange<'_, S>,
+    req: &Request<'_, '_, '_>,
+) -> (Next, Outcome) {
+    let head = req.head;
+    let close = head.framing != crate::http::BodyFraming::None || !head.keep_alive;
+    let e = GatewayError::NotCached;
+    write_error(x, e, head, req.rid, close, req.rate.as_ref());
+    let next = if close {
+        Next::Close { linger: true }
+    } else {
+        Next::Continue {
+            consumed: 0,
+            leftover: None,
+        }
+    };
+    (next, Outcome::Error(e))
+}
 
 /// The request headers this mode reads, found in one pass over the head
 /// (a hit reads no header twice).

@@ -67,7 +67,7 @@ const PLAIN: [Outcome; 12] = [
 ];
 
 /// One instance of each gateway error kind, in index order.
-const ERRORS: [GatewayError; 15] = [
+const ERRORS: [GatewayError; 16] = [
     GatewayError::BadRequest(""),
     GatewayError::MissingAuthenticationToken,
     GatewayError::NotFound,
@@ -83,6 +83,7 @@ const ERRORS: [GatewayError; 15] = [
     GatewayError::TooManyRequests,
     GatewayError::QuotaExceeded,
     GatewayError::MisdirectedRequest,
+    GatewayError::NotCached,
 ];
 
 /// How many distinct outcome kinds there are.
@@ -124,6 +125,7 @@ impl Outcome {
                 GatewayError::TooManyRequests => "error_too_many_requests",
                 GatewayError::QuotaExceeded => "error_quota_exceeded",
                 GatewayError::MisdirectedRequest => "error_misdirected_request",
+                GatewayError::NotCached => "error_not_cached",
             },
         }
     }
@@ -161,6 +163,7 @@ impl Outcome {
                         GatewayError::TooManyRequests => 12,
                         GatewayError::QuotaExceeded => 13,
                         GatewayError::MisdirectedRequest => 14,
+                        GatewayError::NotCached => 15,
                     }
             }
         }

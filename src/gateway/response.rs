@@ -46,6 +46,9 @@ pub enum GatewayError {
     /// 429 `Limit Exceeded`: the key's usage-plan quota for this period is
     /// used up.
     QuotaExceeded,
+    /// 504 `Not in cache`: a request with `Cache-Control: only-if-cached`
+    /// (RFC 9111 §5.2.1.7) that the stage cache cannot answer.
+    NotCached,
 }
 
 impl GatewayError {
@@ -63,7 +66,9 @@ impl GatewayError {
             GatewayError::HeadersTooLarge => 431,
             GatewayError::ApiConfiguration => 500,
             GatewayError::BadGateway => 502,
-            GatewayError::IntegrationTimeout | GatewayError::IntegrationFailure => 504,
+            GatewayError::IntegrationTimeout
+            | GatewayError::IntegrationFailure
+            | GatewayError::NotCached => 504,
         }
     }
 
@@ -85,6 +90,7 @@ impl GatewayError {
             GatewayError::IntegrationFailure => "INTEGRATION_FAILURE",
             GatewayError::TooManyRequests => "THROTTLED",
             GatewayError::QuotaExceeded => "QUOTA_EXCEEDED",
+            GatewayError::NotCached => "NOT_CACHED",
         }
     }
 
@@ -182,6 +188,7 @@ impl GatewayError {
             GatewayError::IntegrationFailure => "Network error communicating with endpoint",
             GatewayError::TooManyRequests => "Too Many Requests",
             GatewayError::QuotaExceeded => "Limit Exceeded",
+            GatewayError::NotCached => "Not in cache",
         }
     }
 
@@ -227,6 +234,7 @@ impl GatewayError {
             }
             GatewayError::TooManyRequests => w.put(b"{\"message\":\"Too Many Requests\"}"),
             GatewayError::QuotaExceeded => w.put(b"{\"message\":\"Limit Exceeded\"}"),
+            GatewayError::NotCached => w.put(b"{\"message\":\"Not in cache\"}"),
         }
         w.len
     }
