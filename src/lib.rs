@@ -150,3 +150,17 @@ pub mod state;
 pub mod throttle;
 pub mod tls;
 pub mod upstream;
+
+/// Property tests' configuration: `cases` cases, and a failure's seed
+/// saved beside the test's source file (`<file>.regressions`, replayed
+/// first on the next run) rather than in a directory at the top of the
+/// repository.
+#[cfg(test)]
+pub(crate) fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    use proptest::test_runner::{Config, FileFailurePersistence};
+    Config {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
+        ..Config::default()
+    }
+}

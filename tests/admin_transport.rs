@@ -976,7 +976,14 @@ prop_compose! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        // A failure's seed beside this file, not in a top-level directory.
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("regressions")
+        )),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn parser_survives_arbitrary_bytes(buf in prop::collection::vec(any::<u8>(), 0..2048)) {

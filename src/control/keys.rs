@@ -1199,6 +1199,7 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(crate::proptest_config(256))]
         /// Any text: no panic; fields written the RFC 4180 way read back.
         #[test]
         fn csv_reads_back_what_is_written(

@@ -278,6 +278,7 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(crate::proptest_config(256))]
         /// Arbitrary (and %-laden) query values: no panic, and a decoded
         /// value never longer than the stack buffer.
         #[test]

@@ -464,7 +464,7 @@ fn if_range_guards() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+    #![proptest_config(crate::proptest_config(1000))]
 
     /// Arbitrary head bytes: no panic, and every range found lies inside
     /// the head.

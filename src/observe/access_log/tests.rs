@@ -595,6 +595,7 @@ fn clf_unescape(v: &[u8]) -> Vec<u8> {
 }
 
 proptest! {
+    #![proptest_config(crate::proptest_config(256))]
     /// JSON mode: any values give one ASCII line of valid JSON from which
     /// every value's exact bytes come back.
     #[test]
@@ -705,6 +706,7 @@ fn word_check_agrees_with_the_byte_check() {
 }
 
 proptest::proptest! {
+    #![proptest_config(crate::proptest_config(256))]
     #[test]
     fn all_plain_agrees_with_the_byte_check(v in proptest::collection::vec(proptest::num::u8::ANY, 0..40)) {
         proptest::prop_assert_eq!(all_plain(&v), v.iter().all(|&b| plain(b)));
@@ -732,6 +734,7 @@ fn ports_are_cut_off() {
 }
 
 proptest! {
+    #![proptest_config(crate::proptest_config(256))]
     /// Any Host bytes: no panic, and the answer is a prefix of them.
     #[test]
     fn any_host_gives_a_prefix(host in proptest::collection::vec(any::<u8>(), 0..64)) {
