@@ -115,18 +115,7 @@ pub(super) async fn serve<S: ClientStream>(
         } else {
             match settings.unauthorized_strategy {
                 UnauthorizedStrategy::FailWith403 => {
-                    let close = head.framing != crate::http::BodyFraming::None || !head.keep_alive;
-                    let e = GatewayError::Forbidden;
-                    write_error(x, e, head, req.rid, close, req.rate.as_ref());
-                    let next = if close {
-                        Next::Close { linger: true }
-                    } else {
-                        Next::Continue {
-                            consumed: 0,
-                            leftover: None,
-                        }
-                    };
-                    return (next, Outcome::Error(e));
+                    return refuse(x, req, GatewayError::Forbidden);
                 }
                 UnauthorizedStrategy::SucceedWithResponseHeader => warn = true,
                 UnauthorizedStrategy::SucceedWithoutResponseHeader => {}
@@ -232,6 +221,28 @@ pub(super) async fn serve<S: ClientStream>(
     };
     let next = write_hit(x, req, &entry, how, (keep, consumed, leftover)).await;
     (next, Outcome::CacheHit)
+}
+
+/// Answers a cacheable request with a gateway error before its body is
+/// read: the connection closes only where a body would be left unread (or
+/// the client asked to close).
+pub(super) fn refuse<S: ClientStream>(
+    x: &mut Exchange<'_, S>,
+    req: &Request<'_, '_, '_>,
+    e: GatewayError,
+) -> (Next, Outcome) {
+    let head = req.head;
+    let close = head.framing != crate::http::BodyFraming::None || !head.keep_alive;
+    write_error(x, e, head, req.rid, close, req.rate.as_ref());
+    let next = if close {
+        Next::Close { linger: true }
+    } else {
+        Next::Continue {
+            consumed: 0,
+            leftover: None,
+        }
+    };
+    (next, Outcome::Error(e))
 }
 
 /// `X-Cache-Status` values (as Kong names them; `Stale` for

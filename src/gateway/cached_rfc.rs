@@ -60,8 +60,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use super::cached::{build_key, extra_lines, write_hit, CachedRoute, HitHow, Status};
-use super::exchange::{forward, respond_forwarded, write_error, Exchange, Next, Request};
+use super::cached::{build_key, extra_lines, refuse, write_hit, CachedRoute, HitHow, Status};
+use super::exchange::{forward, respond_forwarded, Exchange, Next, Request};
 use super::outcome::Outcome;
 use super::response::GatewayError;
 use super::snapshot::{KeyParam, StageCacheState};
@@ -136,7 +136,7 @@ pub(super) async fn serve<S: ClientStream>(
             }
             // Fresh, but the client asks for it to be revalidated.
             if rd.only_if_cached {
-                return not_cached(x, req);
+                return refuse(x, req, GatewayError::NotCached);
             }
             store.count_refresh();
             return fetch(gw, x, req, (cr, &asked, &vk), key, Some(entry), None).await;
@@ -171,7 +171,7 @@ pub(super) async fn serve<S: ClientStream>(
     }
     if rd.only_if_cached {
         // Nothing stored this request takes, and the origin may not be asked.
-        return not_cached(x, req);
+        return refuse(x, req, GatewayError::NotCached);
     }
 
     for _ in 0..2 {
@@ -256,28 +256,6 @@ fn select_variant(
 
 /// Generations of variants markers (process-wide, never repeated).
 static MARKER_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-/// 504 `Not in cache` (RFC 9111 §5.2.1.7: `only-if-cached` and nothing
-/// stored the request takes). The connection closes only where a body
-/// would be left unread.
-fn not_cached<S: ClientStream>(
-    x: &mut Exchange<'_, S>,
-    req: &Request<'_, '_, '_>,
-) -> (Next, Outcome) {
-    let head = req.head;
-    let close = head.framing != crate::http::BodyFraming::None || !head.keep_alive;
-    let e = GatewayError::NotCached;
-    write_error(x, e, head, req.rid, close, req.rate.as_ref());
-    let next = if close {
-        Next::Close { linger: true }
-    } else {
-        Next::Continue {
-            consumed: 0,
-            leftover: None,
-        }
-    };
-    (next, Outcome::Error(e))
-}
 
 /// The request headers this mode reads, found in one pass over the head
 /// (a hit reads no header twice).
