@@ -143,6 +143,7 @@ pub mod control;
 pub mod gateway;
 pub mod http;
 pub mod observe;
+pub mod openapi;
 pub mod router;
 pub mod runtime;
 pub mod server;

@@ -1,4 +1,5 @@
-//! The `ringgate` command: `serve` (the default), `check`, `admin`.
+//! The `ringgate` command: `serve` (the default), `check`, `admin`,
+//! `import openapi`, `export openapi`.
 
 #![forbid(unsafe_code)]
 
@@ -49,6 +50,27 @@ enum Command {
     /// stages, canaries, caches, API keys, usage plans, usage, reload,
     /// status.
     Admin(Box<ringgate::admin::cli::AdminArgs>),
+    /// Convert another gateway's definition into a ringgate configuration.
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// Write an API of a configuration in another gateway's format.
+    #[command(subcommand)]
+    Export(ExportCommand),
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// An Amazon API Gateway OpenAPI export (OpenAPI 3.0 or Swagger 2.0,
+    /// JSON or YAML) → a ringgate configuration, with a summary of what was
+    /// imported, approximated and left out.
+    Openapi(ringgate::openapi::cli::ImportArgs),
+}
+
+#[derive(Subcommand)]
+enum ExportCommand {
+    /// An API of the configuration → OpenAPI 3.0.1 with API Gateway's
+    /// extensions (a deployment: `ringgate admin deployments export`).
+    Openapi(ringgate::openapi::cli::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +88,12 @@ fn main() -> ExitCode {
             ExitCode::from(ringgate::admin::cli::run(&args))
         }
         Some(Command::Check { config }) => check(&config),
+        Some(Command::Import(ImportCommand::Openapi(args))) => {
+            ExitCode::from(ringgate::openapi::cli::run_import(&args))
+        }
+        Some(Command::Export(ExportCommand::Openapi(args))) => {
+            ExitCode::from(ringgate::openapi::cli::run_export(&args))
+        }
         Some(Command::Serve { config }) => serve(&config),
         None => serve(&cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))),
     }

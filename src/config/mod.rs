@@ -274,6 +274,8 @@ mod tests;
 pub use crate::throttle::quota::{Period, QuotaSettings};
 pub use error::ConfigError;
 pub use tls::{CertificateConfig, TlsConfig, TlsVersion, UpstreamTlsConfig};
+/// Headers a mock may not set: the gateway owns them.
+pub(crate) use validate::RESERVED_HEADERS as MOCK_RESERVED_HEADERS;
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -36,7 +36,7 @@ type Result<T> = std::result::Result<T, ConfigError>;
 const INTEGRATION_KINDS: &[&str] = &["mock", "http_proxy"];
 
 /// Headers the gateway owns; a mock may not set them.
-const RESERVED_HEADERS: &[&str] = &[
+pub(crate) const RESERVED_HEADERS: &[&str] = &[
     "content-length",
     "transfer-encoding",
     "connection",
