@@ -27,6 +27,9 @@ pub struct ExportStage {
     pub name: String,
     /// Its stage variables.
     pub variables: BTreeMap<String, String>,
+    /// The capacity of its stage cache, when one is on: a class (`"0.5"`)
+    /// or a size in bytes.
+    pub cache_capacity: Option<String>,
 }
 
 /// The document for the API `api` of a configuration; `Err` when there is
@@ -56,6 +59,11 @@ pub fn export_config(cfg: &Config, api: &str) -> Result<Value, String> {
                 s.name.clone()
             },
             variables: s.variables.clone(),
+            cache_capacity: s.cache.as_ref().filter(|c| c.enabled).map(|c| {
+                c.capacity_class
+                    .clone()
+                    .unwrap_or_else(|| c.capacity_bytes.to_string())
+            }),
         })
         .collect();
     Ok(export(api, &a.hosts, &a.definition(), &stages))
@@ -131,7 +139,13 @@ pub fn export(
         Value::Array(
             stages
                 .iter()
-                .map(|s| json!({"name": s.name, "variables": s.variables}))
+                .map(|s| {
+                    let mut v = json!({"name": s.name, "variables": s.variables});
+                    if let Some(c) = &s.cache_capacity {
+                        v["cache_capacity"] = json!(c);
+                    }
+                    v
+                })
                 .collect(),
         ),
     );

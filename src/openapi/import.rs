@@ -246,6 +246,8 @@ struct Reader<'d> {
     /// Stage variables used as a whole uri authority: their values need a
     /// port.
     authority_vars: BTreeMap<String, bool>,
+    /// `x-ringgate-stages`' cache capacities, by stage.
+    stage_caches: BTreeMap<String, String>,
 }
 
 fn note(pointer: &str, message: impl Into<String>) -> Note {
@@ -281,6 +283,7 @@ impl<'d> Reader<'d> {
             approximated: Vec::new(),
             left_out: Vec::new(),
             authority_vars: BTreeMap::new(),
+            stage_caches: BTreeMap::new(),
         })
     }
 
@@ -1148,6 +1151,10 @@ impl<'d> Reader<'d> {
                         vars.insert(k.clone(), str_at(val, &child(&vp, k))?.to_string());
                     }
                 }
+                if let Some(c) = opt_str(s, "cache_capacity", &sp)? {
+                    let written = if name == "$default" { "default" } else { name };
+                    self.stage_caches.insert(written.to_string(), c.to_string());
+                }
                 out.push((name.to_string(), vars));
             }
             out
@@ -1358,6 +1365,7 @@ impl<'d> Reader<'d> {
             stages: &written,
             root_stage: root_stage.as_deref(),
             cache_capacity: options.cache_capacity.as_deref(),
+            stage_caches: &self.stage_caches,
         };
         // Validate; a route the validator refuses is left out and the
         // file is validated again.
@@ -1430,6 +1438,7 @@ struct Head<'a> {
     stages: &'a [(String, BTreeMap<String, String>)],
     root_stage: Option<&'a str>,
     cache_capacity: Option<&'a str>,
+    stage_caches: &'a BTreeMap<String, String>,
 }
 
 /// A TOML string: quoted and escaped.
@@ -1496,7 +1505,10 @@ fn write_toml(
         if !vars.is_empty() {
             let _ = writeln!(out, "  variables = {}", inline_table(vars.iter()));
         }
-        if let Some(c) = head.cache_capacity {
+        let capacity = head
+            .cache_capacity
+            .or_else(|| head.stage_caches.get(name).map(String::as_str));
+        if let Some(c) = capacity {
             let _ = writeln!(out, "  cache = {{ capacity = {} }}", q(c));
         }
     }
