@@ -433,3 +433,129 @@ fn a_bad_document_names_the_pointer_and_writes_nothing() {
     );
     assert!(!out.exists());
 }
+
+/// `ringgate admin --socket S --json ARGS...`: (exit code, stdout as JSON).
+fn admin_json(server: &support::BinaryServer, args: &[&str]) -> (i32, Value) {
+    let socket = server.admin_socket();
+    let mut all = vec!["admin", "--socket", socket.to_str().unwrap(), "--json"];
+    all.extend_from_slice(args);
+    let (status, stdout, stderr) = run_binary(&all);
+    let v = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\nstderr: {stderr}"));
+    (status.code().unwrap(), v)
+}
+
+#[test]
+fn the_admin_socket_deploys_an_import_and_exports_a_deployment() {
+    let origin = Origin::start("admin-import");
+    let server = support::BinaryServer::start(&format!(
+        r#"{}
+[[api]]
+name = "pets"
+  [[api.stage]]
+  name = "prod"
+  auto_deploy = false
+  variables = {{ backendHost = "{}" }}
+  [[api.route]]
+  route = "GET /health"
+  mock = {{ body = "ok" }}
+"#,
+        support::SERVER,
+        origin.addr()
+    ));
+    let mut client = server.client();
+    client
+        .get("/prod/echo/a")
+        .assert_gateway_error(403, r#"{"message":"Missing Authentication Token"}"#);
+    let (_, before) = admin_json(&server, &["deployments", "list", "pets"]);
+    let deployments = before["items"].as_array().unwrap().len();
+
+    // A document that is not one: 400 naming the pointer, nothing deployed.
+    let bad = temp_path("bad-doc").with_extension("json");
+    std::fs::write(
+        &bad,
+        r#"{"openapi": "3.0.1", "paths": {"/a": {"get": {"x-amazon-apigateway-integration": {"type": "mock", "responses": {"default": {"statusCode": true}}}}}}}"#,
+    )
+    .unwrap();
+    let (code, e) = admin_json(
+        &server,
+        &[
+            "deployments",
+            "import",
+            "pets",
+            bad.to_str().unwrap(),
+            "--stage",
+            "prod",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(e["error"], "invalid_document", "{e}");
+    assert_eq!(
+        e["field"],
+        "/paths/~1a/get/x-amazon-apigateway-integration/responses/default/statusCode"
+    );
+    // --strict and something left out: refused, nothing deployed.
+    let (code, e) = admin_json(
+        &server,
+        &[
+            "deployments",
+            "import",
+            "pets",
+            fixture("mock.yaml").to_str().unwrap(),
+            "--strict",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(e["error"], "left_out", "{e}");
+    let (_, after) = admin_json(&server, &["deployments", "list", "pets"]);
+    assert_eq!(after["items"].as_array().unwrap().len(), deployments);
+
+    // The greedy proxy export, deployed to the pinned stage.
+    let (code, d) = admin_json(
+        &server,
+        &[
+            "deployments",
+            "import",
+            "pets",
+            fixture("greedy-proxy-swagger2.json").to_str().unwrap(),
+            "--stage",
+            "prod",
+            "--description",
+            "from API Gateway",
+        ],
+    );
+    assert_eq!(code, 0, "{d}");
+    assert_eq!(d["import"]["routes"], 2);
+    assert_eq!(d["routes"], serde_json::json!(["ANY /", "ANY /{proxy+}"]));
+    let id = d["id"].as_u64().unwrap().to_string();
+    let e = echoed(&client.get("/prod/echo/a?b=1"));
+    assert_eq!(e["path"], "/echo/a");
+    assert_eq!(e["query"], "b=1");
+    // The file's mock is gone from that stage: the deployment replaced
+    // it, and ANY /{proxy+} takes the path to the origin (which has no
+    // /health).
+    let r = client.get("/prod/health");
+    assert_eq!(
+        (r.status, r.header("x-origin")),
+        (404, Some("admin-import"))
+    );
+
+    // Export the deployment, import the export: the same definition.
+    let (code, doc) = admin_json(&server, &["deployments", "export", "pets", &id]);
+    assert_eq!(code, 0);
+    assert_eq!(doc["x-ringgate-stages"][0]["name"], "prod");
+    let exported = temp_path("deployment").with_extension("json");
+    std::fs::write(&exported, doc.to_string()).unwrap();
+    let (code, again) = admin_json(
+        &server,
+        &["deployments", "import", "pets", exported.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{again}");
+    assert_eq!(again["import"]["left_out"], serde_json::json!([]));
+    let (_, first) = admin_json(&server, &["deployments", "show", "pets", &id]);
+    let (_, second) = admin_json(
+        &server,
+        &["deployments", "show", "pets", &again["id"].to_string()],
+    );
+    assert_eq!(first["definition"], second["definition"]);
+}

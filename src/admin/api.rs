@@ -195,6 +195,25 @@ impl AdminApi {
                 })
             }
             (_, ["apis", _, "deployments", _]) => method_not_allowed("GET"),
+            ("GET", ["apis", api, "deployments", id, "export"]) => {
+                let id = parse_id(id)?;
+                let doc = self.control.read(|c, s, _| {
+                    let a = find_api(c, api)?;
+                    let d = s.deployment(api, id).ok_or_else(|| {
+                        ControlError::not_found(format!("api {api:?} has no deployment {id}"))
+                    })?;
+                    Ok::<_, ControlError>(crate::openapi::export(
+                        api,
+                        &a.hosts,
+                        &d.definition,
+                        &export_stages(c, s, a),
+                    ))
+                })?;
+                ok(doc)
+            }
+            (_, ["apis", _, "deployments", _, "export"]) => method_not_allowed("GET"),
+            ("POST", ["apis", api, "import"]) => self.import(req, api),
+            (_, ["apis", _, "import"]) => method_not_allowed("POST"),
             ("GET", ["apis", api, "stages"]) => {
                 let items = self.control.read(|c, s, snap| {
                     let a = find_api(c, api)?;
@@ -269,6 +288,102 @@ impl AdminApi {
                 req.path
             ))),
         }
+    }
+
+    /// `POST /apis/{api}/import`: an OpenAPI document becomes a
+    /// deployment of the API (API Gateway's "import API" with
+    /// `mode=overwrite`): checked against the API's stages and the
+    /// gateway's upstreams; nothing changes unless it imports and, with
+    /// `stage`, compiles.
+    fn import(&self, req: &AdminRequest, api: &str) -> Reply {
+        for (k, _) in &req.query {
+            if !["stage", "description", "strict", "failonwarnings"].contains(&k.as_str()) {
+                return Err(ControlError::invalid(
+                    k,
+                    format!("unknown parameter {k:?}: this endpoint takes stage, description and strict"),
+                ));
+            }
+        }
+        let flag = |name: &str| -> Result<bool, ControlError> {
+            match req.query(name) {
+                None | Some("false") => Ok(false),
+                Some("true") | Some("") => Ok(true),
+                Some(other) => Err(ControlError::invalid(
+                    name,
+                    format!("{other:?} is neither true nor false"),
+                )),
+            }
+        };
+        let strict = flag("strict")? || flag("failonwarnings")?;
+        let description = req.query("description").unwrap_or("imported from OpenAPI");
+        let stage = req.query("stage");
+        let text = std::str::from_utf8(&req.body).map_err(|_| ControlError {
+            status: 400,
+            code: "invalid_document",
+            message: "the document is not UTF-8 text".to_string(),
+            field: Some(String::new()),
+        })?;
+        let options = self.control.read(|c, s, _| {
+            let a = find_api(c, api)?;
+            Ok::<_, ControlError>(crate::openapi::ImportOptions {
+                api: Some(api.to_string()),
+                stages: export_stages(c, s, a)
+                    .into_iter()
+                    .map(|st| (st.name, st.variables))
+                    .collect(),
+                upstreams: c
+                    .upstreams
+                    .iter()
+                    .map(|u| (u.name.clone(), u.tls.is_some()))
+                    .collect(),
+                ..Default::default()
+            })
+        })?;
+        let imported = crate::openapi::import(text, &options).map_err(|e| ControlError {
+            status: 400,
+            code: "invalid_document",
+            message: e.to_string(),
+            field: Some(e.pointer),
+        })?;
+        let notes = |v: &[crate::openapi::Note]| -> Vec<Value> {
+            v.iter()
+                .map(|n| json!({"pointer": n.pointer, "message": n.message}))
+                .collect()
+        };
+        let summary = &imported.summary;
+        if strict && !summary.left_out.is_empty() {
+            let first = &summary.left_out[0];
+            return Err(ControlError {
+                status: 400,
+                code: "left_out",
+                message: format!(
+                    "strict: {} thing(s) of the document would be left out, first {first}",
+                    summary.left_out.len()
+                ),
+                field: Some(first.pointer.clone()),
+            });
+        }
+        let definition = imported
+            .config
+            .apis
+            .first()
+            .map(|a| a.definition())
+            .ok_or_else(|| ControlError::invalid("body", "the document imports no api"))?;
+        let d = self
+            .control
+            .import_deployment(api, description, stage, definition)?;
+        let mut body = deployment_json(&d, false);
+        body["import"] = json!({
+            "title": summary.title,
+            "format": summary.format,
+            "routes": summary.routes,
+            "http_proxy": summary.http_proxy,
+            "mock": summary.mock,
+            "approximated": notes(&summary.approximated),
+            "left_out": notes(&summary.left_out),
+        });
+        Ok(AdminResponse::json(201, &body)
+            .with_header("Location", format!("/apis/{api}/deployments/{}", d.id)))
     }
 
     fn stage(&self, api: &str, stage: &str) -> Reply {
@@ -439,6 +554,8 @@ pub const ENDPOINTS: &[&str] = &[
     "GET /apis/{api}/deployments",
     "POST /apis/{api}/deployments",
     "GET /apis/{api}/deployments/{id}",
+    "GET /apis/{api}/deployments/{id}/export",
+    "POST /apis/{api}/import",
     "GET /apis/{api}/stages",
     "GET /apis/{api}/stages/{stage}",
     "PATCH /apis/{api}/stages/{stage}",
@@ -511,6 +628,30 @@ fn api_json(a: &ApiConfig, state: &State) -> Value {
         })).collect::<Vec<_>>(),
         "deployments": state.deployments(&a.name).count(),
     })
+}
+
+/// The API's stages as an export names them: variables (a pinned stage's
+/// from the store), cache capacity, `$default` for one mapped at the root
+/// of `[[domain]] host = "*"`.
+fn export_stages(c: &Config, s: &State, a: &ApiConfig) -> Vec<crate::openapi::ExportStage> {
+    let root = crate::openapi::root_stage(c, &a.name);
+    a.stages
+        .iter()
+        .map(|st| {
+            let record = (!st.auto_deploy)
+                .then(|| s.stage(&a.name, &st.name))
+                .flatten();
+            let (variables, cache) = match record {
+                Some(r) => (r.variables.clone(), r.cache.clone()),
+                None => (st.variables.clone(), st.cache.clone()),
+            };
+            crate::openapi::ExportStage {
+                name: crate::openapi::export_name(&st.name, root),
+                variables,
+                cache_capacity: crate::openapi::capacity(cache.as_ref()),
+            }
+        })
+        .collect()
 }
 
 fn deployment_json(d: &Deployment, full: bool) -> Value {

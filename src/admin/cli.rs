@@ -26,6 +26,8 @@
 //! | `deployments list API [--limit N] [--position P]` | `GET /apis/{api}/deployments` | the API's deployments, newest first |
 //! | `deployments create API [--description TEXT] [--stage STAGE]` | `POST /apis/{api}/deployments` | deploys the file's current definition of the API; with `--stage`, points that pinned stage at it (only its canary, when it has one) |
 //! | `deployments show API ID` | `GET /apis/{api}/deployments/{id}` | one deployment and its routes (`--json` adds the whole definition) |
+//! | `deployments import API FILE [--description TEXT] [--stage STAGE] [--strict]` | `POST /apis/{api}/import?stage&description&strict` | deploys an OpenAPI document (an API Gateway export, JSON or YAML; `-`: standard input) as a new deployment; prints what was approximated and left out (`--strict`: refused, nothing changed, when anything would be left out) |
+//! | `deployments export API ID` | `GET /apis/{api}/deployments/{id}/export` | the deployment as OpenAPI 3.0.1 with API Gateway's extensions |
 //! | `stages list API [--limit N] [--position P]` | `GET /apis/{api}/stages` | the API's stages: source, deployment, canary, cache |
 //! | `stages show API STAGE` | `GET /apis/{api}/stages/{stage}` | one stage: deployment, variables, cache settings, canary |
 //! | `stages set API STAGE [--deployment ID] [--var NAME=VALUE]... [--unset-var NAME]... [--cache on\|off] [--cache-capacity C] [--cache-ttl SECS]` | `PATCH /apis/{api}/stages/{stage}` | changes a pinned stage: rollback or roll forward, variables, cache settings (a capacity is a class in GB such as `0.5`, or a size such as `64MiB`) |
@@ -517,6 +519,33 @@ pub enum DeploymentsCommand {
         /// The deployment's id.
         id: u64,
     },
+    /// Deploy an OpenAPI document (an API Gateway export) as a new
+    /// deployment of the API.
+    Import {
+        /// The API.
+        #[arg(value_parser = non_empty)]
+        api: String,
+        /// The document, JSON or YAML (`-`: standard input).
+        file: PathBuf,
+        /// What this deployment is (at most 1024 characters).
+        #[arg(long, value_name = "TEXT")]
+        description: Option<String>,
+        /// Also point this pinned stage at it (only its canary, if it has one).
+        #[arg(long, value_name = "STAGE", value_parser = non_empty)]
+        stage: Option<String>,
+        /// Refuse the document, changing nothing, when anything in it would
+        /// be left out.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// A deployment as OpenAPI 3.0.1 with API Gateway's extensions.
+    Export {
+        /// The API.
+        #[arg(value_parser = non_empty)]
+        api: String,
+        /// The deployment's id.
+        id: u64,
+    },
 }
 
 /// `ringgate admin stages ...`.
@@ -760,7 +789,7 @@ pub struct Call {
     /// The JSON body, if any.
     pub body: Option<Value>,
     /// Instead of `body`: this file's bytes (`-`: standard input), sent as
-    /// `text/csv` (`keys import`).
+    /// `text/csv` (`keys import`), or as JSON or YAML (`deployments import`).
     pub upload: Option<PathBuf>,
     /// A list to fetch whole: follow each page's `position` and merge the
     /// pages' `items` (see [`merge_page`]).
@@ -869,6 +898,39 @@ pub fn call(cmd: &AdminCommand) -> Result<Call, String> {
             }
             DeploymentsCommand::Show { api, id } => {
                 get(format!("/apis/{}/deployments/{id}", encode(api)))
+            }
+            DeploymentsCommand::Import {
+                api,
+                file,
+                description,
+                stage,
+                strict,
+            } => {
+                let mut query = Vec::new();
+                if let Some(s) = stage {
+                    query.push(format!("stage={}", encode(s)));
+                }
+                if let Some(d) = description {
+                    query.push(format!("description={}", encode(d)));
+                }
+                if *strict {
+                    query.push("strict=true".to_string());
+                }
+                let mut path = format!("/apis/{}/import", encode(api));
+                if !query.is_empty() {
+                    path.push('?');
+                    path.push_str(&query.join("&"));
+                }
+                Call {
+                    method: "POST",
+                    path,
+                    body: None,
+                    upload: Some(file.clone()),
+                    pages: false,
+                }
+            }
+            DeploymentsCommand::Export { api, id } => {
+                get(format!("/apis/{}/deployments/{id}/export", encode(api)))
             }
         },
         A::Stages(s) => match s {
@@ -1406,7 +1468,14 @@ pub fn run(args: &AdminArgs) -> u8 {
 fn send(endpoint: &Endpoint, call: &Call) -> Result<client::Reply, String> {
     if let Some(file) = &call.upload {
         let bytes = read_upload(file)?;
-        return client::request_typed(endpoint, call.method, &call.path, &bytes, "text/csv");
+        let content_type = if call.path.starts_with("/apikeys") {
+            "text/csv"
+        } else if bytes.trim_ascii_start().starts_with(b"{") {
+            "application/json"
+        } else {
+            "application/yaml"
+        };
+        return client::request_typed(endpoint, call.method, &call.path, &bytes, content_type);
     }
     let body = call.body.as_ref().map(|b| b.to_string().into_bytes());
     let first = client::request(endpoint, call.method, &call.path, body.as_deref())?;
@@ -1518,6 +1587,12 @@ pub fn render(cmd: &AdminCommand, v: &Value, stage: Option<&Value>) -> String {
             format_created(v, name.as_deref(), stage)
         }
         A::Deployments(DeploymentsCommand::Show { .. }) => format_deployment(v),
+        A::Deployments(DeploymentsCommand::Import { .. }) => format_import(v),
+        A::Deployments(DeploymentsCommand::Export { .. }) => {
+            let mut t = serde_json::to_string_pretty(v).unwrap_or_default();
+            t.push('\n');
+            t
+        }
         A::Stages(StagesCommand::List { .. }) => format_stages(v),
         A::Stages(StagesCommand::Show { .. }) => format_stage(v),
         A::Stages(StagesCommand::Set(_)) => format_stage_updated(v),
@@ -1829,6 +1904,33 @@ pub fn format_deployments(v: &Value) -> String {
             count(&d["routes"]).to_string(),
         ]
     })
+}
+
+/// `deployments import`: the new deployment and what the import did.
+pub fn format_import(v: &Value) -> String {
+    let mut out = format!(
+        "deployment {} of {}: imported {} ({}): {} route(s), {} http_proxy, {} mock\n",
+        v["id"],
+        clean(v["api"].as_str().unwrap_or("")),
+        clean(&v["import"]["title"].to_string()),
+        clean(v["import"]["format"].as_str().unwrap_or("")),
+        v["import"]["routes"],
+        v["import"]["http_proxy"],
+        v["import"]["mock"],
+    );
+    for (kind, key) in [("approximated", "approximated"), ("left out", "left_out")] {
+        let notes = v["import"][key].as_array().map_or(&[][..], Vec::as_slice);
+        let _ = writeln!(out, "{kind}: {}", notes.len());
+        for n in notes {
+            let _ = writeln!(
+                out,
+                "  {}: {}",
+                clean(n["pointer"].as_str().unwrap_or("")),
+                clean(n["message"].as_str().unwrap_or(""))
+            );
+        }
+    }
+    out
 }
 
 /// `GET /apis/{api}/deployments/{id}`: its fields and routes.

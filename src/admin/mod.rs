@@ -24,6 +24,8 @@
 //! | `GET /apis/{api}/deployments` | deployments, newest first (paged) | 200 |
 //! | `POST /apis/{api}/deployments` | deploys the file's current routes: `{"description"?, "stage"?}`; with `stage`, points that pinned stage (or only its canary, if it has one) at it | 201 + `Location` |
 //! | `GET /apis/{api}/deployments/{id}` | one deployment with its frozen definition | 200 |
+//! | `GET /apis/{api}/deployments/{id}/export` | the deployment as OpenAPI 3.0.1 with API Gateway's extensions ([`crate::openapi::export`]) | 200 |
+//! | `POST /apis/{api}/import[?stage&description&strict]` | the body (an OpenAPI 3.0 or Swagger 2.0 document, JSON or YAML, at most 1 MiB) becomes a new deployment ([`crate::openapi::import()`]), checked against the API's stages and the gateway's upstreams; with `stage`, that pinned stage (or its canary) points at it. A document that cannot be read: 400 `invalid_document` with the JSON pointer as `field`; `strict=true` (or API Gateway's `failonwarnings=true`) and anything left out: 400 `left_out`; both change nothing | 201 + `Location`, the deployment with `import: {routes, approximated, left_out}` |
 //! | `GET /apis/{api}/stages` | the stages (paged) | 200 |
 //! | `GET /apis/{api}/stages/{stage}` | one stage: source (`file` or `state`), deployment, variables, cache settings, canary | 200 |
 //! | `PATCH /apis/{api}/stages/{stage}` | a pinned stage: `{"deployment_id"?, "variables"?: {name: value or null}, "cache"?: {"enabled"?, "capacity"?, "ttl_seconds"?}}` (rollback = an earlier `deployment_id`; refused with 409 while the stage has a canary) | 200, the stage |

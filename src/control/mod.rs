@@ -62,7 +62,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::config::QuotaSettings;
 use crate::config::{
-    self, AccessLogConfig, ApiConfig, Config, StageCacheConfig, StageConfig, ThrottleLimit,
+    self, AccessLogConfig, ApiConfig, ApiDefinition, Config, StageCacheConfig, StageConfig,
+    ThrottleLimit,
 };
 use crate::gateway::{
     BuildError, CanaryPlan, KeyDef, Plan, Published, Snapshot, StagePlan, UsagePlanDef,
@@ -667,6 +668,28 @@ impl Control {
         description: &str,
         stage: Option<&str>,
     ) -> Result<Arc<Deployment>, ControlError> {
+        self.deploy(api, description, stage, None)
+    }
+
+    /// Deploys `definition` (an imported one) as a deployment of the API,
+    /// as [`Control::create_deployment`] deploys the file's.
+    pub fn import_deployment(
+        &self,
+        api: &str,
+        description: &str,
+        stage: Option<&str>,
+        definition: ApiDefinition,
+    ) -> Result<Arc<Deployment>, ControlError> {
+        self.deploy(api, description, stage, Some(definition))
+    }
+
+    fn deploy(
+        &self,
+        api: &str,
+        description: &str,
+        stage: Option<&str>,
+        definition: Option<ApiDefinition>,
+    ) -> Result<Arc<Deployment>, ControlError> {
         let mut guard = self.lock();
         let inner = &mut *guard;
         if description.chars().count() > 1024 {
@@ -681,7 +704,7 @@ impl Control {
             api: api.to_string(),
             description: description.to_string(),
             created_at: unix_now(),
-            definition: a.definition(),
+            definition: definition.unwrap_or_else(|| a.definition()),
         });
         let mut writes = vec![Write::Deployment(d.clone())];
         if let Some(stage) = stage {

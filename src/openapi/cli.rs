@@ -120,6 +120,7 @@ pub fn run_import(args: &ImportArgs) -> u8 {
         variables: args.variables.iter().cloned().collect(),
         cache_capacity: args.cache_capacity.clone(),
         root_domain: true,
+        upstreams: Vec::new(),
     };
     let imported = match import(&text, &options) {
         Ok(i) => i,

@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 
 use crate::config::{
     ApiDefinition, BodyPart, Config, Integration, KeyParameter, RouteConfig, RouteKey,
-    UnmatchedRoute,
+    StageCacheConfig, UnmatchedRoute,
 };
 
 /// A stage as the export names it.
@@ -42,31 +42,47 @@ pub fn export_config(cfg: &Config, api: &str) -> Result<Value, String> {
             names.join(", ")
         )
     })?;
-    let root_stage = cfg
-        .domains
-        .iter()
-        .filter(|d| d.host == "*")
-        .flat_map(|d| &d.mappings)
-        .find(|m| m.base_path.is_empty() && m.api == api)
-        .map(|m| m.stage.as_str());
+    let root = root_stage(cfg, api);
     let stages: Vec<ExportStage> = a
         .stages
         .iter()
         .map(|s| ExportStage {
-            name: if Some(s.name.as_str()) == root_stage {
-                "$default".to_string()
-            } else {
-                s.name.clone()
-            },
+            name: export_name(&s.name, root),
             variables: s.variables.clone(),
-            cache_capacity: s.cache.as_ref().filter(|c| c.enabled).map(|c| {
-                c.capacity_class
-                    .clone()
-                    .unwrap_or_else(|| c.capacity_bytes.to_string())
-            }),
+            cache_capacity: capacity(s.cache.as_ref()),
         })
         .collect();
     Ok(export(api, &a.hosts, &a.definition(), &stages))
+}
+
+/// The stage of `api` served at the root of every host (a `[[domain]]
+/// host = "*"` mapping with base path `""`), which an export names
+/// `$default`.
+pub(crate) fn root_stage<'c>(cfg: &'c Config, api: &str) -> Option<&'c str> {
+    cfg.domains
+        .iter()
+        .filter(|d| d.host == "*")
+        .flat_map(|d| &d.mappings)
+        .find(|m| m.base_path.is_empty() && m.api == api)
+        .map(|m| m.stage.as_str())
+}
+
+/// A stage's name in an export, given the root stage.
+pub(crate) fn export_name(stage: &str, root: Option<&str>) -> String {
+    if Some(stage) == root {
+        "$default".to_string()
+    } else {
+        stage.to_string()
+    }
+}
+
+/// An enabled stage cache's capacity: its class, or its size in bytes.
+pub(crate) fn capacity(cache: Option<&StageCacheConfig>) -> Option<String> {
+    cache.filter(|c| c.enabled).map(|c| {
+        c.capacity_class
+            .clone()
+            .unwrap_or_else(|| c.capacity_bytes.to_string())
+    })
 }
 
 /// The document for an API's definition (a configuration's, or a

@@ -53,6 +53,10 @@ pub struct ImportOptions {
     /// `[[domain]] host = "*"` mapping at the root (as API Gateway serves
     /// it). Off for the admin socket, which imports routes only.
     pub root_domain: bool,
+    /// Upstream names the stage variables may name (with whether each
+    /// speaks TLS): the admin socket's import validates against the
+    /// running gateway's. Written as placeholder `[[upstream]]` tables.
+    pub upstreams: Vec<(String, bool)>,
 }
 
 /// One thing approximated or left out.
@@ -1366,6 +1370,7 @@ impl<'d> Reader<'d> {
             root_stage: root_stage.as_deref(),
             cache_capacity: options.cache_capacity.as_deref(),
             stage_caches: &self.stage_caches,
+            upstreams: &options.upstreams,
         };
         // Validate; a route the validator refuses is left out and the
         // file is validated again.
@@ -1439,6 +1444,7 @@ struct Head<'a> {
     root_stage: Option<&'a str>,
     cache_capacity: Option<&'a str>,
     stage_caches: &'a BTreeMap<String, String>,
+    upstreams: &'a [(String, bool)],
 }
 
 /// A TOML string: quoted and escaped.
@@ -1478,6 +1484,14 @@ fn write_toml(
         for n in left_out {
             let _ = writeln!(out, "#   {}", comment_text(&n.to_string()));
         }
+    }
+    for (name, tls) in head.upstreams {
+        let _ = writeln!(
+            out,
+            "\n# Stands for the gateway's own [[upstream]] {name}.\n[[upstream]]\nname = {}\ntargets = [\"127.0.0.1:9\"]{}",
+            q(name),
+            if *tls { "\ntls = { verify = false }" } else { "" }
+        );
     }
     if let Some(stage) = head.root_stage {
         out.push_str(

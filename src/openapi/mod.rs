@@ -49,6 +49,7 @@ use std::fmt;
 
 use serde_json::Value;
 
+pub(crate) use export::{capacity, export_name, root_stage};
 pub use export::{export, export_config, ExportStage};
 pub use import::{import, ImportOptions, Imported, Note, Summary};
 
