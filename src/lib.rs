@@ -77,6 +77,10 @@
 //!   the state and the file into a new snapshot, commits, publishes.
 //!   Workers pick the new snapshot up at their next request; a request in
 //!   flight finishes on the one it started with.
+//! - [`openapi`]: moving from API Gateway: its OpenAPI exports (with the
+//!   `x-amazon-apigateway-*` extensions) imported into a checked
+//!   configuration, with what was approximated or left out, and an API or
+//!   a deployment exported back. Cold path: the CLI and the admin socket.
 //! - [`admin`]: the admin API: endpoints ([`admin::api`]) over HTTP/1.1 +
 //!   JSON on a Unix socket (and optionally loopback TCP with a bearer
 //!   token), served by threads of their own with blocking std I/O, never by
