@@ -204,9 +204,12 @@ impl AdminApi {
                     })?;
                     Ok::<_, ControlError>(crate::openapi::export(
                         api,
-                        &a.hosts,
                         &d.definition,
-                        &export_stages(c, s, a),
+                        &crate::openapi::ExportContext {
+                            hosts: &a.hosts,
+                            stages: &export_stages(c, s, a),
+                            upstreams: &c.upstreams,
+                        },
                     ))
                 })?;
                 ok(doc)

@@ -3,8 +3,10 @@
 //! `x-amazon-apigateway-any-method`, `x-amazon-apigateway-api-key-source`,
 //! `x-amazon-apigateway-importexport-version` for an HTTP-API-style API),
 //! plus a few `x-ringgate-*` extensions for what API Gateway has no field
-//! for (the stages and their variables, per-route cache switches and TTLs,
-//! client throttles, `preserve_host`, `allow_upgrade`). API Gateway's own
+//! for (the stages with their variables and cache capacity, the API's
+//! hosts and `unmatched_route`, per-route cache switches and TTLs, client
+//! throttles, `preserve_host`, `allow_upgrade`, and the upstream group a
+//! uri names, whose first target stands in the uri itself). API Gateway's own
 //! import ignores those with a warning; [`super::import`] reads them back,
 //! so an export imports to the configuration it came from.
 
@@ -16,7 +18,7 @@ use serde_json::{json, Map, Value};
 
 use crate::config::{
     ApiDefinition, BodyPart, Config, Integration, KeyParameter, RouteConfig, RouteKey,
-    StageCacheConfig, UnmatchedRoute,
+    StageCacheConfig, UnmatchedRoute, UpstreamConfig,
 };
 
 /// A stage as the export names it.
@@ -52,7 +54,15 @@ pub fn export_config(cfg: &Config, api: &str) -> Result<Value, String> {
             cache_capacity: capacity(s.cache.as_ref()),
         })
         .collect();
-    Ok(export(api, &a.hosts, &a.definition(), &stages))
+    Ok(export(
+        api,
+        &a.definition(),
+        &ExportContext {
+            hosts: &a.hosts,
+            stages: &stages,
+            upstreams: &cfg.upstreams,
+        },
+    ))
 }
 
 /// The stage of `api` served at the root of every host (a `[[domain]]
@@ -85,16 +95,51 @@ pub(crate) fn capacity(cache: Option<&StageCacheConfig>) -> Option<String> {
     })
 }
 
+/// What an export names besides the routes.
+#[derive(Debug, Clone, Copy)]
+pub struct ExportContext<'a> {
+    /// The API's `hosts` (the first names the server).
+    pub hosts: &'a [String],
+    /// Its stages.
+    pub stages: &'a [ExportStage],
+    /// The gateway's upstreams: a uri naming one is exported with its
+    /// first target's address, and the group's targets go along in
+    /// `x-ringgate-upstreams`.
+    pub upstreams: &'a [UpstreamConfig],
+}
+
 /// The document for an API's definition (a configuration's, or a
-/// deployment's), its hosts (the first names the server) and its stages.
-pub fn export(
-    api: &str,
-    hosts: &[String],
-    definition: &ApiDefinition,
-    stages: &[ExportStage],
-) -> Value {
+/// deployment's) in its context.
+pub fn export(api: &str, definition: &ApiDefinition, cx: &ExportContext<'_>) -> Value {
+    let (hosts, stages) = (cx.hosts, cx.stages);
     let mut paths: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     let mut keys = false;
+    // Upstream groups named by a uri, directly or through a stage
+    // variable that is its whole host.
+    let mut groups: BTreeMap<String, Value> = BTreeMap::new();
+    let mut note_group = |name: &str| {
+        if let Some(u) = cx.upstreams.iter().find(|u| u.name == name) {
+            groups.entry(name.to_string()).or_insert_with(|| {
+                json!({"targets": u.targets.iter().map(|t| t.text.clone()).collect::<Vec<_>>(),
+                       "tls": u.tls.is_some()})
+            });
+        }
+    };
+    for route in &definition.routes {
+        if let Integration::HttpProxy(h) = &route.integration {
+            match &h.authority[..] {
+                [BodyPart::Literal(a)] if !a.contains([':', '[']) => note_group(a),
+                [BodyPart::StageVariable(v)] => {
+                    for s in stages {
+                        if let Some(value) = s.variables.get(v) {
+                            note_group(value);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
     for route in &definition.routes {
         let (path, method) = match &route.key {
             RouteKey::Default => ("$default".to_string(), None),
@@ -105,10 +150,10 @@ pub fn export(
             None => "x-amazon-apigateway-any-method".to_string(),
         };
         keys |= route.api_key_required;
-        paths
-            .entry(path.clone())
-            .or_default()
-            .insert(method_key, operation(route, &path, method.as_deref()));
+        paths.entry(path.clone()).or_default().insert(
+            method_key,
+            operation(route, &path, method.as_deref(), cx.upstreams),
+        );
     }
     let mut doc = Map::new();
     doc.insert("openapi".into(), json!("3.0.1"));
@@ -121,7 +166,7 @@ pub fn export(
     doc.insert(
         "servers".into(),
         json!([{
-            "url": match hosts.first().filter(|h| !h.starts_with('*')) {
+            "url": match hosts.first() {
                 Some(h) => format!("http://{h}/{{basePath}}"),
                 None => "/{basePath}".to_string(),
             },
@@ -150,6 +195,23 @@ pub fn export(
             json!("1.0"),
         );
     }
+    // Said outright: a REST-style API may have a $default route too.
+    doc.insert(
+        "x-ringgate-unmatched-route".into(),
+        json!(match definition.unmatched_route {
+            UnmatchedRoute::NotFound => "not_found",
+            UnmatchedRoute::MissingAuthenticationToken => "missing_authentication_token",
+        }),
+    );
+    if !hosts.is_empty() {
+        doc.insert("x-ringgate-hosts".into(), json!(hosts));
+    }
+    if !groups.is_empty() {
+        doc.insert(
+            "x-ringgate-upstreams".into(),
+            Value::Object(groups.into_iter().collect()),
+        );
+    }
     doc.insert(
         "x-ringgate-stages".into(),
         Value::Array(
@@ -168,7 +230,12 @@ pub fn export(
     Value::Object(doc)
 }
 
-fn operation(route: &RouteConfig, path: &str, method: Option<&str>) -> Value {
+fn operation(
+    route: &RouteConfig,
+    path: &str,
+    method: Option<&str>,
+    upstreams: &[UpstreamConfig],
+) -> Value {
     let mut op = Map::new();
     let params: Vec<Value> = path
         .split('/')
@@ -196,11 +263,18 @@ fn operation(route: &RouteConfig, path: &str, method: Option<&str>) -> Value {
                 .authority
                 .iter()
                 .all(|p| matches!(p, BodyPart::Literal(_)));
-            match authority.strip_suffix(default_port) {
-                Some(host) if literal && !host.ends_with(']') && !host.contains(':') => {
-                    uri.push_str(host)
+            let group = upstreams.iter().find(|u| literal && u.name == authority);
+            if let Some(u) = group {
+                // API Gateway needs an address: the group's first target.
+                uri.push_str(&u.targets[0].text);
+                integration.insert("x-ringgate-upstream".into(), json!(u.name));
+            } else {
+                match authority.strip_suffix(default_port) {
+                    Some(host) if literal && !host.ends_with(']') && !host.contains(':') => {
+                        uri.push_str(host)
+                    }
+                    _ => uri.push_str(&authority),
                 }
-                _ => uri.push_str(&authority),
             }
             uri.push_str(&template_text(&h.path, false));
             if !h.query.is_empty() {

@@ -276,6 +276,19 @@ impl<'d> Reader<'d> {
                 .get("paths")
                 .and_then(Value::as_object)
                 .is_some_and(|p| p.contains_key("$default") || p.contains_key("/$default"));
+        let http_api = match root.get("x-ringgate-unmatched-route") {
+            None => http_api,
+            Some(v) => match str_at(v, "/x-ringgate-unmatched-route")? {
+                "not_found" => true,
+                "missing_authentication_token" => false,
+                other => {
+                    return Err(ImportError::at(
+                        "/x-ringgate-unmatched-route",
+                        format!("{other:?} is neither not_found nor missing_authentication_token"),
+                    ))
+                }
+            },
+        };
         Ok(Reader {
             root,
             format,
@@ -706,7 +719,18 @@ impl<'d> Reader<'d> {
             self.leave_out(&up, format!("{key}: uri {uri:?} has no host"));
             return Ok(None);
         }
-        let authority = if authority.contains("${stageVariables.") {
+        let group = opt_str(integ, "x-ringgate-upstream", ip)?;
+        if let Some(g) = group {
+            if !api_name_ok(g) {
+                return Err(ImportError::at(
+                    &child(ip, "x-ringgate-upstream"),
+                    "an upstream name is [A-Za-z0-9_-]{1,64}",
+                ));
+            }
+        }
+        let authority = if let Some(g) = group {
+            g.to_string()
+        } else if authority.contains("${stageVariables.") {
             let whole = authority
                 .strip_prefix("${stageVariables.")
                 .and_then(|r| r.strip_suffix('}'))
@@ -864,6 +888,33 @@ impl<'d> Reader<'d> {
             }
         }
         if plain_http {
+            // Headers the integration responses add (CORS, typically):
+            // ringgate's proxy passes the backend's headers as they are.
+            let mut added = BTreeSet::new();
+            if let Some(rs) = integ.get("responses") {
+                let rsp = child(ip, "responses");
+                for (pattern, r) in obj(rs, &rsp, "the integration responses")? {
+                    let r = obj(r, &child(&rsp, pattern), "an integration response")?;
+                    if let Some(rp) = r.get("responseParameters") {
+                        let pp = child(&child(&rsp, pattern), "responseParameters");
+                        for target in obj(rp, &pp, "the response parameters")?.keys() {
+                            if let Some(h) = target.strip_prefix("method.response.header.") {
+                                added.insert(h.to_string());
+                            }
+                        }
+                    }
+                }
+            }
+            if !added.is_empty() {
+                self.leave_out(
+                    &child(ip, "responses"),
+                    format!(
+                        "{key}: the integration response headers ({}) are not added: the \
+                         backend's response passes through as it is",
+                        added.into_iter().collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
             comments.push(
                 "an \"http\" (non-proxy) integration, imported as http_proxy: the request and \
                  the response pass through unchanged (mapping templates are not applied)"
@@ -1333,7 +1384,12 @@ impl<'d> Reader<'d> {
                 }
             }
         }
-        let hosts = if root_stage.is_some() {
+        let hosts = if let Some(h) = self.root.get("x-ringgate-hosts") {
+            strings_at(h, "/x-ringgate-hosts")?
+                .into_iter()
+                .map(str::to_string)
+                .collect()
+        } else if root_stage.is_some() {
             let host = self
                 .server_host()?
                 .unwrap_or_else(|| format!("{api}.invalid"));
@@ -1341,6 +1397,33 @@ impl<'d> Reader<'d> {
         } else {
             Vec::new()
         };
+        let mut groups = Vec::new();
+        if let Some(g) = self.root.get("x-ringgate-upstreams") {
+            let gp = "/x-ringgate-upstreams";
+            for (name, spec) in obj(g, gp, "x-ringgate-upstreams")? {
+                let p = child(gp, name);
+                let spec = obj(spec, &p, "an upstream")?;
+                let targets: Vec<String> = match spec.get("targets") {
+                    Some(t) => strings_at(t, &child(&p, "targets"))?
+                        .into_iter()
+                        .map(str::to_string)
+                        .collect(),
+                    None => Vec::new(),
+                };
+                let tls = opt_bool(spec, "tls", &p)?.unwrap_or(false);
+                if options.upstreams.iter().any(|(n, _)| n == name) {
+                    continue; // the gateway's own
+                }
+                self.approximated.push(note(
+                    &p,
+                    format!(
+                        "upstream {name}: its targets are imported; balance, timeouts, health \
+                         checks and TLS settings take their defaults"
+                    ),
+                ));
+                groups.push((name.clone(), targets, tls));
+            }
+        }
         self.routes.sort_by_key(|r| route_order(&r.key));
         // Two paths of the document that ringgate sees as one route.
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
@@ -1371,6 +1454,7 @@ impl<'d> Reader<'d> {
             cache_capacity: options.cache_capacity.as_deref(),
             stage_caches: &self.stage_caches,
             upstreams: &options.upstreams,
+            groups: &groups,
         };
         // Validate; a route the validator refuses is left out and the
         // file is validated again.
@@ -1445,6 +1529,8 @@ struct Head<'a> {
     cache_capacity: Option<&'a str>,
     stage_caches: &'a BTreeMap<String, String>,
     upstreams: &'a [(String, bool)],
+    /// `x-ringgate-upstreams`: name, targets, TLS.
+    groups: &'a [(String, Vec<String>, bool)],
 }
 
 /// A TOML string: quoted and escaped.
@@ -1493,6 +1579,16 @@ fn write_toml(
             if *tls { "\ntls = { verify = false }" } else { "" }
         );
     }
+    for (name, targets, tls) in head.groups {
+        let targets: Vec<String> = targets.iter().map(|t| q(t)).collect();
+        let _ = writeln!(
+            out,
+            "\n[[upstream]]\nname = {}\ntargets = [{}]{}",
+            q(name),
+            targets.join(", "),
+            if *tls { "\ntls = {}" } else { "" }
+        );
+    }
     if let Some(stage) = head.root_stage {
         out.push_str(
             "\n# The HTTP API's $default stage: served at the root of every host, as API Gateway serves it.\n",
@@ -1501,7 +1597,9 @@ fn write_toml(
     }
     let _ = writeln!(out, "\n[[api]]\nname = {}", q(head.api));
     if !head.hosts.is_empty() {
-        out.push_str("# With a [[domain]] \"*\" every host is served through the domain; an API beside\n# one names hosts of its own.\n");
+        if head.root_stage.is_some() {
+            out.push_str("# With a [[domain]] \"*\" every host is served through the domain; an API beside\n# one names hosts of its own.\n");
+        }
         let hosts: Vec<String> = head.hosts.iter().map(|h| q(h)).collect();
         let _ = writeln!(out, "hosts = [{}]", hosts.join(", "));
     }

@@ -50,7 +50,7 @@ use std::fmt;
 use serde_json::Value;
 
 pub(crate) use export::{capacity, export_name, root_stage};
-pub use export::{export, export_config, ExportStage};
+pub use export::{export, export_config, ExportContext, ExportStage};
 pub use import::{import, ImportOptions, Imported, Note, Summary};
 
 /// The largest document an import reads: 8 MiB (API Gateway's own import

@@ -78,6 +78,101 @@ fn a_small_rest_api() {
 }
 
 #[test]
+fn a_ringgate_configuration_survives_export_and_import() {
+    let cfg = crate::config::parse(
+        r#"
+[[upstream]]
+name = "pets"
+targets = ["127.0.0.1:9001", "127.0.0.1:9002"]
+
+[[api]]
+name = "Shop"
+hosts = ["shop.example.com", "api.shop.example.com"]
+  [[api.stage]]
+  name = "prod"
+  variables = { backend = "pets", env = "production" }
+  cache = { capacity = "0.5" }
+  [[api.stage]]
+  name = "dev"
+  variables = { backend = "127.0.0.1:9003", env = "development" }
+
+  [[api.route]]
+  route = "GET /pets/{id}"
+  api_key_required = true
+  client_throttle = { rate = 2.5, burst = 10 }
+  [api.route.http_proxy]
+  uri = "http://pets/v1/pets/{id}?src=gw&id={id}"
+  timeout = "3500ms"
+  preserve_host = true
+  [api.route.cache]
+  ttl = "60s"
+  key_parameters = ["path.id", "header.accept"]
+
+  [[api.route]]
+  route = "ANY /through/{proxy+}"
+  [api.route.http_proxy]
+  uri = "http://${stageVariables.backend}/{proxy}"
+  allow_upgrade = true
+  [api.route.cache]
+  enabled = false
+
+  [[api.route]]
+  route = "POST /hello/{name}"
+  [api.route.mock]
+  status = 203
+  headers = { "x-a" = "b" }
+  body = "hello {name} from ${stageVariables.env}"
+
+  [[api.route]]
+  route = "$default"
+  mock = { status = 404 }
+"#,
+        "t.toml",
+    )
+    .unwrap();
+    let doc = export_config(&cfg, "Shop").unwrap();
+    let get = &doc["paths"]["/pets/{id}"]["get"];
+    let integration = &get["x-amazon-apigateway-integration"];
+    assert_eq!(
+        integration["uri"],
+        "http://127.0.0.1:9001/v1/pets/{id}?src=gw&id={id}"
+    );
+    assert_eq!(integration["x-ringgate-upstream"], "pets");
+    assert_eq!(integration["timeoutInMillis"], 3500);
+    assert_eq!(
+        integration["cacheKeyParameters"],
+        json!(["method.request.path.id", "method.request.header.accept"])
+    );
+    assert_eq!(get["security"], json!([{"api_key": []}]));
+    assert_eq!(
+        doc["x-ringgate-upstreams"]["pets"]["targets"],
+        json!(["127.0.0.1:9001", "127.0.0.1:9002"])
+    );
+    let i = import(&doc.to_string(), &ImportOptions::default()).unwrap();
+    let (a, b) = (&cfg.apis[0], &i.config.apis[0]);
+    assert_eq!(a.name, b.name);
+    assert_eq!(a.hosts, b.hosts);
+    assert_eq!(a.stages, b.stages);
+    let strip = |d: crate::config::ApiDefinition| {
+        let mut d = d;
+        for r in &mut d.routes {
+            r.line = 0;
+            if let crate::config::Integration::HttpProxy(h) = &mut r.integration {
+                h.uri.clear();
+            }
+        }
+        d.routes.sort_by_key(|r| r.key.as_display());
+        d
+    };
+    assert_eq!(strip(a.definition()), strip(b.definition()));
+    assert_eq!(i.config.upstreams.len(), 1);
+    assert_eq!(i.config.upstreams[0].targets, cfg.upstreams[0].targets);
+    // The upstream's other settings took their defaults: said.
+    assert!(i.summary.approximated[0].message.contains("upstream pets"));
+    round_trip(&i);
+}
+
+#[test]
 fn errors_name_the_pointer() {
     let cases = [
         (json!([1]), ""),
