@@ -279,6 +279,32 @@ fn rest_api_with_a_greedy_proxy_resource() {
     assert_eq!(a.text(), b.text());
     assert_eq!(origin.count(), before + 1);
     assert_round_trip(&imported);
+
+    // Two stages, each with its own backend.
+    let other = Origin::start("greedy-dev");
+    let (prod, dev) = (
+        format!("prod:backendHost={}", origin.addr()),
+        format!("dev:backendHost={}", other.addr()),
+    );
+    let imported = import(
+        &fixture("greedy-proxy-swagger2.json"),
+        &[
+            "--stage",
+            "prod",
+            "--stage",
+            "dev",
+            "--variable",
+            &prod,
+            "--variable",
+            &dev,
+        ],
+    );
+    let server = serve(&imported, "");
+    let r = request(&server, "GET", "/prod/echo/x", "", "");
+    assert_eq!(r.header("x-origin"), Some("greedy"));
+    let r = request(&server, "GET", "/dev/echo/x", "", "");
+    assert_eq!(r.header("x-origin"), Some("greedy-dev"));
+    assert_round_trip(&imported);
 }
 
 #[test]
@@ -369,9 +395,30 @@ fn api_keys_and_usage_plan_protected_methods() {
         "",
     ));
     assert_eq!(e["path"], "/echo/pets/3");
+    let e = echoed(&request(
+        &server,
+        "POST",
+        "/v1/pets",
+        "x-api-key: alice-0123456789abcdef01\r\n",
+        "{\"type\": \"dog\"}",
+    ));
+    assert_eq!(
+        (e["method"].as_str(), e["path"].as_str()),
+        (Some("POST"), Some("/echo/pets"))
+    );
+    request(
+        &server,
+        "POST",
+        "/v1/pets",
+        "x-api-key: wrong-0123456789abcdef01\r\n",
+        "{}",
+    )
+    .assert_gateway_error(403, r#"{"message":"Forbidden"}"#);
     // Methods without security need no key.
     let e = echoed(&request(&server, "GET", "/v1/health", "", ""));
     assert_eq!(e["path"], "/echo/health");
+    let e = echoed(&request(&server, "GET", "/v1/images/cat.png", "", ""));
+    assert_eq!(e["path"], "/echo/images/cat.png");
     assert_round_trip(&imported);
 }
 

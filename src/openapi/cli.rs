@@ -1,14 +1,14 @@
 //! `ringgate import openapi` and `ringgate export openapi`.
 //!
 //! ```text
-//! ringgate import openapi FILE [--api NAME] [--stage NAME]... [--variable NAME=VALUE]...
+//! ringgate import openapi FILE [--api NAME] [--stage NAME]... [--variable [STAGE:]NAME=VALUE]...
 //!                         [--cache-capacity C] [--output PATH] [--strict]
 //! ringgate export openapi [--config PATH] [--api NAME] [--output PATH] [--yaml]
 //! ```
 //!
 //! The import writes the configuration to `--output` (or stdout) and the
 //! summary to stderr. Exit codes: 0 done; 1 the document (or a file) could
-//! not be read or imported; 3 with `--strict`, when anything was left out
+//! not be read or imported; 2 bad arguments; 3 with `--strict`, when anything was left out
 //! (the configuration is still written). The export of a deployment goes
 //! through the admin socket: `ringgate admin deployments export API ID`.
 
@@ -41,10 +41,11 @@ pub struct ImportArgs {
     /// or `$default` for an HTTP API].
     #[arg(long = "stage", value_name = "NAME")]
     pub stages: Vec<String>,
-    /// A stage variable for every stage, e.g. `backendHost=10.0.0.5:8080`
+    /// A stage variable, e.g. `backendHost=10.0.0.5:8080` for every stage
+    /// or `prod:backendHost=10.0.0.5:8080` for one given with `--stage`
     /// (repeatable); stage variables are stage settings, not in an export.
-    #[arg(long = "variable", value_name = "NAME=VALUE", value_parser = name_value)]
-    pub variables: Vec<(String, String)>,
+    #[arg(long = "variable", value_name = "[STAGE:]NAME=VALUE", value_parser = name_value)]
+    pub variables: Vec<(Option<String>, String, String)>,
     /// Turn on each stage's cache at this capacity (a class in GB such as
     /// `0.5`, or a size such as `64MiB`).
     #[arg(long, value_name = "C")]
@@ -74,12 +75,16 @@ pub struct ExportArgs {
     pub yaml: bool,
 }
 
-fn name_value(s: &str) -> Result<(String, String), String> {
+fn name_value(s: &str) -> Result<(Option<String>, String, String), String> {
     let (k, v) = s
         .split_once('=')
-        .ok_or_else(|| format!("{s:?} is not NAME=VALUE"))?;
-    config::check_stage_variable(k, v)?;
-    Ok((k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not NAME=VALUE or STAGE:NAME=VALUE"))?;
+    let (stage, name) = match k.split_once(':') {
+        Some((stage, name)) => (Some(stage.to_string()), name),
+        None => (None, k),
+    };
+    config::check_stage_variable(name, v)?;
+    Ok((stage, name.to_string(), v.to_string()))
 }
 
 fn read_input(path: &Path) -> std::io::Result<String> {
@@ -110,14 +115,34 @@ pub fn run_import(args: &ImportArgs) -> u8 {
             return 1;
         }
     };
+    let mut stages: Vec<(String, BTreeMap<String, String>)> = args
+        .stages
+        .iter()
+        .map(|s| (s.clone(), BTreeMap::new()))
+        .collect();
+    let mut variables = BTreeMap::new();
+    for (stage, name, value) in &args.variables {
+        match stage {
+            None => {
+                variables.insert(name.clone(), value.clone());
+            }
+            Some(stage) => match stages.iter_mut().find(|(s, _)| s == stage) {
+                Some((_, vars)) => {
+                    vars.insert(name.clone(), value.clone());
+                }
+                None => {
+                    eprintln!(
+                        "ringgate import: --variable {stage}:{name}=…: stage {stage:?} is not given with --stage"
+                    );
+                    return 2;
+                }
+            },
+        }
+    }
     let options = ImportOptions {
         api: args.api.clone(),
-        stages: args
-            .stages
-            .iter()
-            .map(|s| (s.clone(), BTreeMap::new()))
-            .collect(),
-        variables: args.variables.iter().cloned().collect(),
+        stages,
+        variables,
         cache_capacity: args.cache_capacity.clone(),
         root_domain: true,
         upstreams: Vec::new(),

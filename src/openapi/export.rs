@@ -264,9 +264,9 @@ fn operation(
                 .iter()
                 .all(|p| matches!(p, BodyPart::Literal(_)));
             let group = upstreams.iter().find(|u| literal && u.name == authority);
-            if let Some(u) = group {
+            if let Some((u, first)) = group.and_then(|u| Some((u, u.targets.first()?))) {
                 // API Gateway needs an address: the group's first target.
-                uri.push_str(&u.targets[0].text);
+                uri.push_str(&first.text);
                 integration.insert("x-ringgate-upstream".into(), json!(u.name));
             } else {
                 match authority.strip_suffix(default_port) {

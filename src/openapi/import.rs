@@ -25,6 +25,9 @@ use crate::config::{self, Config};
 /// 300 resources per API by default).
 const MAX_OPERATIONS: usize = 10_000;
 
+/// Refused routes after which the others are validated one by one.
+const ALONE_AFTER: usize = 8;
+
 /// The longest integration timeout ringgate has, in milliseconds.
 const MAX_TIMEOUT_MS: u64 = 29_000;
 /// The shortest.
@@ -1457,10 +1460,14 @@ impl<'d> Reader<'d> {
             groups: &groups,
         };
         // Validate; a route the validator refuses is left out and the
-        // file is validated again.
+        // file is validated again. After a few refusals, each route is
+        // validated alone first, so that a document of many bad routes
+        // costs one validation per route, not one of the whole file per
+        // route.
+        let mut refused = 0usize;
         let config = loop {
             let text = write_toml(&head, &routes, &[], &[]);
-            match config::parse(&text, "(import)") {
+            let e = match config::parse(&text, "(import)") {
                 Ok(cfg) => match crate::gateway::Snapshot::build(&cfg) {
                     Ok(_) => break cfg,
                     Err(e) => {
@@ -1470,24 +1477,33 @@ impl<'d> Reader<'d> {
                         ))
                     }
                 },
-                Err(e) => {
-                    let index = route_index(&e.key);
-                    match index.filter(|i| *i < routes.len()) {
-                        Some(i) => {
-                            let r = routes.remove(i);
-                            self.left_out.push(note(
-                                &r.pointer,
-                                format!("{}: {} ({})", r.key, e.problem, e.fix),
-                            ));
-                        }
-                        None => {
-                            return Err(ImportError::at(
-                                "",
-                                format!("the imported configuration does not validate: {e}"),
-                            ))
-                        }
+                Err(e) => e,
+            };
+            let Some(i) = route_index(&e.key).filter(|i| *i < routes.len()) else {
+                return Err(ImportError::at(
+                    "",
+                    format!("the imported configuration does not validate: {e}"),
+                ));
+            };
+            let r = routes.remove(i);
+            self.left_out.push(note(
+                &r.pointer,
+                format!("{}: {} ({})", r.key, e.problem, e.fix),
+            ));
+            refused += 1;
+            if refused == ALONE_AFTER {
+                let mut kept = Vec::with_capacity(routes.len());
+                for r in routes {
+                    let alone = write_toml(&head, std::slice::from_ref(&r), &[], &[]);
+                    match config::parse(&alone, "(import)") {
+                        Err(e) if route_index(&e.key).is_some() => self.left_out.push(note(
+                            &r.pointer,
+                            format!("{}: {} ({})", r.key, e.problem, e.fix),
+                        )),
+                        _ => kept.push(r),
                     }
                 }
+                routes = kept;
             }
         };
         let summary = Summary {

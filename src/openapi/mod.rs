@@ -57,6 +57,26 @@ pub use import::{import, ImportOptions, Imported, Note, Summary};
 /// limit is 6 MB).
 pub const MAX_DOCUMENT_BYTES: usize = 8 << 20;
 
+/// The deepest `[`/`{` nesting a YAML document may have.
+const MAX_FLOW_DEPTH: usize = 160;
+
+/// The deepest nesting of `[` and `{` in `text`, strings and comments not
+/// told apart (an over-estimate).
+fn flow_depth(text: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    for b in text.bytes() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
 /// A document that cannot be imported: where in it, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportError {
@@ -88,7 +108,7 @@ impl fmt::Display for ImportError {
 
 impl std::error::Error for ImportError {}
 
-/// Reads a document as JSON (when it starts with `{`) or YAML.
+/// Reads a document as JSON (when it starts with `{` or `[`) or YAML.
 pub fn parse_document(text: &str) -> Result<Value, ImportError> {
     if text.len() > MAX_DOCUMENT_BYTES {
         return Err(ImportError::at(
@@ -100,7 +120,7 @@ pub fn parse_document(text: &str) -> Result<Value, ImportError> {
         ));
     }
     let trimmed = text.trim_start_matches(['\u{feff}', ' ', '\t', '\r', '\n']);
-    if trimmed.starts_with('{') {
+    if trimmed.starts_with(['{', '[']) {
         serde_json::from_str(trimmed).map_err(|e| {
             ImportError::at(
                 "",
@@ -112,6 +132,16 @@ pub fn parse_document(text: &str) -> Result<Value, ImportError> {
             )
         })
     } else {
+        // libyaml's time grows with the square of flow nesting ("[[[[…"),
+        // and serde refuses more than 128 levels anyway: refuse deep
+        // documents before parsing. Brackets inside quoted strings count
+        // too, so the bound leaves room.
+        if flow_depth(trimmed) > MAX_FLOW_DEPTH {
+            return Err(ImportError::at(
+                "",
+                format!("not valid YAML: nested deeper than {MAX_FLOW_DEPTH} levels"),
+            ));
+        }
         let value: Value = serde_norway::from_str(trimmed).map_err(|e| {
             let at = e
                 .location()
