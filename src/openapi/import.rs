@@ -375,16 +375,13 @@ impl<'d> Reader<'d> {
                     }
                 },
                 "x-amazon-apigateway-gateway-responses" => {
-                    let names: Vec<&str> = obj(value, &p, "the gateway responses")?
-                        .keys()
-                        .map(String::as_str)
-                        .collect();
+                    let names = keys_of(value, &p, "the gateway responses")?;
                     self.leave_out(
                         &p,
                         format!(
                             "gateway responses ({}) are not imported: ringgate answers its own \
                              errors with API Gateway's default statuses and bodies",
-                            names.join(", ")
+                            names
                         ),
                     );
                 }
@@ -400,16 +397,13 @@ impl<'d> Reader<'d> {
                     );
                 }
                 "x-amazon-apigateway-request-validators" => {
-                    let names: Vec<&str> = obj(value, &p, "the request validators")?
-                        .keys()
-                        .map(String::as_str)
-                        .collect();
+                    let names = keys_of(value, &p, "the request validators")?;
                     self.leave_out(
                         &p,
                         format!(
                             "request validators ({}) are not imported: ringgate does not \
                              validate request parameters or bodies",
-                            names.join(", ")
+                            names
                         ),
                     );
                 }
@@ -418,15 +412,14 @@ impl<'d> Reader<'d> {
                     self.leave_out(&p, "the default request validator is not imported: ringgate does not validate requests");
                 }
                 "x-amazon-apigateway-cors" => {
-                    let cors = obj(value, &p, "the CORS configuration")?;
-                    let keys: Vec<&str> = cors.keys().map(String::as_str).collect();
+                    let keys = keys_of(value, &p, "the CORS configuration")?;
                     self.leave_out(
                         &p,
                         format!(
                             "CORS ({}) is not imported: ringgate neither answers preflight \
                              requests nor adds CORS headers by itself; an OPTIONS mock route \
                              with the headers answers preflights",
-                            keys.join(", ")
+                            keys
                         ),
                     );
                 }
@@ -1987,6 +1980,15 @@ fn type_name(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
+}
+
+/// An object's keys, joined with ", ".
+fn keys_of(v: &Value, ptr: &str, what: &str) -> Result<String, ImportError> {
+    Ok(obj(v, ptr, what)?
+        .keys()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", "))
 }
 
 fn obj<'v>(v: &'v Value, ptr: &str, what: &str) -> Result<&'v Map<String, Value>, ImportError> {
