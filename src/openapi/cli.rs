@@ -48,7 +48,7 @@ pub struct ImportArgs {
     pub variables: Vec<(Option<String>, String, String)>,
     /// Turn on each stage's cache at this capacity (a class in GB such as
     /// `0.5`, or a size such as `64MiB`).
-    #[arg(long, value_name = "C")]
+    #[arg(long, value_name = "C", value_parser = capacity)]
     pub cache_capacity: Option<String>,
     /// Write the configuration here instead of stdout.
     #[arg(long, value_name = "PATH")]
@@ -85,6 +85,10 @@ fn name_value(s: &str) -> Result<(Option<String>, String, String), String> {
     };
     config::check_stage_variable(name, v)?;
     Ok((stage, name.to_string(), v.to_string()))
+}
+
+fn capacity(s: &str) -> Result<String, String> {
+    config::parse_capacity(s).map(|_| s.to_string())
 }
 
 fn read_input(path: &Path) -> std::io::Result<String> {

@@ -1195,14 +1195,26 @@ impl<'d> Reader<'d> {
                 let s = obj(s, &sp, "a stage")?;
                 let name = opt_str(s, "name", &sp)?
                     .ok_or_else(|| ImportError::at(&sp, "a stage needs a \"name\""))?;
+                if name != "$default" && !stage_name_ok(name) {
+                    return Err(ImportError::at(
+                        &child(&sp, "name"),
+                        format!("stage name {name:?} is not [A-Za-z0-9_-]{{1,128}}"),
+                    ));
+                }
                 let mut vars = BTreeMap::new();
                 if let Some(v) = s.get("variables") {
                     let vp = child(&sp, "variables");
                     for (k, val) in obj(v, &vp, "stage variables")? {
-                        vars.insert(k.clone(), str_at(val, &child(&vp, k))?.to_string());
+                        let kp = child(&vp, k);
+                        let val = str_at(val, &kp)?;
+                        config::check_stage_variable(k, val)
+                            .map_err(|why| ImportError::at(&kp, why))?;
+                        vars.insert(k.clone(), val.to_string());
                     }
                 }
                 if let Some(c) = opt_str(s, "cache_capacity", &sp)? {
+                    config::parse_capacity(c)
+                        .map_err(|why| ImportError::at(&child(&sp, "cache_capacity"), why))?;
                     let written = if name == "$default" { "default" } else { name };
                     self.stage_caches.insert(written.to_string(), c.to_string());
                 }

@@ -194,6 +194,21 @@ fn errors_name_the_pointer() {
             json!({"swagger": "2.0", "securityDefinitions": {"k": 1}, "paths": {}}),
             "/securityDefinitions/k",
         ),
+        (
+            json!({"openapi": "3.0.1", "paths": {},
+                   "x-ringgate-stages": [{"name": "prod", "variables": {"bad name": "x"}}]}),
+            "/x-ringgate-stages/0/variables/bad name",
+        ),
+        (
+            json!({"openapi": "3.0.1", "paths": {},
+                   "x-ringgate-stages": [{"name": "a/b"}]}),
+            "/x-ringgate-stages/0/name",
+        ),
+        (
+            json!({"openapi": "3.0.1", "paths": {},
+                   "x-ringgate-stages": [{"name": "p", "cache_capacity": "lots"}]}),
+            "/x-ringgate-stages/0/cache_capacity",
+        ),
     ];
     for (doc, pointer) in cases {
         let e = import_doc(&doc).expect_err(&doc.to_string());
