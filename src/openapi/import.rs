@@ -424,6 +424,11 @@ impl<'d> Reader<'d> {
                     );
                 }
                 "x-amazon-apigateway-importexport-version" | "x-ringgate-stages" => {}
+                "x-amazon-apigateway-policy" => self.leave_out(
+                    &p,
+                    "the resource policy is not imported: ringgate does not restrict by it who \
+                     may call the API (review before exposing it)",
+                ),
                 k if k.starts_with("x-amazon-apigateway-") => {
                     self.leave_out(&p, format!("extension {k} is not imported"));
                 }
@@ -511,7 +516,9 @@ impl<'d> Reader<'d> {
         for (k, v) in op {
             let p = child(ptr, k);
             match k.as_str() {
-                "x-amazon-apigateway-integration" | "x-ringgate-client-throttle" => {}
+                "x-amazon-apigateway-integration"
+                | "x-ringgate-client-throttle"
+                | "x-amazon-apigateway-auth" => {}
                 "x-amazon-apigateway-request-validator" => {
                     str_at(v, &p)?;
                     self.leave_out(&p, format!("{key}: request validation is not done"));
@@ -520,6 +527,21 @@ impl<'d> Reader<'d> {
                     self.leave_out(&p, format!("{key}: extension {k} is not imported"));
                 }
                 _ => {}
+            }
+        }
+        if let Some(auth) = op.get("x-amazon-apigateway-auth") {
+            let ap = child(ptr, "x-amazon-apigateway-auth");
+            let kind = opt_str(obj(auth, &ap, "x-amazon-apigateway-auth")?, "type", &ap)?
+                .unwrap_or("NONE");
+            if !kind.eq_ignore_ascii_case("NONE") {
+                self.leave_out(
+                    &ap,
+                    format!(
+                        "{key}: it requires {kind} authorization, which ringgate does not \
+                         support; the route is left out rather than served unprotected"
+                    ),
+                );
+                return Ok(None);
             }
         }
         let api_key_required = match self.security_of(op, ptr)? {
@@ -536,8 +558,27 @@ impl<'d> Reader<'d> {
             self.leave_out(ptr, format!("{key}: no x-amazon-apigateway-integration"));
             return Ok(None);
         };
-        let ip = child(ptr, "x-amazon-apigateway-integration");
-        let integ = obj(integration, &ip, "the integration")?;
+        let mut ip = child(ptr, "x-amazon-apigateway-integration");
+        let mut integ = obj(integration, &ip, "the integration")?;
+        // An HTTP API's shared integration:
+        // {"$ref": "#/components/x-amazon-apigateway-integrations/NAME"}.
+        if let Some(r) = integ.get("$ref") {
+            let rp = child(&ip, "$ref");
+            let target = str_at(r, &rp)?
+                .strip_prefix('#')
+                .filter(|t| t.is_empty() || t.starts_with('/'))
+                .ok_or_else(|| {
+                    ImportError::at(
+                        &rp,
+                        "only references inside the document (\"#/…\") are followed",
+                    )
+                })?;
+            let found = self.resolve(target).ok_or_else(|| {
+                ImportError::at(&rp, format!("{target:?} is not in the document"))
+            })?;
+            ip = target.to_string();
+            integ = obj(found, &ip, "the referenced integration")?;
+        }
         let Some(kind) = integ.get("type") else {
             return Err(ImportError::at(&ip, "the integration has no \"type\""));
         };
@@ -631,6 +672,22 @@ impl<'d> Reader<'d> {
             client_throttle,
             comments,
         }))
+    }
+
+    /// The value at a JSON pointer of the document.
+    fn resolve(&self, pointer: &str) -> Option<&'d Value> {
+        let mut tokens = pointer.split('/').skip(1);
+        let first = tokens.next()?.replace("~1", "/").replace("~0", "~");
+        let mut v = self.root.get(&first)?;
+        for t in tokens {
+            let t = t.replace("~1", "/").replace("~0", "~");
+            v = match v {
+                Value::Object(m) => m.get(&t)?,
+                Value::Array(a) => a.get(t.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(v)
     }
 
     /// `Ok(Ok(true))`: an API key is required; `Ok(Err(why))`: protected

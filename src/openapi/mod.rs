@@ -22,12 +22,14 @@
 //! | integration `mock` | `[api.route.mock]`: the status its `requestTemplates` choose, the integration response it selects (selection patterns are regexes), static `responseParameters` headers, the `responseTemplates` body (`$stageVariables.x` and `$input.params('p')` converted; other VTL kept as text, noted) |
 //! | `cacheKeyParameters`, `cacheNamespace` | `[api.route.cache]` `key_parameters`, `namespace` |
 //! | `security` naming an API key scheme | `api_key_required = true` |
+//! | an HTTP API's `$ref` to `components/x-amazon-apigateway-integrations` | followed |
 //! | `servers` / `basePath` | the stage name (`--stage` overrides); an HTTP API's `$default` stage is stage `default` served at the root through a `[[domain]] host = "*"` |
 //! | stage variables in uris and bodies | `[[api.stage]] variables` (values from `--variable`) |
 //!
 //! Reported, never silently dropped: Lambda (`aws_proxy`), AWS-service
-//! (`aws`) and VPC-link integrations, authorizers and other security
-//! schemes (such a route is left out, not served unprotected), gateway
+//! (`aws`) and VPC-link integrations, authorizers, IAM
+//! (`x-amazon-apigateway-auth`) and other security schemes (such a route
+//! is left out, not served unprotected), resource policies, gateway
 //! responses, request validators, CORS, binary media types, and an API key
 //! source other than the header.
 //!

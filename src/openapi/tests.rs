@@ -283,6 +283,80 @@ fn authorizers_leave_the_route_out() {
 }
 
 #[test]
+fn iam_authorization_leaves_the_route_out() {
+    let doc = json!({
+        "openapi": "3.0.1",
+        "paths": {
+            "/iam": {"get": {"x-amazon-apigateway-auth": {"type": "AWS_IAM"},
+                             "x-amazon-apigateway-integration": {"type": "mock"}}},
+            "/open": {"get": {"x-amazon-apigateway-auth": {"type": "NONE"},
+                              "x-amazon-apigateway-integration": {"type": "mock"}}}
+        },
+        "x-amazon-apigateway-policy": {"Version": "2012-10-17", "Statement": []}
+    });
+    let i = import_doc(&doc).unwrap();
+    assert_eq!(i.summary.routes, 1);
+    let out: Vec<&str> = i
+        .summary
+        .left_out
+        .iter()
+        .map(|n| n.pointer.as_str())
+        .collect();
+    assert_eq!(
+        out,
+        vec![
+            "/x-amazon-apigateway-policy",
+            "/paths/~1iam/get/x-amazon-apigateway-auth"
+        ]
+    );
+    assert!(i.summary.left_out[1].message.contains("AWS_IAM"));
+}
+
+#[test]
+fn shared_integrations_are_followed() {
+    let doc = json!({
+        "openapi": "3.0.1",
+        "x-amazon-apigateway-importexport-version": "1.0",
+        "components": {"x-amazon-apigateway-integrations": {"backend": {
+            "type": "http_proxy", "uri": "http://backend.example.com:8080/{proxy}",
+            "payloadFormatVersion": "1.0", "timeoutInMillis": "oops"
+        }, "ok": {"type": "http_proxy", "uri": "http://backend.example.com:8080/{proxy}"}}},
+        "paths": {"/{proxy+}": {"x-amazon-apigateway-any-method": {
+            "x-amazon-apigateway-integration": {"$ref": "#/components/x-amazon-apigateway-integrations/ok"}
+        }}}
+    });
+    let i = import_doc(&doc).unwrap();
+    assert!(
+        i.toml
+            .contains("uri = \"http://backend.example.com:8080/{proxy}\""),
+        "{}",
+        i.toml
+    );
+    round_trip(&i);
+    // An error inside the shared integration is reported where it is.
+    let mut bad = doc.clone();
+    bad["paths"]["/{proxy+}"]["x-amazon-apigateway-any-method"]
+        ["x-amazon-apigateway-integration"]["$ref"] =
+        json!("#/components/x-amazon-apigateway-integrations/backend");
+    let e = import_doc(&bad).unwrap_err();
+    assert_eq!(
+        e.pointer,
+        "/components/x-amazon-apigateway-integrations/backend/timeoutInMillis"
+    );
+    // A reference to nothing, or outside the document.
+    for r in ["#/components/nothing", "other.json#/x"] {
+        let mut bad = doc.clone();
+        bad["paths"]["/{proxy+}"]["x-amazon-apigateway-any-method"]
+            ["x-amazon-apigateway-integration"]["$ref"] = json!(r);
+        let e = import_doc(&bad).unwrap_err();
+        assert_eq!(
+            e.pointer,
+            "/paths/~1{proxy+}/x-amazon-apigateway-any-method/x-amazon-apigateway-integration/$ref"
+        );
+    }
+}
+
+#[test]
 fn a_route_the_validator_refuses_is_left_out_with_its_reason() {
     let doc = json!({
         "openapi": "3.0.1",
@@ -593,9 +667,13 @@ fn operation() -> BoxedStrategy<Value> {
         or_junk(integration()),
         prop::option::weighted(0.3, security),
         prop::bool::weighted(0.95),
+        prop::option::weighted(0.1, word(&["NONE", "AWS_IAM", "none"])),
     )
-        .prop_map(|(integration, security, with_integration)| {
+        .prop_map(|(integration, security, with_integration, auth)| {
             let mut op = Map::new();
+            if let Some(t) = auth {
+                op.insert("x-amazon-apigateway-auth".into(), json!({ "type": t }));
+            }
             if with_integration {
                 op.insert("x-amazon-apigateway-integration".into(), integration);
             }
