@@ -12,13 +12,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::fmt::Write as _;
 use std::sync::LazyLock;
 
 use regex::Regex;
 use serde_json::{Map, Value};
 
 use super::{child, parse_document, ImportError};
+use crate::admin::cli::encode;
 use crate::config::{self, Config};
 use write::{write_toml, Head};
 
@@ -1304,11 +1304,21 @@ impl<'d> Reader<'d> {
                 vars.entry(k.clone()).or_insert_with(|| v.clone());
             }
         }
-        // A variable that is a whole uri authority needs a port.
+        // A variable that is a whole uri authority needs a port, unless
+        // it names an upstream group (the gateway's, or one the document
+        // brings in x-ringgate-upstreams).
+        let groups: Vec<&str> = self
+            .root
+            .get("x-ringgate-upstreams")
+            .and_then(Value::as_object)
+            .map(|m| m.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let is_group =
+            |v: &str| groups.contains(&v) || options.upstreams.iter().any(|(n, _)| n == v);
         for (name, vars) in &mut stages {
             for (var, tls) in &self.authority_vars {
                 if let Some(v) = vars.get_mut(var) {
-                    if !v.is_empty() && !has_port(v) && !v.contains('$') && v.contains('.') {
+                    if !v.is_empty() && !has_port(v) && !v.contains('$') && !is_group(v) {
                         let port = if *tls { 443 } else { 80 };
                         self.approximated.push(note(
                             "",
@@ -1692,19 +1702,6 @@ impl Source {
             _ => None,
         }
     }
-}
-
-/// Percent-encodes all but RFC 3986's unreserved characters.
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {

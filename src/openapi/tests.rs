@@ -173,6 +173,29 @@ hosts = ["shop.example.com", "api.shop.example.com"]
 }
 
 #[test]
+fn a_host_variable_without_a_port_gets_the_schemes() {
+    let doc = json!({"openapi": "3.0.1", "paths": {"/{proxy+}": {"get": {
+        "x-amazon-apigateway-integration": {"type": "http_proxy",
+            "uri": "https://${stageVariables.host}/{proxy}"}}}}});
+    let options = ImportOptions {
+        stages: vec![
+            ("a".into(), [("host".into(), "localhost".into())].into()),
+            ("b".into(), [("host".into(), "pets".into())].into()),
+            ("c".into(), [("host".into(), "10.0.0.5:8443".into())].into()),
+        ],
+        upstreams: vec![("pets".into(), true)],
+        ..ImportOptions::default()
+    };
+    let i = import(&doc.to_string(), &options).unwrap();
+    let vars: Vec<&str> = i.config.apis[0]
+        .stages
+        .iter()
+        .map(|s| s.variables["host"].as_str())
+        .collect();
+    assert_eq!(vars, ["localhost:443", "pets", "10.0.0.5:8443"]);
+}
+
+#[test]
 fn errors_name_the_pointer() {
     let cases = [
         (json!([1]), ""),
